@@ -1,0 +1,195 @@
+"""The command line: retrain.py's flag names, generated from the one config dataclass.
+
+    python -m pipeline inspect --image_dir DIR
+    python -m pipeline cache   --image_dir DIR --bottleneck_dir DIR
+    python -m pipeline train   --image_dir DIR --output_dir RUN_DIR [--how_many_training_steps 4000 ...]
+    python -m pipeline run     --run_dir RUN_DIR            # a run from its config.json (the app uses this)
+    python -m pipeline predict --model RUN_DIR IMAGE...     # or --image_dir DIR --output_csv FILE
+
+Heavy modules (TensorFlow) are imported per command, so `inspect` answers quickly. A user's
+mistake prints one line and exits 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Any
+
+from pipeline.config import AugmentConfig, DatasetConfig, OutputConfig, RunConfig, TrainConfig
+from pipeline.errors import RetrainError, RunCancelled
+from pipeline.progress import print_progress
+
+# retrain.py flags whose meaning does not carry over, with what to do instead.
+UNSUPPORTED_FLAGS = {
+    "tfhub_module": "TF Hub modules are not used; choose a backbone with --architecture (efficientnet_lite0 works "
+                    "offline; inception_v3, mobilenet_v2, resnet50, or PATH.keras with --bottleneck_layer)",
+    "output_graph": "frozen graphs are gone from TF2; the run exports model.keras, saved_model/1/ and model.tflite "
+                    "into --output_dir",
+    "final_tensor_name": "the exported models name their output 'probabilities'; no tensor name is needed",
+    "intermediate_output_graphs_dir": "intermediate graphs are not written; each run keeps its best weights",
+    "intermediate_store_frequency": "intermediate graphs are not written; each run keeps its best weights",
+    "model_dir": "backbone weights need no folder: efficientnet_lite0 ships with the install and Keras "
+                 "backbones use Keras's own cache",
+}
+SECTIONS = {"dataset": DatasetConfig, "augment": AugmentConfig, "train": TrainConfig, "output": OutputConfig}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, sections: list[str]) -> None:
+    """One flag per config field, named as the field, with the field's help."""
+    for section in sections:
+        group = parser.add_argument_group(section)
+        for field in dataclasses.fields(SECTIONS[section]):
+            kwargs: dict[str, Any] = {"dest": f"{section}.{field.name}", "default": argparse.SUPPRESS,
+                                      "help": field.metadata.get("help")}
+            if "choices" in field.metadata:
+                kwargs["choices"] = field.metadata["choices"]
+            if field.type in ("bool", bool):
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif field.type.startswith("list"):
+                kwargs["nargs"] = "+"
+            else:
+                kwargs["type"] = {"int": int, "float": float}.get(field.type.split(" ")[0], str)
+            group.add_argument(f"--{field.name}", **kwargs)
+
+
+def add_unsupported_flags(parser: argparse.ArgumentParser) -> None:
+    for name in UNSUPPORTED_FLAGS:
+        parser.add_argument(f"--{name}", dest=f"unsupported.{name}", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The config file (if any) with every flag given on the command line laid over it."""
+    given = vars(args)
+    unsupported = [name.split(".", 1)[1] for name in given if name.startswith("unsupported.")]
+    if unsupported:
+        raise RetrainError(f"--{unsupported[0]} is not supported: {UNSUPPORTED_FLAGS[unsupported[0]]}")
+    config = RunConfig.load(given["config"]) if given.get("config") else RunConfig()
+    for section in SECTIONS:
+        values = {key.split(".", 1)[1]: value for key, value in given.items() if key.startswith(f"{section}.")}
+        if values:
+            setattr(config, section, dataclasses.replace(getattr(config, section), **values))
+    return config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description="Retrain Studio's engine: "
+                                     "transfer learning on cached bottlenecks, retrain.py-compatible flags.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    inspect = commands.add_parser("inspect", help="Check a dataset: classes, splits, problems, warnings (JSON).")
+    add_config_flags(inspect, ["dataset"])
+    cache = commands.add_parser("cache", help="Compute and cache bottlenecks for every image.")
+    add_config_flags(cache, ["dataset"])
+    cache.add_argument("--architecture", dest="train.architecture", default=argparse.SUPPRESS)
+    cache.add_argument("--bottleneck_layer", dest="train.bottleneck_layer", default=argparse.SUPPRESS)
+    cache.add_argument("--bottleneck_dir", dest="output.bottleneck_dir", default=argparse.SUPPRESS)
+    train = commands.add_parser("train", help="A whole run: cache, train, evaluate, export.")
+    add_config_flags(train, list(SECTIONS))
+    train.add_argument("--config", help="A config.json to start from; flags given here override it.")
+    add_unsupported_flags(train)
+    run = commands.add_parser("run", help="Run the config.json already in a run directory (used by the app).")
+    run.add_argument("--run_dir", required=True)
+    predict = commands.add_parser("predict", help="Top-k predictions of a finished run's model.")
+    predict.add_argument("--model", required=True, help="The run directory (holds model.keras and labels.txt).")
+    predict.add_argument("--top_k", type=int, default=5)
+    predict.add_argument("--image_dir", help="Predict every image in this folder ...")
+    predict.add_argument("--output_csv", help="... and write one CSV row per image here.")
+    predict.add_argument("images", nargs="*", help="Image files; one JSON line each is printed.")
+    return parser
+
+
+def command_inspect(args: argparse.Namespace) -> None:
+    from pipeline.dataset import inspect_report, load_dataset
+
+    dataset = load_dataset(config_from_args(args).dataset, check_images=True, progress=print_progress)
+    print(json.dumps(inspect_report(dataset), indent=2))
+
+
+def command_cache(args: argparse.Namespace) -> None:
+    from pipeline.backbones import load_backbone
+    from pipeline.bottlenecks import ExtractItem, cache_bottlenecks
+    from pipeline.dataset import load_dataset
+    from pipeline.runs import cache_root
+
+    config = config_from_args(args)
+    dataset = load_dataset(config.dataset, check_images=False, progress=print_progress)
+    backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer)
+    items = [ExtractItem(row.path, row.sha256) for row in dataset.usable().itertuples()]
+    result = cache_bottlenecks(items, backbone, config.output.bottleneck_dir or cache_root() / "bottlenecks",
+                               progress=print_progress)
+    for item, problem in result.problems.items():
+        print(f"problem: {item.path}: {problem}", file=sys.stderr)
+    print(json.dumps(result.summary()))
+
+
+def command_train(args: argparse.Namespace) -> None:
+    config = config_from_args(args)
+    if not config.output.output_dir:
+        raise RetrainError("--output_dir is required: the run directory for config, metrics, report and exports")
+    _run_and_print(config, config.output.output_dir)
+
+
+def command_run(args: argparse.Namespace) -> None:
+    from pipeline.runs import RunDir
+
+    _run_and_print(RunConfig.load(RunDir(args.run_dir).config), args.run_dir)
+
+
+def _run_and_print(config: RunConfig, run_dir: str) -> None:
+    from pipeline.retrain import retrain
+
+    report = retrain(config, run_dir, echo=print_progress)
+    print(report.table())
+    if config.output.print_misclassified_test_images:
+        print("\nmisclassified test images:")
+        for wrong in report.misclassified:
+            print(f"  {wrong.file}: {wrong.true_label} → {wrong.predicted_label} ({wrong.confidence:.2f})")
+    print(json.dumps({"run_dir": run_dir, "test_accuracy": report.test_accuracy,
+                      "top5_accuracy": report.top5_accuracy, "export_parity": report.extra.get("export_parity")}))
+
+
+def command_predict(args: argparse.Namespace) -> None:
+    from pipeline.predict import Predictor, image_files, write_predictions_csv
+
+    if not args.images and not args.image_dir:
+        raise RetrainError("give image files, or --image_dir DIR (with --output_csv FILE for a CSV)")
+    if args.output_csv and not args.image_dir:
+        raise RetrainError("--output_csv goes with --image_dir")
+    predictor = Predictor(args.model)
+    if args.image_dir:
+        results = predictor.predict_files(image_files(args.image_dir), args.top_k)
+        if args.output_csv:
+            write_predictions_csv(results, args.output_csv, args.top_k, root=args.image_dir)
+            print(json.dumps({"images": len(results), "errors": sum("error" in r for r in results),
+                              "output_csv": args.output_csv}))
+            return
+    else:
+        results = predictor.predict_files(args.images, args.top_k)
+    for result in results:
+        print(json.dumps(result))
+
+
+COMMANDS = {"inspect": command_inspect, "cache": command_cache, "train": command_train, "run": command_run,
+            "predict": command_predict}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except RunCancelled as cancelled:
+        print(f"cancelled: {cancelled}", file=sys.stderr)
+        return 3
+    except RetrainError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""The bottleneck cache: each image goes through the backbone once, ever.
+
+Entries are keyed by what determines the vector — the image's content hash, the backbone's
+identity (name, weights, layer), the preprocessing, and for augmented copies the copy index and
+transform settings — so renaming or moving photos reuses them and two backbones never mix.
+
+Storage is one SQLite file: every batch is committed in one transaction, so kill -9 at any
+moment leaves whole entries or none, and a rerun computes only what is missing. Each entry
+carries its length and a CRC32; a damaged one is dropped and recomputed, never used.
+
+Extraction is batched with tf.data (parallel decode and resize, prefetch) feeding one compiled
+forward pass, instead of retrain.py's one image at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from pipeline.augment import augmented_for_model, copy_seed
+from pipeline.config import AugmentConfig
+from pipeline.errors import ImageProblem, RetrainError
+from pipeline.images import PREPROCESS_ID, load_image, prepare_for_model
+from pipeline.progress import ProgressCallback, ProgressMeter
+
+if TYPE_CHECKING:
+    from pipeline.backbones import Backbone
+
+DATABASE_NAME = "bottlenecks.sqlite"
+
+
+@dataclass(frozen=True)
+class ExtractItem:
+    """One bottleneck to have: an image file, or its k-th augmented copy (copy >= 1)."""
+
+    path: str
+    sha256: str
+    copy: int = 0
+
+
+@dataclass
+class CacheResult:
+    vectors: dict[ExtractItem, np.ndarray]   # every item that has a bottleneck now
+    problems: dict[ExtractItem, str]          # items that could not be decoded, with why
+    computed: int = 0
+    reused: int = 0
+    seconds: float = 0.0
+    damaged: int = 0                          # entries found corrupt and recomputed
+
+    @property
+    def images_per_second(self) -> float:
+        return self.computed / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> dict:
+        return {"images": len(self.vectors) + len(self.problems), "computed": self.computed, "reused": self.reused,
+                "problems": len(self.problems), "damaged": self.damaged, "seconds": round(self.seconds, 3),
+                "images_per_second": round(self.images_per_second, 2)}
+
+
+class BottleneckStore:
+    """Crash-safe key → float32 vector storage in one SQLite file."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.path = self.directory / DATABASE_NAME
+        self.connection = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError:
+            # Not a database at all (overwritten, truncated to garbage): set it aside, start afresh.
+            aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+            self.path.rename(aside)
+            return self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")  # readers (other runs) never block the writer
+        connection.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL is still atomic on power loss
+        connection.execute("CREATE TABLE IF NOT EXISTS bottlenecks (key TEXT PRIMARY KEY, dim INTEGER NOT NULL, "
+                           "crc INTEGER NOT NULL, vector BLOB NOT NULL)")
+        connection.execute("SELECT count(*) FROM bottlenecks").fetchone()
+        return connection
+
+    def get_many(self, keys: Sequence[str]) -> tuple[dict[str, np.ndarray], int]:
+        """The stored vectors for `keys` (missing ones absent), and how many were damaged."""
+        found: dict[str, np.ndarray] = {}
+        damaged: list[str] = []
+        for start in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
+            chunk = keys[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, dim, crc, blob in self.connection.execute(
+                    f"SELECT key, dim, crc, vector FROM bottlenecks WHERE key IN ({marks})", chunk):
+                if len(blob) != dim * 4 or zlib.crc32(blob) != crc:
+                    damaged.append(key)
+                    continue
+                found[key] = np.frombuffer(blob, dtype=np.float32)
+        if damaged:
+            self.delete(damaged)
+        return found, len(damaged)
+
+    def put_many(self, vectors: dict[str, np.ndarray]) -> None:
+        """Store vectors in one transaction: all of them land, or none do."""
+        rows = []
+        for key, vector in vectors.items():
+            blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+            rows.append((key, len(blob) // 4, zlib.crc32(blob), blob))
+        with self.connection:
+            self.connection.execute("BEGIN IMMEDIATE")
+            self.connection.executemany("INSERT OR REPLACE INTO bottlenecks VALUES (?, ?, ?, ?)", rows)
+
+    def delete(self, keys: Iterable[str]) -> None:
+        with self.connection:
+            self.connection.execute("BEGIN IMMEDIATE")
+            self.connection.executemany("DELETE FROM bottlenecks WHERE key = ?", [(k,) for k in keys])
+
+    def count(self) -> int:
+        return self.connection.execute("SELECT count(*) FROM bottlenecks").fetchone()[0]
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def entry_key(item: ExtractItem, backbone_identity: str, augment: AugmentConfig | None) -> str:
+    """The cache key: content + backbone + preprocessing (+ copy and transforms for copies)."""
+    variant = "original" if item.copy == 0 else f"copy{item.copy}|{augment.transform_key() if augment else ''}"
+    text = f"{item.sha256}|{backbone_identity}|{PREPROCESS_ID}|{variant}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cache_bottlenecks(items: Sequence[ExtractItem], backbone: Backbone, bottleneck_dir: str | Path,
+                      augment: AugmentConfig | None = None, progress: ProgressCallback | None = None,
+                      batch_size: int = 32, should_stop: Callable[[], bool] | None = None) -> CacheResult:
+    """Have a bottleneck for every item: load what is cached, compute only what is missing.
+
+    Bad images become `problems`, never a crash. `should_stop` is polled between batches so a
+    cancelled run stops promptly with every finished batch already committed.
+    """
+    started = time.monotonic()
+    store = BottleneckStore(bottleneck_dir)
+    try:
+        keys = {item: entry_key(item, backbone.identity, augment) for item in items}
+        items_by_key: dict[str, list[ExtractItem]] = {}
+        for item, key in keys.items():
+            items_by_key.setdefault(key, []).append(item)
+        stored, damaged = store.get_many(list(dict.fromkeys(keys.values())))
+        vectors = {item: stored[key] for item, key in keys.items() if key in stored}
+        missing = _unique_missing(items, keys, stored)
+        result = CacheResult(vectors=vectors, problems={}, reused=len(vectors), damaged=damaged)
+        stage = "augmenting" if missing and all(item.copy for item in missing) else "caching"
+        meter = ProgressMeter(stage, len(missing), progress)
+        meter.report()
+        for batch_items, features, problems in _extract_batches(missing, backbone, augment, batch_size):
+            new = {keys[item]: vector for item, vector in zip(batch_items, features)}
+            store.put_many(new)
+            for key, vector in new.items():  # the same content may stand under two file names
+                for item in items_by_key[key]:
+                    result.vectors[item] = vector
+            result.problems.update(problems)
+            result.computed += len(batch_items)
+            meter.advance(len(batch_items) + len(problems))
+            if should_stop and should_stop():
+                break
+        _spread_problems(items, keys, result)
+    finally:
+        store.close()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _unique_missing(items: Sequence[ExtractItem], keys: dict, stored: dict) -> list[ExtractItem]:
+    seen: set[str] = set()
+    missing = []
+    for item in items:
+        key = keys[item]
+        if key not in stored and key not in seen:
+            seen.add(key)
+            missing.append(item)
+    return missing
+
+
+def _spread_problems(items: Sequence[ExtractItem], keys: dict, result: CacheResult) -> None:
+    """A problem found in one file is a problem for every item with the same content and variant."""
+    bad_keys = {keys[item]: message for item, message in result.problems.items()}
+    for item in items:
+        if item not in result.vectors and keys[item] in bad_keys:
+            result.problems.setdefault(item, bad_keys[keys[item]])
+
+
+def load_item_for_model(item: ExtractItem, size: int, augment: AugmentConfig | None) -> np.ndarray:
+    """An item's model input: the image itself, or its deterministic augmented copy."""
+    rgb = load_image(item.path, min_side=size)
+    if item.copy == 0:
+        return prepare_for_model(rgb, size)
+    if augment is None:
+        raise RetrainError("an augmented copy was requested without augmentation settings")
+    return augmented_for_model(rgb, augment, copy_seed(item.sha256, item.copy), size)
+
+
+def _extract_batches(items: Sequence[ExtractItem], backbone: Backbone, augment: AugmentConfig | None,
+                     batch_size: int):
+    """Yield (items, features, problems) per batch, decoding in parallel with tf.data."""
+    if not items:
+        return
+    import tensorflow as tf
+
+    size = backbone.input_size
+    problems: dict[int, str] = {}
+
+    def load(index: np.int64):
+        item = items[int(index)]
+        try:
+            return load_item_for_model(item, size, augment), True
+        except ImageProblem as problem:
+            problems[int(index)] = str(problem)
+        except Exception as err:  # a decoder bug must not end a run over one photo
+            problems[int(index)] = f"could not decode ({type(err).__name__}: {err})"
+        return np.zeros((size, size, 3), np.uint8), False
+
+    def load_tensor(index):
+        image, ok = tf.numpy_function(load, [index], [tf.uint8, tf.bool], stateful=False)
+        image.set_shape((size, size, 3))
+        ok.set_shape(())
+        return index, image, ok
+
+    dataset = (tf.data.Dataset.range(len(items))
+               .map(load_tensor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+               .batch(batch_size)
+               .prefetch(2))
+    forward = compiled_forward(backbone)
+    for indices, images, ok in dataset:
+        ok = ok.numpy()
+        indices = indices.numpy()
+        good = indices[ok]
+        features = forward(tf.boolean_mask(images, ok)).numpy() if len(good) else np.zeros((0, backbone.feature_dim))
+        batch_problems = {items[int(i)]: problems.pop(int(i)) for i in indices[~ok]}
+        yield [items[int(i)] for i in good], features.astype(np.float32), batch_problems
+
+
+def compiled_forward(backbone: Backbone) -> Callable:
+    """The backbone's forward pass as one compiled graph over uint8 batches."""
+    import tensorflow as tf
+
+    size = backbone.input_size
+
+    @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)], reduce_retracing=True)
+    def forward(images):
+        return backbone.model(tf.cast(images, tf.float32), training=False)
+
+    return forward

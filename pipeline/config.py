@@ -1,0 +1,164 @@
+"""The one list of settings, shared by the CLI and the app.
+
+Every knob is a dataclass field with a default and a one-line help. The CLI builds its flags
+from these fields (retrain.py's names where the meaning carries over) and the app builds its
+widgets from the same help text, so there is no second list to drift out of date.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import RetrainError
+
+
+def knob(default: Any, help: str, **extra: Any) -> Any:
+    """A dataclass field whose help text the CLI and the app both show."""
+    if isinstance(default, list):  # mutable defaults need a factory
+        return field(default_factory=lambda: list(default), metadata={"help": help, **extra})
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class DatasetConfig:
+    image_dir: str | None = knob(None, "Folder of class sub-folders, or of train/ val/ test/ folders of them.")
+    zip: str | None = knob(None, "Zip archive of either folder layout (with or without one top folder).")
+    label_csv: str | None = knob(None, "CSV with columns image_id,label; images are in --image_dir.")
+    testing_percentage: int = knob(10, "Percent of images held out for the final test.")
+    validation_percentage: int = knob(10, "Percent of images used to validate while training.")
+    overrides: str | None = knob(None, "JSON file of per-image decisions (drop or relabel) for this dataset.")
+
+
+@dataclass
+class AugmentConfig:
+    flip_left_right: bool = knob(False, "Randomly mirror training images left to right.")
+    random_crop: int = knob(0, "Percent of margin to randomly crop away (retrain.py meaning).")
+    random_scale: int = knob(0, "Percent to randomly scale up by (retrain.py meaning).")
+    random_brightness: int = knob(0, "Percent to randomly brighten or darken by (retrain.py meaning).")
+    rotation: float = knob(0.0, "Largest random rotation, in degrees.")
+    width_shift: float = knob(0.0, "Largest horizontal shift, as a fraction of the width.")
+    height_shift: float = knob(0.0, "Largest vertical shift, as a fraction of the height.")
+    shear: float = knob(0.0, "Largest shear angle, in degrees (Keras ImageDataGenerator meaning).")
+    zoom: float = knob(0.0, "Largest zoom in or out, as a fraction (0.2 = 80% to 120%).")
+    fill_mode: str = knob("nearest", "How to fill pixels uncovered by a transform.",
+                          choices=["nearest", "reflect", "constant", "wrap"])
+    augment_copies: int = knob(0, "Augmented copies of each training image, each cached like an image.")
+    class_size: int = knob(0, "Bring every class's training split to about this many images with augmented copies.")
+
+    def is_active(self) -> bool:
+        """True when any transform is on (copies are made only then)."""
+        return any([self.flip_left_right, self.random_crop, self.random_scale, self.random_brightness,
+                    self.rotation, self.width_shift, self.height_shift, self.shear, self.zoom])
+
+    def transform_key(self) -> str:
+        """A stable text of the transform settings, part of each augmented copy's cache key."""
+        settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("augment_copies", "class_size")}
+        return json.dumps(settings, sort_keys=True)
+
+
+@dataclass
+class TrainConfig:
+    architecture: str = knob("efficientnet_lite0", "Backbone: efficientnet_lite0 (offline), inception_v3, "
+                             "mobilenet_v2[_ALPHA], resnet50, or PATH.keras for your own model.")
+    bottleneck_layer: str | None = knob(None, "Backbone layer whose output is the bottleneck (default: its pooled features).")
+    optimizer: str = knob("adam", "Optimizer for the new head.", choices=["adam", "sgd", "rmsprop"])
+    learning_rate: float = knob(0.001, "How fast the head learns; lower is slower but steadier.")
+    train_batch_size: int = knob(100, "Images per training step.")
+    how_many_training_steps: int = knob(0, "Training steps (retrain.py meaning); 0 means train by --epochs.")
+    epochs: int = knob(40, "Passes over the training set (used when --how_many_training_steps is 0).")
+    eval_step_interval: int = knob(0, "Validate every this many steps (0: once per epoch).")
+    validation_batch_size: int = knob(-1, "Images per validation batch (-1: all at once).")
+    test_batch_size: int = knob(-1, "Images per test batch (-1: all at once).")
+    dropout: float = knob(0.2, "Fraction of bottleneck features dropped while training, against overfitting.")
+    hidden_units: int = knob(0, "Size of an optional hidden layer in the head (0: none).")
+    label_smoothing: float = knob(0.1, "Soften the targets a little; helps when labels are noisy.")
+    class_weights: bool = knob(True, "Weight classes by inverse frequency when they are imbalanced.")
+    early_stopping: int = knob(8, "Stop after this many validations without improvement (0: never).")
+    seed: int = knob(0, "Random seed; the same seed and data give the same model.")
+    fine_tune_layers: int = knob(0, "Unfreeze the top N backbone layers after the head converges (slow).")
+    fine_tune_epochs: int = knob(2, "Epochs of fine-tuning when --fine_tune_layers is set.")
+    fine_tune_learning_rate: float = knob(1e-5, "Learning rate while fine-tuning.")
+
+
+@dataclass
+class OutputConfig:
+    output_dir: str | None = knob(None, "Run directory: config, status, metrics, report and exports go here.")
+    bottleneck_dir: str | None = knob(None, "Where cached bottlenecks live (shared between runs).")
+    summaries_dir: str | None = knob(None, "TensorBoard logs (default: RUN_DIR/logs).")
+    output_labels: str | None = knob(None, "Also write labels.txt here.")
+    saved_model_dir: str | None = knob(None, "Also write the SavedModel here.")
+    export_formats: list[str] = knob(["keras", "saved_model", "tflite"], "Formats to export.",
+                                     choices=["keras", "saved_model", "tflite"])
+    print_misclassified_test_images: bool = knob(False, "Print every misclassified test image.")
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs; written resolved to RUN_DIR/config.json."""
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        from pipeline.files import write_json_atomic
+
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        sections = {f.name: f.default_factory for f in dataclasses.fields(cls)}
+        unknown = set(data) - set(sections)
+        if unknown:
+            raise RetrainError(f"config has unknown sections {sorted(unknown)}; expected {sorted(sections)}")
+        return cls(**{name: _section_from_dict(factory, data.get(name, {})) for name, factory in sections.items()})
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise RetrainError(f"{path}: config file not found") from None
+        except json.JSONDecodeError as err:
+            raise RetrainError(f"{path}: not valid JSON ({err}); fix or regenerate the config") from None
+        return cls.from_dict(data)
+
+
+def _section_from_dict(factory: Any, values: dict[str, Any]) -> Any:
+    section = factory()
+    known = {f.name for f in dataclasses.fields(section)}
+    unknown = set(values) - known
+    if unknown:
+        raise RetrainError(f"config section {type(section).__name__} has unknown keys {sorted(unknown)}")
+    return dataclasses.replace(section, **values)
+
+
+def knob_help(section: Any, name: str) -> str:
+    """The one-line help of a setting, for CLI flags and app widgets alike."""
+    return next(f.metadata.get("help", "") for f in dataclasses.fields(section) if f.name == name)
+
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # Quick: a first model in a minute; good enough to see whether the data works.
+    "Quick": {"train": {"epochs": 15, "early_stopping": 4}, "augment": {"augment_copies": 0}},
+    # Best accuracy: more epochs and two cached augmented copies of each training image.
+    "Best accuracy": {"train": {"epochs": 80, "early_stopping": 12},
+                      "augment": {"flip_left_right": True, "random_crop": 10, "random_brightness": 10,
+                                  "augment_copies": 2}},
+}
+
+
+def apply_preset(config: RunConfig, preset: str) -> RunConfig:
+    """A copy of `config` with a named preset's values set."""
+    if preset not in PRESETS:
+        raise RetrainError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    changed = {name: dataclasses.replace(getattr(config, name), **values) for name, values in PRESETS[preset].items()}
+    return dataclasses.replace(config, **changed)

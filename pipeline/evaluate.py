@@ -1,0 +1,111 @@
+"""Evaluation as an object: the CLI prints a Report, the app plots the same one.
+
+A Report is built from true labels and predicted probabilities only, so it does not care
+whether those came from the head on cached bottlenecks or from a fine-tuned whole model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.files import read_json, write_json_atomic
+
+
+@dataclass
+class ClassScores:
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass
+class Misclassified:
+    file: str
+    true_label: str
+    predicted_label: str
+    confidence: float
+
+
+@dataclass
+class Report:
+    test_accuracy: float                     # 0-1, on the held-out test split
+    top5_accuracy: float
+    test_images: int
+    labels: list[str]
+    per_class: dict[str, ClassScores]
+    confusion_matrix: list[list[int]]        # rows: true label, columns: predicted label
+    misclassified: list[Misclassified]
+    extra: dict[str, Any] = field(default_factory=dict)  # export_parity, timings, train_class_counts, ...
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        extra = data.pop("extra")
+        return {**data, **extra}
+
+    def save(self, path: str | Path) -> None:
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Report:
+        data = read_json(path)
+        if data is None:
+            raise FileNotFoundError(path)
+        known = {name: data.pop(name) for name in list(cls.__dataclass_fields__) if name in data}
+        known["per_class"] = {k: ClassScores(**v) for k, v in known["per_class"].items()}
+        known["misclassified"] = [Misclassified(**m) for m in known["misclassified"]]
+        return cls(**known, extra=data)
+
+    def table(self) -> str:
+        """A readable per-class table with the headline numbers, for the terminal."""
+        width = max([len(label) for label in self.labels] + [9])
+        lines = [f"test accuracy {self.test_accuracy:.4f}   top-5 {self.top5_accuracy:.4f}   "
+                 f"({self.test_images} test images)", "",
+                 f"{'class':<{width}}  precision  recall     f1  support"]
+        for label in self.labels:
+            s = self.per_class[label]
+            lines.append(f"{label:<{width}}  {s.precision:9.3f}  {s.recall:6.3f}  {s.f1:5.3f}  {s.support:7d}")
+        return "\n".join(lines)
+
+
+def build_report(true_indices: np.ndarray, probabilities: np.ndarray, labels: list[str],
+                 files: list[str]) -> Report:
+    """Accuracy, top-5, per-class P/R/F1, confusion matrix and misclassified images."""
+    true_indices = np.asarray(true_indices, dtype=int)
+    predicted = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, dtype=int)
+    count = len(true_indices)
+    confusion = np.zeros((len(labels), len(labels)), dtype=int)
+    np.add.at(confusion, (true_indices, predicted), 1)
+    top_k = min(5, len(labels))
+    top5 = np.argsort(-probabilities, axis=1)[:, :top_k] if count else np.zeros((0, top_k), dtype=int)
+    wrong = np.flatnonzero(predicted != true_indices)
+    # Most confident mistakes first: those are the ones worth looking at.
+    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])] if len(wrong) else wrong
+    return Report(
+        test_accuracy=float((predicted == true_indices).mean()) if count else 0.0,
+        top5_accuracy=float((top5 == true_indices[:, None]).any(axis=1).mean()) if count else 0.0,
+        test_images=count,
+        labels=list(labels),
+        per_class=_per_class_scores(confusion, labels),
+        confusion_matrix=confusion.tolist(),
+        misclassified=[Misclassified(files[i], labels[true_indices[i]], labels[predicted[i]],
+                                     round(float(probabilities[i, predicted[i]]), 4)) for i in wrong],
+    )
+
+
+def _per_class_scores(confusion: np.ndarray, labels: list[str]) -> dict[str, ClassScores]:
+    scores = {}
+    for index, label in enumerate(labels):
+        true_positive = confusion[index, index]
+        predicted_as = confusion[:, index].sum()
+        support = confusion[index, :].sum()
+        precision = true_positive / predicted_as if predicted_as else 0.0
+        recall = true_positive / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        scores[label] = ClassScores(round(float(precision), 4), round(float(recall), 4), round(float(f1), 4),
+                                    int(support))
+    return scores

@@ -1,0 +1,42 @@
+"""Crash-safe file writes: write to a temporary name in the same folder, then rename.
+
+A reader (the app polling status.json, a rerun after kill -9) sees either the old file or
+the new one, never half of one, because rename within a folder is atomic on POSIX.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write `data` as indented JSON, atomically."""
+    write_bytes_atomic(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
+
+
+def read_json(path: str | Path, default: Any = None) -> Any:
+    """The JSON in `path`, or `default` when the file does not exist yet."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return default

@@ -1,0 +1,93 @@
+"""Top-k predictions from an exported run, through exactly the decode and resize of training."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import ImageProblem, RetrainError
+from pipeline.images import load_for_model, prepare_for_model
+
+BATCH = 32
+
+
+class Predictor:
+    """A run's exported model.keras and labels.txt, ready to answer."""
+
+    def __init__(self, run_dir: str | Path):
+        import keras
+        import tensorflow as tf
+
+        run_dir = Path(run_dir)
+        model_path, labels_path = run_dir / "model.keras", run_dir / "labels.txt"
+        for path in (model_path, labels_path):
+            if not path.exists():
+                raise RetrainError(f"{path} not found: is {run_dir} a finished run with the keras export?")
+        self.labels = [line for line in labels_path.read_text().splitlines() if line]
+        self.model = keras.saving.load_model(model_path)
+        self.input_size = int(self.model.input_shape[1])
+        # One compiled graph for any batch size: no per-call retracing, ~ms per image.
+        self._forward = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True,
+                                    input_signature=[tf.TensorSpec((None, self.input_size, self.input_size, 3),
+                                                                   tf.float32)])
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities for a batch of prepared (N, S, S, 3) uint8 images."""
+        return self._forward(images.astype(np.float32)).numpy()
+
+    def top_k(self, probabilities: np.ndarray, k: int) -> list[dict]:
+        order = np.argsort(-probabilities)[:max(1, min(k, len(self.labels)))]
+        return [{"label": self.labels[i], "score": round(float(probabilities[i]), 6)} for i in order]
+
+    def predict_image(self, rgb: np.ndarray, k: int = 5) -> list[dict]:
+        """Top-k for one decoded RGB image (e.g. from the app's upload or camera)."""
+        return self.top_k(self.probabilities(prepare_for_model(rgb, self.input_size)[None])[0], k)
+
+    def predict_files(self, paths: list[str | Path], k: int = 5) -> list[dict]:
+        """One result per file: {file, predictions} or {file, error}; a bad file never stops the rest."""
+        results: list[dict] = []
+        for start in range(0, len(paths), BATCH):
+            results.extend(self._predict_batch(paths[start:start + BATCH], k))
+        return results
+
+    def _predict_batch(self, paths: list[str | Path], k: int) -> list[dict]:
+        images, results = [], []
+        for path in paths:
+            try:
+                images.append(load_for_model(path, self.input_size))
+                results.append({"file": str(path)})
+            except ImageProblem as problem:
+                results.append({"file": str(path), "error": str(problem)})
+        if images:
+            probabilities = iter(self.probabilities(np.stack(images)))
+            for result in results:
+                if "error" not in result:
+                    result["predictions"] = self.top_k(next(probabilities), k)
+        return results
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """Every non-hidden file under folder, sorted; undecodable ones become error rows later."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RetrainError(f"{folder}: not a folder")
+    return sorted(path for path in folder.rglob("*")
+                  if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts))
+
+
+def write_predictions_csv(results: list[dict], output_csv: str | Path, k: int, root: str | Path | None = None) -> None:
+    """The grocery seed's submission file: file, top label and score, then the top-k, or the error."""
+    columns = ["file", "label", "score"] + [f"{kind}_{i}" for i in range(1, k + 1) for kind in ("label", "score")]
+    with open(output_csv, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns + ["error"])
+        writer.writeheader()
+        for result in results:
+            name = Path(result["file"]).relative_to(root).as_posix() if root else result["file"]
+            row = {"file": name, "error": result.get("error", "")}
+            for i, guess in enumerate(result.get("predictions", [])[:k], start=1):
+                row[f"label_{i}"], row[f"score_{i}"] = guess["label"], guess["score"]
+            if result.get("predictions"):
+                row["label"], row["score"] = row["label_1"], row["score_1"]
+            writer.writerow(row)

@@ -1,0 +1,296 @@
+"""One run, start to finish: dataset → bottlenecks → head → report → exports.
+
+This is retrain.py's whole job, told in the order data flows. Each stage writes where it is to
+status.json so the app (or a second terminal) can watch; SIGTERM stops the run at the next
+batch with everything cached so far kept.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.augment import copies_per_class, effective_augment
+from pipeline.bottlenecks import CacheResult, ExtractItem, cache_bottlenecks
+from pipeline.config import RunConfig
+from pipeline.dataset import Dataset, load_dataset, require_trainable
+from pipeline.errors import RetrainError, RunCancelled
+from pipeline.evaluate import Report, build_report
+from pipeline.images import load_for_model
+from pipeline.progress import Progress, ProgressCallback
+from pipeline.runs import RunDir, cache_root, job_slot, max_jobs
+
+# Share of the progress bar each stage fills, roughly by how long it takes on a cold cache.
+STAGE_SPAN = {"caching": (0.0, 0.6), "augmenting": (0.6, 0.7), "training": (0.7, 0.9),
+              "evaluating": (0.9, 0.93), "exporting": (0.93, 1.0)}
+PARITY_IMAGES = 16  # test images each export is reloaded and checked on
+
+
+class StopFlag:
+    """Set by SIGTERM or SIGINT; polled between batches and validations."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def install(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.event.set())
+        return self
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+
+@dataclass
+class RunContext:
+    config: RunConfig
+    run: RunDir
+    stop: StopFlag
+    echo: ProgressCallback | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def status(self, state: str, fraction: float, step: str, message: str = "", **details) -> None:
+        low, high = STAGE_SPAN.get(state, (0.0, 1.0))
+        self.run.write_status(state, low + (high - low) * min(max(fraction, 0.0), 1.0), step, message, **details)
+
+    def progress_to_status(self, progress: Progress) -> None:
+        eta = f", about {progress.eta_seconds:.0f}s left" if progress.eta_seconds is not None else ""
+        self.status(progress.stage, progress.fraction,
+                    f"{progress.stage} {progress.done}/{progress.total} images ({progress.per_second:.1f} img/s{eta})",
+                    done=progress.done, total=progress.total, per_second=round(progress.per_second, 2),
+                    eta_seconds=None if progress.eta_seconds is None else round(progress.eta_seconds, 1))
+        if self.echo:
+            self.echo(progress)
+
+    def check_stop(self) -> None:
+        if self.stop.is_set():
+            raise RunCancelled("cancelled; every bottleneck cached so far is kept")
+
+
+def retrain(config: RunConfig, run_dir: str | Path, echo: ProgressCallback | None = None) -> Report:
+    """Run the whole job into run_dir, keeping status.json true at every step."""
+    run = RunDir(run_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    config.output.output_dir = str(run.path)
+    config.save(run.config)
+    context = RunContext(config, run, StopFlag().install(), echo)
+    run.write_status("queued", 0.0, "waiting for a free training slot")
+    try:
+        with job_slot(max_jobs(), cache_root() / "jobs", should_stop=context.stop.is_set):
+            report = _run_stages(context)
+    except RunCancelled as cancelled:
+        run.write_status("cancelled", message=str(cancelled))
+        raise
+    except RetrainError as error:
+        run.write_status("failed", message=str(error))
+        raise
+    except Exception as error:
+        run.write_status("failed", message=f"internal error ({type(error).__name__}: {error}); see run.log")
+        raise
+    run.write_status("done", 1.0, "done", f"test accuracy {report.test_accuracy:.1%}",
+                     test_accuracy=report.test_accuracy)
+    return report
+
+
+def _run_stages(context: RunContext) -> Report:
+    from pipeline.backbones import load_backbone
+
+    config, started = context.config, time.monotonic()
+    context.status("caching", 0.0, "reading the dataset")
+    dataset = load_dataset(config.dataset, check_images=False, workdir=cache_root() / "datasets")
+    require_trainable(dataset)
+    context.status("caching", 0.0, f"loading the {config.train.architecture} backbone")
+    backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer)
+    context.check_stop()
+    features = _cache_features(context, dataset, backbone)
+    labels = sorted(dataset.usable()["label"].unique())
+    head, head_data = _train(context, dataset, features, labels)
+    context.status("evaluating", 0.0, "evaluating on the test images")
+    report = _evaluate(dataset, features, head, labels)
+    context.status("exporting", 0.0, "exporting and checking model.keras, SavedModel and TFLite")
+    report.extra.update(_export(context, backbone, head, labels, dataset, features))
+    context.timings["total_seconds"] = time.monotonic() - started
+    report.extra.update(_report_extras(context, dataset, head_data, backbone))
+    report.save(context.run.report)
+    return report
+
+
+@dataclass
+class Features:
+    """Bottlenecks by item, and the augmented copies made of each training image."""
+
+    vectors: dict[ExtractItem, np.ndarray]
+    copies: dict[str, list[ExtractItem]]  # image path → its augmented copies that have vectors
+    cache_summary: dict
+
+
+def _cache_features(context: RunContext, dataset: Dataset, backbone) -> Features:
+    config = context.config
+    bottleneck_dir = config.output.bottleneck_dir or str(cache_root() / "bottlenecks")
+    started = time.monotonic()
+    usable = dataset.usable()
+    originals = [ExtractItem(row.path, row.sha256) for row in usable.itertuples()]
+    result = cache_bottlenecks(originals, backbone, bottleneck_dir, progress=context.progress_to_status,
+                               should_stop=context.stop.is_set)
+    context.check_stop()
+    _record_problems(dataset, result)
+    context.timings["caching_seconds"] = time.monotonic() - started
+    augment = effective_augment(config.augment)
+    copies = _copy_items(dataset.usable(), augment)
+    augmented = cache_bottlenecks([item for group in copies.values() for item in group], backbone, bottleneck_dir,
+                                  augment=augment, progress=context.progress_to_status,
+                                  should_stop=context.stop.is_set)
+    context.check_stop()
+    context.timings["augmenting_seconds"] = time.monotonic() - started - context.timings["caching_seconds"]
+    vectors = {**result.vectors, **augmented.vectors}
+    copies = {path: [item for item in group if item in vectors] for path, group in copies.items()}
+    summary = {"originals": result.summary(), "augmented": augmented.summary(), "bottleneck_dir": bottleneck_dir}
+    return Features(vectors, copies, summary)
+
+
+def _record_problems(dataset: Dataset, result: CacheResult) -> None:
+    """Images that failed to decode leave training, as reported problems, and the dataset is rechecked."""
+    if not result.problems:
+        return
+    messages = {item.path: message for item, message in result.problems.items()}
+    rows = dataset.table["path"].isin(messages)
+    dataset.table.loc[rows, "status"] = "problem"
+    dataset.table.loc[rows, "problem"] = dataset.table.loc[rows, "path"].map(messages)
+    dataset.problems.extend({"file": row.file, "problem": row.problem}
+                            for row in dataset.table[rows].itertuples())
+    require_trainable(dataset)
+
+
+def _copy_items(usable: pd.DataFrame, augment) -> dict[str, list[ExtractItem]]:
+    train = usable[usable["split"] == "train"]
+    per_class = copies_per_class(train["label"].value_counts().to_dict(), augment)
+    return {row.path: [ExtractItem(row.path, row.sha256, copy) for copy in range(1, per_class[row.label] + 1)]
+            for row in train.itertuples() if per_class[row.label]}
+
+
+def _split_arrays(dataset: Dataset, features: Features, labels: list[str], split: str,
+                  with_copies: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    index = {label: i for i, label in enumerate(labels)}
+    rows = dataset.usable()
+    rows = rows[rows["split"] == split]
+    vectors, targets, files = [], [], []
+    for row in rows.itertuples():
+        items = [ExtractItem(row.path, row.sha256)] + (features.copies.get(row.path, []) if with_copies else [])
+        for item in items:
+            vectors.append(features.vectors[item])
+            targets.append(index[row.label])
+            files.append(row.file)
+    dim = next(iter(features.vectors.values())).shape[0] if features.vectors else 0
+    return (np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)), np.array(targets, dtype=int), files
+
+
+def _train(context: RunContext, dataset: Dataset, features: Features, labels: list[str]):
+    from pipeline.train import HeadData, schedule, train_head
+
+    config = context.config
+    x_train, y_train, _ = _split_arrays(dataset, features, labels, "train", with_copies=True)
+    x_val, y_val, _ = _split_arrays(dataset, features, labels, "validation")
+    data = HeadData(x_train, y_train, x_val, y_val, len(labels))
+    interval, rounds = schedule(config.train, len(x_train))
+    total_steps = interval * rounds
+    writer = _summary_writer(config, context.run)
+    started = time.monotonic()
+
+    def on_metrics(row: dict) -> None:
+        context.run.append_metrics(row)
+        _write_summaries(writer, row)
+        accuracy = row["val_accuracy"] if row["val_accuracy"] is not None else row["train_accuracy"]
+        context.status("training", row["step"] / total_steps,
+                       f"training step {row['step']}/{total_steps}, loss {row['train_loss']:.3f}, "
+                       f"accuracy {accuracy:.1%}", step_number=row["step"], total_steps=total_steps)
+        if context.echo:
+            context.echo(Progress("training", row["step"], total_steps, row["step"] / max(row["elapsed_seconds"], 1e-9),
+                                  None, f"loss {row['train_loss']:.3f} val_acc {row['val_accuracy']}"))
+
+    context.status("training", 0.0, f"training the head on {len(x_train)} examples")
+    head, _ = train_head(data, config.train, on_metrics, context.stop.is_set)
+    context.timings["training_seconds"] = time.monotonic() - started
+    return head, data
+
+
+def _summary_writer(config: RunConfig, run: RunDir):
+    import tensorflow as tf
+
+    return tf.summary.create_file_writer(config.output.summaries_dir or str(run.logs_dir))
+
+
+def _write_summaries(writer, row: dict) -> None:
+    import tensorflow as tf
+
+    with writer.as_default(step=int(row["step"])):
+        for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+            if row[name] is not None:
+                tf.summary.scalar(name, row[name])
+    writer.flush()
+
+
+def _evaluation_split(dataset: Dataset) -> str:
+    """The test split, or validation when the dataset has no test images (said in the report)."""
+    usable = dataset.usable()
+    return "test" if (usable["split"] == "test").any() else "validation"
+
+
+def _evaluate(dataset: Dataset, features: Features, head, labels: list[str]) -> Report:
+    split = _evaluation_split(dataset)
+    x, y, files = _split_arrays(dataset, features, labels, split)
+    probabilities = head.predict(x, verbose=0) if len(x) else np.zeros((0, len(labels)))
+    report = build_report(y, probabilities, labels, files)
+    report.extra["evaluated_on"] = split
+    return report
+
+
+def _export(context: RunContext, backbone, head, labels: list[str], dataset: Dataset, features: Features) -> dict:
+    from pipeline.export import build_classifier, export_model, require_parity, write_labels
+
+    config = context.config
+    started = time.monotonic()
+    usable = dataset.usable()
+    sample = usable[usable["split"] == _evaluation_split(dataset)].head(PARITY_IMAGES)
+    images = np.stack([load_for_model(path, backbone.input_size) for path in sample["path"]])
+    classifier = build_classifier(backbone.model, head, backbone.input_size)
+    parity = export_model(classifier, labels, context.run.path, config.output.export_formats, images)
+    # The exported model must also agree with what evaluation measured: the head on cached bottlenecks.
+    cached = np.stack([features.vectors[ExtractItem(row.path, row.sha256)] for row in sample.itertuples()])
+    parity["cached_bottlenecks"] = float(np.abs(head.predict(cached, verbose=0)
+                                                - classifier.predict(images.astype(np.float32), verbose=0)).max())
+    require_parity(parity)
+    if config.output.output_labels:
+        write_labels(labels, config.output.output_labels)
+    if config.output.saved_model_dir and "saved_model" in config.output.export_formats:
+        _copy_tree(context.run.path / "saved_model", Path(config.output.saved_model_dir))
+    context.timings["export_seconds"] = time.monotonic() - started
+    return {"export_parity": {k: float(f"{v:.3g}") for k, v in parity.items()}}
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    import shutil
+
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target)
+
+
+def _report_extras(context: RunContext, dataset: Dataset, data, backbone) -> dict:
+    train_counts = pd.Series(data.y_train).value_counts().sort_index()
+    labels = sorted(dataset.usable()["label"].unique())
+    return {
+        "architecture": context.config.train.architecture,
+        "backbone_identity": backbone.identity,
+        "train_class_counts": {labels[i]: int(n) for i, n in train_counts.items()},
+        "validation_images": int(len(data.x_val)),
+        "problems": dataset.problems,
+        "warnings": dataset.warnings,
+        "timings": {k: round(v, 2) for k, v in context.timings.items()},
+    }

@@ -1,0 +1,75 @@
+"""Head training on arrays: learns, is reproducible by seed, honours steps, weights and cancel."""
+
+import numpy as np
+import pytest
+
+from pipeline.config import TrainConfig
+from pipeline.errors import RunCancelled
+from pipeline.train import HeadData, class_weights, schedule, train_head
+
+
+def blobs(per_class=(60, 60, 60), dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, (len(per_class), dim))
+    x = np.concatenate([centres[c] + rng.normal(0, 1, (n, dim)) for c, n in enumerate(per_class)])
+    y = np.concatenate([[c] * n for c, n in enumerate(per_class)])
+    return x.astype(np.float32), y
+
+
+def data(per_class=(60, 60, 60)):
+    x, y = blobs(per_class)
+    xv, yv = blobs((15,) * len(per_class), seed=0)
+    return HeadData(x, y, xv, yv, len(per_class))
+
+
+def test_head_learns_separable_blobs():
+    rows = []
+    head, history = train_head(data(), TrainConfig(epochs=30, train_batch_size=32, learning_rate=0.01), rows.append)
+    assert history == rows and len(rows) >= 1
+    assert rows[-1]["val_accuracy"] > 0.9
+    assert set(rows[0]) == {"step", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+                            "elapsed_seconds"}
+
+
+def test_same_seed_same_model():
+    config = TrainConfig(epochs=5, train_batch_size=32, dropout=0.3, seed=42)
+    first, _ = train_head(data(), config)
+    second, _ = train_head(data(), config)
+    for a, b in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_training_steps_mode_counts_steps():
+    config = TrainConfig(how_many_training_steps=50, eval_step_interval=10, train_batch_size=16, early_stopping=0)
+    assert schedule(config, 180) == (10, 5)
+    _, rows = train_head(data(), config)
+    assert [row["step"] for row in rows] == [10, 20, 30, 40, 50]
+
+
+def test_early_stopping_stops_before_the_last_epoch():
+    _, rows = train_head(data(), TrainConfig(epochs=300, early_stopping=2, learning_rate=0.05))
+    assert len(rows) < 300
+
+
+def test_class_weights_only_when_imbalanced():
+    assert class_weights(np.array([0] * 10 + [1] * 10), 2) is None
+    weights = class_weights(np.array([0] * 90 + [1] * 10), 2)
+    assert weights[1] > weights[0] and weights[1] / weights[0] == pytest.approx(9.0)
+
+
+def test_no_validation_data_still_trains():
+    d = data()
+    d.x_val, d.y_val = d.x_val[:0], d.y_val[:0]
+    _, rows = train_head(d, TrainConfig(epochs=3))
+    assert rows[-1]["val_accuracy"] is None and rows[-1]["train_accuracy"] is not None
+
+
+def test_cancel_stops_training():
+    with pytest.raises(RunCancelled):
+        train_head(data(), TrainConfig(epochs=50, early_stopping=0), should_stop=lambda: True)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop"])
+def test_each_optimizer_with_hidden_layer(optimizer):
+    _, rows = train_head(data(), TrainConfig(epochs=20, optimizer=optimizer, hidden_units=16, learning_rate=0.01))
+    assert rows[-1]["val_accuracy"] > 0.8
