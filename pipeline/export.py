@@ -19,7 +19,9 @@ import tensorflow as tf
 from pipeline.errors import RetrainError
 
 # Largest allowed difference in any probability between the in-memory model and a reloaded export.
-TOLERANCE = {"keras": 1e-4, "saved_model": 1e-4, "tflite": 1e-3}
+# `cached_bottlenecks` compares the head on cached features (what evaluation measured) with the
+# exported whole model on the same images: batched and single-image convolutions round differently.
+TOLERANCE = {"keras": 1e-4, "saved_model": 1e-4, "tflite": 1e-3, "cached_bottlenecks": 1e-3}
 SIGNATURE = "serving_default"
 
 

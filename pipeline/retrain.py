@@ -7,6 +7,7 @@ batch with everything cached so far kept.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -33,16 +34,22 @@ PARITY_IMAGES = 16  # test images each export is reloaded and checked on
 
 
 class StopFlag:
-    """Set by SIGTERM or SIGINT; polled between batches and validations."""
+    """Set by SIGTERM or SIGINT while a run is on; polled between batches and validations."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.event = threading.Event()
+        self.previous: dict = {}
 
-    def install(self) -> StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: self.event.set())
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():  # Python only allows handlers there
+            self.previous = {sig: signal.signal(sig, lambda *_: self.event.set()) for sig in self.SIGNALS}
         return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
     def is_set(self) -> bool:
         return self.event.is_set()
@@ -80,11 +87,10 @@ def retrain(config: RunConfig, run_dir: str | Path, echo: ProgressCallback | Non
     run.path.mkdir(parents=True, exist_ok=True)
     config.output.output_dir = str(run.path)
     config.save(run.config)
-    context = RunContext(config, run, StopFlag().install(), echo)
-    run.write_status("queued", 0.0, "waiting for a free training slot")
+    run.write_status("queued", 0.0, "waiting for a free training slot", pid=os.getpid())
     try:
-        with job_slot(max_jobs(), cache_root() / "jobs", should_stop=context.stop.is_set):
-            report = _run_stages(context)
+        with StopFlag() as stop, job_slot(max_jobs(), cache_root() / "jobs", should_stop=stop.is_set):
+            report = _run_stages(RunContext(config, run, stop, echo))
     except RunCancelled as cancelled:
         run.write_status("cancelled", message=str(cancelled))
         raise
@@ -118,6 +124,7 @@ def _run_stages(context: RunContext) -> Report:
     report.extra.update(_export(context, backbone, head, labels, dataset, features))
     context.timings["total_seconds"] = time.monotonic() - started
     report.extra.update(_report_extras(context, dataset, head_data, backbone))
+    report.extra["cache"] = features.cache_summary
     report.save(context.run.report)
     return report
 
@@ -227,12 +234,16 @@ def _summary_writer(config: RunConfig, run: RunDir):
 
 
 def _write_summaries(writer, row: dict) -> None:
+    """TensorBoard scalars, written with core TF ops so the tensorboard package is not needed to train."""
     import tensorflow as tf
+    from tensorflow.core.framework.summary_pb2 import SummaryMetadata
 
+    metadata = SummaryMetadata()
+    metadata.plugin_data.plugin_name = "scalars"
     with writer.as_default(step=int(row["step"])):
         for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
             if row[name] is not None:
-                tf.summary.scalar(name, row[name])
+                tf.summary.write(name, tf.constant(row[name], tf.float32), metadata=metadata)
     writer.flush()
 
 

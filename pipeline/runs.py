@@ -106,6 +106,8 @@ def refreshed_status(run: RunDir) -> dict[str, Any]:
 def process_alive(pid: int | None) -> bool:
     if not pid:
         return False
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(int(pid), os.WNOHANG)  # reap our own finished child, so it is not a zombie forever
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:

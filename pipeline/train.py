@@ -102,7 +102,7 @@ def train_head(data: HeadData, config: TrainConfig, on_metrics: MetricsCallback 
     head.fit(train, steps_per_epoch=interval, epochs=rounds, validation_data=validation,
              validation_batch_size=None if config.validation_batch_size < 0 else config.validation_batch_size,
              class_weight=class_weights(data.y_train, data.num_classes) if config.class_weights else None,
-             callbacks=callbacks, verbose=0)
+             callbacks=callbacks, shuffle=False, verbose=0)  # the dataset shuffles itself
     if recorder.cancelled:
         raise RunCancelled("training was cancelled")
     return head, recorder.rows
