@@ -18,10 +18,10 @@ import hashlib
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -161,7 +161,7 @@ def cache_bottlenecks(items: Sequence[ExtractItem], backbone: Backbone, bottlene
         meter = ProgressMeter(stage, len(missing), progress)
         meter.report()
         for batch_items, features, problems in _extract_batches(missing, backbone, augment, batch_size):
-            new = {keys[item]: vector for item, vector in zip(batch_items, features)}
+            new = {keys[item]: vector for item, vector in zip(batch_items, features, strict=True)}
             store.put_many(new)
             for key, vector in new.items():  # the same content may stand under two file names
                 for item in items_by_key[key]:

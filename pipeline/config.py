@@ -64,18 +64,19 @@ class AugmentConfig:
 class TrainConfig:
     architecture: str = knob("efficientnet_lite0", "Backbone: efficientnet_lite0 (offline), inception_v3, "
                              "mobilenet_v2[_ALPHA], resnet50, or PATH.keras for your own model.")
-    bottleneck_layer: str | None = knob(None, "Backbone layer whose output is the bottleneck (default: its pooled features).")
+    bottleneck_layer: str | None = knob(None, "Backbone layer whose output is the bottleneck "
+                                        "(default: its pooled features).")
     optimizer: str = knob("adam", "Optimizer for the new head.", choices=["adam", "sgd", "rmsprop"])
     learning_rate: float = knob(0.001, "How fast the head learns; lower is slower but steadier.")
-    train_batch_size: int = knob(100, "Images per training step.")
+    train_batch_size: int = knob(32, "Images per training step.")
     how_many_training_steps: int = knob(0, "Training steps (retrain.py meaning); 0 means train by --epochs.")
     epochs: int = knob(40, "Passes over the training set (used when --how_many_training_steps is 0).")
     eval_step_interval: int = knob(0, "Validate every this many steps (0: once per epoch).")
     validation_batch_size: int = knob(-1, "Images per validation batch (-1: all at once).")
     test_batch_size: int = knob(-1, "Images per test batch (-1: all at once).")
-    dropout: float = knob(0.2, "Fraction of bottleneck features dropped while training, against overfitting.")
+    dropout: float = knob(0.5, "Fraction of bottleneck features dropped while training, against overfitting.")
     hidden_units: int = knob(0, "Size of an optional hidden layer in the head (0: none).")
-    label_smoothing: float = knob(0.1, "Soften the targets a little; helps when labels are noisy.")
+    label_smoothing: float = knob(0.0, "Soften the targets (e.g. 0.1); can help when labels are noisy.")
     class_weights: bool = knob(True, "Weight classes by inverse frequency when they are imbalanced.")
     early_stopping: int = knob(8, "Stop after this many validations without improvement (0: never).")
     seed: int = knob(0, "Random seed; the same seed and data give the same model.")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,8 @@ from pipeline.errors import ImageProblem
 SUPPORTED_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP"}
 # A decompression bomb is refused before decoding: a 100 MP photo is large but real; 10x that is not.
 MAX_PIXELS = int(os.environ.get("RETRAIN_STUDIO_MAX_PIXELS", 100_000_000))
+# What a user is told when an image is refused for its size.
+TOO_LARGE = "image too large; possible decompression bomb — resize it if it is real"
 # The background that transparent pixels are laid on, so a cut-out product shot looks like one.
 BACKGROUND = (255, 255, 255)
 
@@ -50,6 +51,8 @@ def decode_image(data: bytes, min_side: int | None = None) -> np.ndarray:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageProblem("not an image (content is not JPEG, PNG, BMP, GIF or WebP)") from None
+    except Image.DecompressionBombError:  # Pillow's own limit (twice its warning size) is checked on open
+        raise ImageProblem(TOO_LARGE) from None
     except Exception as err:  # Pillow raises many types for damaged headers
         raise ImageProblem(f"damaged image header ({err})") from None
     if image.format not in SUPPORTED_FORMATS:
@@ -62,13 +65,12 @@ def decode_image(data: bytes, min_side: int | None = None) -> np.ndarray:
         raise ImageProblem("image has no pixels")
     if min_side and image.format in ("JPEG", "MPO"):
         image.draft("RGB", (min_side, min_side))
+    # No warnings.catch_warnings() here: it swaps process-wide filters, and images are decoded in threads.
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.load()
+        image.load()
         image = ImageOps.exif_transpose(image)
-    except Image.DecompressionBombWarning:
-        raise ImageProblem("image too large; possible decompression bomb") from None
+    except Image.DecompressionBombError:  # a GIF frame larger than the image it belongs to
+        raise ImageProblem(TOO_LARGE) from None
     except Exception as err:
         raise ImageProblem(f"truncated or damaged image data ({err}); re-copy or re-export it") from None
     return _to_rgb_array(image)
@@ -77,7 +79,7 @@ def decode_image(data: bytes, min_side: int | None = None) -> np.ndarray:
 def _to_rgb_array(image: Image.Image) -> np.ndarray:
     """Any Pillow mode to RGB uint8: transparency onto white, CMYK and 16-bit converted."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return _high_depth_gray_to_rgb(np.asarray(image))
+        return _high_depth_gray_to_rgb(np.asarray(image), sixteen_bit=image.mode.startswith("I;16"))
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -90,10 +92,14 @@ def _to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def _high_depth_gray_to_rgb(values: np.ndarray) -> np.ndarray:
-    """16-bit or float grayscale to 8-bit RGB, scaled by the type's range (not clipped)."""
+def _high_depth_gray_to_rgb(values: np.ndarray, sixteen_bit: bool) -> np.ndarray:
+    """16-bit or float grayscale to 8-bit RGB, scaled by the type's range (not clipped).
+
+    A 16-bit file's range is 0..65535 whatever its pixels are (a dark one stays dark); for 32-bit
+    and float modes the range is guessed from the values.
+    """
     values = values.astype(np.float64)
-    top = 65535.0 if values.max(initial=0) > 255 else 255.0
+    top = 65535.0 if sixteen_bit or values.max(initial=0) > 255 else 255.0
     gray = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return np.repeat(gray[..., None], 3, axis=2)
 

@@ -5,8 +5,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.augment import (SEED_TRANSFORMS, augmented_for_model, copies_per_class, copy_seed,
-                              effective_augment, preview_copies)
+from pipeline.augment import (
+    SEED_TRANSFORMS,
+    augmented_for_model,
+    copies_per_class,
+    copy_seed,
+    effective_augment,
+    preview_copies,
+)
 from pipeline.config import AugmentConfig
 
 

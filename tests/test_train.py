@@ -35,7 +35,7 @@ def test_same_seed_same_model():
     config = TrainConfig(epochs=5, train_batch_size=32, dropout=0.3, seed=42)
     first, _ = train_head(data(), config)
     second, _ = train_head(data(), config)
-    for a, b in zip(first.get_weights(), second.get_weights()):
+    for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 

@@ -1,0 +1,99 @@
+"""Which backbones exist, how big their input is, and loading one by name.
+
+Listing and input sizes must not import TensorFlow (the app shows them before anything heavy loads), so
+this module and everything it imports at the top keep Keras imports inside functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pipeline.backbones import custom, efficientnet_lite0, keras_apps
+from pipeline.backbones.bottleneck import Backbone
+from pipeline.errors import RetrainError
+
+if TYPE_CHECKING:
+    import keras
+
+DEFAULT_BACKBONE = efficientnet_lite0.NAME
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What the app shows about a built-in backbone before loading it (no TensorFlow needed)."""
+
+    name: str  # "efficientnet_lite0", "inception_v3", "mobilenet_v2", "resnet50"
+    input_size: int  # square side in pixels
+    offline: bool  # True when no download is ever needed; the others need internet once
+    description: str  # one line for the UI
+
+
+CATALOGUE = (
+    BackboneInfo(
+        DEFAULT_BACKBONE,
+        efficientnet_lite0.INPUT_SIZE,
+        True,
+        "EfficientNet-Lite0 (default): fast and accurate; works offline, its weights ship with the app.",
+    ),
+    BackboneInfo(
+        "inception_v3",
+        299,
+        False,
+        "Inception V3: retrain.py's classic default; larger and slower. Needs internet once.",
+    ),
+    BackboneInfo(
+        "mobilenet_v2",
+        224,
+        False,
+        "MobileNet V2: small and fast; widths mobilenet_v2_0.35 … _1.4 also accepted. Needs internet once.",
+    ),
+    BackboneInfo("resnet50", 224, False, "ResNet-50: a large, strong classic. Needs internet once."),
+)
+
+
+def list_backbones() -> list[BackboneInfo]:
+    """The built-in backbones, the offline default first."""
+    return list(CATALOGUE)
+
+
+def backbone_input_size(architecture: str) -> int:
+    """The square image side `architecture` expects: a built-in name (with width suffix) or a .keras path."""
+    if custom.is_model_path(architecture):
+        return custom.input_size(architecture)
+    return _info(architecture).input_size
+
+
+def load_backbone(architecture: str = DEFAULT_BACKBONE, bottleneck_layer: str | None = None) -> Backbone:
+    """The backbone named `architecture`, cut at `bottleneck_layer` (default: its pooled features)."""
+    if custom.is_model_path(architecture):
+        return custom.load_custom_backbone(architecture, bottleneck_layer)
+    info = _info(architecture)
+    if info.name == DEFAULT_BACKBONE:
+        return efficientnet_lite0.load_backbone(bottleneck_layer)
+    return keras_apps.load_keras_app(architecture, info.input_size, bottleneck_layer)
+
+
+def load_imagenet_classifier() -> keras.Model:
+    """The full EfficientNet-Lite0 with its 1000-way ImageNet `predictions` output (for tests and sanity checks)."""
+    return efficientnet_lite0.load_imagenet_classifier()
+
+
+def _info(architecture: str) -> BackboneInfo:
+    """The catalogue entry for a name; width variants such as "mobilenet_v2_0.35" map to their family."""
+    family = architecture
+    if architecture != DEFAULT_BACKBONE:
+        try:
+            family, _ = keras_apps.parse_app_name(architecture)
+        except KeyError:
+            raise _unknown_architecture(architecture) from None
+    return next(info for info in CATALOGUE if info.name == family)
+
+
+def _unknown_architecture(architecture: str) -> RetrainError:
+    widths = ", ".join(f"_{width}" for width in keras_apps.MOBILENET_V2_WIDTHS)
+    valid = ", ".join(info.name for info in CATALOGUE)
+    return RetrainError(
+        f"Unknown architecture {architecture!r}. Valid: {valid} (mobilenet_v2 also as {widths}), "
+        "or the path of your own .keras model."
+    )

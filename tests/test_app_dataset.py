@@ -1,0 +1,218 @@
+"""AppTest of the pages before training: Dataset, Explore, Configure (and the app shell around them)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from imagegen import make_class_folders, make_zip, write_labels_csv, write_not_an_image, write_truncated_jpeg
+from streamlit.testing.v1 import AppTest
+
+from pipeline.config import DatasetConfig
+from pipeline.workspace import is_valid_token, new_token, open_workspace
+
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "app.py")
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "data"
+    root.mkdir()
+    monkeypatch.setenv("RETRAIN_STUDIO_DATA_ROOT", str(root))
+    monkeypatch.delenv("RETRAIN_STUDIO_SAMPLES", raising=False)
+    return root
+
+
+def app(token: str | None = None, page: str | None = None) -> AppTest:
+    """The app, run once on `page` in the workspace of `token`."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    if token:
+        at.query_params["ws"] = token
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def with_dataset(tmp_path: Path, classes: dict[str, int], broken: int = 0) -> str:
+    """A workspace whose current dataset is a generated folder (with `broken` bad files in the first class)."""
+    images = make_class_folders(tmp_path / "shapes", classes)
+    first = sorted(classes)[0]
+    for index in range(broken):
+        (write_truncated_jpeg if index % 2 else write_not_an_image)(images / first / f"bad_{index}.jpg")
+    token = new_token()
+    workspace = open_workspace(token)
+    workspace.update_state(dataset=dataclasses.asdict(DatasetConfig(image_dir=str(images))),
+                           dataset_summary={"name": "shapes", "images": sum(classes.values()), "classes": len(classes)})
+    return token
+
+
+def texts(elements) -> str:
+    return " | ".join(str(element.value) for element in elements)
+
+
+def test_landing_page_paints_fast_without_tensorflow(data_root):
+    # A fresh interpreter, as a server has: the first paint must not import TensorFlow.
+    script = ("import json, sys, time; from streamlit.testing.v1 import AppTest; started = time.monotonic(); "
+              f"at = AppTest.from_file({APP!r}, default_timeout=30).run(); "
+              "print(json.dumps({'seconds': time.monotonic() - started, 'tensorflow': 'tensorflow' in sys.modules, "
+              "'titles': [t.value for t in at.title], 'exceptions': len(at.exception)}))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["titles"] == ["Dataset"] and result["exceptions"] == 0, result
+    assert not result["tensorflow"], "app.py or the Dataset page imports TensorFlow"
+    assert result["seconds"] < 2.0, result
+
+
+def test_a_new_session_gets_a_workspace_in_the_url_and_keeps_it(data_root):
+    at = app()
+    token = at.query_params["ws"]
+    assert is_valid_token(token) and (data_root / "workspaces" / token / "runs").is_dir()
+    assert "None yet" in texts(at.sidebar.caption)
+    assert at.title[0].value == "Dataset"
+
+
+def test_a_malformed_workspace_id_is_replaced_not_used(data_root):
+    at = app("../../../etc/passwd")
+    assert is_valid_token(at.query_params["ws"])
+    assert not (data_root / "etc").exists() and not (data_root.parent / "etc").exists()
+
+
+def test_uploading_a_zip_loads_the_dataset(data_root, tmp_path):
+    zip_path = make_zip(make_class_folders(tmp_path / "shapes", {"red": 12, "blue": 12}), tmp_path / "shapes.zip",
+                        top_folder="shapes")
+    at = app()
+    at.file_uploader(key="zip_upload").upload("shapes.zip", zip_path.read_bytes(), "application/zip").run()
+    assert not at.exception and not at.error, texts(at.error)
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert metrics["Usable images"] == "24" and metrics["Classes"] == "2"
+    state = open_workspace(at.query_params["ws"]).state()
+    assert state["dataset_summary"] == {"name": "shapes", "images": 24, "classes": 2, "problems": 0}
+    assert "shapes" in texts(at.sidebar.markdown)
+    next_train = [button for button in at.button if button.label == "Next: Train"]
+    assert next_train
+    next_train[0].click().run()
+    assert at.title[0].value == "Train"
+
+
+def test_a_bad_zip_shows_the_engines_message(data_root, tmp_path):
+    at = app()
+    at.file_uploader(key="zip_upload").upload("photos.zip", b"definitely not a zip", "application/zip").run()
+    assert not at.exception
+    assert "not a readable zip archive" in texts(at.error)
+
+
+def test_a_zip_with_unsafe_paths_is_refused(data_root, tmp_path):
+    import zipfile
+
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("../../outside.jpg", b"\xff\xd8\xff")
+    at = app()
+    at.file_uploader(key="zip_upload").upload("evil.zip", evil.read_bytes(), "application/zip").run()
+    assert "unsafe to extract" in texts(at.error)
+    assert not any(data_root.parent.rglob("outside.jpg"))
+
+
+def test_a_one_class_zip_says_what_to_fix(data_root, tmp_path):
+    zip_path = make_zip(make_class_folders(tmp_path / "one", {"red": 6}), tmp_path / "one.zip")
+    at = app()
+    at.file_uploader(key="zip_upload").upload("one.zip", zip_path.read_bytes(), "application/zip").run()
+    assert "cannot be trained on yet" in texts(at.error) and "one class" in texts(at.error)
+
+
+def test_a_csv_of_labels_with_a_zip_of_images(data_root, tmp_path):
+    images = make_class_folders(tmp_path / "classes", {"red": 6, "blue": 6})
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    rows = []
+    for path in sorted(images.rglob("*.jpg")):
+        rows.append((path.name, path.parent.name))
+        path.rename(flat / path.name)
+    at = app()
+    at.file_uploader(key="csv_upload").upload("labels.csv", write_labels_csv(tmp_path / "l.csv", rows).read_bytes(),
+                                              "text/csv")
+    at.file_uploader(key="csv_zip_upload").upload("images.zip", make_zip(flat, tmp_path / "i.zip").read_bytes(),
+                                                  "application/zip").run()
+    assert not at.error, texts(at.error)
+    assert {metric.label: metric.value for metric in at.metric}["Usable images"] == "12"
+
+
+def test_server_folders_only_under_the_data_root(data_root, tmp_path):
+    make_class_folders(data_root / "mine", {"red": 5, "blue": 5})
+    at = app()
+    at.text_input(key="server_folder").set_value("../../etc")
+    [button for button in at.button if button.label == "Use this folder"][0].click().run()
+    assert "'..' is not allowed" in texts(at.error)
+    at.text_input(key="server_folder").set_value("/etc")
+    [button for button in at.button if button.label == "Use this folder"][0].click().run()
+    assert "outside the data folder" in texts(at.error)
+    at.text_input(key="server_folder").set_value("mine")
+    [button for button in at.button if button.label == "Use this folder"][0].click().run()
+    assert not at.error and {metric.label: metric.value for metric in at.metric}["Classes"] == "2"
+
+
+def test_a_sample_dataset_in_one_click(data_root, tmp_path, monkeypatch):
+    make_class_folders(tmp_path / "samples" / "colours", {"red": 5, "blue": 5})
+    monkeypatch.setenv("RETRAIN_STUDIO_SAMPLES", str(tmp_path / "samples"))
+    at = app()
+    at.button(key="sample-colours").click().run()
+    assert not at.error
+    assert open_workspace(at.query_params["ws"]).state()["dataset_summary"]["name"] == "colours"
+
+
+def test_pages_without_a_dataset_point_to_the_dataset_page(data_root):
+    at = app(new_token(), "pages/explore.py")
+    assert "Choose a dataset first" in texts(at.info)
+    [button for button in at.button if button.label == "Go to Dataset"][0].click().run()
+    assert at.title[0].value == "Dataset"
+
+
+def test_explore_shows_counts_gallery_imbalance_and_problems(data_root, tmp_path):
+    token = with_dataset(tmp_path, {"red": 30, "blue": 8}, broken=2)
+    at = app(token, "pages/explore.py")
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert metrics["Usable images"] == "38" and metrics["Problem files"] == "2"
+    assert "Classes are imbalanced" in texts(at.warning)
+    assert at.get("plotly_chart"), "the class chart is drawn"
+    problems = at.dataframe[0].value
+    assert sorted(problems["File"]) == ["blue/bad_0.jpg", "blue/bad_1.jpg"]
+    assert all(problems["What is wrong"].str.len() > 0)
+    assert len(at.image) >= 1 and len(at.image[0].value) == 8  # blue's 8 usable photos, one page
+
+
+def test_configure_builds_widgets_from_the_config_and_saves_edits(data_root, tmp_path):
+    token = with_dataset(tmp_path, {"red": 6, "blue": 6})
+    at = app(token, "pages/configure.py")
+    assert at.number_input(key="knob.train.epochs").value == 15  # the Quick preset
+    assert at.number_input(key="knob.train.learning_rate").help.startswith("How fast the head learns")
+    at.number_input(key="knob.train.epochs").set_value(7).run()
+    assert open_workspace(token).state()["config"]["train"]["epochs"] == 7
+    at.toggle(key="knob.augment.flip_left_right").set_value(True).run()
+    assert len(at.image[-1].value) == 6  # the original and five augmented copies
+    resolved = json.loads(at.json[0].value)
+    assert resolved["train"]["epochs"] == 7 and resolved["dataset"]["image_dir"].endswith("shapes")
+    at.button_group(key="preset").set_value("Best accuracy").run()
+    assert not at.exception
+    assert at.number_input(key="knob.train.epochs").value == 80
+    assert open_workspace(token).state()["config"]["augment"]["augment_copies"] == 2
+
+
+def test_configure_lists_backbones_offline_first(data_root, tmp_path):
+    at = app(with_dataset(tmp_path, {"red": 4, "blue": 4}), "pages/configure.py")
+    backbone = at.selectbox[0]
+    assert backbone.options[0].startswith("efficientnet_lite0") and "offline" in backbone.options[0]
+    assert all("needs internet once" in option for option in backbone.options[1:])
+
+
+def test_configure_timing_budget(data_root, tmp_path):
+    started = time.monotonic()
+    app(with_dataset(tmp_path, {"red": 4, "blue": 4}), "pages/configure.py")
+    assert time.monotonic() - started < 20

@@ -1,0 +1,220 @@
+"""AppTest of the pages around a run: Train, Evaluate, Predict, Runs — on a real run made with a tiny backbone."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from imagegen import class_image, make_class_folders
+from streamlit.testing.v1 import AppTest
+
+from pipeline.config import DatasetConfig, RunConfig, apply_preset
+from pipeline.runs import RunDir
+from pipeline.workspace import new_token, open_workspace
+
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "app.py")
+CLASSES = {"red": 14, "blue": 14, "green": 14}
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory, tiny_backbone_file):
+    """A data root with one workspace holding a generated dataset and a finished run of it (tiny backbone)."""
+    root = tmp_path_factory.mktemp("data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RETRAIN_STUDIO_DATA_ROOT", str(root))
+        token = new_token()
+        workspace = open_workspace(token)
+        images = make_class_folders(workspace.uploads / "colours", CLASSES)
+        bottlenecks = tmp_path_factory.mktemp("bottlenecks")
+        run_dir = workspace.runs / "run-first"
+        subprocess.run([sys.executable, "-m", "pipeline", "train", "--image_dir", str(images), "--output_dir",
+                        str(run_dir), "--architecture", str(tiny_backbone_file), "--bottleneck_layer", "features",
+                        "--epochs", "20", "--bottleneck_dir", str(bottlenecks)],
+                       cwd=REPO, check=True, capture_output=True)
+        config = apply_preset(RunConfig(), "Quick")
+        config.train.architecture, config.train.bottleneck_layer = str(tiny_backbone_file), "features"
+        config.output.bottleneck_dir = str(bottlenecks)
+        workspace.update_state(dataset=dataclasses.asdict(DatasetConfig(image_dir=str(images))), run=run_dir.name,
+                               dataset_summary={"name": "colours", "images": 42, "classes": 3},
+                               config=config.to_dict())
+        yield {"token": token, "workspace": workspace, "run": RunDir(run_dir), "images": images, "root": root}
+
+
+def app(token: str, page: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.query_params["ws"] = token
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements) -> str:
+    return " | ".join(str(element.value) for element in elements)
+
+
+def buttons(at: AppTest, label: str):
+    return [button for button in at.button if button.label == label]
+
+
+def fake_run(workspace, name: str, **status) -> RunDir:
+    """A run folder with a config and the given status.json, as the engine would leave it."""
+    run = RunDir(workspace.runs / name)
+    run.path.mkdir(parents=True, exist_ok=True)
+    RunConfig().save(run.config)
+    run.write_status(**status)
+    return run
+
+
+def jpeg(label: str, index: int) -> bytes:
+    buffer = io.BytesIO()
+    from PIL import Image
+
+    Image.fromarray(class_image(label, index, (48, 40), seed=99)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_train_page_shows_a_finished_run_and_leads_to_evaluate(studio):
+    at = app(studio["token"], "pages/train.py")
+    assert "Finished: test accuracy" in texts(at.success)
+    assert at.get("plotly_chart"), "loss and accuracy curves"
+    assert "Finished" in texts(at.sidebar.markdown)
+    buttons(at, "Next: Evaluate")[0].click().run()
+    assert at.title[0].value == "Evaluate"
+
+
+def test_a_failed_run_shows_the_engines_message_not_a_traceback(studio):
+    workspace = open_workspace(studio["token"])
+    fake_run(workspace, "run-failed", state="failed", message="class 'red' has 1 usable image(s); each class needs "
+             "at least 2", pid=os.getpid())
+    workspace.update_state(run="run-failed")
+    try:
+        at = app(studio["token"], "pages/train.py")
+        assert "The run failed: class 'red' has 1 usable image(s)" in texts(at.error)
+        assert not at.exception and "Traceback" not in texts(at.error)
+        assert buttons(at, "Start training"), "a failed run can be started again"
+    finally:
+        workspace.update_state(run="run-first")
+        shutil.rmtree(workspace.runs / "run-failed")
+
+
+def test_a_queued_run_says_it_waits_for_a_slot(studio):
+    workspace = open_workspace(studio["token"])
+    waiter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        fake_run(workspace, "run-queued", state="queued", step="waiting for a free training slot", pid=waiter.pid)
+        workspace.update_state(run="run-queued")
+        at = app(studio["token"], "pages/train.py")
+        assert "Waiting for a free training slot" in texts(at.info)
+        assert buttons(at, "Cancel this run") and buttons(at, "Start another run")
+    finally:
+        waiter.kill()
+        waiter.wait()
+        workspace.update_state(run="run-first")
+        shutil.rmtree(workspace.runs / "run-queued")
+
+
+def test_start_training_runs_in_the_background_and_can_be_watched(studio):
+    token = new_token()
+    workspace = open_workspace(token)
+    workspace.update_state(**{k: v for k, v in studio["workspace"].state().items() if k != "run"})
+    at = app(token, "pages/train.py")
+    assert "No run yet" in texts(at.info)
+    buttons(at, "Start training")[0].click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    run = RunDir(workspace.runs / workspace.state()["run"])
+    assert RunConfig.load(run.config).dataset.image_dir == str(studio["images"])
+    deadline = time.monotonic() + 180
+    while run.status().get("state") not in ("done", "failed", "cancelled") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert run.status().get("state") == "done", run.status()
+    at.run()
+    assert "Finished: test accuracy" in texts(at.success)
+
+
+def test_evaluate_shows_scores_confusion_cells_and_a_download(studio):
+    at = app(studio["token"], "pages/evaluate.py")
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert metrics["Test accuracy"].endswith("%") and metrics["Classes"] == "3"
+    assert list(at.dataframe[0].value["Class"]) == sorted(CLASSES)
+    assert at.get("download_button"), "the model download is on the page"
+    at.selectbox(key="cell_true").set_value("red")
+    at.selectbox(key="cell_predicted").set_value("red").run()
+    assert not at.exception
+    listed = [m.value for m in at.markdown if "photo(s)** of *red* predicted as *red*" in m.value]
+    assert listed and not listed[0].startswith("**0 ")
+    assert any(all(caption.startswith("red → red") for caption in image.captions) for image in at.image)
+
+
+def test_predict_gives_top_k_for_photos_and_errors_for_bad_files(studio):
+    at = app(studio["token"], "pages/predict.py")
+    at.file_uploader(key="predict_photos").upload("blue.jpg", jpeg("blue", 0), "image/jpeg")
+    at.file_uploader(key="predict_photos").upload("broken.jpg", b"\xff\xd8\xff not really", "image/jpeg").run()
+    assert not at.exception
+    assert any("sure)" in m.value for m in at.markdown), "the top guess is named"
+    assert len(at.get("plotly_chart")) == 1, "one top-k chart for the good photo"
+    assert "broken.jpg" in texts(at.error)
+
+
+def test_predict_a_zip_of_photos_to_csv(studio, tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("a.jpg", jpeg("red", 2))
+        archive.writestr("b.jpg", jpeg("green", 1))
+        archive.writestr("notes.txt", "not a photo")
+    at = app(studio["token"], "pages/predict.py")
+    at.file_uploader(key="predict_zip").upload("batch.zip", buffer.getvalue(), "application/zip").run()
+    assert not at.exception and not at.error, texts(at.error)
+    table = at.dataframe[0].value
+    assert list(table["file"]) == ["a.jpg", "b.jpg", "notes.txt"]
+    assert table.loc[2, "error"] and not table.loc[0, "error"]
+    assert "3 files: 2 predicted, 1 with an error" in texts(at.success)
+
+
+def test_predict_from_the_camera(studio):
+    at = app(studio["token"], "pages/predict.py")
+    at.toggle(key="use_camera").set_value(True).run()
+    at.camera_input(key="camera").upload("photo.jpg", jpeg("green", 1)).run()
+    assert not at.exception
+    assert any("sure)" in m.value for m in at.markdown)
+
+
+def test_runs_lists_compares_downloads_and_deletes(studio):
+    workspace = open_workspace(studio["token"])
+    copy = workspace.runs / "run-second"
+    shutil.copytree(studio["run"].path, copy)
+    config = RunConfig.load(copy / "config.json")
+    config.train.epochs = 3
+    config.save(copy / "config.json")
+    at = app(studio["token"], "pages/runs.py")
+    table = at.dataframe[0].value
+    assert {"run-first", "run-second"} <= set(table["Run"]) and "Test accuracy" in table.columns
+    assert {button.label for button in at.get("download_button")} >= {"Keras model", "TFLite model", "labels.txt",
+                                                                        "report.json", "SavedModel (.zip)"}
+    at.multiselect(key="compare").set_value(["run-first", "run-second"]).run()
+    differences = at.dataframe[-1].value
+    assert "train.epochs" in list(differences["setting"])
+    at.selectbox(key="chosen_run").set_value("run-second").run()
+    buttons(at, "Delete…")[0].click().run()
+    buttons(at, "Delete")[0].click().run()
+    assert not at.exception
+    assert not copy.exists()
+    assert "run-second" not in set(at.dataframe[0].value["Run"])
+
+
+def test_another_session_sees_none_of_these_runs(studio):
+    stranger = new_token()
+    at = app(stranger, "pages/runs.py")
+    assert "No runs yet" in texts(at.info)
+    at = app(stranger, "pages/evaluate.py")
+    assert "No model yet" in texts(at.info)
+    assert not list((studio["root"] / "workspaces" / stranger / "runs").iterdir())
