@@ -118,10 +118,12 @@ def _run_stages(context: RunContext) -> Report:
     features = _cache_features(context, dataset, backbone)
     labels = sorted(dataset.usable()["label"].unique())
     head, head_data = _train(context, dataset, features, labels)
+    classifier = _fine_tune(context, dataset, features, labels, backbone, head) \
+        if config.train.fine_tune_layers > 0 else None
     context.status("evaluating", 0.0, "evaluating on the test images")
-    report = _evaluate(dataset, features, head, labels)
+    report = _evaluate(dataset, features, head, labels, classifier, backbone.input_size)
     context.status("exporting", 0.0, "exporting and checking model.keras, SavedModel and TFLite")
-    report.extra.update(_export(context, backbone, head, labels, dataset, features))
+    report.extra.update(_export(context, backbone, head, labels, dataset, features, classifier))
     context.timings["total_seconds"] = time.monotonic() - started
     report.extra.update(_report_extras(context, dataset, head_data, backbone))
     report.extra["cache"] = features.cache_summary
@@ -182,20 +184,26 @@ def _copy_items(usable: pd.DataFrame, augment) -> dict[str, list[ExtractItem]]:
             for row in train.itertuples() if per_class[row.label]}
 
 
-def _split_arrays(dataset: Dataset, features: Features, labels: list[str], split: str,
-                  with_copies: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _split_items(dataset: Dataset, features: Features, labels: list[str], split: str,
+                 with_copies: bool = False) -> tuple[list[ExtractItem], list[int], list[str]]:
+    """The items (images, and for training their augmented copies) of one split, with label indices."""
     index = {label: i for i, label in enumerate(labels)}
     rows = dataset.usable()
-    rows = rows[rows["split"] == split]
-    vectors, targets, files = [], [], []
-    for row in rows.itertuples():
-        items = [ExtractItem(row.path, row.sha256)] + (features.copies.get(row.path, []) if with_copies else [])
-        for item in items:
-            vectors.append(features.vectors[item])
+    items, targets, files = [], [], []
+    for row in rows[rows["split"] == split].itertuples():
+        for item in [ExtractItem(row.path, row.sha256)] + (features.copies.get(row.path, []) if with_copies else []):
+            items.append(item)
             targets.append(index[row.label])
             files.append(row.file)
+    return items, targets, files
+
+
+def _split_arrays(dataset: Dataset, features: Features, labels: list[str], split: str,
+                  with_copies: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    items, targets, files = _split_items(dataset, features, labels, split, with_copies)
     dim = next(iter(features.vectors.values())).shape[0] if features.vectors else 0
-    return (np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)), np.array(targets, dtype=int), files
+    vectors = np.stack([features.vectors[item] for item in items]) if items else np.zeros((0, dim), np.float32)
+    return vectors, np.array(targets, dtype=int), files
 
 
 def _train(context: RunContext, dataset: Dataset, features: Features, labels: list[str]):
@@ -227,6 +235,29 @@ def _train(context: RunContext, dataset: Dataset, features: Features, labels: li
     return head, data
 
 
+def _fine_tune(context: RunContext, dataset: Dataset, features: Features, labels: list[str], backbone, head):
+    from pipeline.finetune import fine_tune
+
+    config = context.config
+    train_items, train_targets, _ = _split_items(dataset, features, labels, "train", with_copies=True)
+    val_items, val_targets, _ = _split_items(dataset, features, labels, "validation")
+    epochs = config.train.fine_tune_epochs
+    started = time.monotonic()
+    head_steps = int((context.run.read_metrics() or [{"step": 0}])[-1]["step"] or 0)
+
+    def on_metrics(row: dict) -> None:  # fine-tuning's rows continue the head's step count
+        context.run.append_metrics({**row, "step": head_steps + row["step"]})
+        context.status("training", 0.9 + 0.1 * row["epoch"] / epochs,
+                       f"fine-tuning (slow) epoch {row['epoch']}/{epochs}, loss {row['train_loss']:.3f}")
+
+    context.status("training", 0.9, f"fine-tuning the top {config.train.fine_tune_layers} backbone layers "
+                                    f"on {len(train_items)} images (slow on a CPU)")
+    classifier = fine_tune(backbone, head, (train_items, train_targets), (val_items, val_targets), len(labels),
+                           config.train, effective_augment(config.augment), on_metrics, context.stop.is_set)
+    context.timings["fine_tune_seconds"] = time.monotonic() - started
+    return classifier
+
+
 def _summary_writer(config: RunConfig, run: RunDir):
     import tensorflow as tf
 
@@ -253,16 +284,23 @@ def _evaluation_split(dataset: Dataset) -> str:
     return "test" if (usable["split"] == "test").any() else "validation"
 
 
-def _evaluate(dataset: Dataset, features: Features, head, labels: list[str]) -> Report:
+def _evaluate(dataset: Dataset, features: Features, head, labels: list[str], classifier, input_size: int) -> Report:
     split = _evaluation_split(dataset)
-    x, y, files = _split_arrays(dataset, features, labels, split)
-    probabilities = head.predict(x, verbose=0) if len(x) else np.zeros((0, len(labels)))
+    if classifier is not None:  # fine-tuned: the cached features are no longer the model's
+        from pipeline.finetune import classifier_probabilities
+
+        items, targets, files = _split_items(dataset, features, labels, split)
+        probabilities, y = classifier_probabilities(classifier, items, input_size), np.array(targets, dtype=int)
+    else:
+        x, y, files = _split_arrays(dataset, features, labels, split)
+        probabilities = head.predict(x, verbose=0) if len(x) else np.zeros((0, len(labels)))
     report = build_report(y, probabilities, labels, files)
     report.extra["evaluated_on"] = split
     return report
 
 
-def _export(context: RunContext, backbone, head, labels: list[str], dataset: Dataset, features: Features) -> dict:
+def _export(context: RunContext, backbone, head, labels: list[str], dataset: Dataset, features: Features,
+            classifier=None) -> dict:
     from pipeline.export import build_classifier, export_model, require_parity, write_labels
 
     config = context.config
@@ -270,12 +308,14 @@ def _export(context: RunContext, backbone, head, labels: list[str], dataset: Dat
     usable = dataset.usable()
     sample = usable[usable["split"] == _evaluation_split(dataset)].head(PARITY_IMAGES)
     images = np.stack([load_for_model(path, backbone.input_size) for path in sample["path"]])
-    classifier = build_classifier(backbone.model, head, backbone.input_size)
+    fine_tuned = classifier is not None
+    classifier = classifier or build_classifier(backbone.model, head, backbone.input_size)
     parity = export_model(classifier, labels, context.run.path, config.output.export_formats, images)
-    # The exported model must also agree with what evaluation measured: the head on cached bottlenecks.
-    cached = np.stack([features.vectors[ExtractItem(row.path, row.sha256)] for row in sample.itertuples()])
-    parity["cached_bottlenecks"] = float(np.abs(head.predict(cached, verbose=0)
-                                                - classifier.predict(images.astype(np.float32), verbose=0)).max())
+    if not fine_tuned:
+        # The exported model must also agree with what evaluation measured: the head on cached bottlenecks.
+        cached = np.stack([features.vectors[ExtractItem(row.path, row.sha256)] for row in sample.itertuples()])
+        parity["cached_bottlenecks"] = float(np.abs(head.predict(cached, verbose=0)
+                                                    - classifier.predict(images.astype(np.float32), verbose=0)).max())
     require_parity(parity)
     if config.output.output_labels:
         write_labels(labels, config.output.output_labels)

@@ -207,3 +207,43 @@ def _cli(*args, check=True) -> subprocess.CompletedProcess:
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+def test_fine_tuning_trains_top_layers_and_exports_what_it_evaluated(tmp_path, tiny_backbone_file):
+    images = make_class_folders(tmp_path / "images", {"red": 20, "blue": 20}, size=(40, 40))
+    config = tiny_config(images, tmp_path, tiny_backbone_file, epochs=10, fine_tune_layers=1, fine_tune_epochs=2,
+                         fine_tune_learning_rate=1e-3)
+    before = retrain(tiny_config(images, tmp_path, tiny_backbone_file, epochs=10), tmp_path / "plain")
+    report = retrain(config, tmp_path / "tuned")
+    assert "fine_tune_seconds" in report.extra["timings"]
+    assert "cached_bottlenecks" not in report.extra["export_parity"]  # the backbone changed
+    assert report.extra["export_parity"]["keras"] <= 1e-4
+    rows = RunDir(tmp_path / "tuned").read_metrics()
+    assert rows[-1]["step"] > rows[-3]["step"]
+    import keras
+
+    plain = keras.saving.load_model(tmp_path / "plain" / "model.keras")
+    tuned = keras.saving.load_model(tmp_path / "tuned" / "model.keras")
+    # The tiny backbone's one conv layer (frozen in the plain run) moved, and so did the head.
+    changed = [not np.allclose(a, b) for a, b in zip(plain.get_weights(), tuned.get_weights(), strict=True)]
+    assert all(changed)
+    assert report.test_accuracy >= before.test_accuracy - 0.2
+
+
+def test_unfreeze_top_layers_keeps_batchnorm_and_lower_layers_frozen():
+    import keras
+
+    from pipeline.finetune import unfreeze_top_layers
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="low")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Conv2D(4, 3, name="high")(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    model.trainable = False
+    assert unfreeze_top_layers(model, 2) == 1  # the top two weighted layers are bn and high; bn stays frozen
+    assert [model.get_layer(n).trainable for n in ("low", "bn", "high")] == [False, False, True]
+    from pipeline.errors import RetrainError
+
+    with pytest.raises(RetrainError, match="more than the backbone"):
+        unfreeze_top_layers(model, 10)
