@@ -70,7 +70,8 @@ class TrainConfig:
     learning_rate: float = knob(0.001, "How fast the head learns; lower is slower but steadier.")
     train_batch_size: int = knob(32, "Images per training step.")
     how_many_training_steps: int = knob(0, "Training steps (retrain.py meaning); 0 means train by --epochs.")
-    epochs: int = knob(40, "Passes over the training set (used when --how_many_training_steps is 0).")
+    epochs: int = knob(40, "Passes over the training set when --how_many_training_steps is 0 "
+                        "(small datasets get at least 300 steps).")
     eval_step_interval: int = knob(0, "Validate every this many steps (0: once per epoch).")
     validation_batch_size: int = knob(-1, "Images per validation batch (-1: all at once).")
     test_batch_size: int = knob(-1, "Images per test batch (-1: all at once).")

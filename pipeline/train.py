@@ -20,6 +20,7 @@ from pipeline.config import TrainConfig
 from pipeline.errors import RetrainError, RunCancelled
 
 MetricsCallback = Callable[[dict], None]
+MIN_STEPS = 300  # the fewest steps a head gets in epochs mode, whatever the dataset size
 
 
 @dataclass
@@ -67,15 +68,19 @@ def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float] | No
 
 
 def schedule(config: TrainConfig, train_size: int) -> tuple[int, int]:
-    """(steps between validations, number of validations) for steps mode or epochs mode."""
+    """(steps between validations, number of validations) for steps mode or epochs mode.
+
+    In epochs mode a small dataset still gets MIN_STEPS steps: 15 epochs of 30 photos would be 15
+    steps, far too few for a new head; early stopping keeps the best weights either way.
+    """
     steps_per_epoch = max(math.ceil(train_size / config.train_batch_size), 1)
     if config.how_many_training_steps > 0:
         total = config.how_many_training_steps
-        # About 40 validations a run: enough for a curve and early stopping, few enough to stay fast.
-        interval = config.eval_step_interval or min(max(steps_per_epoch, math.ceil(total / 40)), total)
-        return interval, math.ceil(total / interval)
-    interval = config.eval_step_interval or steps_per_epoch
-    return interval, max(math.ceil(config.epochs * steps_per_epoch / interval), 1)
+    else:
+        total = max(config.epochs * steps_per_epoch, MIN_STEPS)
+    # About 40 validations a run: enough for a curve and early stopping, few enough to stay fast.
+    interval = config.eval_step_interval or min(max(steps_per_epoch, math.ceil(total / 40)), total)
+    return interval, math.ceil(total / interval)
 
 
 def train_head(data: HeadData, config: TrainConfig, on_metrics: MetricsCallback | None = None,

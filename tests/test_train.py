@@ -73,3 +73,11 @@ def test_cancel_stops_training():
 def test_each_optimizer_with_hidden_layer(optimizer):
     _, rows = train_head(data(), TrainConfig(epochs=20, optimizer=optimizer, hidden_units=16, learning_rate=0.01))
     assert rows[-1]["val_accuracy"] > 0.8
+
+
+def test_small_datasets_still_get_enough_steps():
+    from pipeline.train import MIN_STEPS
+
+    interval, rounds = schedule(TrainConfig(epochs=15, train_batch_size=32), 30)
+    assert interval * rounds >= MIN_STEPS and rounds <= 41
+    assert schedule(TrainConfig(epochs=40, train_batch_size=32), 2900) == (91, 40)  # large sets: per epoch
