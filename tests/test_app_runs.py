@@ -17,6 +17,7 @@ from imagegen import class_image, make_class_folders
 from streamlit.testing.v1 import AppTest
 
 from pipeline.config import DatasetConfig, RunConfig, apply_preset
+from pipeline.files import write_json_atomic
 from pipeline.runs import RunDir
 from pipeline.workspace import new_token, open_workspace
 
@@ -111,7 +112,10 @@ def test_a_queued_run_says_it_waits_for_a_slot(studio):
     workspace = open_workspace(studio["token"])
     waiter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        fake_run(workspace, "run-queued", state="queued", step="waiting for a free training slot", pid=waiter.pid)
+        run = fake_run(workspace, "run-queued", state="queued", step="waiting for a free training slot",
+                       pid=waiter.pid)
+        status = run.status()
+        write_json_atomic(run.status_file, {**status, "updated": status["updated"] - 30})  # queued for 30 s
         workspace.update_state(run="run-queued")
         at = app(studio["token"], "pages/train.py")
         assert "Waiting for a free training slot" in texts(at.info)
@@ -139,6 +143,28 @@ def test_start_training_runs_in_the_background_and_can_be_watched(studio):
     assert run.status().get("state") == "done", run.status()
     at.run()
     assert "Finished: test accuracy" in texts(at.success)
+
+
+def test_cancel_stops_a_running_run(studio):
+    token = new_token()
+    workspace = open_workspace(token)
+    state = studio["workspace"].state()
+    config = RunConfig.from_dict(state["config"])
+    config.train.epochs, config.train.early_stopping = 5000, 0
+    workspace.update_state(dataset=state["dataset"], dataset_summary=state["dataset_summary"], config=config.to_dict())
+    at = app(token, "pages/train.py")
+    buttons(at, "Start training")[0].click().run()
+    run = RunDir(workspace.runs / workspace.state()["run"])
+    deadline = time.monotonic() + 120
+    while run.status().get("state") not in ("caching", "training") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    at.run()
+    buttons(at, "Cancel this run")[0].click().run()
+    while run.status().get("state") not in ("cancelled", "failed", "done") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert run.status()["state"] == "cancelled", run.status()
+    at.run()
+    assert "Cancelled" in texts(at.warning) and not at.exception
 
 
 def test_evaluate_shows_scores_confusion_cells_and_a_download(studio):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
@@ -199,7 +200,7 @@ def test_run_summary_and_differences(root, tmp_path):
         saved_model_zip(runs[0])
     (runs[0].path / "saved_model" / "1").mkdir(parents=True)
     (runs[0].path / "saved_model" / "1" / "saved_model.pb").write_bytes(b"pb")
-    with zipfile.ZipFile(__import__("io").BytesIO(saved_model_zip(runs[0]))) as archive:
+    with zipfile.ZipFile(io.BytesIO(saved_model_zip(runs[0]))) as archive:
         assert archive.namelist() == ["saved_model/1/saved_model.pb"]
 
 

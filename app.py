@@ -1,0 +1,50 @@
+"""Retrain Studio: turn a zip of labelled photos into an image classifier, in the browser.
+
+    streamlit run app.py
+
+This file only sets the page up, finds the session's workspace, draws the sidebar and hands over to
+the chosen page in pages/. Nothing heavy is imported here (no TensorFlow), so the first page paints
+at once; the pages import the engine (`pipeline/`) as they need it.
+
+Settings are environment variables only:
+    RETRAIN_STUDIO_DATA_ROOT      folder the app reads and writes (default ./data); server folders can be
+                                  chosen only inside it, and each browser session's uploads and runs go to
+                                  DATA_ROOT/workspaces/<random id>/
+    RETRAIN_STUDIO_SAMPLES        folder whose sub-folders are one-click sample datasets (e.g. ../shared/datasets)
+    RETRAIN_STUDIO_MAX_JOBS       training runs at once across all sessions (default 1); others wait in a queue
+    RETRAIN_STUDIO_MAX_UPLOAD_MB  largest upload in MB (default 500): pass it on to Streamlit as
+                                  STREAMLIT_SERVER_MAX_UPLOAD_SIZE=$RETRAIN_STUDIO_MAX_UPLOAD_MB
+    RETRAIN_STUDIO_CACHE          shared caches: built backbones, bottlenecks (default ~/.cache/retrain-studio)
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages import common
+
+st.set_page_config(page_title="Retrain Studio", page_icon=":material/model_training:", layout="wide")
+
+PAGES = {
+    "Build a model": [
+        st.Page("pages/dataset.py", title="Dataset", icon=":material/folder_open:", default=True),
+        st.Page("pages/explore.py", title="Explore", icon=":material/insights:"),
+        st.Page("pages/configure.py", title="Configure", icon=":material/tune:"),
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    ],
+    "Use it": [
+        st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
+        st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
+        st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
+    ],
+}
+
+page = st.navigation(PAGES)
+workspace = common.open_session_workspace()
+if workspace is not None:
+    sidebar = st.sidebar.container()
+    try:
+        page.run()
+    finally:  # drawn after the page, so it shows what the page just changed (also when the page stops early)
+        with sidebar:
+            common.sidebar(workspace)

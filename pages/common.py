@@ -1,0 +1,289 @@
+"""What every page shares: the session's workspace, the current dataset and run, the sidebar, and the
+small drawing helpers that make the pages look alike. Engine work stays in pipeline/; this module
+only moves values between st.session_state, the workspace files and the screen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import runpy
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from pipeline.config import DatasetConfig, RunConfig, apply_preset
+from pipeline.dataset import Dataset, load_dataset
+from pipeline.errors import ImageProblem, RetrainError
+from pipeline.progress import Progress
+from pipeline.runs import RunDir, refreshed_status
+from pipeline.workspace import (
+    Workspace,
+    current_run,
+    dataset_name,
+    is_valid_token,
+    new_token,
+    open_workspace,
+    save_working_config,
+    thumbnail,
+    working_config,
+)
+
+APP = Path(__file__).resolve().parents[1] / "app.py"
+# What each run state means to someone who has never trained a model.
+STATE_TEXT = {
+    "queued": (":material/hourglass_top:", "Queued: waiting to start"),
+    "caching": (":material/memory:", "Reading every image through the backbone"),
+    "augmenting": (":material/auto_awesome:", "Making augmented copies"),
+    "training": (":material/model_training:", "Training"),
+    "evaluating": (":material/fact_check:", "Testing on held-out images"),
+    "exporting": (":material/inventory_2:", "Exporting the model"),
+    "done": (":material/check_circle:", "Finished"),
+    "failed": (":material/error:", "Failed"),
+    "cancelled": (":material/cancel:", "Cancelled"),
+}
+# Float settings whose natural step is not 0.05.
+FLOAT_STEPS = {"learning_rate": 0.0005, "fine_tune_learning_rate": 1e-5, "rotation": 5.0, "shear": 5.0}
+
+
+# ---- The session's workspace ------------------------------------------------------------------------------------
+
+def open_session_workspace() -> Workspace | None:
+    """The workspace named by the URL's ?ws= (kept there so the same link reopens it), new if none or malformed."""
+    token = st.query_params.get("ws")
+    if not is_valid_token(token):
+        if token:
+            st.toast("That link's workspace id is not valid, so a new workspace was started.", icon=":material/info:")
+        token = st.session_state.get("ws") if is_valid_token(st.session_state.get("ws")) else new_token()
+    st.session_state["ws"] = token
+    if st.query_params.get("ws") != token:
+        st.query_params["ws"] = token
+    try:
+        return open_workspace(token)
+    except (RetrainError, OSError) as error:
+        st.error(f"Cannot open this workspace: {error}")
+        return None
+
+
+def workspace() -> Workspace:
+    """The workspace app.py opened for this run of the script."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory or "ws" not in st.session_state:
+        # Streamlit's old pages/-folder mode ran this page without app.py (it does so for a server's first
+        # request when that is a link to a page, and on every AppTest run): switch the mode off and run
+        # app.py now, in this same run (so a button press is not lost); it runs this page in turn.
+        PagesManager.uses_pages_directory = False
+        runpy.run_path(str(APP), run_name="__main__")
+        st.stop()
+    return open_workspace(st.session_state["ws"])
+
+
+def go(page: str) -> None:
+    """Switch to another page, keeping the workspace in the URL."""
+    st.switch_page(page, query_params={"ws": st.session_state["ws"]})
+
+
+def next_step(page: str, label: str, note: str = "") -> None:
+    """The wizard's 'Next' button at the bottom of a page."""
+    st.divider()
+    left, right = st.columns([3, 1], vertical_alignment="center")
+    if note:
+        left.caption(note)
+    if right.button(label, type="primary", icon=":material/arrow_forward:", width="stretch", key=f"next-{page}"):
+        go(page)
+
+
+def header(title: str, intro: str) -> None:
+    st.title(title)
+    st.caption(intro)
+
+
+# ---- The current dataset ----------------------------------------------------------------------------------------
+
+def use_dataset(ws: Workspace, config: DatasetConfig) -> Dataset:
+    """Read and check a dataset with a progress bar, and make it the workspace's current one."""
+    bar = st.progress(0.0, text="Checking images…")
+
+    def show(progress: Progress) -> None:
+        bar.progress(min(progress.fraction, 1.0), text=f"Checking images: {progress.done}/{progress.total} "
+                     f"({progress.per_second:.0f} per second)")
+
+    dataset = load_dataset(config, check_images=True, progress=show)
+    bar.empty()
+    summary = {"name": dataset_name(config, ws), "images": int(len(dataset.usable())), "classes": len(dataset.classes),
+               "problems": len(dataset.problems)}
+    ws.update_state(dataset=dataclasses.asdict(config), dataset_summary=summary)
+    st.session_state["dataset_cache"] = (_dataset_key(dataclasses.asdict(config)), dataset)
+    return dataset
+
+
+def current_dataset(ws: Workspace) -> Dataset | None:
+    """The workspace's dataset, read once per session (checked images included), or None if there is none."""
+    config = ws.state().get("dataset")
+    if not config:
+        return None
+    key = _dataset_key(config)
+    cached = st.session_state.get("dataset_cache")
+    if cached and cached[0] == key:
+        return cached[1]
+    with st.spinner("Reading the dataset…"):
+        dataset = load_dataset(DatasetConfig(**config), check_images=True)
+    st.session_state["dataset_cache"] = (key, dataset)
+    return dataset
+
+
+def require_dataset(ws: Workspace) -> Dataset:
+    """The current dataset, or a pointer to the Dataset page and a stop."""
+    try:
+        dataset = current_dataset(ws)
+    except RetrainError as error:
+        st.error(f"The dataset cannot be read any more: {error}")
+        dataset = None
+    if dataset is None:
+        st.info("Choose a dataset first: upload a zip of photos, or pick a sample.", icon=":material/folder_open:")
+        if st.button("Go to Dataset", type="primary", icon=":material/arrow_back:"):
+            go("pages/dataset.py")
+        st.stop()
+    return dataset
+
+
+@st.cache_data(max_entries=4000, show_spinner=False)
+def cached_thumbnail(path: str, size: int, modified: float) -> bytes:
+    """A gallery thumbnail as JPEG bytes; `modified` makes a changed file a new entry."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(thumbnail(path, size)).save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def thumbnails(paths: list[str], size: int = 120) -> list[bytes | None]:
+    """Thumbnails of image files; None for a file that cannot be shown."""
+    shown = []
+    for path in paths:
+        try:
+            shown.append(cached_thumbnail(str(path), size, os.path.getmtime(path)))
+        except (ImageProblem, OSError):
+            shown.append(None)
+    return shown
+
+
+def _dataset_key(config: dict) -> str:
+    return json.dumps(config, sort_keys=True)
+
+
+# ---- The current run --------------------------------------------------------------------------------------------
+
+def require_finished_run(ws: Workspace) -> RunDir:
+    """The current run when it has finished with a report; otherwise say what to do and stop."""
+    run = current_run(ws)
+    status = refreshed_status(run) if run else {}
+    if run is None or status.get("state") != "done" or not run.report.exists():
+        what = "No model yet" if run is None else f"Run {run.name} is not finished ({status.get('state', '?')})"
+        st.info(f"{what}. Train one first, or open a finished run on the Runs page.", icon=":material/info:")
+        left, right = st.columns(2)
+        if left.button("Go to Train", type="primary", icon=":material/model_training:"):
+            go("pages/train.py")
+        if right.button("Go to Runs", icon=":material/history:"):
+            go("pages/runs.py")
+        st.stop()
+    return run
+
+
+def state_text(status: dict) -> tuple[str, str]:
+    """(icon, words) for a run's state."""
+    return STATE_TEXT.get(status.get("state", ""), (":material/radio_button_unchecked:", "Not started"))
+
+
+def sidebar(ws: Workspace) -> None:
+    """Always visible: the current dataset and the current run with its state."""
+    state = ws.state()
+    with st.container():
+        st.markdown("##### Dataset")
+        summary = state.get("dataset_summary")
+        if summary:
+            st.markdown(f":material/folder: **{summary['name']}**  \n{summary['images']} images · "
+                        f"{summary['classes']} classes")
+        else:
+            st.caption("None yet — start on the Dataset page.")
+        st.markdown("##### Run")
+        run = current_run(ws)
+        if run:
+            icon, words = state_text(refreshed_status(run))
+            st.markdown(f"{icon} **{words}**  \n`{run.name}`")
+        else:
+            st.caption("No run yet.")
+        st.caption("Bookmark this page's address to come back to your dataset and runs.")
+
+
+# ---- Settings widgets, built from the config dataclasses ----------------------------------------------------------
+
+def knob_input(section: str, values: Any, name: str) -> Any:
+    """One widget for one config field, with the field's own help; returns the value chosen."""
+    field = next(f for f in dataclasses.fields(values) if f.name == name)
+    key, help_text, current = f"knob.{section}.{name}", field.metadata.get("help", ""), getattr(values, name)
+    label = name.replace("_", " ").capitalize()
+    kind = str(field.type)
+    if key not in st.session_state:
+        st.session_state[key] = "" if current is None else current
+    if kind == "bool":
+        return st.toggle(label, key=key, help=help_text)
+    if "choices" in field.metadata and kind.startswith("list"):
+        return st.multiselect(label, field.metadata["choices"], key=key, help=help_text)
+    if "choices" in field.metadata:
+        return st.selectbox(label, field.metadata["choices"], key=key, help=help_text)
+    if kind == "int":
+        return int(st.number_input(label, step=1, key=key, help=help_text))
+    if kind == "float":
+        step = FLOAT_STEPS.get(name, 0.05)
+        return float(st.number_input(label, step=step, format="%g", key=key, help=help_text))
+    return st.text_input(label, key=key, help=help_text).strip() or None
+
+
+def forget_knobs() -> None:
+    """Drop the widgets' remembered values so they show the saved config again (after a preset)."""
+    for key in [key for key in st.session_state if str(key).startswith("knob.")]:
+        del st.session_state[key]
+
+
+def choose_preset(ws: Workspace, name: str) -> None:
+    config = apply_preset(working_config(ws), name)
+    save_working_config(ws, config)
+    ws.update_state(preset=name)
+    forget_knobs()
+
+
+def edited_config(config: RunConfig, section: str, values: dict[str, Any]) -> RunConfig:
+    return dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section), **values)})
+
+
+# ---- Charts -----------------------------------------------------------------------------------------------------
+
+def curves_figure(rows: list[dict], metric: str, by: str | None = None):
+    """A line chart of train and validation `metric` ("loss" or "accuracy") against step."""
+    frame = pd.DataFrame(rows)
+    columns = [f"train_{metric}", f"val_{metric}"]
+    frame = frame.melt(id_vars=["step"] + ([by] if by else []), value_vars=columns, var_name="curve",
+                       value_name=metric).dropna()
+    frame["curve"] = frame["curve"].map({columns[0]: "training", columns[1]: "validation"})
+    fig = px.line(frame, x="step", y=metric, color=by or "curve", line_dash="curve" if by else None, markers=True,
+                  title=metric.capitalize(), render_mode="svg")
+    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend_title_text="")
+    if metric == "accuracy":
+        fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
+    return fig
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or math.isnan(seconds):
+        return "—"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"

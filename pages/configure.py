@@ -1,0 +1,114 @@
+"""Configure: the backbone, augmentation (with a live preview) and training settings of the next run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import streamlit as st
+
+from pages import common
+from pipeline.augment import preview_copies
+from pipeline.backbones import list_backbones
+from pipeline.config import PRESETS, AugmentConfig, TrainConfig
+from pipeline.errors import ImageProblem, RetrainError
+from pipeline.images import load_image, prepare_for_model
+from pipeline.workspace import save_working_config, working_config
+
+# The settings most people touch; every other field of TrainConfig is under "Advanced".
+MAIN_TRAIN = ["epochs", "learning_rate", "train_batch_size", "early_stopping", "dropout", "class_weights"]
+AUGMENT = ["flip_left_right", "random_crop", "random_brightness", "rotation", "zoom", "augment_copies", "class_size"]
+MORE_AUGMENT = [f.name for f in dataclasses.fields(AugmentConfig) if f.name not in AUGMENT]
+ADVANCED_TRAIN = [f.name for f in dataclasses.fields(TrainConfig)
+                  if f.name not in MAIN_TRAIN + ["architecture", "bottleneck_layer"]]
+
+ws = common.workspace()
+common.header("Configure", "The recommended settings work well for most photo datasets. Pick a preset, "
+              "or change what you need — every setting explains itself when you hover its ?.")
+config = working_config(ws)
+
+preset = st.segmented_control("Preset", list(PRESETS), default=ws.state().get("preset", "Quick"), key="preset",
+                              help="Quick: a first model in a minute or two. Best accuracy: more epochs and "
+                                   "augmented copies of every training image; slower.")
+if preset and preset != ws.state().get("preset", "Quick"):
+    common.choose_preset(ws, preset)
+    st.rerun()
+
+st.subheader("Backbone")
+backbones = {info.name: info for info in list_backbones()}
+names = list(backbones) + ([config.train.architecture] if config.train.architecture not in backbones else [])
+architecture = st.selectbox(
+    "Pretrained network that turns each photo into features", names, index=names.index(config.train.architecture),
+    format_func=lambda name: name if name not in backbones else
+    f"{name}  (works offline)" if backbones[name].offline else f"{name}  (needs internet once)")
+if architecture in backbones:
+    st.caption(backbones[architecture].description)
+
+st.subheader("Training")
+train_values = {"architecture": architecture}
+columns = st.columns(3)
+for index, name in enumerate(MAIN_TRAIN):
+    with columns[index % 3]:
+        train_values[name] = common.knob_input("train", config.train, name)
+
+st.subheader("Augmentation")
+st.caption("Augmented copies are changed versions of your training photos (mirrored, cropped, brighter…). "
+           "They help with small datasets, and are cached like photos, so later runs reuse them.")
+left, right = st.columns([3, 2])
+augment_values = {}
+with left:
+    inner = st.columns(2)
+    for index, name in enumerate(AUGMENT):
+        with inner[index % 2]:
+            augment_values[name] = common.knob_input("augment", config.augment, name)
+    with st.expander("More transforms"):
+        inner = st.columns(2)
+        for index, name in enumerate(MORE_AUGMENT):
+            with inner[index % 2]:
+                augment_values[name] = common.knob_input("augment", config.augment, name)
+with right:
+    st.markdown("**Preview** — the same code training uses")
+    try:
+        dataset = common.current_dataset(ws)
+    except RetrainError:
+        dataset = None
+    train_rows = dataset.usable()[dataset.usable()["split"] == "train"] if dataset is not None else None
+    if train_rows is None or train_rows.empty:
+        st.caption("Choose a dataset to see augmented copies of one of its photos.")
+    else:
+        if st.button("Another photo", icon=":material/shuffle:", key="preview_next"):
+            st.session_state["preview_index"] = st.session_state.get("preview_index", 0) + 7
+        row = train_rows.iloc[st.session_state.get("preview_index", 0) % len(train_rows)]
+        try:
+            original = load_image(row.path)
+            copies = preview_copies(original, AugmentConfig(**augment_values), count=5, size=112)
+        except (ImageProblem, RetrainError, ValueError) as error:
+            st.warning(f"No preview: {error}")
+        else:
+            st.image([prepare_for_model(original, 112)] + copies, width=112,
+                     caption=["original"] + [f"copy {i + 1}" for i in range(len(copies))])
+            if not copies:
+                st.caption("Turn on a transform (flip, crop, rotation…) to see augmented copies.")
+        st.caption(f"From {row.file}")
+
+with st.expander("Advanced"):
+    train_values["bottleneck_layer"] = common.knob_input("train", config.train, "bottleneck_layer")
+    columns = st.columns(3)
+    for index, name in enumerate(ADVANCED_TRAIN):
+        with columns[index % 3]:
+            train_values[name] = common.knob_input("train", config.train, name)
+    export_formats = common.knob_input("output", config.output, "export_formats")
+
+edited = common.edited_config(common.edited_config(config, "train", train_values), "augment", augment_values)
+edited = common.edited_config(edited, "output", {"export_formats": export_formats or ["keras"]})
+if edited != config:
+    save_working_config(ws, edited)
+
+with st.expander("The resolved config.json"):
+    resolved = edited.to_dict()
+    resolved["dataset"].update(ws.state().get("dataset") or {})
+    st.json(resolved, expanded=1)
+    st.download_button("Download config.json", json.dumps(resolved, indent=2), file_name="config.json",
+                       mime="application/json", icon=":material/download:")
+
+common.next_step("pages/train.py", "Next: Train", "Settings are saved as you change them.")

@@ -1,0 +1,124 @@
+"""Evaluate: how the finished model does on held-out photos — scores, confusion matrix, its mistakes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from pages import common
+from pipeline.config import DatasetConfig, RunConfig
+from pipeline.dataset import load_dataset
+from pipeline.errors import RetrainError
+from pipeline.evaluate import Report
+from pipeline.workspace import cell_images, dataset_root, image_path
+
+GALLERY = 24
+
+ws = common.workspace()
+common.header("Evaluate", "Scores on test photos the model never saw while training.")
+run = common.require_finished_run(ws)
+report = Report.load(run.report)
+config = RunConfig.load(run.config)
+
+
+@st.cache_data(max_entries=8, show_spinner="Reading the dataset…")
+def dataset_table(dataset_json: str) -> pd.DataFrame:
+    return load_dataset(DatasetConfig(**json.loads(dataset_json)), check_images=False).table
+
+
+def gallery(items: list[dict], key: str) -> None:
+    """Thumbnails with true label, prediction and confidence."""
+    try:
+        root = dataset_root(config.dataset)
+    except RetrainError as error:
+        st.warning(f"The photos cannot be shown: {error}")
+        return
+    paths = [image_path(root, item["file"]) for item in items[:GALLERY]]
+    pictures = common.thumbnails([str(path) for path in paths if path])
+    captions = [f"{item['true_label']} → {item['predicted_label']}" +
+                (f" ({item['confidence']:.0%})" if item.get("confidence") is not None else "")
+                for item, path in zip(items[:GALLERY], paths, strict=True) if path]
+    shown = [(picture, caption) for picture, caption in zip(pictures, captions, strict=True) if picture]
+    if shown:
+        st.image([p for p, _ in shown], caption=[c for _, c in shown], width=140)
+    if len(items) > GALLERY:
+        st.caption(f"Showing {GALLERY} of {len(items)}.")
+
+
+where = "test" if report.extra.get("evaluated_on", "test") == "test" else "validation (the dataset has no test split)"
+cols = st.columns(4)
+cols[0].metric("Test accuracy", f"{report.test_accuracy:.1%}", border=True)
+cols[1].metric("Top-5 accuracy", f"{report.top5_accuracy:.1%}", border=True)
+cols[2].metric("Test images", report.test_images, border=True)
+cols[3].metric("Classes", len(report.labels), border=True)
+left, right = st.columns([3, 1], vertical_alignment="center")
+backbone = config.train.architecture.rsplit("/", 1)[-1]
+left.caption(f"Run `{run.name}` · scored on the {where} images · backbone {backbone}")
+model_file = run.path / "model.keras"
+if model_file.exists():
+    right.download_button("Download model (.keras)", data=model_file.read_bytes, file_name=f"{run.name}.keras",
+                          mime="application/octet-stream", type="primary", icon=":material/download:",
+                          width="stretch", on_click="ignore", key="download_keras")
+
+st.subheader("Per class")
+scores = pd.DataFrame([{"Class": label, "Precision": s.precision, "Recall": s.recall, "F1": s.f1,
+                        "Test images": s.support} for label, s in report.per_class.items()])
+bar = {"min_value": 0.0, "max_value": 1.0, "format": "percent"}
+st.dataframe(scores, hide_index=True, width="stretch", key="per_class", column_config={
+    "Precision": st.column_config.ProgressColumn(help="Of the photos predicted as this class, the share that are",
+                                                 **bar),
+    "Recall": st.column_config.ProgressColumn(help="Of this class's photos, the share found", **bar),
+    "F1": st.column_config.ProgressColumn(help="Precision and recall in one number", **bar)})
+
+st.subheader("Confusion matrix")
+st.caption("Rows are the true class, columns what the model said. Click a cell (or choose below) to see its photos.")
+labels, matrix = report.labels, np.array(report.confusion_matrix)
+cells = [(true, predicted) for true in labels for predicted in labels]
+fig = go.Figure(go.Heatmap(z=matrix, x=labels, y=labels, colorscale="Blues", text=matrix, texttemplate="%{text}",
+                           hoverinfo="skip", showscale=False))
+# Heatmaps cannot be selected in Streamlit; markers on the cells can (invisible until chosen).
+fig.add_trace(go.Scatter(x=[p for _, p in cells], y=[t for t, _ in cells], mode="markers", showlegend=False,
+                         customdata=matrix.flatten(), hovertemplate="true %{y}, predicted %{x}: %{customdata}"
+                         "<extra></extra>", marker={"size": 44, "opacity": 0.01, "symbol": "square"},
+                         selected={"marker": {"opacity": 0.35, "color": "#f59e0b"}},
+                         unselected={"marker": {"opacity": 0.01}}))
+fig.update_layout(height=min(160 + 60 * len(labels), 720), xaxis_type="category", yaxis_type="category",
+                  margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                  xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed", clickmode="event+select")
+chart_column, cell_column = st.columns([3, 2])
+with chart_column:
+    event = st.plotly_chart(fig, key="confusion", on_select="rerun", selection_mode="points")
+points = (event.get("selection") or {}).get("points") or [] if event else []
+if points and (points[0].get("y"), points[0].get("x")) != st.session_state.get("confusion_clicked"):
+    st.session_state["confusion_clicked"] = (points[0].get("y"), points[0].get("x"))
+    st.session_state["cell_true"], st.session_state["cell_predicted"] = points[0]["y"], points[0]["x"]
+if "cell_true" not in st.session_state or st.session_state["cell_true"] not in labels:
+    off = matrix - np.diag(np.diag(matrix))
+    true_index, predicted_index = np.unravel_index(np.argmax(off), off.shape) if off.any() else (0, 0)
+    st.session_state["cell_true"], st.session_state["cell_predicted"] = labels[true_index], labels[predicted_index]
+with cell_column:
+    left, right = st.columns(2)
+    true_label = left.selectbox("True class", labels, key="cell_true")
+    predicted_label = right.selectbox("Predicted as", labels, key="cell_predicted")
+try:
+    table = dataset_table(json.dumps(config.dataset.__dict__)) if true_label == predicted_label else None
+    items = cell_images(report.misclassified, table, report.extra.get("evaluated_on", "test"), true_label,
+                        predicted_label)
+except RetrainError as error:
+    st.warning(f"The photos of this cell cannot be listed: {error}")
+    items = []
+with cell_column:
+    st.markdown(f"**{len(items)} photo(s)** of *{true_label}* predicted as *{predicted_label}*")
+    gallery(items, "cell")
+
+st.subheader("Mistakes, most confident first")
+if report.misclassified:
+    gallery([m.__dict__ for m in report.misclassified], "mistakes")
+else:
+    st.success("No test photo was misclassified.", icon=":material/check_circle:")
+
+common.next_step("pages/predict.py", "Next: Predict", "Try the model on new photos. All downloads are on Runs.")
