@@ -24,7 +24,9 @@ class ClassScores:
 
 
 @dataclass
-class Misclassified:
+class Prediction:
+    """One test image: its file, its true label, what the model said, and how sure it was."""
+
     file: str
     true_label: str
     predicted_label: str
@@ -39,7 +41,8 @@ class Report:
     labels: list[str]
     per_class: dict[str, ClassScores]
     confusion_matrix: list[list[int]]        # rows: true label, columns: predicted label
-    misclassified: list[Misclassified]
+    misclassified: list[Prediction]
+    predictions: list[Prediction] = field(default_factory=list)  # every test image, right or wrong
     extra: dict[str, Any] = field(default_factory=dict)  # export_parity, timings, train_class_counts, ...
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,7 +60,8 @@ class Report:
             raise FileNotFoundError(path)
         known = {name: data.pop(name) for name in list(cls.__dataclass_fields__) if name in data}
         known["per_class"] = {k: ClassScores(**v) for k, v in known["per_class"].items()}
-        known["misclassified"] = [Misclassified(**m) for m in known["misclassified"]]
+        known["misclassified"] = [Prediction(**m) for m in known["misclassified"]]
+        known["predictions"] = [Prediction(**m) for m in known.get("predictions", [])]
         return cls(**known, extra=data)
 
     def table(self) -> str:
@@ -92,9 +96,15 @@ def build_report(true_indices: np.ndarray, probabilities: np.ndarray, labels: li
         labels=list(labels),
         per_class=_per_class_scores(confusion, labels),
         confusion_matrix=confusion.tolist(),
-        misclassified=[Misclassified(files[i], labels[true_indices[i]], labels[predicted[i]],
-                                     round(float(probabilities[i, predicted[i]]), 4)) for i in wrong],
+        misclassified=[_prediction(i, files, labels, true_indices, predicted, probabilities) for i in wrong],
+        predictions=[_prediction(i, files, labels, true_indices, predicted, probabilities) for i in range(count)],
     )
+
+
+def _prediction(i: int, files: list[str], labels: list[str], true_indices: np.ndarray, predicted: np.ndarray,
+                probabilities: np.ndarray) -> Prediction:
+    return Prediction(files[i], labels[true_indices[i]], labels[predicted[i]],
+                         round(float(probabilities[i, predicted[i]]), 4))
 
 
 def _per_class_scores(confusion: np.ndarray, labels: list[str]) -> dict[str, ClassScores]:

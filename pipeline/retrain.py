@@ -89,7 +89,8 @@ def retrain(config: RunConfig, run_dir: str | Path, echo: ProgressCallback | Non
     config.save(run.config)
     run.write_status("queued", 0.0, "waiting for a free training slot", pid=os.getpid())
     try:
-        with StopFlag() as stop, job_slot(max_jobs(), cache_root() / "jobs", should_stop=stop.is_set):
+        waiting = lambda: run.write_status("queued", 0.0, "waiting for a free training slot", waiting=True)  # noqa: E731
+        with StopFlag() as stop, job_slot(max_jobs(), cache_root() / "jobs", on_wait=waiting, should_stop=stop.is_set):
             report = _run_stages(RunContext(config, run, stop, echo))
     except RunCancelled as cancelled:
         run.write_status("cancelled", message=str(cancelled))

@@ -19,6 +19,7 @@ def test_report_numbers_by_hand(tmp_path):
     assert report.per_class["fox"].precision == 1.0 and report.per_class["fox"].recall == 0.5
     assert [m.file for m in report.misclassified] == ["img5.jpg", "img1.jpg"]  # most confident first
     assert report.misclassified[0].predicted_label == "dog" and report.misclassified[0].confidence == 0.9
+    assert [p.file for p in report.predictions] == files and report.predictions[0].predicted_label == "cat"
     report.extra["export_parity"] = {"keras": 0.0}
     report.save(tmp_path / "report.json")
     loaded = Report.load(tmp_path / "report.json")

@@ -14,7 +14,7 @@ from imagegen import make_class_folders, make_zip, write_labels_csv
 from pipeline.config import DatasetConfig, RunConfig
 from pipeline.dataset import load_dataset
 from pipeline.errors import RetrainError
-from pipeline.evaluate import Misclassified
+from pipeline.evaluate import Prediction
 from pipeline.runs import RunDir
 from pipeline.workspace import (
     cell_images,
@@ -214,7 +214,7 @@ def test_imbalance_advice_says_what_to_do():
 def test_cell_images_on_and_off_the_diagonal():
     import pandas as pd
 
-    wrong = [Misclassified("red/1.jpg", "red", "blue", 0.9), Misclassified("blue/2.jpg", "blue", "red", 0.6)]
+    wrong = [Prediction("red/1.jpg", "red", "blue", 0.9), Prediction("blue/2.jpg", "blue", "red", 0.6)]
     table = pd.DataFrame({"file": ["red/1.jpg", "red/3.jpg", "red/4.jpg", "blue/2.jpg"],
                           "label": ["red", "red", "red", "blue"], "split": ["test", "test", "train", "test"],
                           "status": ["ok"] * 4})

@@ -1,0 +1,38 @@
+"""The benchmark cannot rot: its smoke mode runs every measurement end to end in well under a minute."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FIGURES = {"forward_images_per_second", "extract_images_per_second", "extract_vs_forward",
+           "per_image_images_per_second", "extract_vs_per_image", "frozen_fit_epoch_seconds", "cache_vs_frozen_fit",
+           "head_4000_steps_seconds", "warm_rerun_seconds", "augmented_warm_vs_plain_warm",
+           "quick_flowers_test_accuracy", "quick_flowers_first_model_seconds", "predict_p50_ms", "predict_p95_ms",
+           "cache_peak_rss_mb"}
+
+
+def test_smoke_run_prints_every_figure_and_writes_the_table(tmp_path):
+    results = REPO / "bench" / "results.md"
+    before = results.read_bytes() if results.exists() else None
+    output = tmp_path / "results.md"
+    done = subprocess.run([sys.executable, "bench/run.py", "--smoke", "--output", str(output)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(figures) == FIGURES
+    assert all(isinstance(value, float | int) and value >= 0 for value in figures.values()), figures
+    table = output.read_text()
+    assert "| figure | value | goal | met? |" in table
+    for name in FIGURES:
+        assert f"`{name}`" in table, name
+    for field in ("cpu", "cores", "tensorflow", "date", "command"):
+        assert f"| {field} |" in table, field
+    assert (results.read_bytes() if results.exists() else None) == before, "smoke must not touch bench/results.md"
+
+
+def test_smoke_refuses_to_write_the_real_results():
+    done = subprocess.run([sys.executable, "bench/run.py", "--smoke", "--output", "bench/results.md"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "never writes bench/results.md" in done.stderr
