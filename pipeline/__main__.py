@@ -97,6 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--image_dir", help="Predict every image in this folder ...")
     predict.add_argument("--output_csv", help="... and write one CSV row per image here.")
     predict.add_argument("images", nargs="*", help="Image files; one JSON line each is printed.")
+    suspects = commands.add_parser("suspects", help="Likely-mislabelled training and validation images, most "
+                                   "suspicious first (last line: JSON list).")
+    add_config_flags(suspects, ["dataset"])
+    suspects.add_argument("--architecture", dest="train.architecture", default=argparse.SUPPRESS, metavar="NAME",
+                          help="Backbone whose bottlenecks are compared (default efficientnet_lite0).")
+    suspects.add_argument("--bottleneck_layer", dest="train.bottleneck_layer", default=argparse.SUPPRESS,
+                          metavar="LAYER", help="Backbone layer whose output is the bottleneck.")
+    suspects.add_argument("--bottleneck_dir", dest="output.bottleneck_dir", default=argparse.SUPPRESS,
+                          metavar="DIR", help="Bottleneck cache (shared with runs; missing ones are computed).")
+    suspects.add_argument("--folds", type=int, default=5, help="Out-of-fold models; each image is judged by one "
+                          "that did not see it.")
+    suspects.add_argument("--top", type=int, default=None, help="Only the N most suspicious images.")
+    suspects.add_argument("--seed", dest="train.seed", type=int, default=argparse.SUPPRESS,
+                          help="Seed of the fold split.")
     return parser
 
 
@@ -171,8 +185,33 @@ def command_predict(args: argparse.Namespace) -> None:
         print(json.dumps(result))
 
 
+def command_suspects(args: argparse.Namespace) -> None:
+    import time
+
+    from pipeline.backbones import load_backbone
+    from pipeline.dataset import load_dataset
+    from pipeline.runs import cache_root
+    from pipeline.suspects import find_suspects
+
+    config = config_from_args(args)
+    dataset = load_dataset(config.dataset, check_images=False, progress=print_progress)
+    backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer)
+    started = time.monotonic()
+    suspects = find_suspects(dataset, backbone, config.output.bottleneck_dir or cache_root() / "bottlenecks",
+                             folds=args.folds, top=args.top, seed=config.train.seed, progress=print_progress)
+    for problem in dataset.problems:
+        print(f"problem: {problem['file']}: {problem['problem']}", file=sys.stderr)
+    print(f"{len(suspects)} suspect(s) in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    for suspect in suspects[:20]:
+        print(f"{suspect.file}: {suspect.label} ({suspect.label_probability:.2f}) → {suspect.suggested} "
+              f"({suspect.suggested_probability:.2f})")
+    if len(suspects) > 20:
+        print(f"... and {len(suspects) - 20} more")
+    print(json.dumps([suspect.to_dict() for suspect in suspects]))
+
+
 COMMANDS = {"inspect": command_inspect, "cache": command_cache, "train": command_train, "run": command_run,
-            "predict": command_predict}
+            "predict": command_predict, "suspects": command_suspects}
 
 
 def main(argv: list[str] | None = None) -> int:

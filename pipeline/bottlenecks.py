@@ -28,7 +28,7 @@ import numpy as np
 from pipeline.augment import augmented_for_model, copy_seed
 from pipeline.config import AugmentConfig
 from pipeline.errors import ImageProblem, RetrainError
-from pipeline.images import PREPROCESS_ID, load_image, prepare_for_model
+from pipeline.images import PREPROCESS_ID, load_for_model, load_image
 from pipeline.progress import ProgressCallback, ProgressMeter
 
 if TYPE_CHECKING:
@@ -77,10 +77,17 @@ class BottleneckStore:
     def _open(self) -> sqlite3.Connection:
         try:
             return self._connect()
+        except sqlite3.OperationalError as error:
+            # Locked, disk full, read-only: the file may be healthy, so it is never set aside for these.
+            raise RetrainError(f"cannot open the bottleneck cache {self.path} ({error}); "
+                               "check free disk space and permissions, then run again") from None
         except sqlite3.DatabaseError:
-            # Not a database at all (overwritten, truncated to garbage): set it aside, start afresh.
-            aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
-            self.path.rename(aside)
+            # Not a database at all (overwritten, garbage): set it and its journals aside, start afresh.
+            stamp = int(time.time())
+            for suffix in ("", "-wal", "-shm"):
+                part = self.path.with_name(self.path.name + suffix)
+                if part.exists():
+                    part.rename(part.with_name(f"{part.name}.damaged-{stamp}"))
             return self._connect()
 
     def _connect(self) -> sqlite3.Connection:
@@ -199,12 +206,11 @@ def _spread_problems(items: Sequence[ExtractItem], keys: dict, result: CacheResu
 
 def load_item_for_model(item: ExtractItem, size: int, augment: AugmentConfig | None) -> np.ndarray:
     """An item's model input: the image itself, or its deterministic augmented copy."""
-    rgb = load_image(item.path, min_side=size)
     if item.copy == 0:
-        return prepare_for_model(rgb, size)
+        return load_for_model(item.path, size)  # the very function prediction uses
     if augment is None:
         raise RetrainError("an augmented copy was requested without augmentation settings")
-    return augmented_for_model(rgb, augment, copy_seed(item.sha256, item.copy), size)
+    return augmented_for_model(load_image(item.path, min_side=size), augment, copy_seed(item.sha256, item.copy), size)
 
 
 def _extract_batches(items: Sequence[ExtractItem], backbone: Backbone, augment: AugmentConfig | None,

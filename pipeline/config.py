@@ -28,31 +28,45 @@ class DatasetConfig:
     image_dir: str | None = knob(None, "Folder of class sub-folders, or of train/ val/ test/ folders of them.")
     zip: str | None = knob(None, "Zip archive of either folder layout (with or without one top folder).")
     label_csv: str | None = knob(None, "CSV with columns image_id,label; images are in --image_dir.")
-    testing_percentage: int = knob(10, "Percent of images held out for the final test.")
-    validation_percentage: int = knob(10, "Percent of images used to validate while training.")
+    testing_percentage: int = knob(10, "Percent of images held out for the final test.", min=0, max=90)
+    validation_percentage: int = knob(10, "Percent of images used to validate while training.", min=0, max=90)
     overrides: str | None = knob(None, "JSON file of per-image decisions (drop or relabel) for this dataset.")
 
 
 @dataclass
 class AugmentConfig:
     flip_left_right: bool = knob(False, "Randomly mirror training images left to right.")
-    random_crop: int = knob(0, "Percent of margin to randomly crop away (retrain.py meaning).")
-    random_scale: int = knob(0, "Percent to randomly scale up by (retrain.py meaning).")
-    random_brightness: int = knob(0, "Percent to randomly brighten or darken by (retrain.py meaning).")
-    rotation: float = knob(0.0, "Largest random rotation, in degrees.")
-    width_shift: float = knob(0.0, "Largest horizontal shift, as a fraction of the width.")
-    height_shift: float = knob(0.0, "Largest vertical shift, as a fraction of the height.")
-    shear: float = knob(0.0, "Largest shear angle, in degrees (Keras ImageDataGenerator meaning).")
-    zoom: float = knob(0.0, "Largest zoom in or out, as a fraction (0.2 = 80% to 120%).")
-    fill_mode: str = knob("nearest", "How to fill pixels uncovered by a transform.",
-                          choices=["nearest", "reflect", "constant", "wrap"])
-    augment_copies: int = knob(0, "Augmented copies of each training image, each cached like an image.")
-    class_size: int = knob(0, "Bring every class's training split to about this many images with augmented copies.")
+    random_crop: int = knob(0, "Percent of margin to randomly crop away (retrain.py meaning).", min=0, max=100)
+    random_scale: int = knob(0, "Percent to randomly scale up by (retrain.py meaning).", min=0, max=100)
+    random_brightness: int = knob(0, "Percent to randomly brighten or darken by (retrain.py meaning).", min=0, max=100)
+    rotation: float = knob(0.0, "Largest random rotation, in degrees.", min=0, max=180)
+    width_shift: float = knob(0.0, "Largest horizontal shift, as a fraction of the width.", min=0, max=1)
+    height_shift: float = knob(0.0, "Largest vertical shift, as a fraction of the height.", min=0, max=1)
+    shear: float = knob(0.0, "Largest shear angle, in degrees (Keras ImageDataGenerator meaning).", min=0, max=90)
+    zoom: float = knob(0.0, "Largest zoom in or out, as a fraction (0.2 = 80% to 120%).", min=0, max=0.9)
+    fill_mode: str = knob(
+        "nearest", "How to fill pixels uncovered by a transform.", choices=["nearest", "reflect", "constant", "wrap"]
+    )
+    augment_copies: int = knob(0, "Augmented copies of each training image, each cached like an image.", min=0, max=20)
+    class_size: int = knob(
+        0, "Bring every class's training split to about this many images with augmented copies.", min=0, max=20000
+    )
 
     def is_active(self) -> bool:
         """True when any transform is on (copies are made only then)."""
-        return any([self.flip_left_right, self.random_crop, self.random_scale, self.random_brightness,
-                    self.rotation, self.width_shift, self.height_shift, self.shear, self.zoom])
+        return any(
+            [
+                self.flip_left_right,
+                self.random_crop,
+                self.random_scale,
+                self.random_brightness,
+                self.rotation,
+                self.width_shift,
+                self.height_shift,
+                self.shear,
+                self.zoom,
+            ]
+        )
 
     def transform_key(self) -> str:
         """A stable text of the transform settings, part of each augmented copy's cache key."""
@@ -62,28 +76,42 @@ class AugmentConfig:
 
 @dataclass
 class TrainConfig:
-    architecture: str = knob("efficientnet_lite0", "Backbone: efficientnet_lite0 (offline), inception_v3, "
-                             "mobilenet_v2[_ALPHA], resnet50, or PATH.keras for your own model.")
-    bottleneck_layer: str | None = knob(None, "Backbone layer whose output is the bottleneck "
-                                        "(default: its pooled features).")
+    architecture: str = knob(
+        "efficientnet_lite0",
+        "Backbone: efficientnet_lite0 (offline), inception_v3, "
+        "mobilenet_v2[_ALPHA], resnet50, or PATH.keras for your own model.",
+    )
+    bottleneck_layer: str | None = knob(
+        None, "Backbone layer whose output is the bottleneck (default: its pooled features)."
+    )
     optimizer: str = knob("adam", "Optimizer for the new head.", choices=["adam", "sgd", "rmsprop"])
-    learning_rate: float = knob(0.001, "How fast the head learns; lower is slower but steadier.")
-    train_batch_size: int = knob(32, "Images per training step.")
-    how_many_training_steps: int = knob(0, "Training steps (retrain.py meaning); 0 means train by --epochs.")
-    epochs: int = knob(40, "Passes over the training set when --how_many_training_steps is 0 "
-                        "(small datasets get at least 300 steps).")
-    eval_step_interval: int = knob(0, "Validate every this many steps (0: once per epoch).")
-    validation_batch_size: int = knob(-1, "Images per validation batch (-1: all at once).")
-    test_batch_size: int = knob(-1, "Images per test batch (-1: all at once).")
-    dropout: float = knob(0.5, "Fraction of bottleneck features dropped while training, against overfitting.")
-    hidden_units: int = knob(0, "Size of an optional hidden layer in the head (0: none).")
-    label_smoothing: float = knob(0.0, "Soften the targets (e.g. 0.1); can help when labels are noisy.")
+    learning_rate: float = knob(0.001, "How fast the head learns; lower is slower but steadier.", min=1e-07, max=1.0)
+    train_batch_size: int = knob(32, "Images per training step.", min=1, max=4096)
+    how_many_training_steps: int = knob(
+        0, "Training steps (retrain.py meaning); 0 means train by --epochs.", min=0, max=1000000
+    )
+    epochs: int = knob(
+        40,
+        "Passes over the training set when --how_many_training_steps is 0 (small datasets get at least 300 steps).",
+        min=1,
+        max=10000,
+    )
+    eval_step_interval: int = knob(0, "Validate every this many steps (0: once per epoch).", min=0, max=1000000)
+    validation_batch_size: int = knob(-1, "Images per validation batch (-1: all at once).", min=-1, max=100000)
+    test_batch_size: int = knob(-1, "Images per test batch (-1: all at once).", min=-1, max=100000)
+    dropout: float = knob(
+        0.5, "Fraction of bottleneck features dropped while training, against overfitting.", min=0, max=0.95
+    )
+    hidden_units: int = knob(0, "Size of an optional hidden layer in the head (0: none).", min=0, max=8192)
+    label_smoothing: float = knob(0.0, "Soften the targets (e.g. 0.1); can help when labels are noisy.", min=0, max=0.5)
     class_weights: bool = knob(True, "Weight classes by inverse frequency when they are imbalanced.")
-    early_stopping: int = knob(8, "Stop after this many validations without improvement (0: never).")
+    early_stopping: int = knob(8, "Stop after this many validations without improvement (0: never).", min=0, max=1000)
     seed: int = knob(0, "Random seed; the same seed and data give the same model.")
-    fine_tune_layers: int = knob(0, "Unfreeze the top N backbone layers after the head converges (slow).")
-    fine_tune_epochs: int = knob(2, "Epochs of fine-tuning when --fine_tune_layers is set.")
-    fine_tune_learning_rate: float = knob(1e-5, "Learning rate while fine-tuning.")
+    fine_tune_layers: int = knob(
+        0, "Unfreeze the top N backbone layers after the head converges (slow).", min=0, max=1000
+    )
+    fine_tune_epochs: int = knob(2, "Epochs of fine-tuning when --fine_tune_layers is set.", min=1, max=1000)
+    fine_tune_learning_rate: float = knob(1e-5, "Learning rate while fine-tuning.", min=1e-08, max=0.1)
 
 
 @dataclass
@@ -93,8 +121,9 @@ class OutputConfig:
     summaries_dir: str | None = knob(None, "TensorBoard logs (default: RUN_DIR/logs).")
     output_labels: str | None = knob(None, "Also write labels.txt here.")
     saved_model_dir: str | None = knob(None, "Also write the SavedModel here.")
-    export_formats: list[str] = knob(["keras", "saved_model", "tflite"], "Formats to export.",
-                                     choices=["keras", "saved_model", "tflite"])
+    export_formats: list[str] = knob(
+        ["keras", "saved_model", "tflite"], "Formats to export.", choices=["keras", "saved_model", "tflite"]
+    )
     print_misclassified_test_images: bool = knob(False, "Print every misclassified test image.")
 
 
@@ -115,6 +144,17 @@ class RunConfig:
 
         write_json_atomic(path, self.to_dict())
 
+    def validate(self) -> RunConfig:
+        """Raise RetrainError naming the first setting outside its range or choices; else return self."""
+        for section_name in ("dataset", "augment", "train", "output"):
+            section = getattr(self, section_name)
+            for spec in dataclasses.fields(section):
+                _check_setting(section_name, spec, getattr(section, spec.name))
+        if self.dataset.testing_percentage + self.dataset.validation_percentage >= 100:
+            raise RetrainError("testing_percentage + validation_percentage must be under 100, "
+                               "leaving images to train on")
+        return self
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         sections = {f.name: f.default_factory for f in dataclasses.fields(cls)}
@@ -132,6 +172,23 @@ class RunConfig:
         except json.JSONDecodeError as err:
             raise RetrainError(f"{path}: not valid JSON ({err}); fix or regenerate the config") from None
         return cls.from_dict(data)
+
+
+def _check_setting(section: str, spec: dataclasses.Field, value: Any) -> None:
+    meta, where = spec.metadata, f"{section}.{spec.name}"
+    if value is None:
+        return
+    if "choices" in meta:
+        values = value if isinstance(value, list) else [value]
+        wrong = [v for v in values if v not in meta["choices"]]
+        if wrong:
+            raise RetrainError(f"{where} = {wrong[0]!r} is not one of {meta['choices']}")
+    if "min" in meta:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RetrainError(f"{where} must be a number, not {value!r}")
+        if not meta["min"] <= value <= meta["max"]:
+            raise RetrainError(f"{where} = {value} is out of range: use {meta['min']} to {meta['max']} "
+                               f"({meta['help']})")
 
 
 def _section_from_dict(factory: Any, values: dict[str, Any]) -> Any:
@@ -152,9 +209,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Quick: a first model in a minute; good enough to see whether the data works.
     "Quick": {"train": {"epochs": 15, "early_stopping": 4}, "augment": {"augment_copies": 0}},
     # Best accuracy: more epochs and two cached augmented copies of each training image.
-    "Best accuracy": {"train": {"epochs": 80, "early_stopping": 12},
-                      "augment": {"flip_left_right": True, "random_crop": 10, "random_brightness": 10,
-                                  "augment_copies": 2}},
+    "Best accuracy": {
+        "train": {"epochs": 80, "early_stopping": 12},
+        "augment": {"flip_left_right": True, "random_crop": 10, "random_brightness": 10, "augment_copies": 2},
+    },
 }
 
 

@@ -78,6 +78,16 @@ class Dataset:
         """The rows training may use (status "ok")."""
         return self.table[self.table["status"] == "ok"]
 
+    def mark_problems(self, messages: dict[str, str]) -> None:
+        """Mark usable images (by absolute path) as problems, e.g. ones that failed to decode later on."""
+        rows = self.table["path"].isin(messages) & (self.table["status"] == "ok")
+        if not rows.any():
+            return
+        self.table.loc[rows, "status"] = "problem"
+        self.table.loc[rows, "problem"] = self.table.loc[rows, "path"].map(messages)
+        self.problems.extend({"file": row.file, "problem": row.problem} for row in self.table[rows].itertuples())
+        self.classes = sorted(self.usable()["label"].unique())
+
     def class_counts(self) -> dict[str, dict[str, int]]:
         """Usable images per class and split: {"daisy": {"train": n, "validation": n, "test": n}}."""
         counts = {label: dict.fromkeys(SPLITS, 0) for label in self.classes}

@@ -1,10 +1,10 @@
 """Safe image decoding: the one path from file bytes to model input, for every stage.
 
-Training, evaluation, export checks, prediction and the app all call `load_for_model`, so a
-photo is cropped and resized the same way everywhere (retrain.py's exports drifted from its
-training for want of this). Every way an image can be bad becomes an `ImageProblem` with a
-message a user can act on; odd but valid images (CMYK, 16-bit, transparency, EXIF rotation)
-are converted, not refused.
+Training, evaluation, export checks, prediction and the app all go through `bytes_for_model`
+(files through `load_for_model`), so a photo is decoded, cropped and resized the same way
+everywhere (retrain.py's exports drifted from its training for want of this). Every way an
+image can be bad becomes an `ImageProblem` with a message a user can act on; odd but valid
+images (CMYK, 16-bit, transparency, EXIF rotation) are converted, not refused.
 """
 
 from __future__ import annotations
@@ -133,9 +133,14 @@ def load_image(path: str | Path, min_side: int | None = None) -> np.ndarray:
     return decode_image(read_bytes(path), min_side=min_side)
 
 
+def bytes_for_model(data: bytes, size: int) -> np.ndarray:
+    """Decode, crop and resize image bytes to the model's input: the only such path (files and uploads)."""
+    return prepare_for_model(decode_image(data, min_side=size), size)
+
+
 def load_for_model(path: str | Path, size: int) -> np.ndarray:
-    """Read, decode, crop and resize one image file to the model's input: the only such path."""
-    return prepare_for_model(load_image(path, min_side=size), size)
+    """Read one image file and make it the model's input (see `bytes_for_model`)."""
+    return bytes_for_model(read_bytes(path), size)
 
 
 # Identifies the preprocessing above in cache keys: change it and old bottlenecks are not reused.

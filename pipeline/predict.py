@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ImageProblem, RetrainError
-from pipeline.images import load_for_model, prepare_for_model
+from pipeline.images import bytes_for_model, load_for_model, prepare_for_model
 
 BATCH = 32
 
@@ -41,8 +41,12 @@ class Predictor:
         order = np.argsort(-probabilities)[:max(1, min(k, len(self.labels)))]
         return [{"label": self.labels[i], "score": round(float(probabilities[i]), 6)} for i in order]
 
+    def predict_bytes(self, data: bytes, k: int = 5) -> list[dict]:
+        """Top-k for one image file's bytes (the app's upload or camera), decoded exactly as in training."""
+        return self.top_k(self.probabilities(bytes_for_model(data, self.input_size)[None])[0], k)
+
     def predict_image(self, rgb: np.ndarray, k: int = 5) -> list[dict]:
-        """Top-k for one decoded RGB image (e.g. from the app's upload or camera)."""
+        """Top-k for an already decoded RGB image (crop and resize as in training)."""
         return self.top_k(self.probabilities(prepare_for_model(rgb, self.input_size)[None])[0], k)
 
     def predict_files(self, paths: list[str | Path], k: int = 5) -> list[dict]:

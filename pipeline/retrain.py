@@ -25,7 +25,7 @@ from pipeline.errors import RetrainError, RunCancelled
 from pipeline.evaluate import Report, build_report
 from pipeline.images import load_for_model
 from pipeline.progress import Progress, ProgressCallback
-from pipeline.runs import RunDir, cache_root, job_slot, max_jobs
+from pipeline.runs import RunDir, cache_root, job_slot, max_jobs, process_started
 
 # Share of the progress bar each stage fills, roughly by how long it takes on a cold cache.
 STAGE_SPAN = {"caching": (0.0, 0.6), "augmenting": (0.6, 0.7), "training": (0.7, 0.9),
@@ -34,12 +34,13 @@ PARITY_IMAGES = 16  # test images each export is reloaded and checked on
 
 
 class StopFlag:
-    """Set by SIGTERM or SIGINT while a run is on; polled between batches and validations."""
+    """Set by SIGTERM or SIGINT while a run is on, or by a cancel request file; polled between batches."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self) -> None:
+    def __init__(self, cancel_request: Path) -> None:
         self.event = threading.Event()
+        self.cancel_request = cancel_request
         self.previous: dict = {}
 
     def __enter__(self) -> StopFlag:
@@ -52,7 +53,7 @@ class StopFlag:
             signal.signal(sig, handler)
 
     def is_set(self) -> bool:
-        return self.event.is_set()
+        return self.event.is_set() or self.cancel_request.exists()
 
 
 @dataclass
@@ -85,12 +86,20 @@ def retrain(config: RunConfig, run_dir: str | Path, echo: ProgressCallback | Non
     """Run the whole job into run_dir, keeping status.json true at every step."""
     run = RunDir(run_dir)
     run.path.mkdir(parents=True, exist_ok=True)
+    run.clear_outputs()
     config.output.output_dir = str(run.path)
     config.save(run.config)
-    run.write_status("queued", 0.0, "waiting for a free training slot", pid=os.getpid())
+    run.write_status("queued", 0.0, "waiting for a free training slot", pid=os.getpid(),
+                     pid_started=process_started(os.getpid()))
     try:
-        waiting = lambda: run.write_status("queued", 0.0, "waiting for a free training slot", waiting=True)  # noqa: E731
-        with StopFlag() as stop, job_slot(max_jobs(), cache_root() / "jobs", on_wait=waiting, should_stop=stop.is_set):
+        config.validate()
+        _refuse_foreign_folder(config.output.saved_model_dir)
+
+        def waiting() -> None:
+            run.write_status("queued", 0.0, "waiting for a free training slot", waiting=True)
+
+        with StopFlag(run.cancel_request) as stop, \
+                job_slot(max_jobs(), cache_root() / "jobs", on_wait=waiting, should_stop=stop.is_set):
             report = _run_stages(RunContext(config, run, stop, echo))
     except RunCancelled as cancelled:
         run.write_status("cancelled", message=str(cancelled))
@@ -104,6 +113,13 @@ def retrain(config: RunConfig, run_dir: str | Path, echo: ProgressCallback | Non
     run.write_status("done", 1.0, "done", f"test accuracy {report.test_accuracy:.1%}",
                      test_accuracy=report.test_accuracy)
     return report
+
+
+def _refuse_foreign_folder(folder: str | None) -> None:
+    """--saved_model_dir must be new or empty: a copy must never overwrite a user's other files."""
+    if folder and Path(folder).exists() and any(Path(folder).iterdir()) \
+            and not (Path(folder) / "saved_model.pb").exists():
+        raise RetrainError(f"--saved_model_dir {folder} exists and holds other files; choose a new or empty folder")
 
 
 def _run_stages(context: RunContext) -> Report:
@@ -122,7 +138,9 @@ def _run_stages(context: RunContext) -> Report:
     classifier = _fine_tune(context, dataset, features, labels, backbone, head) \
         if config.train.fine_tune_layers > 0 else None
     context.status("evaluating", 0.0, "evaluating on the test images")
-    report = _evaluate(dataset, features, head, labels, classifier, backbone.input_size)
+    report = _evaluate(dataset, features, head, labels, classifier, backbone.input_size,
+                       config.train.test_batch_size)
+    context.check_stop()
     context.status("exporting", 0.0, "exporting and checking model.keras, SavedModel and TFLite")
     report.extra.update(_export(context, backbone, head, labels, dataset, features, classifier))
     context.timings["total_seconds"] = time.monotonic() - started
@@ -167,15 +185,9 @@ def _cache_features(context: RunContext, dataset: Dataset, backbone) -> Features
 
 def _record_problems(dataset: Dataset, result: CacheResult) -> None:
     """Images that failed to decode leave training, as reported problems, and the dataset is rechecked."""
-    if not result.problems:
-        return
-    messages = {item.path: message for item, message in result.problems.items()}
-    rows = dataset.table["path"].isin(messages)
-    dataset.table.loc[rows, "status"] = "problem"
-    dataset.table.loc[rows, "problem"] = dataset.table.loc[rows, "path"].map(messages)
-    dataset.problems.extend({"file": row.file, "problem": row.problem}
-                            for row in dataset.table[rows].itertuples())
-    require_trainable(dataset)
+    if result.problems:
+        dataset.mark_problems({item.path: message for item, message in result.problems.items()})
+        require_trainable(dataset)
 
 
 def _copy_items(usable: pd.DataFrame, augment) -> dict[str, list[ExtractItem]]:
@@ -285,7 +297,8 @@ def _evaluation_split(dataset: Dataset) -> str:
     return "test" if (usable["split"] == "test").any() else "validation"
 
 
-def _evaluate(dataset: Dataset, features: Features, head, labels: list[str], classifier, input_size: int) -> Report:
+def _evaluate(dataset: Dataset, features: Features, head, labels: list[str], classifier, input_size: int,
+              test_batch_size: int = -1) -> Report:
     split = _evaluation_split(dataset)
     if classifier is not None:  # fine-tuned: the cached features are no longer the model's
         from pipeline.finetune import classifier_probabilities
@@ -294,7 +307,8 @@ def _evaluate(dataset: Dataset, features: Features, head, labels: list[str], cla
         probabilities, y = classifier_probabilities(classifier, items, input_size), np.array(targets, dtype=int)
     else:
         x, y, files = _split_arrays(dataset, features, labels, split)
-        probabilities = head.predict(x, verbose=0) if len(x) else np.zeros((0, len(labels)))
+        batch = max(len(x), 1) if test_batch_size < 0 else test_batch_size
+        probabilities = head.predict(x, batch_size=batch, verbose=0) if len(x) else np.zeros((0, len(labels)))
     report = build_report(y, probabilities, labels, files)
     report.extra["evaluated_on"] = split
     return report
@@ -321,12 +335,13 @@ def _export(context: RunContext, backbone, head, labels: list[str], dataset: Dat
     if config.output.output_labels:
         write_labels(labels, config.output.output_labels)
     if config.output.saved_model_dir and "saved_model" in config.output.export_formats:
-        _copy_tree(context.run.path / "saved_model", Path(config.output.saved_model_dir))
+        _copy_tree(context.run.path / "saved_model" / "1", Path(config.output.saved_model_dir))
     context.timings["export_seconds"] = time.monotonic() - started
     return {"export_parity": {k: float(f"{v:.3g}") for k, v in parity.items()}}
 
 
 def _copy_tree(source: Path, target: Path) -> None:
+    """Copy a SavedModel to the user's folder (checked at the start to be new, empty, or a SavedModel)."""
     import shutil
 
     if target.exists():

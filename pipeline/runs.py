@@ -45,6 +45,18 @@ class RunDir:
         self.report = self.path / "report.json"
         self.log = self.path / "run.log"
         self.logs_dir = self.path / "logs"
+        self.cancel_request = self.path / "cancel-requested"
+
+    # What a run writes; cleared when a run starts again in the same folder, so old and new never mix.
+    OUTPUTS = ("metrics.csv", "report.json", "model.keras", "model.tflite", "labels.txt", "saved_model", "logs")
+
+    def clear_outputs(self) -> None:
+        for name in self.OUTPUTS:
+            target = self.path / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
 
     @property
     def name(self) -> str:
@@ -92,18 +104,33 @@ class RunDir:
 
 
 def refreshed_status(run: RunDir) -> dict[str, Any]:
-    """The run's status, corrected to `failed` when its process died without saying so (kill -9, reboot)."""
+    """The run's status, corrected when its process died without saying so (kill -9, reboot, early cancel)."""
     status = run.status()
-    if status and status.get("state") not in FINISHED and not process_alive(status.get("pid")):
-        if status.get("state") == "queued" and time.time() - status.get("updated", 0) < 5:
-            return status  # just launched; the process has not written its pid yet
+    if not status or status.get("state") in FINISHED or process_alive(status.get("pid"), status.get("pid_started")):
+        return status
+    if status.get("state") == "queued" and time.time() - status.get("updated", 0) < 5:
+        return status  # just launched; the process has not written its pid yet
+    status = run.status()  # read again: the run may have finished between the first read and the check
+    if status.get("state") in FINISHED:
+        return status
+    if run.cancel_request.exists():
+        run.write_status("cancelled", message="cancelled before it got going")
+    else:
         run.write_status("failed", message="the run's process ended unexpectedly (killed or out of memory); "
                                            "start it again — cached bottlenecks are kept")
-        status = run.status()
-    return status
+    return run.status()
 
 
-def process_alive(pid: int | None) -> bool:
+def process_started(pid: int) -> str | None:
+    """When a process started (clock ticks since boot), to tell it from a later process with a reused pid."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def process_alive(pid: int | None, started: str | None = None) -> bool:
+    """True while `pid` runs and, when `started` is known, is still the same process (not a reused pid)."""
     if not pid:
         return False
     with contextlib.suppress(ChildProcessError, OSError):
@@ -116,9 +143,9 @@ def process_alive(pid: int | None) -> bool:
         return True
     # A zombie (exited, not yet reaped by its parent) is not alive for our purposes.
     with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
             return False
-    return True
+    return started is None or process_started(int(pid)) in (None, started)
 
 
 def launch_run(run_dir: str | Path, env: dict[str, str] | None = None) -> int:
@@ -129,24 +156,32 @@ def launch_run(run_dir: str | Path, env: dict[str, str] | None = None) -> int:
     run = RunDir(run_dir)
     if not run.config.exists():
         raise RetrainError(f"{run.config}: no config.json in the run directory")
+    run.cancel_request.unlink(missing_ok=True)  # a new start; an old cancel does not carry over
     run.write_status("queued", progress=0.0, step="waiting to start", pid=0)
     with open(run.log, "ab") as log:
         process = subprocess.Popen([sys.executable, "-m", "pipeline", "run", "--run_dir", str(run.path)],
                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True, env={**os.environ, **(env or {})},
                                    cwd=Path(__file__).resolve().parents[1])
-    run.write_status("queued", progress=0.0, step="waiting to start", pid=process.pid)
+    run.write_status("queued", progress=0.0, step="waiting to start", pid=process.pid,
+                     pid_started=process_started(process.pid))
     return process.pid
 
 
 def cancel_run(run_dir: str | Path) -> None:
-    """Ask a run to stop (SIGTERM); it finishes its current batch, keeps the cache, and says cancelled."""
+    """Ask a run to stop; it finishes its current batch, keeps the cache, and says cancelled.
+
+    The request is a file as well as a SIGTERM: a run still starting up (before its signal
+    handler is in place) sees the file at its first check, and if it died instead, the file
+    tells `refreshed_status` that it was cancelled rather than crashed.
+    """
     run = RunDir(run_dir)
     status = run.status()
     if status.get("state") in FINISHED:
         return
+    run.cancel_request.touch()
     pid = status.get("pid")
-    if process_alive(pid):
+    if process_alive(pid, status.get("pid_started")):
         os.kill(int(pid), signal.SIGTERM)
     else:
         run.write_status("cancelled", message="cancelled before it started")

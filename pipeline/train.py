@@ -105,7 +105,8 @@ def train_head(data: HeadData, config: TrainConfig, on_metrics: MetricsCallback 
                                                        restore_best_weights=True))
     validation = (data.x_val, _one_hot(data.y_val, data.num_classes)) if has_validation else None
     head.fit(train, steps_per_epoch=interval, epochs=rounds, validation_data=validation,
-             validation_batch_size=None if config.validation_batch_size < 0 else config.validation_batch_size,
+             validation_batch_size=max(len(data.x_val), 1) if config.validation_batch_size < 0
+             else config.validation_batch_size,
              class_weight=class_weights(data.y_train, data.num_classes) if config.class_weights else None,
              callbacks=callbacks, shuffle=False, verbose=0)  # the dataset shuffles itself
     if recorder.cancelled:

@@ -120,16 +120,22 @@ def test_predict_cli_on_files_and_folder_with_a_bad_file(finished_run):
     assert sum(r["label"] == r["file"].split("/")[0] for r in good) / len(good) > 0.8
 
 
-def test_predict_uses_the_same_decode_as_training(finished_run):
-    from pipeline.images import load_for_model
+def test_training_prediction_and_uploads_prepare_a_large_jpeg_identically(finished_run, tmp_path):
+    """A JPEG over twice the input size takes the draft (fast downscale) decode: every path must share it."""
+    from imagegen import class_image, write_image
+
+    from pipeline.bottlenecks import ExtractItem, load_item_for_model
+    from pipeline.images import bytes_for_model, decode_image, prepare_for_model
     from pipeline.predict import Predictor
 
-    tmp, images, _, _ = finished_run
-    predictor = Predictor(tmp / "run1")
-    path = images / "green" / "green_003.jpg"
-    by_file = predictor.predict_files([path], k=3)[0]["predictions"]
-    by_array = predictor.top_k(predictor.probabilities(load_for_model(path, 32)[None])[0], 3)
-    assert by_file == by_array
+    run_dir = finished_run[0] / "run1"
+    big = write_image(tmp_path / "big.jpg", class_image("green", 1, size=(400, 300)))
+    data = big.read_bytes()
+    cached_path = load_item_for_model(ExtractItem(str(big), "0" * 64), 32, None)
+    assert np.array_equal(cached_path, bytes_for_model(data, 32))
+    assert not np.array_equal(cached_path, prepare_for_model(decode_image(data), 32)), "draft decode not exercised"
+    predictor = Predictor(run_dir)
+    assert predictor.predict_files([big], k=3)[0]["predictions"] == predictor.predict_bytes(data, k=3)
 
 
 def test_train_cli_retrain_flags_and_unsupported_ones(tmp_path, tiny_backbone_file):
@@ -165,21 +171,50 @@ def test_user_errors_are_one_line(tmp_path):
 
 def test_background_run_can_be_cancelled_and_keeps_its_cache(tmp_path, tiny_backbone_file):
     images = make_class_folders(tmp_path / "images", {"red": 40, "blue": 40}, size=(40, 40))
-    config = tiny_config(images, tmp_path, tiny_backbone_file, epochs=100000, early_stopping=0)
+    config = tiny_config(images, tmp_path, tiny_backbone_file, epochs=10000, early_stopping=0)
     run = RunDir(tmp_path / "run")
     run.path.mkdir()
     config.save(run.config)
     launch_run(run.path)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # generous: CI machines are busy
     while refreshed_status(run).get("state") != "training" and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert run.status()["state"] == "training"
+    assert run.status()["state"] == "training", run.log.read_text()[-2000:]
     cancel_run(run.path)
     while refreshed_status(run).get("state") not in ("cancelled", "failed") and time.monotonic() < deadline:
         time.sleep(0.2)
     assert run.status()["state"] == "cancelled", run.log.read_text()[-2000:]
     rerun = retrain(tiny_config(images, tmp_path, tiny_backbone_file, epochs=2), tmp_path / "after")
     assert rerun.extra["cache"]["originals"]["computed"] == 0
+
+
+def test_cancel_right_after_launch_says_cancelled_not_crashed(tmp_path, tiny_backbone_file):
+    images = make_class_folders(tmp_path / "images", {"red": 10, "blue": 10}, size=(40, 40))
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    tiny_config(images, tmp_path, tiny_backbone_file).save(run.config)
+    launch_run(run.path)
+    cancel_run(run.path)  # before the new process has even imported TensorFlow
+    deadline = time.monotonic() + 120
+    while refreshed_status(run).get("state") not in ("cancelled", "failed", "done") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert run.status()["state"] == "cancelled", run.log.read_text()[-2000:]
+
+
+def test_status_of_a_dead_process_becomes_failed_and_a_reused_pid_is_not_alive(tmp_path):
+    import os
+
+    from pipeline.runs import process_alive, process_started
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run.write_status("training", 0.5, "training", pid=dead.pid, pid_started="1")
+    assert refreshed_status(run)["state"] == "failed"
+    assert "ended unexpectedly" in run.status()["message"]
+    me = os.getpid()
+    assert process_alive(me, process_started(me)) and not process_alive(me, "12345")  # same pid, other start
 
 
 def test_failed_run_says_why_in_status(tmp_path, tiny_backbone_file):
