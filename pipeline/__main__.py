@@ -5,6 +5,7 @@
     python -m pipeline train   --image_dir DIR --output_dir RUN_DIR [--how_many_training_steps 4000 ...]
     python -m pipeline run     --run_dir RUN_DIR            # a run from its config.json (the app uses this)
     python -m pipeline predict --model RUN_DIR IMAGE...     # or --image_dir DIR --output_csv FILE
+    python -m pipeline suspects --image_dir DIR [--top N]  # likely-mislabeled images, most suspicious first
 
 Heavy modules (TensorFlow) are imported per command, so `inspect` answers quickly. A user's
 mistake prints one line and exits 2, never a traceback.
@@ -142,13 +143,22 @@ def command_train(args: argparse.Namespace) -> None:
     config = config_from_args(args)
     if not config.output.output_dir:
         raise RetrainError("--output_dir is required: the run directory for config, metrics, report and exports")
+    from pipeline.runs import RunDir
+
+    RunDir(config.output.output_dir).cancel_request.unlink(missing_ok=True)  # a new run from the command line
     _run_and_print(config, config.output.output_dir)
 
 
 def command_run(args: argparse.Namespace) -> None:
     from pipeline.runs import RunDir
 
-    _run_and_print(RunConfig.load(RunDir(args.run_dir).config), args.run_dir)
+    run = RunDir(args.run_dir)
+    try:
+        config = RunConfig.load(run.config)
+    except RetrainError as error:  # the app watches status.json, not this process's stderr
+        run.write_status("failed", message=str(error))
+        raise
+    _run_and_print(config, args.run_dir)
 
 
 def _run_and_print(config: RunConfig, run_dir: str) -> None:

@@ -282,3 +282,19 @@ def test_unfreeze_top_layers_keeps_batchnorm_and_lower_layers_frozen():
 
     with pytest.raises(RetrainError, match="more than the backbone"):
         unfreeze_top_layers(model, 10)
+
+
+def test_run_with_a_broken_config_fails_with_the_reason_in_status(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.config.write_text('{"train": {"epochs": "many"')
+    result = _cli("run", "--run_dir", str(run.path), check=False)
+    assert result.returncode == 2 and "not valid JSON" in result.stderr
+    assert run.status()["state"] == "failed" and "not valid JSON" in run.status()["message"]
+
+
+def test_out_of_range_setting_is_refused_before_any_work(tmp_path, tiny_backbone_file):
+    images = make_class_folders(tmp_path / "images", {"red": 10, "blue": 10}, size=(40, 40))
+    result = _cli("train", "--image_dir", str(images), "--output_dir", str(tmp_path / "run"),
+                  "--architecture", str(tiny_backbone_file), "--train_batch_size", "0", check=False)
+    assert result.returncode == 2 and "train.train_batch_size = 0 is out of range" in result.stderr
