@@ -25,12 +25,19 @@ from pipeline.runs import RunDir, refreshed_status
 from pipeline.workspace import (
     Workspace,
     current_run,
+    dataset_config,
     dataset_name,
+    decision_text,
+    forget_missing_run,
     is_valid_token,
+    is_waiting_for_slot,
     new_token,
     open_workspace,
+    record_decision,
     save_working_config,
     thumbnail,
+    undo_decision,
+    with_overrides,
     working_config,
 )
 
@@ -38,6 +45,7 @@ APP = Path(__file__).resolve().parents[1] / "app.py"
 # What each run state means to someone who has never trained a model.
 STATE_TEXT = {
     "queued": (":material/hourglass_top:", "Queued: waiting to start"),
+    "waiting": (":material/hourglass_top:", "Queued: waiting for a free training slot"),
     "caching": (":material/memory:", "Reading every image through the backbone"),
     "augmenting": (":material/auto_awesome:", "Making augmented copies"),
     "training": (":material/model_training:", "Training"),
@@ -107,7 +115,11 @@ def header(title: str, intro: str) -> None:
 # ---- The current dataset ----------------------------------------------------------------------------------------
 
 def use_dataset(ws: Workspace, config: DatasetConfig) -> Dataset:
-    """Read and check a dataset with a progress bar, and make it the workspace's current one."""
+    """Read and check a dataset with a progress bar, and make it the workspace's current one.
+
+    Its decisions (drop, relabel) live in the workspace's file for this dataset, kept when it is chosen again.
+    """
+    config = with_overrides(ws, config)
     bar = st.progress(0.0, text="Checking images…")
 
     def show(progress: Progress) -> None:
@@ -116,26 +128,51 @@ def use_dataset(ws: Workspace, config: DatasetConfig) -> Dataset:
 
     dataset = load_dataset(config, check_images=True, progress=show)
     bar.empty()
-    summary = {"name": dataset_name(config, ws), "images": int(len(dataset.usable())), "classes": len(dataset.classes),
-               "problems": len(dataset.problems)}
-    ws.update_state(dataset=dataclasses.asdict(config), dataset_summary=summary)
-    st.session_state["dataset_cache"] = (_dataset_key(dataclasses.asdict(config)), dataset)
+    ws.update_state(dataset=dataclasses.asdict(config))
+    _remember_dataset(ws, config, dataset)
     return dataset
 
 
 def current_dataset(ws: Workspace) -> Dataset | None:
-    """The workspace's dataset, read once per session (checked images included), or None if there is none."""
-    config = ws.state().get("dataset")
-    if not config:
+    """The workspace's dataset with its decisions applied, read once per session; None if there is none.
+
+    Every image is decoded on the first read. When only the decisions changed since, the dataset is
+    listed again without decoding (a second, not a minute, on a big one) and the broken images
+    found the first time are marked again.
+    """
+    config = dataset_config(ws)
+    if config is None:
         return None
-    key = _dataset_key(config)
+    key, version = _dataset_key(dataclasses.asdict(config)), _file_version(config.overrides)
     cached = st.session_state.get("dataset_cache")
+    if cached and cached[:2] == (key, version):
+        return cached[2]
     if cached and cached[0] == key:
-        return cached[1]
-    with st.spinner("Reading the dataset…"):
-        dataset = load_dataset(DatasetConfig(**config), check_images=True)
-    st.session_state["dataset_cache"] = (key, dataset)
+        dataset = load_dataset(config, check_images=False)
+        dataset.mark_problems(cached[3])
+    else:
+        with st.spinner("Reading the dataset…"):
+            dataset = load_dataset(config, check_images=True)
+    _remember_dataset(ws, config, dataset)
     return dataset
+
+
+def _remember_dataset(ws: Workspace, config: DatasetConfig, dataset: Dataset) -> None:
+    summary = {"name": dataset_name(config, ws), "images": int(len(dataset.usable())), "classes": len(dataset.classes),
+               "problems": len(dataset.problems)}
+    if ws.state().get("dataset_summary") != summary:
+        ws.update_state(dataset_summary=summary)
+    broken = dict(zip(dataset.table["path"], dataset.table["problem"], strict=True))
+    broken = {path: problem for path, problem in broken.items() if problem}
+    st.session_state["dataset_cache"] = (_dataset_key(dataclasses.asdict(config)), _file_version(config.overrides),
+                                         dataset, broken)
+
+
+def _file_version(path: str | None) -> int:
+    try:
+        return os.stat(path).st_mtime_ns if path else 0
+    except OSError:
+        return 0
 
 
 def require_dataset(ws: Workspace) -> Dataset:
@@ -176,15 +213,29 @@ def thumbnails(paths: list[str], size: int = 120) -> list[bytes | None]:
     return shown
 
 
+def dataset_key(ws: Workspace) -> str:
+    """Names the workspace's current dataset (its source and split settings), for caches of things about it."""
+    config = dataset_config(ws)
+    return _dataset_key(dataclasses.asdict(config)) if config else ""
+
+
 def _dataset_key(config: dict) -> str:
     return json.dumps(config, sort_keys=True)
 
 
 # ---- The current run --------------------------------------------------------------------------------------------
 
+def current_run_or_notice(ws: Workspace) -> RunDir | None:
+    """The current run; when it was deleted (in another tab) it is forgotten, and the page says so."""
+    if gone := forget_missing_run(ws):
+        st.warning(f"Run `{gone}` was deleted (in another tab?), so there is no current run now.",
+                   icon=":material/delete:")
+    return current_run(ws)
+
+
 def require_finished_run(ws: Workspace) -> RunDir:
     """The current run when it has finished with a report; otherwise say what to do and stop."""
-    run = current_run(ws)
+    run = current_run_or_notice(ws)
     status = refreshed_status(run) if run else {}
     if run is None or status.get("state") != "done" or not run.report.exists():
         what = "No model yet" if run is None else f"Run {run.name} is not finished ({status.get('state', '?')})"
@@ -200,7 +251,8 @@ def require_finished_run(ws: Workspace) -> RunDir:
 
 def state_text(status: dict) -> tuple[str, str]:
     """(icon, words) for a run's state."""
-    return STATE_TEXT.get(status.get("state", ""), (":material/radio_button_unchecked:", "Not started"))
+    state = "waiting" if is_waiting_for_slot(status) else status.get("state", "")
+    return STATE_TEXT.get(state, (":material/radio_button_unchecked:", "Not started"))
 
 
 def sidebar(ws: Workspace) -> None:
@@ -226,12 +278,19 @@ def sidebar(ws: Workspace) -> None:
 
 # ---- Settings widgets, built from the config dataclasses ----------------------------------------------------------
 
-def knob_input(section: str, values: Any, name: str) -> Any:
-    """One widget for one config field, with the field's own help; returns the value chosen."""
+def knob_input(section: str, values: Any, name: str, label: str | None = None) -> Any:
+    """One widget for one config field, with the field's own help and range; returns the value chosen."""
     field = next(f for f in dataclasses.fields(values) if f.name == name)
     key, help_text, current = f"knob.{section}.{name}", field.metadata.get("help", ""), getattr(values, name)
-    label = name.replace("_", " ").capitalize()
+    label = label or name.replace("_", " ").capitalize()
     kind = str(field.type)
+    low, high = field.metadata.get("min"), field.metadata.get("max")
+    if kind in ("int", "float"):
+        number = int if kind == "int" else float
+        low, high = (None if low is None else number(low)), (None if high is None else number(high))
+        current = number(current)
+        current = current if low is None else max(current, low)  # a saved value from before the ranges existed
+        current = current if high is None else min(current, high)
     if key not in st.session_state:
         st.session_state[key] = "" if current is None else current
     if kind == "bool":
@@ -241,10 +300,11 @@ def knob_input(section: str, values: Any, name: str) -> Any:
     if "choices" in field.metadata:
         return st.selectbox(label, field.metadata["choices"], key=key, help=help_text)
     if kind == "int":
-        return int(st.number_input(label, step=1, key=key, help=help_text))
+        return int(st.number_input(label, min_value=low, max_value=high, step=1, key=key, help=help_text))
     if kind == "float":
         step = FLOAT_STEPS.get(name, 0.05)
-        return float(st.number_input(label, step=step, format="%g", key=key, help=help_text))
+        return float(st.number_input(label, min_value=low, max_value=high, step=step, format="%g", key=key,
+                                     help=help_text))
     return st.text_input(label, key=key, help=help_text).strip() or None
 
 
@@ -280,6 +340,78 @@ def curves_figure(rows: list[dict], metric: str, by: str | None = None):
     if metric == "accuracy":
         fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
     return fig
+
+
+def map_figure(points: pd.DataFrame):
+    """The dataset map: a dot per photo coloured by class, likely mistakes ringed; hover names the photo."""
+    fig = px.scatter(points, x="x", y="y", color="label", custom_data=["file"], render_mode="svg",
+                     category_orders={"label": sorted(points["label"].unique())}, labels={"label": "class"},
+                     color_discrete_sequence=px.colors.qualitative.D3)  # neighbouring classes in unlike colours
+    # A clicked dot stands out, and the others stay visible around it (plotly's default fades them to 0.2).
+    fig.update_traces(marker={"size": 7, "opacity": 0.8}, selected={"marker": {"size": 14, "opacity": 1}},
+                      unselected={"marker": {"opacity": 0.5}},
+                      hovertemplate="%{customdata[0]}<br>class: %{fullData.name}<extra></extra>")
+    suspects = points[points["suspect"]] if "suspect" in points else points.iloc[:0]
+    if len(suspects):
+        fig.add_scatter(x=suspects["x"], y=suspects["y"], mode="markers", name="likely mistake",
+                        customdata=suspects[["file", "label"]].to_numpy(),
+                        marker={"symbol": "circle-open", "size": 13, "color": "#111827", "line": {"width": 2}},
+                        selected={"marker": {"size": 20, "opacity": 1}}, unselected={"marker": {"opacity": 0.6}},
+                        hovertemplate="%{customdata[0]}<br>class: %{customdata[1]} · likely mistake<extra></extra>")
+    fig.update_layout(height=460, margin={"l": 10, "r": 10, "t": 10, "b": 10}, legend_title_text="",
+                      clickmode="event+select", dragmode="pan")
+    fig.update_xaxes(showticklabels=False, title=None, showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, title=None, showgrid=False, zeroline=False)
+    return fig
+
+
+def balance_figure(counts: pd.DataFrame):
+    """Per-class training images now and after balancing, side by side."""
+    fig = px.bar(counts, x="class", y="images", color="when", barmode="group", text="images",
+                 color_discrete_map={"now": "#94a3b8", "after balancing": "#2563eb"})
+    fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 10, "b": 10}, legend_title_text="",
+                      yaxis_title="training images")
+    fig.update_traces(textposition="outside", cliponaxis=False)
+    return fig
+
+
+# ---- One image and what was decided about it ----------------------------------------------------------------------
+
+def decision_row(ws: Workspace, image: dict[str, Any], classes: list[str], overrides: dict, key: str,
+                 picture: bool = True) -> None:
+    """A photo with its label (and the label a model suggests), and buttons to drop it, relabel it, or undo.
+
+    `image` has file, path, label and optionally suggested and suggested_probability. The choice is
+    written to the dataset's decisions file at once (by callbacks, so the page redraws with it).
+    """
+    file, label, suggested = image["file"], image["label"], image.get("suggested")
+    if picture:
+        left, words, actions = st.columns([1, 2.6, 4.4], vertical_alignment="center")
+        if shown := thumbnails([image["path"]], 96)[0]:
+            left.image(shown, width=80)
+    else:
+        words, actions = st.container(), st.container()
+    guess = f" · looks like **{suggested}** ({image['suggested_probability']:.0%})" if suggested else ""
+    words.markdown(f"`{file}`  \nlabelled **{label}**{guess}")
+    if decided := decision_text(overrides, file):
+        words.caption(f":material/check_circle: {decided.capitalize()} (your photo is left as it is)")
+        actions.button("Undo", key=f"undo-{key}", icon=":material/undo:", on_click=undo_decision, args=(ws, file))
+        return
+    row = actions.container(horizontal=True)
+    row.button("Drop from training", key=f"drop-{key}", icon=":material/block:", on_click=record_decision,
+               args=(ws, file), kwargs={"drop": True})
+    if suggested:
+        row.button(f"Relabel as {suggested}", key=f"relabel-{key}", icon=":material/label:",
+                   on_click=record_decision, args=(ws, file), kwargs={"label": suggested})
+    others = [name for name in classes if name not in (label, suggested)]
+    if others:
+        row.menu_button("Another class" if suggested else "Relabel as…", others, key=f"choose-{key}",
+                        on_click=_relabel_as_chosen, args=(ws, file, f"choose-{key}"))
+
+
+def _relabel_as_chosen(ws: Workspace, file: str, key: str) -> None:
+    if chosen := st.session_state.get(key):
+        record_decision(ws, file, label=str(chosen))
 
 
 def duration(seconds: float | None) -> str:

@@ -1,4 +1,5 @@
-"""Configure: the backbone, augmentation (with a live preview) and training settings of the next run."""
+"""Configure: the backbone, augmentation (with a live preview), class balancing and training settings of the next
+run."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ import streamlit as st
 
 from pages import common
 from pipeline.augment import preview_copies
-from pipeline.backbones import list_backbones
+from pipeline.backbones import backbone_input_size, list_backbones
 from pipeline.config import PRESETS, AugmentConfig, TrainConfig
 from pipeline.errors import ImageProblem, RetrainError
-from pipeline.images import load_image, prepare_for_model
-from pipeline.workspace import save_working_config, working_config
+from pipeline.images import decode_image, prepare_for_model, read_bytes
+from pipeline.workspace import balance_counts, save_working_config, working_config
 
 # The settings most people touch; every other field of TrainConfig is under "Advanced".
 MAIN_TRAIN = ["epochs", "learning_rate", "train_batch_size", "early_stopping", "dropout", "class_weights"]
-AUGMENT = ["flip_left_right", "random_crop", "random_brightness", "rotation", "zoom", "augment_copies", "class_size"]
-MORE_AUGMENT = [f.name for f in dataclasses.fields(AugmentConfig) if f.name not in AUGMENT]
+AUGMENT = ["flip_left_right", "random_crop", "random_brightness", "rotation", "zoom", "augment_copies"]
+MORE_AUGMENT = [f.name for f in dataclasses.fields(AugmentConfig) if f.name not in AUGMENT + ["class_size"]]
+PREVIEW_WIDTH = 112
 ADVANCED_TRAIN = [f.name for f in dataclasses.fields(TrainConfig)
                   if f.name not in MAIN_TRAIN + ["architecture", "bottleneck_layer"]]
 
@@ -80,16 +82,39 @@ with right:
             st.session_state["preview_index"] = st.session_state.get("preview_index", 0) + 7
         row = train_rows.iloc[st.session_state.get("preview_index", 0) % len(train_rows)]
         try:
-            original = load_image(row.path)
-            copies = preview_copies(original, AugmentConfig(**augment_values), count=5, size=112)
+            size = backbone_input_size(architecture)  # decoded and cropped at the backbone's size, as in training
+            original = decode_image(read_bytes(row.path), min_side=size)
+            copies = preview_copies(original, AugmentConfig(**augment_values), count=5, size=size)
         except (ImageProblem, RetrainError, ValueError) as error:
             st.warning(f"No preview: {error}")
         else:
-            st.image([prepare_for_model(original, 112)] + copies, width=112,
+            st.image([prepare_for_model(original, size)] + copies, width=PREVIEW_WIDTH,
                      caption=["original"] + [f"copy {i + 1}" for i in range(len(copies))])
             if not copies:
                 st.caption("Turn on a transform (flip, crop, rotation…) to see augmented copies.")
         st.caption(f"From {row.file}")
+
+st.subheader("Class balancing")
+counts = dataset.class_counts() if dataset is not None else {}
+largest = max([c["train"] for c in counts.values()] or [0])
+balance = st.toggle("Balance classes with augmented copies", value=config.augment.class_size > 0, key="knob.balance",
+                    help="Small classes get more augmented copies of their photos (never fewer photos for big "
+                         "ones), so the model does not lean towards the big classes.")
+augment_values["class_size"] = 0
+if balance:
+    left, right = st.columns([1, 2])
+    with left:
+        st.session_state.setdefault("knob.augment.class_size", config.augment.class_size or max(largest, 1))
+        augment_values["class_size"] = max(common.knob_input("augment", config.augment, "class_size",
+                                                             "Training images per class (about)"), 1)
+        st.caption(f"Balance classes to about {augment_values['class_size']} training images each: a class of "
+                   "n photos gets ⌊N / n⌋ − 1 copies of each. With no transform on, copies are rotated, shifted, "
+                   "zoomed and flipped. Augmented copies (above) are then not made.")
+    if counts:
+        right.plotly_chart(common.balance_figure(balance_counts(counts, AugmentConfig(**augment_values))),
+                           key="balance_chart")
+else:
+    st.caption(f"Off: every class trains on the photos it has (the largest has {largest}).")
 
 with st.expander("Advanced"):
     train_values["bottleneck_layer"] = common.knob_input("train", config.train, "bottleneck_layer")
@@ -103,6 +128,10 @@ edited = common.edited_config(common.edited_config(config, "train", train_values
 edited = common.edited_config(edited, "output", {"export_formats": export_formats or ["keras"]})
 if edited != config:
     save_working_config(ws, edited)
+try:
+    edited.validate()
+except RetrainError as error:
+    st.error(f"This setting must be fixed before training: {error}", icon=":material/error:")
 
 with st.expander("The resolved config.json"):
     resolved = edited.to_dict()

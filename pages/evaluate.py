@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from pages import common
-from pipeline.config import DatasetConfig, RunConfig
-from pipeline.dataset import load_dataset
+from pipeline.config import RunConfig
 from pipeline.errors import RetrainError
 from pipeline.evaluate import Report
 from pipeline.workspace import cell_images, dataset_root, image_path
 
 GALLERY = 24
+THUMBNAIL = 140
 
 ws = common.workspace()
 common.header("Evaluate", "Scores on test photos the model never saw while training.")
@@ -25,26 +23,21 @@ report = Report.load(run.report)
 config = RunConfig.load(run.config)
 
 
-@st.cache_data(max_entries=8, show_spinner="Reading the dataset…")
-def dataset_table(dataset_json: str) -> pd.DataFrame:
-    return load_dataset(DatasetConfig(**json.loads(dataset_json)), check_images=False).table
-
-
 def gallery(items: list[dict], key: str) -> None:
-    """Thumbnails with true label, prediction and confidence."""
+    """Thumbnails with true label, prediction and confidence (the report's file names, found under the dataset)."""
     try:
         root = dataset_root(config.dataset)
     except RetrainError as error:
         st.warning(f"The photos cannot be shown: {error}")
         return
     paths = [image_path(root, item["file"]) for item in items[:GALLERY]]
-    pictures = common.thumbnails([str(path) for path in paths if path])
+    pictures = common.thumbnails([str(path) for path in paths if path], THUMBNAIL)
     captions = [f"{item['true_label']} → {item['predicted_label']}" +
                 (f" ({item['confidence']:.0%})" if item.get("confidence") is not None else "")
                 for item, path in zip(items[:GALLERY], paths, strict=True) if path]
     shown = [(picture, caption) for picture, caption in zip(pictures, captions, strict=True) if picture]
     if shown:
-        st.image([p for p, _ in shown], caption=[c for _, c in shown], width=140)
+        st.image([p for p, _ in shown], caption=[c for _, c in shown], width=THUMBNAIL)
     if len(items) > GALLERY:
         st.caption(f"Showing {GALLERY} of {len(items)}.")
 
@@ -52,7 +45,10 @@ def gallery(items: list[dict], key: str) -> None:
 where = "test" if report.extra.get("evaluated_on", "test") == "test" else "validation (the dataset has no test split)"
 cols = st.columns(4)
 cols[0].metric("Test accuracy", f"{report.test_accuracy:.1%}", border=True)
-cols[1].metric("Top-5 accuracy", f"{report.top5_accuracy:.1%}", border=True)
+if len(report.labels) > 5:  # with 5 classes or fewer every answer is in the top 5: always 100%
+    cols[1].metric("Top-5 accuracy", f"{report.top5_accuracy:.1%}", border=True)
+else:
+    cols[1].metric("Mistakes", len(report.misclassified), border=True)
 cols[2].metric("Test images", report.test_images, border=True)
 cols[3].metric("Classes", len(report.labels), border=True)
 left, right = st.columns([3, 1], vertical_alignment="center")
@@ -104,15 +100,12 @@ with cell_column:
     left, right = st.columns(2)
     true_label = left.selectbox("True class", labels, key="cell_true")
     predicted_label = right.selectbox("Predicted as", labels, key="cell_predicted")
-try:
-    table = dataset_table(json.dumps(config.dataset.__dict__)) if true_label == predicted_label else None
-    items = cell_images(report.misclassified, table, report.extra.get("evaluated_on", "test"), true_label,
-                        predicted_label)
-except RetrainError as error:
-    st.warning(f"The photos of this cell cannot be listed: {error}")
-    items = []
+# Reports from before every prediction was listed hold only the mistakes.
+items = cell_images(report.predictions or report.misclassified, true_label, predicted_label)
 with cell_column:
     st.markdown(f"**{len(items)} photo(s)** of *{true_label}* predicted as *{predicted_label}*")
+    if not report.predictions and true_label == predicted_label:
+        st.caption("This run's report lists only the mistakes; train again to see the right answers too.")
     gallery(items, "cell")
 
 st.subheader("Mistakes, most confident first")

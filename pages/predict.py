@@ -11,7 +11,7 @@ import streamlit as st
 from pages import common
 from pipeline.errors import ImageProblem, RetrainError
 from pipeline.images import decode_image
-from pipeline.workspace import save_upload, unpack_upload
+from pipeline.workspace import predictions_path, save_predictions, save_upload, unpack_upload
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp"]
 
@@ -31,22 +31,25 @@ def load_predictor(run_path: str, modified: float):
 def top_k_chart(guesses: list[dict], key: str) -> None:
     frame = pd.DataFrame(guesses).iloc[::-1]
     fig = px.bar(frame, x="score", y="label", orientation="h", text=frame["score"].map("{:.1%}".format))
-    fig.update_layout(height=60 + 36 * len(frame), margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                      xaxis={"range": [0, 1], "tickformat": ".0%", "title": None}, yaxis_title=None)
+    # Room right of 100% for the score written after the longest bar.
+    fig.update_layout(height=60 + 36 * len(frame), margin={"l": 10, "r": 10, "t": 10, "b": 10}, yaxis_title=None,
+                      xaxis={"range": [0, 1.12], "tickvals": [0, 0.25, 0.5, 0.75, 1], "tickformat": ".0%",
+                             "title": None})
     fig.update_traces(marker_color="#2563eb", textposition="outside", cliponaxis=False)
     st.plotly_chart(fig, key=key)
 
 
 def show_prediction(name: str, data: bytes, key: str) -> None:
+    """The photo and the model's top-k for it, decoded exactly as training decodes (bad files say why)."""
     picture, chart = st.columns([1, 2], vertical_alignment="center")
     try:
-        rgb = decode_image(data)
+        guesses = predictor.predict_bytes(data, k)
     except ImageProblem as problem:
         picture.error(f"{name}: {problem}", icon=":material/broken_image:")
         return
-    picture.image(rgb, caption=name, width=220)
+    # Shown upright and small (a phone photo's rotation is in its EXIF; the browser is sent a few KB, not MBs).
+    picture.image(decode_image(data, min_side=440), caption=name, width=220)
     with chart:
-        guesses = predictor.predict_image(rgb, k)
         st.markdown(f"**{guesses[0]['label']}** ({guesses[0]['score']:.0%} sure)")
         top_k_chart(guesses, key)
 
@@ -77,14 +80,14 @@ with zip_tab:
                              help="Every file in it gets a row; files that are not readable photos get their error.")
     if batch is not None:
         try:
-            root = unpack_upload(ws, save_upload(ws, batch.name, batch.getvalue()))
-            csv_path = root.parent / f"predictions-{run.name}-top{k}.csv"
+            zip_path = save_upload(ws, batch.name, batch.getvalue())
+            root = unpack_upload(ws, zip_path)
+            csv_path = predictions_path(ws, zip_path, run.name, k)
             if not csv_path.exists():  # once per zip, run and k: a rerun does not predict again
-                from pipeline.predict import image_files, write_predictions_csv
+                from pipeline.predict import image_files
 
                 with st.spinner("Predicting every photo in the zip…"):
-                    results = predictor.predict_files(image_files(root), k)
-                    write_predictions_csv(results, csv_path, k, root=root)
+                    save_predictions(predictor.predict_files(image_files(root), k), csv_path, k, root)
         except RetrainError as error:
             st.error(str(error), icon=":material/error:")
         else:

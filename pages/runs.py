@@ -8,7 +8,7 @@ import streamlit as st
 from pages import common
 from pipeline.errors import RetrainError
 from pipeline.runs import delete_run, refreshed_status
-from pipeline.workspace import config_differences, current_run, find_run, run_summary, saved_model_zip, workspace_runs
+from pipeline.workspace import config_differences, find_run, run_summary, saved_model_zip, workspace_runs
 
 DOWNLOADS = [("model.keras", "Keras model", "application/octet-stream"),
              ("model.tflite", "TFLite model", "application/octet-stream"),
@@ -17,6 +17,7 @@ DOWNLOADS = [("model.keras", "Keras model", "application/octet-stream"),
 ws = common.workspace()
 common.header("Runs", "Every model trained in this workspace. Open one to evaluate or use it, compare two, "
               "download, or delete.")
+current = common.current_run_or_notice(ws)
 runs = workspace_runs(ws)
 if not runs:
     st.info("No runs yet.", icon=":material/history:")
@@ -29,10 +30,14 @@ st.dataframe(summaries, hide_index=True, width="stretch", key="runs_table", colu
     "Test accuracy": st.column_config.NumberColumn(format="%.1f %%")})
 
 names = [run.name for run in runs]
-current = current_run(ws)
 chosen = st.selectbox("Run", names, index=names.index(current.name) if current and current.name in names else 0,
                       key="chosen_run")
 run = find_run(ws, chosen)
+if run is None:  # deleted in another tab since the list was read
+    st.warning(f"Run `{chosen}` was just deleted (in another tab?).", icon=":material/delete:")
+    if st.button("Refresh the list", icon=":material/refresh:"):
+        st.rerun()
+    st.stop()
 status = refreshed_status(run)
 icon, words = common.state_text(status)
 st.markdown(f"{icon} **{words}** · `{run.name}`" + (" · current run" if current and current.name == run.name else ""))
@@ -60,8 +65,10 @@ def confirm_delete(name: str) -> None:
         st.rerun()
     if left.button("Delete", type="primary", icon=":material/delete:", width="stretch"):
         forget_delete()
+        doomed = find_run(ws, name)
         try:
-            delete_run(find_run(ws, name).path)
+            if doomed is not None:  # else it is gone already (deleted in another tab)
+                delete_run(doomed.path)
         except RetrainError as error:
             st.error(str(error))
             return
@@ -93,8 +100,8 @@ if status.get("state") == "done":
 st.subheader("Compare two runs")
 pair = st.multiselect("Runs to compare", names, default=names[:2] if len(names) > 1 else names, max_selections=2,
                       key="compare")
-if len(pair) == 2:
-    first, second = (find_run(ws, name) for name in pair)
+first, second = (find_run(ws, name) for name in pair) if len(pair) == 2 else (None, None)
+if first and second:
     columns = st.columns(2)
     for column, other in zip(columns, (first, second), strict=True):
         with column:

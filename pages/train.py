@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 import streamlit as st
 
 from pages import common
 from pipeline.dataset import require_trainable
 from pipeline.errors import RetrainError
 from pipeline.runs import RunDir, cancel_run, refreshed_status
-from pipeline.workspace import current_run, find_run, is_active, start_run, working_config, workspace_runs
+from pipeline.workspace import find_run, is_active, is_waiting_for_slot, start_run, working_config, workspace_runs
 
 REFRESH_SECONDS = 1.5
-QUEUE_GRACE_SECONDS = 3
 
 ws = common.workspace()
 common.header("Train", "Training runs on the server in the background: you can close this tab and come back "
@@ -30,7 +27,7 @@ with st.container(border=True):
     cols[2].markdown(f"**Backbone**  \n{config.train.architecture.rsplit('/', 1)[-1]}")
     cols[3].markdown(f"**Settings**  \n{preset}: up to {config.train.epochs} epochs")
 
-run = current_run(ws)
+run = common.current_run_or_notice(ws)
 running = run is not None and is_active(refreshed_status(run))
 left, right = st.columns([3, 1], vertical_alignment="center")
 left.caption("Change the backbone or settings on Configure." if not running else
@@ -39,7 +36,7 @@ if right.button("Start another run" if running else "Start training", type="seco
                 icon=":material/play_arrow:", width="stretch"):
     try:
         require_trainable(dataset)
-        run = start_run(ws, config)
+        run = start_run(ws, config)  # checks the settings and this workspace's queue first
     except RetrainError as error:
         st.error(str(error), icon=":material/error:")
     else:
@@ -53,8 +50,7 @@ def draw(run: RunDir) -> dict:
     words = common.state_text(status)[1]
     st.subheader(words, anchor=False)
     st.caption(f"Run `{run.name}`")
-    # A queued run's status is not rewritten while it waits, so one queued for a few seconds waits for a slot.
-    if state == "queued" and time.time() - status.get("updated", 0) > QUEUE_GRACE_SECONDS:
+    if is_waiting_for_slot(status):
         st.info("Waiting for a free training slot: another run is training now. This one starts by itself when "
                 "the slot frees up.", icon=":material/hourglass_top:")
     if is_active(status):
@@ -72,7 +68,7 @@ def draw(run: RunDir) -> dict:
         numbers[1].metric("Training loss", f"{last['train_loss']:.3f}")
         accuracy = last["val_accuracy"] if last["val_accuracy"] is not None else last["train_accuracy"]
         numbers[2].metric("Validation accuracy", f"{accuracy:.1%}")
-        numbers[3].metric("Elapsed", common.duration(last["elapsed_seconds"]))
+        numbers[3].metric("Training time", common.duration(last["elapsed_seconds"]))
     if rows:
         left, right = st.columns(2)
         left.plotly_chart(common.curves_figure(rows, "loss"), key=f"loss-{run.name}")
@@ -92,7 +88,10 @@ def draw(run: RunDir) -> dict:
 @st.fragment(run_every=REFRESH_SECONDS)
 def live(run_name: str) -> None:
     """Redrawn every few seconds while the run works; a full rerun when its stage changes or it ends."""
-    status = draw(find_run(ws, run_name))
+    run = find_run(ws, run_name)
+    if run is None:  # deleted in another tab: the full page says so
+        st.rerun()
+    status = draw(run)
     seen, st.session_state["live_state"] = st.session_state.get("live_state"), status.get("state")
     if not is_active(status) or (seen and seen != status.get("state")):
         st.rerun()  # a new stage or the end: redraw the whole page, sidebar included

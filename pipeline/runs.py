@@ -196,12 +196,17 @@ def delete_run(run_dir: str | Path) -> None:
 
 
 def list_runs(root: str | Path) -> list[RunDir]:
-    """Every run under root, newest first."""
-    root = Path(root)
-    if not root.exists():
+    """Every run under root, newest first by name (the app names runs run-YYYYmmdd-HHMMSS-xxxx).
+
+    Not by a file's time: config.json is rewritten when a queued run starts, which would reorder
+    the list. A run deleted while this lists is simply left out.
+    """
+    try:
+        folders = list(Path(root).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    runs = [RunDir(path) for path in root.iterdir() if (path / "config.json").exists()]
-    return sorted(runs, key=lambda run: run.config.stat().st_mtime, reverse=True)
+    runs = [RunDir(path) for path in folders if (path / "config.json").is_file()]
+    return sorted(runs, key=lambda run: run.name, reverse=True)
 
 
 @contextlib.contextmanager

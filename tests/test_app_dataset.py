@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import subprocess
@@ -9,12 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from imagegen import make_class_folders, make_zip, write_labels_csv, write_not_an_image, write_truncated_jpeg
 from streamlit.testing.v1 import AppTest
 
-from pipeline.config import DatasetConfig
-from pipeline.workspace import is_valid_token, new_token, open_workspace
+import pipeline.images
+from pipeline.config import DatasetConfig, TrainConfig
+from pipeline.dataset import load_dataset
+from pipeline.workspace import is_valid_token, new_token, open_workspace, working_config
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -56,6 +60,13 @@ def with_dataset(tmp_path: Path, classes: dict[str, int], broken: int = 0) -> st
 
 def texts(elements) -> str:
     return " | ".join(str(element.value) for element in elements)
+
+
+def plotly_values(values) -> list:
+    """A trace's numbers as plotly's JSON holds them: a list, or a typed array {dtype, bdata (base64)}."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return list(values)
 
 
 def test_landing_page_paints_fast_without_tensorflow(data_root):
@@ -203,6 +214,47 @@ def test_configure_builds_widgets_from_the_config_and_saves_edits(data_root, tmp
     assert not at.exception
     assert at.number_input(key="knob.train.epochs").value == 80
     assert open_workspace(token).state()["config"]["augment"]["augment_copies"] == 2
+
+
+def test_configure_bounds_every_number_by_the_config_s_range(data_root, tmp_path, monkeypatch):
+    token = with_dataset(tmp_path, {"red": 6, "blue": 6})
+    workspace = open_workspace(token)
+    saved = working_config(workspace)
+    saved.train.dropout = 3.0  # saved before the ranges existed, say
+    workspace.update_state(config=saved.to_dict())
+    decoded = []
+    real_decode = pipeline.images.decode_image
+    monkeypatch.setattr("pipeline.images.decode_image",
+                        lambda data, min_side=None: decoded.append(min_side) or real_decode(data, min_side))
+    at = app(token, "pages/configure.py")
+    for field in dataclasses.fields(TrainConfig):
+        if "min" in field.metadata and field.type in ("int", "float"):
+            widget = at.number_input(key=f"knob.train.{field.name}")
+            assert (widget.min, widget.max) == (field.metadata["min"], field.metadata["max"]), field.name
+    assert at.number_input(key="knob.train.dropout").value == 0.95, "clamped into its range"
+    assert working_config(workspace).validate().train.dropout == 0.95 and not at.error
+    assert decoded and set(decoded) == {224}, "the preview decodes at the backbone's size, as training does"
+
+
+def test_class_balancing_is_off_by_default_and_charts_the_copies(data_root, tmp_path):
+    token = with_dataset(tmp_path, {"red": 30, "blue": 8, "green": 14})
+    at = app(token, "pages/configure.py")
+    assert at.toggle(key="knob.balance").value is False and not at.get("plotly_chart")
+    assert open_workspace(token).state().get("config", {}).get("augment", {}).get("class_size", 0) == 0
+    at.toggle(key="knob.balance").set_value(True).run()
+    train = {label: n["train"] for label, n in
+             load_dataset(DatasetConfig(image_dir=str(tmp_path / "shapes")), check_images=False).class_counts().items()}
+    size = max(train.values())
+    assert at.number_input(key="knob.augment.class_size").value == size, "starts at the largest class"
+    at.number_input(key="knob.augment.class_size").set_value(40).run()
+    assert open_workspace(token).state()["config"]["augment"]["class_size"] == 40
+    [chart] = at.get("plotly_chart")
+    bars = {trace["name"]: dict(zip(trace["x"], plotly_values(trace["y"]), strict=True))
+            for trace in json.loads(chart.proto.spec)["data"]}
+    assert bars["now"] == train
+    assert bars["after balancing"] == {label: n * (40 // n - 1 + 1) if n < 40 else n for label, n in train.items()}
+    at.toggle(key="knob.balance").set_value(False).run()
+    assert open_workspace(token).state()["config"]["augment"]["class_size"] == 0
 
 
 def test_configure_lists_backbones_offline_first(data_root, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -17,13 +18,15 @@ from imagegen import class_image, make_class_folders
 from streamlit.testing.v1 import AppTest
 
 from pipeline.config import DatasetConfig, RunConfig, apply_preset
-from pipeline.files import write_json_atomic
 from pipeline.runs import RunDir
-from pipeline.workspace import new_token, open_workspace
+from pipeline.workspace import new_token, open_workspace, workspace_runs
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
 CLASSES = {"red": 14, "blue": 14, "green": 14}
+# Run folder names as the app makes them (find_run accepts nothing else).
+FIRST, FAILED, QUEUED, SECOND = (f"run-20240101-00000{i}-{tail}" for i, tail in enumerate(["f125", "fa11", "0ed0",
+                                                                                            "5ec0"]))
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,7 @@ def studio(tmp_path_factory, tiny_backbone_file):
         workspace = open_workspace(token)
         images = make_class_folders(workspace.uploads / "colours", CLASSES)
         bottlenecks = tmp_path_factory.mktemp("bottlenecks")
-        run_dir = workspace.runs / "run-first"
+        run_dir = workspace.runs / FIRST
         subprocess.run([sys.executable, "-m", "pipeline", "train", "--image_dir", str(images), "--output_dir",
                         str(run_dir), "--architecture", str(tiny_backbone_file), "--bottleneck_layer", "features",
                         "--epochs", "20", "--bottleneck_dir", str(bottlenecks)],
@@ -95,36 +98,93 @@ def test_train_page_shows_a_finished_run_and_leads_to_evaluate(studio):
 
 def test_a_failed_run_shows_the_engines_message_not_a_traceback(studio):
     workspace = open_workspace(studio["token"])
-    fake_run(workspace, "run-failed", state="failed", message="class 'red' has 1 usable image(s); each class needs "
+    fake_run(workspace, FAILED, state="failed", message="class 'red' has 1 usable image(s); each class needs "
              "at least 2", pid=os.getpid())
-    workspace.update_state(run="run-failed")
+    workspace.update_state(run=FAILED)
     try:
         at = app(studio["token"], "pages/train.py")
         assert "The run failed: class 'red' has 1 usable image(s)" in texts(at.error)
         assert not at.exception and "Traceback" not in texts(at.error)
         assert buttons(at, "Start training"), "a failed run can be started again"
     finally:
-        workspace.update_state(run="run-first")
-        shutil.rmtree(workspace.runs / "run-failed")
+        workspace.update_state(run=FIRST)
+        shutil.rmtree(workspace.runs / FAILED)
 
 
 def test_a_queued_run_says_it_waits_for_a_slot(studio):
     workspace = open_workspace(studio["token"])
     waiter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        run = fake_run(workspace, "run-queued", state="queued", step="waiting for a free training slot",
-                       pid=waiter.pid)
-        status = run.status()
-        write_json_atomic(run.status_file, {**status, "updated": status["updated"] - 30})  # queued for 30 s
-        workspace.update_state(run="run-queued")
+        # Just launched: queued, but not (yet) told to wait for a slot.
+        run = fake_run(workspace, QUEUED, state="queued", step="waiting to start", pid=waiter.pid)
+        workspace.update_state(run=QUEUED)
         at = app(studio["token"], "pages/train.py")
+        assert "Waiting for a free training slot" not in texts(at.info)
+        assert "Queued: waiting to start" in texts(at.subheader)
+        # The run says it waits (as pipeline.retrain does every second while all slots are taken).
+        run.write_status("queued", 0.0, "waiting for a free training slot", waiting=True)
+        at.run()
         assert "Waiting for a free training slot" in texts(at.info)
+        assert "waiting for a free training slot" in texts(at.sidebar.markdown)
         assert buttons(at, "Cancel this run") and buttons(at, "Start another run")
     finally:
         waiter.kill()
         waiter.wait()
-        workspace.update_state(run="run-first")
-        shutil.rmtree(workspace.runs / "run-queued")
+        workspace.update_state(run=FIRST)
+        shutil.rmtree(workspace.runs / QUEUED)
+
+
+def test_bad_settings_and_a_full_queue_are_refused_with_a_message(studio):
+    token = new_token()
+    workspace = open_workspace(token)
+    state = studio["workspace"].state()
+    config = RunConfig.from_dict(state["config"])
+    config.train.epochs = 0  # saved before the ranges existed, say
+    workspace.update_state(dataset=state["dataset"], dataset_summary=state["dataset_summary"], config=config.to_dict())
+    at = app(token, "pages/train.py")
+    buttons(at, "Start training")[0].click().run()
+    assert "train.epochs = 0 is out of range" in texts(at.error) and not workspace_runs(workspace)
+    config.train.epochs = 3
+    workspace.update_state(config=config.to_dict())
+    waiter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for name in (QUEUED, SECOND):
+            fake_run(workspace, name, state="queued", step="waiting for a free training slot", waiting=True,
+                     pid=waiter.pid)
+        workspace.update_state(run=SECOND)
+        at.run()
+        buttons(at, "Start another run")[0].click().run()
+        assert "already has 2 runs queued or training" in texts(at.error)
+        assert len(workspace_runs(workspace)) == 2
+    finally:
+        waiter.kill()
+        waiter.wait()
+
+
+def test_a_run_deleted_in_another_tab_is_forgotten_not_a_crash(studio):
+    token = new_token()
+    workspace = open_workspace(token)
+    workspace.update_state(**{k: v for k, v in studio["workspace"].state().items() if k != "run"})
+    waiter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run = fake_run(workspace, QUEUED, state="training", progress=0.3, step="training", pid=waiter.pid)
+        workspace.update_state(run=QUEUED)
+        at = app(token, "pages/train.py")
+        assert "Training" in texts(at.subheader)
+        shutil.rmtree(run.path)  # the other tab cancels and deletes it
+        at.run()
+        assert not at.exception and f"Run `{QUEUED}` was deleted" in texts(at.warning)
+        assert "No run yet" in texts(at.info) and workspace.state()["run"] is None
+        fake_run(workspace, SECOND, state="done", pid=os.getpid())
+        workspace.update_state(run=SECOND)
+        at = app(token, "pages/runs.py")
+        shutil.rmtree(workspace.runs / SECOND)
+        at.run()
+        assert not at.exception and f"Run `{SECOND}` was deleted" in texts(at.warning)
+        assert "No runs yet" in texts(at.info)
+    finally:
+        waiter.kill()
+        waiter.wait()
 
 
 def test_start_training_runs_in_the_background_and_can_be_watched(studio):
@@ -171,6 +231,8 @@ def test_evaluate_shows_scores_confusion_cells_and_a_download(studio):
     at = app(studio["token"], "pages/evaluate.py")
     metrics = {metric.label: metric.value for metric in at.metric}
     assert metrics["Test accuracy"].endswith("%") and metrics["Classes"] == "3"
+    assert "Top-5 accuracy" not in metrics, "with 3 classes it would always be 100%"
+    assert metrics["Mistakes"].isdigit()
     assert list(at.dataframe[0].value["Class"]) == sorted(CLASSES)
     assert at.get("download_button"), "the model download is on the page"
     at.selectbox(key="cell_true").set_value("red")
@@ -178,10 +240,17 @@ def test_evaluate_shows_scores_confusion_cells_and_a_download(studio):
     assert not at.exception
     listed = [m.value for m in at.markdown if "photo(s)** of *red* predicted as *red*" in m.value]
     assert listed and not listed[0].startswith("**0 ")
-    assert any(all(caption.startswith("red → red") for caption in image.captions) for image in at.image)
+    # Every right answer comes from the report, with its confidence (no dataset re-read).
+    report = json.loads(studio["run"].report.read_text())
+    right = [p for p in report["predictions"] if p["true_label"] == p["predicted_label"] == "red"]
+    assert listed[0].startswith(f"**{len(right)} photo(s)")
+    cell = next(image for image in at.image if image.captions and image.captions[0].startswith("red → red ("))
+    assert len(cell.captions) == min(len(right), 24) and all(c.endswith("%)") for c in cell.captions)
 
 
-def test_predict_gives_top_k_for_photos_and_errors_for_bad_files(studio):
+def test_predict_gives_top_k_for_photos_and_errors_for_bad_files(studio, monkeypatch):
+    # Uploads go through predict_bytes: decoded exactly as training decodes (JPEG draft included).
+    monkeypatch.setattr("pipeline.predict.Predictor.predict_image", lambda *args: pytest.fail("decoded twice"))
     at = app(studio["token"], "pages/predict.py")
     at.file_uploader(key="predict_photos").upload("blue.jpg", jpeg("blue", 0), "image/jpeg")
     at.file_uploader(key="predict_photos").upload("broken.jpg", b"\xff\xd8\xff not really", "image/jpeg").run()
@@ -204,6 +273,11 @@ def test_predict_a_zip_of_photos_to_csv(studio, tmp_path):
     assert list(table["file"]) == ["a.jpg", "b.jpg", "notes.txt"]
     assert table.loc[2, "error"] and not table.loc[0, "error"]
     assert "3 files: 2 predicted, 1 with an error" in texts(at.success)
+    workspace = studio["workspace"]
+    [csv_path] = list((workspace.path / "predictions").glob("*-batch-*.csv"))
+    assert csv_path.name.endswith(f"-{FIRST}-top3.csv")
+    unpacked = next(workspace.uploads.glob("*batch.unpacked"))
+    assert sorted(p.name for p in unpacked.rglob("*")) == ["a.jpg", "b.jpg", "notes.txt"], "the photos' folder stays"
 
 
 def test_predict_from_the_camera(studio):
@@ -216,25 +290,25 @@ def test_predict_from_the_camera(studio):
 
 def test_runs_lists_compares_downloads_and_deletes(studio):
     workspace = open_workspace(studio["token"])
-    copy = workspace.runs / "run-second"
+    copy = workspace.runs / SECOND
     shutil.copytree(studio["run"].path, copy)
     config = RunConfig.load(copy / "config.json")
     config.train.epochs = 3
     config.save(copy / "config.json")
     at = app(studio["token"], "pages/runs.py")
     table = at.dataframe[0].value
-    assert {"run-first", "run-second"} <= set(table["Run"]) and "Test accuracy" in table.columns
+    assert list(table["Run"])[:2] == [SECOND, FIRST] and "Test accuracy" in table.columns
     assert {button.label for button in at.get("download_button")} >= {"Keras model", "TFLite model", "labels.txt",
                                                                         "report.json", "SavedModel (.zip)"}
-    at.multiselect(key="compare").set_value(["run-first", "run-second"]).run()
+    at.multiselect(key="compare").set_value([FIRST, SECOND]).run()
     differences = at.dataframe[-1].value
     assert "train.epochs" in list(differences["setting"])
-    at.selectbox(key="chosen_run").set_value("run-second").run()
+    at.selectbox(key="chosen_run").set_value(SECOND).run()
     buttons(at, "Delete…")[0].click().run()
     buttons(at, "Delete")[0].click().run()
     assert not at.exception
     assert not copy.exists()
-    assert "run-second" not in set(at.dataframe[0].value["Run"])
+    assert SECOND not in set(at.dataframe[0].value["Run"])
 
 
 def test_another_session_sees_none_of_these_runs(studio):
