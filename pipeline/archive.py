@@ -19,6 +19,7 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from pipeline.config import env_whole_number
 from pipeline.errors import RetrainError
 from pipeline.runs import cache_root
 
@@ -62,9 +63,9 @@ def safe_extract(zip_path: str | Path, target_dir: str | Path, max_files: int | 
     """
     zip_path, target_dir = Path(zip_path), Path(target_dir)
     if max_files is None:
-        max_files = _cap_from_env("RETRAIN_STUDIO_MAX_ZIP_FILES", DEFAULT_MAX_FILES)
+        max_files = env_whole_number("RETRAIN_STUDIO_MAX_ZIP_FILES", DEFAULT_MAX_FILES)
     if max_total_bytes is None:
-        max_total_bytes = _cap_from_env("RETRAIN_STUDIO_MAX_UNZIPPED_MB", DEFAULT_MAX_UNZIPPED_MB) << 20
+        max_total_bytes = env_whole_number("RETRAIN_STUDIO_MAX_UNZIPPED_MB", DEFAULT_MAX_UNZIPPED_MB) << 20
     target_dir.parent.mkdir(parents=True, exist_ok=True)
     with _open_zip(zip_path) as archive:
         entries = _checked_entries(zip_path, archive)
@@ -97,15 +98,6 @@ def archive_root(folder: str | Path) -> Path:
                                                   for p in top[0].iterdir()):
         return top[0]
     return folder
-
-
-def _cap_from_env(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    if not value.isdigit():
-        raise RetrainError(f"{name}={value!r} is not a whole number; set it to one or unset it")
-    return int(value)
 
 
 def _open_zip(zip_path: Path) -> zipfile.ZipFile:

@@ -10,18 +10,18 @@ images (CMYK, 16-bit, transparency, EXIF rotation) are converted, not refused.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pipeline.config import env_whole_number
 from pipeline.errors import ImageProblem
 
 # Formats accepted by content, whatever the file is called. MPO is how some cameras store JPEGs.
 SUPPORTED_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP"}
 # A decompression bomb is refused before decoding: a 100 MP photo is large but real; 10x that is not.
-MAX_PIXELS = int(os.environ.get("RETRAIN_STUDIO_MAX_PIXELS", 100_000_000))
+MAX_PIXELS = env_whole_number("RETRAIN_STUDIO_MAX_PIXELS", 100_000_000)
 # What a user is told when an image is refused for its size.
 TOO_LARGE = "image too large; possible decompression bomb — resize it if it is real"
 # The background that transparent pixels are laid on, so a cut-out product shot looks like one.

@@ -241,7 +241,6 @@ def job_slot(max_jobs: int, slots_dir: str | Path, on_wait: Callable[[], None] |
 
 def max_jobs() -> int:
     """How many runs may train at once (RETRAIN_STUDIO_MAX_JOBS, default 1 on a small machine)."""
-    try:
-        return max(int(os.environ.get("RETRAIN_STUDIO_MAX_JOBS", "1")), 1)
-    except ValueError:
-        raise RetrainError("RETRAIN_STUDIO_MAX_JOBS must be a whole number") from None
+    from pipeline.config import env_whole_number
+
+    return max(env_whole_number("RETRAIN_STUDIO_MAX_JOBS", 1), 1)

@@ -37,7 +37,7 @@ import pandas as pd
 
 from pipeline.archive import archive_root, safe_extract
 from pipeline.augment import copies_per_class
-from pipeline.config import AugmentConfig, DatasetConfig, RunConfig, TrainConfig, apply_preset
+from pipeline.config import AugmentConfig, DatasetConfig, RunConfig, TrainConfig, apply_preset, env_whole_number
 from pipeline.dataset import Dataset, load_overrides, save_override
 from pipeline.errors import RetrainError
 from pipeline.evaluate import Prediction
@@ -91,21 +91,12 @@ def list_samples() -> dict[str, Path]:
 
 def max_queued_per_workspace() -> int:
     """How many runs one workspace may have queued or training at once (RETRAIN_STUDIO_MAX_QUEUED_PER_WORKSPACE)."""
-    return max(_whole_number("RETRAIN_STUDIO_MAX_QUEUED_PER_WORKSPACE", MAX_QUEUED_PER_WORKSPACE), 1)
+    return max(env_whole_number("RETRAIN_STUDIO_MAX_QUEUED_PER_WORKSPACE", MAX_QUEUED_PER_WORKSPACE), 1)
 
 
 def workspace_quota_bytes() -> int:
     """How many bytes of uploads one workspace may hold (RETRAIN_STUDIO_WORKSPACE_QUOTA_MB, in MB)."""
-    return _whole_number("RETRAIN_STUDIO_WORKSPACE_QUOTA_MB", WORKSPACE_QUOTA_MB) << 20
-
-
-def _whole_number(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    if not value.isdigit():
-        raise RetrainError(f"{name}={value!r} is not a whole number; set it to one or unset it")
-    return int(value)
+    return env_whole_number("RETRAIN_STUDIO_WORKSPACE_QUOTA_MB", WORKSPACE_QUOTA_MB) << 20
 
 
 # ---- Workspaces ---------------------------------------------------------------------------------------------------
