@@ -254,13 +254,15 @@ def _extract_batches(items: Sequence[ExtractItem], backbone: Backbone, augment: 
 
 
 def compiled_forward(backbone: Backbone) -> Callable:
-    """The backbone's forward pass as one compiled graph over uint8 batches."""
+    """The backbone's forward pass as one compiled graph over uint8 batches (traced once per backbone)."""
     import tensorflow as tf
 
-    size = backbone.input_size
+    if backbone.compiled is None:
+        size = backbone.input_size
 
-    @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)], reduce_retracing=True)
-    def forward(images):
-        return backbone.model(tf.cast(images, tf.float32), training=False)
+        @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)], reduce_retracing=True)
+        def forward(images):
+            return backbone.model(tf.cast(images, tf.float32), training=False)
 
-    return forward
+        backbone.compiled = forward
+    return backbone.compiled

@@ -7,8 +7,8 @@ at its bottleneck layer the same way here, so layer choice, pooling and identiti
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import RetrainError
 
@@ -25,6 +25,8 @@ class Backbone:
     identity: str  # name + weights hash + bottleneck layer; part of bottleneck cache keys so backbones never mix
     feature_dim: int  # length of one bottleneck vector
     model: keras.Model  # (batch, S, S, 3) RGB float 0–255 → (batch, feature_dim); preprocesses by itself
+    # The compiled forward pass, traced once per loaded backbone (originals, then augmented copies, reuse it).
+    compiled: Any = field(default=None, compare=False, repr=False)
 
 
 def cut_at_bottleneck(model: keras.Model, layer_name: str, source: str) -> keras.Model:

@@ -1,0 +1,102 @@
+"""Whole runs as a user meets them: the first model, reruns on a warm cache, a prediction, the cache's memory.
+
+Runs go through `retrain()` in this process (backbone load, training, evaluation and all three
+exports included; Python and TensorFlow start-up not). The memory figure is the one exception: it
+runs `python -m pipeline cache` as a child, since peak RSS is only meaningful for a process of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.timing import Stopwatch
+from pipeline.config import AugmentConfig, DatasetConfig, OutputConfig, RunConfig, TrainConfig
+from pipeline.evaluate import Report
+from pipeline.images import read_bytes
+from pipeline.retrain import retrain
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class RunResult:
+    seconds: float
+    report: Report
+    run_dir: Path
+
+    def stage_seconds(self, stage: str) -> float:
+        return self.report.extra["timings"][f"{stage}_seconds"]
+
+    def __str__(self) -> str:
+        return (f"{self.seconds:.1f} s (training {self.stage_seconds('training'):.1f} s, "
+                f"export {self.stage_seconds('export'):.1f} s), test accuracy {self.report.test_accuracy:.3f}")
+
+
+def run_config(image_dir: Path, bottleneck_dir: Path, architecture: str, bottleneck_layer: str | None,
+               train: dict | None = None, augment: dict | None = None) -> RunConfig:
+    """Default settings but for the dataset, backbone and cache folder (and any overrides given)."""
+    return RunConfig(dataset=DatasetConfig(image_dir=str(image_dir)), augment=AugmentConfig(**(augment or {})),
+                     train=TrainConfig(architecture=architecture, bottleneck_layer=bottleneck_layer, **(train or {})),
+                     output=OutputConfig(bottleneck_dir=str(bottleneck_dir)))
+
+
+def timed_run(config: RunConfig, run_dir: Path) -> RunResult:
+    """One whole run, wall clock from the call to the exported, checked model."""
+    with Stopwatch() as watch:
+        report = retrain(config, run_dir)
+    return RunResult(watch.seconds, report, run_dir)
+
+
+def rerun_hyperparameters(rep: int) -> dict:
+    """New hyperparameters for each warm rerun, as a user trying settings would give."""
+    return {"learning_rate": (0.002, 0.0005, 0.001)[rep % 3], "dropout": (0.3, 0.4, 0.2)[rep % 3]}
+
+
+def prediction_milliseconds(run_dir: Path, paths: list[str], k: int = 5) -> list[float]:
+    """File → top-k through a loaded exported model, as the Predict page does (its bytes to `predict_bytes`)."""
+    from pipeline.predict import Predictor
+
+    predictor = Predictor(run_dir)
+    for path in paths[:2]:  # the first calls trace the graph; a page that is open has done that already
+        predictor.predict_bytes(read_bytes(path), k)
+    times = []
+    for path in paths:
+        with Stopwatch() as watch:
+            guesses = predictor.predict_bytes(read_bytes(path), k)
+        times.append(watch.seconds * 1000)
+        if len(guesses) != min(k, len(predictor.labels)):
+            raise RuntimeError(f"{path}: {len(guesses)} guesses, expected the top {k}")
+    return times
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+@dataclass
+class ChildUsage:
+    seconds: float
+    peak_rss_mb: float
+
+
+def cache_command_usage(image_dir: Path, workdir: Path, architecture: str, bottleneck_layer: str | None) -> ChildUsage:
+    """Peak memory of a cold `python -m pipeline cache` over the dataset, measured on that child alone."""
+    bottleneck_dir = tempfile.mkdtemp(prefix="cold-cache-command-", dir=workdir)
+    command = [sys.executable, "-m", "pipeline", "cache", "--image_dir", str(image_dir),
+               "--bottleneck_dir", bottleneck_dir, "--architecture", architecture]
+    if bottleneck_layer:
+        command += ["--bottleneck_layer", bottleneck_layer]
+    with open(workdir / "cache_command.log", "wb") as log, Stopwatch() as watch:
+        child = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not every child's maximum
+        child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {child.returncode}; see {workdir / 'cache_command.log'}")
+    return ChildUsage(watch.seconds, usage.ru_maxrss / 1024)  # Linux reports KiB
