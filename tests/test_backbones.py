@@ -105,6 +105,8 @@ def test_second_load_is_served_from_the_cache(cache_dir, monkeypatch):
     import keras
 
     first = load_backbone()
+    assert not list(cache_dir.glob("*.keras")), "the model is built only when first used"
+    first.model  # noqa: B018 - builds and caches it
     cached = list(cache_dir.glob("efficientnet_lite0-*.keras"))
     assert len(cached) == 1 and [path.name for path in cache_dir.iterdir()] == [cached[0].name]  # no temp files left
     assert first.identity.startswith("efficientnet_lite0|") and first.identity.endswith("|layer:global_pool")
@@ -116,6 +118,7 @@ def test_second_load_is_served_from_the_cache(cache_dir, monkeypatch):
     monkeypatch.setattr(efficientnet_lite0, "build_imagenet_classifier", no_rebuild)
     started = time.perf_counter()
     second = load_backbone()
+    second.model  # noqa: B018 - loads it from the cache file
     assert time.perf_counter() - started < 10
     assert second.identity == first.identity and second.feature_dim == 1280
     sample = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3)).astype("float32")
@@ -128,7 +131,7 @@ def test_damaged_cache_file_is_rebuilt(cache_dir):
     damaged.parent.mkdir(parents=True)
     damaged.write_bytes(b"PK\x03\x04 half a download")
     backbone = load_backbone()
-    assert backbone.feature_dim == 1280
+    assert backbone.feature_dim == 1280 and backbone.model.output.shape[-1] == 1280
     assert damaged.stat().st_size > 1_000_000  # replaced by a real model
 
 

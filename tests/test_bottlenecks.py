@@ -126,3 +126,17 @@ def _entries(cache_dir: Path) -> int:
             return db.execute("SELECT count(*) FROM bottlenecks").fetchone()[0]
     except sqlite3.OperationalError:
         return 0
+
+
+def test_fully_cached_rerun_never_builds_the_model(tmp_path, tiny):
+    from pipeline.backbones import Backbone
+
+    images = make_class_folders(tmp_path / "images", {"red": 3, "blue": 3})
+    cache_bottlenecks(items_of(images), tiny, tmp_path / "cache")
+
+    def refuse():
+        raise AssertionError("the model was built although every bottleneck was cached")
+
+    lazy = Backbone(tiny.name, tiny.input_size, tiny.identity, tiny.feature_dim, model_loader=refuse)
+    again = cache_bottlenecks(items_of(images), lazy, tmp_path / "cache")
+    assert (again.computed, again.reused) == (0, 6)

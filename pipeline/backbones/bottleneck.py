@@ -7,6 +7,7 @@ at its bottleneck layer the same way here, so layer choice, pooling and identiti
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,15 +19,27 @@ if TYPE_CHECKING:
 
 @dataclass
 class Backbone:
-    """A loaded backbone: its model and what the bottleneck cache needs to know about it."""
+    """A backbone: what the bottleneck cache needs to know about it, and its model, built on first use.
+
+    The model is built lazily so that a run whose bottlenecks are all cached never pays for it
+    (an unchanged `cache` rerun is then a hash check, not a TensorFlow start-up).
+    """
 
     name: str  # architecture as given: "efficientnet_lite0", "mobilenet_v2_0.5", "/path/model.keras"
     input_size: int  # square side in pixels the model expects
     identity: str  # name + weights hash + bottleneck layer; part of bottleneck cache keys so backbones never mix
     feature_dim: int  # length of one bottleneck vector
-    model: keras.Model  # (batch, S, S, 3) RGB float 0–255 → (batch, feature_dim); preprocesses by itself
+    model_loader: Callable[[], keras.Model] = field(repr=False, compare=False)  # builds `model` when first needed
     # The compiled forward pass, traced once per loaded backbone (originals, then augmented copies, reuse it).
     compiled: Any = field(default=None, compare=False, repr=False)
+    _model: Any = field(default=None, init=False, compare=False, repr=False)
+
+    @property
+    def model(self) -> keras.Model:
+        """(batch, S, S, 3) RGB float 0–255 → (batch, feature_dim); preprocesses by itself."""
+        if self._model is None:
+            self._model = self.model_loader()
+        return self._model
 
 
 def cut_at_bottleneck(model: keras.Model, layer_name: str, source: str) -> keras.Model:
@@ -62,10 +75,14 @@ def describe_backbone(name: str, input_size: int, weights_id: str, layer: str, m
     return Backbone(
         name=name,
         input_size=input_size,
-        identity=f"{name}|weights:{weights_id}|layer:{layer}",
+        identity=backbone_identity(name, weights_id, layer),
         feature_dim=int(model.output.shape[-1]),
-        model=model,
+        model_loader=lambda: model,
     )
+
+
+def backbone_identity(name: str, weights_id: str, layer: str) -> str:
+    return f"{name}|weights:{weights_id}|layer:{layer}"
 
 
 def weights_fingerprint(model: keras.Model) -> str:

@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.backbones.bottleneck import Backbone, cut_at_bottleneck, describe_backbone, file_fingerprint
+from pipeline.backbones.bottleneck import (
+    Backbone,
+    backbone_identity,
+    cut_at_bottleneck,
+    describe_backbone,
+    file_fingerprint,
+)
 from pipeline.backbones.model_cache import backbone_cache_dir, load_or_build
 from pipeline.backbones.torch_weights import read_torch_state_dict
 from pipeline.errors import BackboneUnavailable
@@ -121,8 +127,15 @@ def load_backbone(bottleneck_layer: str | None = None) -> Backbone:
     weights = weights_path()
     weights_identity = weights_id(weights)
     layer = bottleneck_layer or DEFAULT_BOTTLENECK
-    model = cut_at_bottleneck(_cached_classifier(weights, weights_identity), layer, NAME)
-    return describe_backbone(NAME, INPUT_SIZE, weights_identity, layer, model)
+
+    def build() -> keras.Model:
+        return cut_at_bottleneck(_cached_classifier(weights, weights_identity), layer, NAME)
+
+    if layer != DEFAULT_BOTTLENECK:  # another layer's width is only known from the model
+        return describe_backbone(NAME, INPUT_SIZE, weights_identity, layer, build())
+    # The default bottleneck's identity and width are known without building: the model waits until needed.
+    return Backbone(NAME, INPUT_SIZE, backbone_identity(NAME, weights_identity, layer), HEAD_CHANNELS,
+                    model_loader=build)
 
 
 def _cached_classifier(weights: Path, weights_identity: str) -> keras.Model:
