@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import os
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,7 @@ def load_dataset(config: DatasetConfig, check_images: bool = True, workdir: str 
     warnings += _empty_folder_warnings(class_folders, rows) + _unsupported_type_warnings(candidates, rows)
     _assign_splits(rows, config.validation_percentage, config.testing_percentage)
     warnings += _apply_overrides(rows, load_overrides(config.overrides))
+    _refuse_unprintable_labels(rows)
     table = _to_table(rows)
     usable = table[table["status"] == "ok"]
     classes = sorted(usable["label"].unique())
@@ -130,6 +132,15 @@ def load_dataset(config: DatasetConfig, check_images: bool = True, workdir: str 
     problems = [{"file": file, "problem": problem} for file, problem
                 in table.loc[table["status"] == "problem", ["file", "problem"]].itertuples(index=False)]
     return Dataset(root, table, classes, problems, warnings, duplicates, layout, source)
+
+
+def _refuse_unprintable_labels(rows: list[dict[str, Any]]) -> None:
+    """A class name with a newline or other control character would break labels.txt (one label a line)."""
+    for row in rows:
+        if row["status"] == "ok" and any(unicodedata.category(c) == "Cc" for c in row["label"]):
+            row["status"] = "problem"
+            row["problem"] = (f"class name {row['label']!r} contains a control character (newline, tab, ...); "
+                              "rename the folder or fix the label")
 
 
 # ---- Where the images are ---------------------------------------------------------------------------------------

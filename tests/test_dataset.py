@@ -486,3 +486,15 @@ def test_flowers_subset_decodes_cleanly(tmp_path):
     dataset = load(tmp_path, check_images=True)
     assert counts(dataset) == dict.fromkeys(FLOWER_COUNTS, 10) and dataset.problems == []
     assert all(os.path.isfile(path) for path in dataset.table["path"])
+
+
+def test_class_names_with_control_characters_are_problems_not_labels(tmp_path):
+    from imagegen import write_labels_csv
+
+    images = make_class_folders(tmp_path / "images", {"red": 3, "blue": 3})
+    rows = [(f"red/{p.name}", "red") for p in sorted((images / "red").iterdir())]
+    rows += [(f"blue/{p.name}", "bl\tue") for p in sorted((images / "blue").iterdir())]
+    csv = write_labels_csv(tmp_path / "labels.csv", rows)
+    dataset = load_dataset(DatasetConfig(image_dir=str(images), label_csv=str(csv)), check_images=False)
+    assert dataset.classes == ["red"]
+    assert len(dataset.problems) == 3 and all("control character" in p["problem"] for p in dataset.problems)
