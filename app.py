@@ -14,8 +14,7 @@ Settings are environment variables only:
     RETRAIN_STUDIO_MAX_JOBS       training runs at once across all sessions (default 1); others wait in a queue
     RETRAIN_STUDIO_MAX_QUEUED_PER_WORKSPACE   runs one session may have queued or training at once (default 2)
     RETRAIN_STUDIO_WORKSPACE_QUOTA_MB         uploads one session may keep, zips and unpacked files (default 2048)
-    RETRAIN_STUDIO_MAX_UPLOAD_MB  largest upload in MB (default 500): pass it on to Streamlit as
-                                  STREAMLIT_SERVER_MAX_UPLOAD_SIZE=$RETRAIN_STUDIO_MAX_UPLOAD_MB
+    STREAMLIT_SERVER_MAX_UPLOAD_SIZE  largest upload in MB (default 500, from .streamlit/config.toml)
     RETRAIN_STUDIO_CACHE          shared caches: built backbones, bottlenecks (default ~/.cache/retrain-studio)
 """
 
