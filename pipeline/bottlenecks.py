@@ -259,10 +259,11 @@ def compiled_forward(backbone: Backbone) -> Callable:
 
     if backbone.compiled is None:
         size = backbone.input_size
+        model = backbone.model  # built (or loaded) here, eagerly: building inside the trace below cannot save it
 
         @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)], reduce_retracing=True)
         def forward(images):
-            return backbone.model(tf.cast(images, tf.float32), training=False)
+            return model(tf.cast(images, tf.float32), training=False)
 
         backbone.compiled = forward
     return backbone.compiled

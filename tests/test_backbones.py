@@ -414,3 +414,16 @@ def test_own_model_errors(own_model, tmp_path):
     keras.Sequential([keras.Input((16, 24, 3)), keras.layers.GlobalAveragePooling2D()]).save(wide)
     with pytest.raises(RetrainError, match="square"):
         backbone_input_size(str(wide))
+
+
+def test_first_extraction_on_a_machine_builds_and_caches_the_model(cache_dir, tmp_path):
+    """On a cold machine the lazily built model is built before the forward pass is compiled, not inside it."""
+    from imagegen import make_class_folders
+
+    from pipeline.bottlenecks import ExtractItem, cache_bottlenecks
+
+    images = make_class_folders(tmp_path / "images", {"red": 2})
+    items = [ExtractItem(str(path), f"{index:064d}") for index, path in enumerate(sorted(images.rglob("*.jpg")))]
+    result = cache_bottlenecks(items, load_backbone(), tmp_path / "bottlenecks")
+    assert result.computed == 2 and not result.problems
+    assert len(list(cache_dir.glob("efficientnet_lite0-*.keras"))) == 1
