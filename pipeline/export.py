@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.errors import RetrainError
+from pipeline.files import write_bytes_atomic
 
 # Largest allowed difference in any probability between the in-memory model and a reloaded export.
 # `cached_bottlenecks` compares the head on cached features (what evaluation measured) with the
@@ -34,13 +35,11 @@ def build_classifier(backbone_model: keras.Model, head: keras.Model, input_size:
 
 def write_labels(labels: list[str], path: str | Path) -> None:
     """retrain.py's output_labels format: one label a line, in output order."""
-    from pipeline.files import write_bytes_atomic
-
     write_bytes_atomic(path, ("\n".join(labels) + "\n").encode())
 
 
 def export_model(classifier: keras.Model, labels: list[str], run_dir: str | Path, formats: list[str],
-                 check_images: np.ndarray) -> dict[str, float]:
+                 check_images: np.ndarray, expected: np.ndarray | None = None) -> dict[str, float]:
     """Write the chosen formats and labels.txt into run_dir; return each format's largest difference."""
     run_dir = Path(run_dir)
     write_labels(labels, run_dir / "labels.txt")
@@ -51,7 +50,8 @@ def export_model(classifier: keras.Model, labels: list[str], run_dir: str | Path
     for name in ("keras", "saved_model", "tflite"):  # tflite is converted from the SavedModel
         if name in formats or (name == "saved_model" and "tflite" in formats):
             writers[name](classifier, run_dir)
-    expected = classifier.predict(check_images.astype(np.float32), verbose=0)
+    if expected is None:  # the in-memory model's probabilities on check_images
+        expected = classifier.predict(check_images.astype(np.float32), verbose=0)
     return {name: _largest_difference(name, run_dir, check_images, expected) for name in formats}
 
 
@@ -90,8 +90,6 @@ def _write_saved_model(classifier: keras.Model, run_dir: Path) -> None:
 def _write_tflite(classifier: keras.Model, run_dir: Path) -> None:
     converter = tf.lite.TFLiteConverter.from_saved_model(str(run_dir / "saved_model" / "1"), [SIGNATURE])
     flat = converter.convert()
-    from pipeline.files import write_bytes_atomic
-
     write_bytes_atomic(run_dir / "model.tflite", flat)
 
 

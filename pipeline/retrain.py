@@ -133,7 +133,7 @@ def _run_stages(context: RunContext) -> Report:
     backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer)
     context.check_stop()
     features = _cache_features(context, dataset, backbone)
-    labels = sorted(dataset.usable()["label"].unique())
+    labels = dataset.classes  # sorted, and kept current when images fail to decode
     head, head_data = _train(context, dataset, features, labels)
     classifier = _fine_tune(context, dataset, features, labels, backbone, head) \
         if config.train.fine_tune_layers > 0 else None
@@ -325,12 +325,12 @@ def _export(context: RunContext, backbone, head, labels: list[str], dataset: Dat
     images = np.stack([load_for_model(path, backbone.input_size) for path in sample["path"]])
     fine_tuned = classifier is not None
     classifier = classifier or build_classifier(backbone.model, head, backbone.input_size)
-    parity = export_model(classifier, labels, context.run.path, config.output.export_formats, images)
+    expected = classifier.predict(images.astype(np.float32), verbose=0)
+    parity = export_model(classifier, labels, context.run.path, config.output.export_formats, images, expected)
     if not fine_tuned:
         # The exported model must also agree with what evaluation measured: the head on cached bottlenecks.
         cached = np.stack([features.vectors[ExtractItem(row.path, row.sha256)] for row in sample.itertuples()])
-        parity["cached_bottlenecks"] = float(np.abs(head.predict(cached, verbose=0)
-                                                    - classifier.predict(images.astype(np.float32), verbose=0)).max())
+        parity["cached_bottlenecks"] = float(np.abs(head.predict(cached, verbose=0) - expected).max())
     require_parity(parity)
     if config.output.output_labels:
         write_labels(labels, config.output.output_labels)
@@ -351,7 +351,7 @@ def _copy_tree(source: Path, target: Path) -> None:
 
 def _report_extras(context: RunContext, dataset: Dataset, data, backbone) -> dict:
     train_counts = pd.Series(data.y_train).value_counts().sort_index()
-    labels = sorted(dataset.usable()["label"].unique())
+    labels = dataset.classes
     return {
         "architecture": context.config.train.architecture,
         "backbone_identity": backbone.identity,
