@@ -32,6 +32,8 @@ MAX_DEPTH = 64
 _IGNORED_DIR = "__MACOSX"
 _IGNORED_FILES = {".DS_Store"}
 _CHUNK = 1 << 20
+# General-purpose flag bit 11: the entry's name is UTF-8 (APPNOTE 4.4.4).
+_UTF8_NAME_FLAG = 0x800
 
 
 def default_workdir() -> Path:
@@ -116,6 +118,7 @@ def _checked_entries(zip_path: Path, archive: zipfile.ZipFile) -> list[tuple[zip
     """Every entry to extract with its safe relative path; refuses the whole archive on any unsafe entry."""
     entries = []
     for info in archive.infolist():
+        info.filename = _entry_name(info)
         relative = _safe_relative_path(zip_path, info.filename)
         if relative is None or relative.parts[0] == _IGNORED_DIR or relative.name in _IGNORED_FILES:
             continue
@@ -127,6 +130,24 @@ def _checked_entries(zip_path: Path, archive: zipfile.ZipFile) -> list[tuple[zip
                                "make the zip again from the real files (zip without --symlinks)")
         entries.append((info, relative))
     return entries
+
+
+def _entry_name(info: zipfile.ZipInfo) -> str:
+    """The entry's name as its author typed it.
+
+    Zips whose names are not flagged as UTF-8 (the common `zip` tool, Windows Explorer) are decoded by
+    zipfile as the legacy code page 437, which turns `café/` written as UTF-8 into `caf├⌐/` — and those
+    names become the model's labels. Such bytes that are valid UTF-8 are read as UTF-8; anything else
+    stays in code page 437, the zip format's own default. Only `filename` changes: zipfile still checks
+    each local header against `orig_filename`.
+    """
+    if info.flag_bits & _UTF8_NAME_FLAG:
+        return info.filename
+    raw = info.filename.encode("cp437")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return info.filename
 
 
 def _safe_relative_path(zip_path: Path, name: str) -> PurePosixPath | None:

@@ -69,6 +69,40 @@ def test_windows_backslash_names_become_folders(tmp_path):
     assert (root / "red" / "1.jpg").read_bytes() == b"a"
 
 
+def zip_with_raw_names(path, names: dict[bytes, bytes]):
+    """A zip whose entry names are the given raw bytes with the UTF-8 flag off, as the common `zip` tool writes.
+
+    Python's writer flags every non-ASCII name as UTF-8, so ASCII stand-ins of the same length are written
+    first and then swapped for the raw bytes in both headers (names are outside the CRC).
+    """
+    stand_ins = {raw: bytes([ord("A") + index]) * len(raw) for index, raw in enumerate(names)}
+    zip_of(path, {stand_in.decode(): names[raw] for raw, stand_in in stand_ins.items()})
+    data = path.read_bytes()
+    for raw, stand_in in stand_ins.items():
+        assert data.count(stand_in) == 2
+        data = data.replace(stand_in, raw)
+    path.write_bytes(data)
+    return path
+
+
+def test_unflagged_utf8_names_are_read_as_utf8(tmp_path):
+    zip_path = zip_with_raw_names(tmp_path / "u.zip", {"café/1.jpg".encode(): b"a", "東京/1.jpg".encode(): b"b"})
+    root = safe_extract(zip_path, tmp_path / "out")
+    assert sorted(p.name for p in root.iterdir()) == ["café", "東京"]
+    assert (root / "café" / "1.jpg").read_bytes() == b"a"
+
+
+def test_unflagged_names_that_are_not_utf8_stay_in_code_page_437(tmp_path):
+    zip_path = zip_with_raw_names(tmp_path / "l.zip", {b"caf\x82/1.jpg": b"a", b"tea/1.jpg": b"b"})
+    root = safe_extract(zip_path, tmp_path / "out")
+    assert sorted(p.name for p in root.iterdir()) == ["café", "tea"]
+
+
+def test_unflagged_utf8_name_escaping_the_target_is_still_refused(tmp_path):
+    zip_path = zip_with_raw_names(tmp_path / "e.zip", {"../café.jpg".encode(): b"a"})
+    refused(tmp_path, zip_path, "outside the folder")
+
+
 def test_same_zip_is_unpacked_once(tmp_path, monkeypatch):
     zip_path = make_zip(make_class_folders(tmp_path / "src", {"red": 2, "blue": 2}), tmp_path / "d.zip",
                         top_folder="top")
