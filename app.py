@@ -20,11 +20,15 @@ Settings are environment variables only:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from pages import common
 
-st.set_page_config(page_title="Retrain Studio", page_icon=":material/model_training:", layout="wide")
+# The favicon is a file of ours: a Material-icon favicon is fetched from the internet by the browser.
+st.set_page_config(page_title="Retrain Studio", page_icon=str(Path(__file__).parent / ".streamlit" / "favicon.png"),
+                   layout="wide")
 
 PAGES = {
     "Build a model": [
