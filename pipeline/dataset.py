@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import os
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
@@ -31,9 +30,10 @@ import pandas as pd
 from pipeline.archive import unpack_dataset_zip
 from pipeline.config import DatasetConfig
 from pipeline.errors import DatasetError, ImageProblem, RetrainError
-from pipeline.files import read_json, write_json_atomic
+from pipeline.files import write_json_atomic
 from pipeline.images import decode_image, load_image
 from pipeline.progress import ProgressCallback, ProgressMeter
+from pipeline.records import read_overrides
 from pipeline.splits import split_for_name, validate_percentages
 
 SPLITS = ("train", "validation", "test")
@@ -468,18 +468,7 @@ def load_overrides(path: str | Path | None) -> dict:
     """The per-image decisions {"drop": [file, ...], "relabel": {file: label}}; empty when there are none yet."""
     if path is None:
         return {"drop": [], "relabel": {}}
-    try:
-        data = read_json(path, default={})
-    except json.JSONDecodeError as err:
-        raise RetrainError(f"{path}: overrides file is not valid JSON ({err}); fix it or delete it to start "
-                           "over") from None
-    except OSError as err:
-        raise RetrainError(f"{path}: cannot read the overrides file ({err.strerror or err})") from None
-    drop, relabel = (data.get("drop", []), data.get("relabel", {})) if isinstance(data, dict) else (None, None)
-    if not isinstance(drop, list) or not isinstance(relabel, dict):
-        raise RetrainError(f"{path}: overrides file must look like {{\"drop\": [files], \"relabel\": "
-                           "{file: label}}; fix it or delete it to start over")
-    return {"drop": sorted({str(file) for file in drop}), "relabel": {str(k): str(v) for k, v in relabel.items()}}
+    return read_overrides(path)
 
 
 def save_override(path: str | Path, file: str, drop: bool = False, label: str | None = None) -> None:

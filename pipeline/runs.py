@@ -9,7 +9,6 @@ browser tab, a second tab, or a restarted app all see the same run.
 from __future__ import annotations
 
 import contextlib
-import csv
 import fcntl
 import os
 import shutil
@@ -22,10 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import RetrainError, RunCancelled
-from pipeline.files import read_json, write_json_atomic
+from pipeline.files import is_disk_full, write_json_atomic, write_json_in_place
+from pipeline.records import DamagedFile, read_metrics, read_status
 
 STATES = ("queued", "caching", "augmenting", "training", "evaluating", "exporting", "done", "failed", "cancelled")
-FINISHED = {"done", "failed", "cancelled"}
+# "unknown" is never written: it is what a damaged status.json reads as. Nothing is known to run it, so it
+# counts as finished (it can be deleted or rerun, and takes no place in a queue).
+UNKNOWN = "unknown"
+FINISHED = {"done", "failed", "cancelled", UNKNOWN}
 METRIC_COLUMNS = ["step", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "elapsed_seconds"]
 
 
@@ -63,15 +66,25 @@ class RunDir:
         return self.path.name
 
     def status(self) -> dict[str, Any]:
-        """The last status written, or an empty dict for a run that has not started."""
-        return read_json(self.status_file, default={}) or {}
+        """The last status written, {} for a run that has not started, or state "unknown" (with the
+        problem as its message) when status.json is damaged."""
+        try:
+            return read_status(self.status_file, STATES)
+        except DamagedFile as damaged:
+            return {"state": UNKNOWN, "message": str(damaged), "damaged": True}
 
     def write_status(self, state: str, progress: float | None = None, step: str = "", message: str = "",
                      **details: Any) -> None:
-        """Replace status.json in one atomic step, keeping when the run started."""
+        """Replace status.json in one atomic step, keeping when the run started.
+
+        On a full disk (no room for the temporary copy) the file is overwritten in place instead: a
+        run that fails because the disk filled must still be able to say so.
+        """
         if state not in STATES:
             raise ValueError(f"unknown run state {state!r}")
         previous = self.status()
+        if previous.get("damaged"):
+            previous = {}
         now = time.time()
         if progress is None:
             progress = previous.get("progress", 0.0)
@@ -81,7 +94,12 @@ class RunDir:
         if state in FINISHED:
             status["finished"] = now
         status.update(details)
-        write_json_atomic(self.status_file, status)
+        try:
+            write_json_atomic(self.status_file, status)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            write_json_in_place(self.status_file, status)
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         """Add one row to metrics.csv (header on first write); one write call per row."""
@@ -91,16 +109,8 @@ class RunDir:
             handle.write((",".join(METRIC_COLUMNS) + "\n" if new else "") + line + "\n")
 
     def read_metrics(self) -> list[dict[str, float | None]]:
-        """metrics.csv as rows of numbers (a half-written last line is skipped)."""
-        if not self.metrics.exists():
-            return []
-        rows = []
-        with open(self.metrics) as handle:
-            for row in csv.DictReader(handle):
-                if None in row.values() or len(row) != len(METRIC_COLUMNS):
-                    continue
-                rows.append({key: float(value) if value else None for key, value in row.items()})
-        return rows
+        """metrics.csv as rows of numbers (a half-written last line is skipped); DamagedFile when damaged."""
+        return read_metrics(self.metrics, METRIC_COLUMNS)
 
 
 def refreshed_status(run: RunDir) -> dict[str, Any]:
@@ -116,8 +126,10 @@ def refreshed_status(run: RunDir) -> dict[str, Any]:
     if run.cancel_request.exists():
         run.write_status("cancelled", message="cancelled before it got going")
     else:
-        run.write_status("failed", message="the run's process ended unexpectedly (killed or out of memory); "
-                                           "start it again — cached bottlenecks are kept")
+        stage = status.get("state", "")
+        run.write_status("failed", message=f"interrupted: the run's process (pid {status.get('pid')}) died while "
+                                           f"{stage} (killed or out of memory); start it again — cached "
+                                           "bottlenecks are kept", interrupted=stage)
     return run.status()
 
 
