@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -96,3 +97,8 @@ def describe_write_error(error: BaseException, where: str | Path) -> str:
         target = display_name(error.filename) if error.filename else display_name(where)
         return f"cannot write {target} ({error.strerror or error}); check the folder's permissions and free space"
     return f"cannot write under {display_name(where)} ({error})"
+
+
+def from_display_name(text: str) -> str:
+    """The file name `display_name` showed as `text`: each \\xNN (80-ff) back to the byte it stood for."""
+    return re.sub(r"\\x([89a-fA-F][0-9a-fA-F])", lambda match: chr(0xDC00 + int(match.group(1), 16)), text)

@@ -17,6 +17,7 @@ Nothing here imports Streamlit or TensorFlow: the pages call these functions, an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -49,7 +50,13 @@ from pipeline.config import (
 from pipeline.dataset import Dataset, load_overrides, save_override
 from pipeline.errors import RetrainError
 from pipeline.evaluate import Prediction
-from pipeline.files import describe_write_error, write_bytes_atomic, write_json_atomic
+from pipeline.files import (
+    describe_write_error,
+    display_name,
+    from_display_name,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from pipeline.images import center_square, load_image
 from pipeline.progress import Progress, ProgressCallback
 from pipeline.records import DamagedFile, read_config, read_workspace_state
@@ -208,6 +215,9 @@ def resolve_server_folder(folder: str, root: Path | None = None) -> Path:
     if ".." in Path(text).parts:
         raise RetrainError(f"'{text}': '..' is not allowed; choose a folder inside the data folder {root}")
     candidate = Path(text).expanduser()
+    with contextlib.suppress(OSError):
+        if not (candidate if candidate.is_absolute() else root / candidate).exists():
+            candidate = Path(from_display_name(text)).expanduser()  # a name listed with \xNN for non-UTF-8 bytes
     resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
     if not resolved.is_relative_to(root):
         raise RetrainError(f"'{text}' is outside the data folder {root} (or links out of it); only folders "
@@ -225,7 +235,7 @@ def resolve_server_folder(folder: str, root: Path | None = None) -> Path:
 def list_server_folders(root: Path | None = None) -> list[str]:
     """Top-level folders under the data root that could be datasets (not workspaces/ or hidden ones)."""
     root = (root or data_root()).resolve()
-    return [path.name for path in sorted(root.iterdir())
+    return [display_name(path.name) for path in sorted(root.iterdir())
             if path.is_dir() and path.name != WORKSPACES and not path.name.startswith(".")
             and path.resolve().is_relative_to(root) and not (root / WORKSPACES).is_relative_to(path.resolve())]
 
@@ -329,7 +339,7 @@ def dataset_name(config: DatasetConfig, workspace: Workspace | None = None) -> s
         first = path.relative_to(workspace.uploads).parts[0]
         name = re.sub(r"^[0-9a-f]{12}-", "", first).removesuffix(".unpacked")
         return name.removesuffix(".zip") + (" (CSV)" if config.label_csv else "")
-    return path.stem if path.suffix.lower() == ".zip" else path.name
+    return display_name(path.stem if path.suffix.lower() == ".zip" else path.name)
 
 
 def dataset_root(config: DatasetConfig) -> Path:
