@@ -33,7 +33,7 @@ import numpy as np
 from pipeline.augment import augmented_for_model, copy_seed
 from pipeline.config import AugmentConfig
 from pipeline.errors import ImageProblem, RetrainError
-from pipeline.files import disk_full_message, display_name, is_disk_full
+from pipeline.files import disk_full_message, display_name, looks_like_disk_full
 from pipeline.images import PREPROCESS_ID, load_for_model, load_image
 from pipeline.progress import ProgressCallback, ProgressMeter
 
@@ -80,6 +80,7 @@ class BottleneckStore:
         self.directory = Path(directory)
         self.path = self.directory / DATABASE_NAME
         self.repaired = ""  # set when a damaged file was set aside: what happened, for the run's report
+        self.needed_mb: float | None = None  # what the caller still means to store, for a full disk's message
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -105,8 +106,9 @@ class BottleneckStore:
         return self._rebuild()
 
     def _cannot_use(self, error: sqlite3.Error) -> RetrainError:
-        if is_disk_full(error):
-            return RetrainError(f"bottleneck cache {display_name(self.path)}: {disk_full_message(self.directory)}")
+        if looks_like_disk_full(error, self.directory):
+            return RetrainError(f"bottleneck cache {display_name(self.path)}: "
+                                f"{disk_full_message(self.directory, self.needed_mb)}")
         return RetrainError(f"cannot use the bottleneck cache {display_name(self.path)} ({error}); check that its "
                             "folder can be written and has free space, then run again")
 
@@ -277,6 +279,7 @@ def cache_bottlenecks(items: Sequence[ExtractItem], backbone: Backbone, bottlene
         missing = _unique_missing(items, keys, stored)
         result = CacheResult(vectors=vectors, problems={}, reused=len(vectors), damaged=damaged)
         result.repaired = store.repaired
+        store.needed_mb = len(missing) * backbone.feature_dim * 4 * 1.5 / (1 << 20)  # vectors plus SQLite's pages
         stage = "augmenting" if missing and all(item.copy for item in missing) else "caching"
         meter = ProgressMeter(stage, len(missing), progress)
         meter.report()

@@ -59,6 +59,12 @@ def is_disk_full(error: BaseException) -> bool:
     return "disk is full" in str(error) or "No space left" in str(error)
 
 
+def looks_like_disk_full(error: BaseException, where: str | Path) -> bool:
+    """True when `error` says the disk is full, or came while the disk holding `where` has under 1 MB free
+    (SQLite and TensorFlow report a full disk as a generic I/O error)."""
+    return is_disk_full(error) or free_mb(where) < 1.0
+
+
 def free_mb(path: str | Path) -> float:
     """Free space, in MB, on the disk holding `path` (or its nearest existing parent)."""
     path = Path(path)
@@ -72,7 +78,7 @@ def free_mb(path: str | Path) -> float:
 
 def disk_full_message(where: str | Path, needed_mb: float | None = None) -> str:
     """One line for a full disk: which folder, how much is free, how much more is needed (when known)."""
-    need = f"about {needed_mb:,.0f} MB more is needed" if needed_mb else "free some space"
+    need = f"free about {max(needed_mb, 0.1):,.1f} MB" if needed_mb else "free some space"
     return (f"the disk holding {display_name(where)} is full ({free_mb(where):,.1f} MB free): {need}, then run "
             "again — everything written so far is kept")
 

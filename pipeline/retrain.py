@@ -24,7 +24,7 @@ from pipeline.config import RunConfig
 from pipeline.dataset import Dataset, load_dataset, require_trainable
 from pipeline.errors import RetrainError, RunCancelled
 from pipeline.evaluate import Report, build_report
-from pipeline.files import disk_full_message, free_mb, is_disk_full
+from pipeline.files import describe_write_error, disk_full_message, looks_like_disk_full
 from pipeline.images import load_for_model
 from pipeline.progress import Progress, ProgressCallback
 from pipeline.runs import RunDir, cache_root, job_slot, max_jobs, process_started
@@ -95,13 +95,23 @@ def retrain(config: RunConfig, run_dir: str | Path, echo: ProgressCallback | Non
         try:
             return _retrain(config, run, echo)
         except Exception as error:
-            if isinstance(error, RetrainError) or not (is_disk_full(error) or free_mb(run.path) < 1):
+            message = _machine_problem(error, run)
+            if message is None:
                 raise
-            where = getattr(error, "filename", None) or run.path
-            message = f"the run stopped: {disk_full_message(where, run.needed_mb)}"
             with contextlib.suppress(OSError):
                 run.write_status("failed", message=message)
             raise RetrainError(message) from None
+
+
+def _machine_problem(error: Exception, run: RunDir) -> str | None:
+    """What a full disk, or a read-only or vanished folder, did to the run, in one line; None for anything
+    else (a RetrainError says itself; other errors are bugs and keep their traceback in run.log)."""
+    if isinstance(error, RetrainError) or not (isinstance(error, OSError) or looks_like_disk_full(error, run.path)):
+        return None
+    where = getattr(error, "filename", None) or run.path
+    if looks_like_disk_full(error, where):
+        return f"the run stopped: {disk_full_message(where, run.needed_mb)}"
+    return f"the run stopped: {describe_write_error(error, where)}"
 
 
 def _retrain(config: RunConfig, run: RunDir, echo: ProgressCallback | None) -> Report:
