@@ -263,9 +263,12 @@ EXPORT_FIX = "the run's exports are unusable; train it again"
 
 def read_labels(path: str | Path) -> list[str]:
     """The class names of labels.txt, one a line, in the model's output order (no blanks, no repeats)."""
-    labels = [line for line in read_text(path, EXPORT_FIX).splitlines() if line]
+    text = read_text(path, EXPORT_FIX)
+    labels = [line for line in text.splitlines() if line]
     if not labels:
         raise DamagedFile(path, "is empty", EXPORT_FIX)
+    if not text.endswith("\n"):  # every line is written whole, newline included: this one was cut off
+        raise DamagedFile(path, "is truncated (its last line has no end)", EXPORT_FIX)
     if len(set(labels)) != len(labels):
         raise DamagedFile(path, "is damaged (a class name is listed twice)", EXPORT_FIX)
     return labels
