@@ -54,6 +54,7 @@ STATE_TEXT = {
     "done": (":material/check_circle:", "Finished"),
     "failed": (":material/error:", "Failed"),
     "cancelled": (":material/cancel:", "Cancelled"),
+    "unknown": (":material/help:", "Unknown: its status.json is damaged"),
 }
 # Float settings whose natural step is not 0.05.
 FLOAT_STEPS = {"learning_rate": 0.0005, "fine_tune_learning_rate": 1e-5, "rotation": 5.0, "shear": 5.0}
@@ -259,6 +260,8 @@ def sidebar(ws: Workspace) -> None:
     """Always visible: the current dataset and the current run with its state."""
     state = ws.state()
     with st.container():
+        if damage := ws.damage():
+            st.warning(f"This workspace's saved state was damaged: {damage}", icon=":material/warning:")
         st.markdown("##### Dataset")
         summary = state.get("dataset_summary")
         if summary:

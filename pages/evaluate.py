@@ -19,8 +19,11 @@ THUMBNAIL = 140
 ws = common.workspace()
 common.header("Evaluate", "Scores on test photos the model never saw while training.")
 run = common.require_finished_run(ws)
-report = Report.load(run.report)
-config = RunConfig.load(run.config)
+try:
+    report, config = Report.load(run.report), RunConfig.load(run.config)
+except RetrainError as error:  # a damaged report.json or config.json: say which, keep the app working
+    st.error(str(error), icon=":material/error:")
+    st.stop()
 
 
 def gallery(items: list[dict], key: str) -> None:

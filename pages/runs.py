@@ -41,6 +41,8 @@ if run is None:  # deleted in another tab since the list was read
 status = refreshed_status(run)
 icon, words = common.state_text(status)
 st.markdown(f"{icon} **{words}** · `{run.name}`" + (" · current run" if current and current.name == run.name else ""))
+if status.get("damaged"):
+    st.warning(status["message"], icon=":material/warning:")
 
 actions = st.columns(4)
 if actions[0].button("Open (make current)", icon=":material/open_in_new:", width="stretch",
@@ -112,7 +114,11 @@ if first and second:
             numbers[0].metric("Test accuracy", "—" if accuracy is None else f"{accuracy:.1f}%")
             numbers[1].metric("Duration", common.duration(row["duration (s)"]))
             numbers[2].metric("Backbone", row["backbone"])
-            metrics = other.read_metrics()
+            try:
+                metrics = other.read_metrics()
+            except RetrainError as error:
+                st.warning(str(error), icon=":material/warning:")
+                metrics = []
             if metrics:
                 st.plotly_chart(common.curves_figure(metrics, "accuracy"), key=f"compare-{other.name}")
             else:

@@ -55,7 +55,11 @@ def draw(run: RunDir) -> dict:
                 "the slot frees up.", icon=":material/hourglass_top:")
     if is_active(status):
         st.progress(min(max(status.get("progress", 0.0), 0.0), 1.0), text=status.get("step") or words)
-    rows = run.read_metrics()
+    try:
+        rows = run.read_metrics()
+    except RetrainError as error:
+        st.warning(str(error), icon=":material/warning:")
+        rows = []
     numbers = st.columns(4)
     if state in ("caching", "augmenting") and status.get("total"):
         numbers[0].metric("Images read", f"{status.get('done', 0)} / {status['total']}")
@@ -73,6 +77,8 @@ def draw(run: RunDir) -> dict:
         left, right = st.columns(2)
         left.plotly_chart(common.curves_figure(rows, "loss"), key=f"loss-{run.name}")
         right.plotly_chart(common.curves_figure(rows, "accuracy"), key=f"accuracy-{run.name}")
+    if status.get("damaged"):
+        st.warning(status["message"], icon=":material/warning:")
     if state == "failed":
         st.error(f"The run failed: {status.get('message') or 'no reason was recorded'}", icon=":material/error:")
     elif state == "cancelled":

@@ -145,7 +145,9 @@ def command_train(args: argparse.Namespace) -> None:
         raise RetrainError("--output_dir is required: the run directory for config, metrics, report and exports")
     from pipeline.runs import RunDir
 
-    RunDir(config.output.output_dir).cancel_request.unlink(missing_ok=True)  # a new run from the command line
+    run = RunDir(config.output.output_dir)
+    if run.is_ours():  # a folder that is not a run is refused by retrain, untouched
+        run.cancel_request.unlink(missing_ok=True)  # a new run from the command line
     _run_and_print(config, config.output.output_dir)
 
 

@@ -6,7 +6,10 @@ transform settings — so renaming or moving photos reuses them and two backbone
 
 Storage is one SQLite file: every batch is committed in one transaction, so kill -9 at any
 moment leaves whole entries or none, and a rerun computes only what is missing. Each entry
-carries its length and a CRC32; a damaged one is dropped and recomputed, never used.
+carries its length and a CRC32; a damaged one is dropped and recomputed, never used. A database
+file damaged as a whole (garbage, or a page in its middle) fails SQLite's quick_check when opened,
+or raises "malformed" when used: it is set aside (renamed, never deleted), a fresh one is started,
+and every entry that can still be read from the old one and passes its CRC is carried over.
 
 Extraction is batched with tf.data (parallel decode and resize, prefetch) feeding one compiled
 forward pass, instead of retrain.py's one image at a time.
@@ -14,6 +17,8 @@ forward pass, instead of retrain.py's one image at a time.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import sqlite3
 import time
@@ -28,6 +33,7 @@ import numpy as np
 from pipeline.augment import augmented_for_model, copy_seed
 from pipeline.config import AugmentConfig
 from pipeline.errors import ImageProblem, RetrainError
+from pipeline.files import disk_full_message, display_name, looks_like_disk_full
 from pipeline.images import PREPROCESS_ID, load_for_model, load_image
 from pipeline.progress import ProgressCallback, ProgressMeter
 
@@ -54,6 +60,7 @@ class CacheResult:
     reused: int = 0
     seconds: float = 0.0
     damaged: int = 0                          # entries found corrupt and recomputed
+    repaired: str = ""                        # how a damaged database file was set aside and rebuilt
 
     @property
     def images_per_second(self) -> float:
@@ -62,7 +69,8 @@ class CacheResult:
     def summary(self) -> dict:
         return {"images": len(self.vectors) + len(self.problems), "computed": self.computed, "reused": self.reused,
                 "problems": len(self.problems), "damaged": self.damaged, "seconds": round(self.seconds, 3),
-                "images_per_second": round(self.images_per_second, 2)}
+                "images_per_second": round(self.images_per_second, 2),
+                **({"repaired": self.repaired} if self.repaired else {})}
 
 
 class BottleneckStore:
@@ -70,25 +78,86 @@ class BottleneckStore:
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / DATABASE_NAME
+        self.repaired = ""  # set when a damaged file was set aside: what happened, for the run's report
+        self.needed_mb: float | None = None  # what the caller still means to store, for a full disk's message
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RetrainError(f"cannot create the bottleneck cache folder {display_name(self.directory)} "
+                               f"({error.strerror or error}); choose a --bottleneck_dir (or RETRAIN_STUDIO_CACHE) "
+                               "that can be written, or fix its permissions") from None
+        if not self.directory.is_dir():
+            raise RetrainError(f"the bottleneck cache folder {display_name(self.directory)} is not a folder; "
+                               "choose another --bottleneck_dir")
         self.connection = self._open()
 
     def _open(self) -> sqlite3.Connection:
         try:
-            return self._connect()
+            connection = self._connect()
+            if connection.execute("PRAGMA quick_check").fetchone()[0] == "ok":
+                return connection
+            connection.close()
         except sqlite3.OperationalError as error:
             # Locked, disk full, read-only: the file may be healthy, so it is never set aside for these.
-            raise RetrainError(f"cannot open the bottleneck cache {self.path} ({error}); "
-                               "check free disk space and permissions, then run again") from None
+            raise self._cannot_use(error) from None
         except sqlite3.DatabaseError:
-            # Not a database at all (overwritten, garbage): set it and its journals aside, start afresh.
-            stamp = int(time.time())
-            for suffix in ("", "-wal", "-shm"):
-                part = self.path.with_name(self.path.name + suffix)
+            pass  # not a database at all (overwritten, garbage), or malformed in its middle
+        return self._rebuild()
+
+    def _cannot_use(self, error: sqlite3.Error) -> RetrainError:
+        if looks_like_disk_full(error, self.directory):
+            return RetrainError(f"bottleneck cache {display_name(self.path)}: "
+                                f"{disk_full_message(self.directory, self.needed_mb)}")
+        return RetrainError(f"cannot use the bottleneck cache {display_name(self.path)} ({error}); check that its "
+                            "folder can be written and has free space, then run again")
+
+    def _rebuild(self) -> sqlite3.Connection:
+        """Set the damaged file aside, start a fresh one, and carry over every entry that still reads back.
+
+        Under a lock, and checked again inside it: two runs that both found the file damaged must not
+        set aside each other's fresh rebuild.
+        """
+        with open(self.directory / f"{DATABASE_NAME}.repair-lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with contextlib.suppress(sqlite3.DatabaseError):
+                connection = self._connect()
+                if connection.execute("PRAGMA quick_check").fetchone()[0] == "ok":
+                    return connection  # another process rebuilt it meanwhile
+                connection.close()
+            aside = self.path.with_name(f"{DATABASE_NAME}.damaged-{time.time_ns()}")
+            for suffix in ("-wal", "-shm", ""):  # named so SQLite still pairs the set-aside file with its WAL
+                part = self.path.with_name(DATABASE_NAME + suffix)
                 if part.exists():
-                    part.rename(part.with_name(f"{part.name}.damaged-{stamp}"))
-            return self._connect()
+                    part.rename(aside.with_name(aside.name + suffix))
+            try:
+                connection = self._connect()
+                carried = self._carry_over(aside, connection)
+            except sqlite3.OperationalError as error:
+                raise self._cannot_use(error) from None
+        self.repaired = (f"the cache file was damaged; it was set aside as {aside.name}, and {carried} entries "
+                         "that still read back intact were carried over (the rest are recomputed)")
+        return connection
+
+    @staticmethod
+    def _carry_over(damaged: Path, connection: sqlite3.Connection) -> int:
+        """Copy the entries of a damaged database that still read back with a good CRC; how many."""
+        carried = 0
+        try:
+            source = sqlite3.connect(damaged, timeout=5)
+        except sqlite3.Error:
+            return 0
+        try:
+            for rows in _readable_rows(source):
+                good = [row for row in rows if isinstance(row[3], bytes) and len(row[3]) == row[1] * 4
+                        and zlib.crc32(row[3]) == row[2]]
+                with connection:
+                    connection.execute("BEGIN IMMEDIATE")
+                    connection.executemany("INSERT OR REPLACE INTO bottlenecks VALUES (?, ?, ?, ?)", good)
+                carried += len(good)
+        finally:
+            source.close()
+        return carried
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
@@ -99,8 +168,26 @@ class BottleneckStore:
         connection.execute("SELECT count(*) FROM bottlenecks").fetchone()
         return connection
 
+    def _retrying(self, action: Callable[[], object]) -> object:
+        """Run `action`; if the file turns out malformed on use, rebuild it once and run it again.
+        A full disk or a read-only folder is a RetrainError that says so."""
+        try:
+            return action()
+        except sqlite3.OperationalError as error:
+            raise self._cannot_use(error) from None
+        except sqlite3.DatabaseError:
+            self.connection.close()
+            self.connection = self._rebuild()
+        try:
+            return action()
+        except sqlite3.Error as error:
+            raise self._cannot_use(error) from None
+
     def get_many(self, keys: Sequence[str]) -> tuple[dict[str, np.ndarray], int]:
         """The stored vectors for `keys` (missing ones absent), and how many were damaged."""
+        return self._retrying(lambda: self._get_many(keys))
+
+    def _get_many(self, keys: Sequence[str]) -> tuple[dict[str, np.ndarray], int]:
         found: dict[str, np.ndarray] = {}
         damaged: list[str] = []
         for start in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
@@ -113,11 +200,14 @@ class BottleneckStore:
                     continue
                 found[key] = np.frombuffer(blob, dtype=np.float32)
         if damaged:
-            self.delete(damaged)
+            self._delete(damaged)
         return found, len(damaged)
 
     def put_many(self, vectors: dict[str, np.ndarray]) -> None:
         """Store vectors in one transaction: all of them land, or none do."""
+        self._retrying(lambda: self._put_many(vectors))
+
+    def _put_many(self, vectors: dict[str, np.ndarray]) -> None:
         rows = []
         for key, vector in vectors.items():
             blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
@@ -127,15 +217,39 @@ class BottleneckStore:
             self.connection.executemany("INSERT OR REPLACE INTO bottlenecks VALUES (?, ?, ?, ?)", rows)
 
     def delete(self, keys: Iterable[str]) -> None:
+        self._retrying(lambda: self._delete(list(keys)))
+
+    def _delete(self, keys: Iterable[str]) -> None:
         with self.connection:
             self.connection.execute("BEGIN IMMEDIATE")
             self.connection.executemany("DELETE FROM bottlenecks WHERE key = ?", [(k,) for k in keys])
 
     def count(self) -> int:
-        return self.connection.execute("SELECT count(*) FROM bottlenecks").fetchone()[0]
+        return self._retrying(lambda: self.connection.execute("SELECT count(*) FROM bottlenecks").fetchone()[0])
 
     def close(self) -> None:
         self.connection.close()
+
+
+def _readable_rows(source: sqlite3.Connection, chunk: int = 256, max_failures: int = 64):
+    """Yield lists of (key, dim, crc, vector) rows of a damaged database, in rowid order, skipping the
+    damaged stretches: after an error, jump ahead by a growing step until reading works again."""
+    position, step, failures = 0, 1, 0
+    while failures < max_failures:
+        rows: list = []
+        try:
+            for rowid, *row in source.execute("SELECT rowid, key, dim, crc, vector FROM bottlenecks "
+                                              "WHERE rowid > ? ORDER BY rowid LIMIT ?", (position, chunk)):
+                rows.append(row)
+                position = rowid
+        except sqlite3.DatabaseError:
+            yield rows
+            position, step, failures = position + step, min(step * 2, 1 << 20), failures + 1
+            continue
+        if not rows:
+            return
+        step = 1
+        yield rows
 
 
 def entry_key(item: ExtractItem, backbone_identity: str, augment: AugmentConfig | None) -> str:
@@ -164,6 +278,8 @@ def cache_bottlenecks(items: Sequence[ExtractItem], backbone: Backbone, bottlene
         vectors = {item: stored[key] for item, key in keys.items() if key in stored}
         missing = _unique_missing(items, keys, stored)
         result = CacheResult(vectors=vectors, problems={}, reused=len(vectors), damaged=damaged)
+        result.repaired = store.repaired
+        store.needed_mb = len(missing) * backbone.feature_dim * 4 * 1.5 / (1 << 20)  # vectors plus SQLite's pages
         stage = "augmenting" if missing and all(item.copy for item in missing) else "caching"
         meter = ProgressMeter(stage, len(missing), progress)
         meter.report()
@@ -179,6 +295,7 @@ def cache_bottlenecks(items: Sequence[ExtractItem], backbone: Backbone, bottlene
             if should_stop and should_stop():
                 break
         _spread_problems(items, keys, result)
+        result.repaired = store.repaired  # also when the file turned out damaged only while writing
     finally:
         store.close()
     result.seconds = time.monotonic() - started

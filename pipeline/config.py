@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,7 +118,7 @@ class TrainConfig:
     label_smoothing: float = knob(0.0, "Soften the targets (e.g. 0.1); can help when labels are noisy.", min=0, max=0.5)
     class_weights: bool = knob(True, "Weight classes by inverse frequency when they are imbalanced.")
     early_stopping: int = knob(8, "Stop after this many validations without improvement (0: never).", min=0, max=1000)
-    seed: int = knob(0, "Random seed; the same seed and data give the same model.")
+    seed: int = knob(0, "Random seed; the same seed and data give the same model.", min=0, max=2**31 - 1)
     fine_tune_layers: int = knob(
         0, "Unfreeze the top N backbone layers after the head converges (slow).", min=0, max=1000
     )
@@ -172,17 +173,17 @@ class RunConfig:
         unknown = set(data) - set(sections)
         if unknown:
             raise RetrainError(f"config has unknown sections {sorted(unknown)}; expected {sorted(sections)}")
-        return cls(**{name: _section_from_dict(factory, data.get(name, {})) for name, factory in sections.items()})
+        for name in sections:
+            if not isinstance(data.get(name, {}), dict):
+                raise RetrainError(f"config section {name!r} must be an object of settings, not {data[name]!r}")
+        return cls(**{name: section_from_dict(factory, data.get(name, {})) for name, factory in sections.items()})
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise RetrainError(f"{path}: config file not found") from None
-        except json.JSONDecodeError as err:
-            raise RetrainError(f"{path}: not valid JSON ({err}); fix or regenerate the config") from None
-        return cls.from_dict(data)
+        """A config.json read and type-checked (pipeline.records.DamagedFile names what is wrong)."""
+        from pipeline.records import read_config
+
+        return read_config(path)
 
 
 def _check_setting(section: str, spec: dataclasses.Field, value: Any) -> None:
@@ -202,13 +203,36 @@ def _check_setting(section: str, spec: dataclasses.Field, value: Any) -> None:
                                f"({meta['help']})")
 
 
-def _section_from_dict(factory: Any, values: dict[str, Any]) -> Any:
+def section_from_dict(factory: Any, values: dict[str, Any]) -> Any:
+    """One config section from a dict (a saved file), every value of its field's type, else RetrainError."""
     section = factory()
-    known = {f.name for f in dataclasses.fields(section)}
-    unknown = set(values) - known
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    unknown = set(values) - set(fields)
     if unknown:
         raise RetrainError(f"config section {type(section).__name__} has unknown keys {sorted(unknown)}")
-    return dataclasses.replace(section, **values)
+    return dataclasses.replace(section, **{name: _typed(type(section).__name__, fields[name], value)
+                                           for name, value in values.items()})
+
+
+def _typed(section: str, spec: dataclasses.Field, value: Any) -> Any:
+    """`value` as the field's declared type (an int is a fine float), or RetrainError naming the setting."""
+    kind = str(spec.type)
+    if value is None and "None" in kind:
+        return None
+    if kind.startswith("list"):
+        ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
+    elif kind.startswith("bool"):
+        ok = isinstance(value, bool)
+    elif kind.startswith("int"):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind.startswith("float"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise RetrainError(f"{section}.{spec.name} = {value!r:.80} is not a valid {kind}")
+    return value
 
 
 def knob_help(section: Any, name: str) -> str:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import os
+import stat
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,9 +31,10 @@ import pandas as pd
 from pipeline.archive import unpack_dataset_zip
 from pipeline.config import DatasetConfig
 from pipeline.errors import DatasetError, ImageProblem, RetrainError
-from pipeline.files import read_json, write_json_atomic
+from pipeline.files import display_name, write_json_atomic
 from pipeline.images import decode_image, load_image
 from pipeline.progress import ProgressCallback, ProgressMeter
+from pipeline.records import read_overrides
 from pipeline.splits import split_for_name, validate_percentages
 
 SPLITS = ("train", "validation", "test")
@@ -55,6 +56,7 @@ SPLIT_FOLDERS = {"train": "train", "val": "validation", "validation": "validatio
 CSV_ID_COLUMNS = ("image_id", "image", "filename", "file_name", "file", "image_name", "image_path", "path", "img", "id")
 CSV_LABEL_COLUMNS = ("label", "class", "category", "class_name", "labels", "target")
 REFUSED_LINK = "symlink outside the dataset; refused"
+SPECIAL_FILE = "not a regular file (a pipe, device or socket); refused"
 NOT_AN_IMAGE = "not an image (content is not JPEG, PNG, BMP, GIF or WebP)"
 # Files whose content is not an image are decoded for a precise message only when smaller than this.
 _MAX_BYTES_TO_EXPLAIN = 64 << 20
@@ -129,7 +131,8 @@ def load_dataset(config: DatasetConfig, check_images: bool = True, workdir: str 
     classes = sorted(usable["label"].unique())
     duplicates = _find_duplicates(usable)
     warnings += _duplicate_warnings(duplicates, usable) + _class_size_warnings(usable, classes)
-    problems = [{"file": file, "problem": problem} for file, problem
+    warnings = [display_name(warning) for warning in warnings]
+    problems = [{"file": file, "problem": display_name(problem)} for file, problem
                 in table.loc[table["status"] == "problem", ["file", "problem"]].itertuples(index=False)]
     return Dataset(root, table, classes, problems, warnings, duplicates, layout, source)
 
@@ -212,6 +215,8 @@ def _walk(root: Path, folder: Path, all_files: bool = False) -> list[tuple[Path,
                 folders.append(path)
             elif entry.is_file(follow_symlinks=False) and (all_files or _worth_opening(path)):
                 found.append((path, ""))
+            elif not entry.is_file(follow_symlinks=False) and (all_files or _worth_opening(path)):
+                found.append((path, SPECIAL_FILE))  # a pipe, device or socket: listed as a problem, never opened
     return sorted(found)
 
 
@@ -224,6 +229,8 @@ def _follow_link(root: Path, path: Path, all_files: bool) -> list[tuple[Path, st
         return [(path, REFUSED_LINK)]
     if target.is_dir() or not (all_files or _worth_opening(path)):
         return []
+    if target.exists() and not target.is_file():  # opening a pipe would wait for a writer forever
+        return [(path, SPECIAL_FILE)]
     return [(path, "")]
 
 
@@ -259,7 +266,7 @@ def _list_class_folders(root: Path, folder: Path, split: str | None) -> tuple[li
                                      path.suffix.lower() in IMAGE_EXTENSIONS, problem))
     warnings = [f"{loose} image(s) directly in {folder} are not in a class folder and are ignored; move them into "
                 "a folder named after their class"] if loose else []
-    class_folders = {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+    class_folders = {display_name(p.name) for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
                      and p.name != "__MACOSX"}
     return candidates, warnings, class_folders
 
@@ -397,10 +404,11 @@ def _examine_all(candidates: list[_Candidate], check_images: bool,
         results = pool.map(lambda candidate: _examine(candidate, check_images), candidates)
         for candidate, (is_image, sha256, problem) in zip(candidates, results, strict=True):
             meter.advance()
-            if is_image:
-                rows.append({"path": str(candidate.path), "file": candidate.file, "label": candidate.label,
+            if is_image:  # names shown and stored as text: bytes that are not UTF-8 become \xNN
+                rows.append({"path": str(candidate.path), "file": display_name(candidate.file),
+                             "label": display_name(candidate.label),
                              "split": candidate.split or "", "sha256": sha256,
-                             "status": "problem" if problem else "ok", "problem": problem})
+                             "status": "problem" if problem else "ok", "problem": display_name(problem)})
     return rows
 
 
@@ -409,12 +417,14 @@ def _examine(candidate: _Candidate, check_images: bool) -> tuple[bool, str, str]
     if candidate.problem:
         return True, "", candidate.problem
     try:
-        with open(candidate.path, "rb") as handle:
+        with _open_regular(candidate.path) as handle:
             head = handle.read(16)
             if not _has_image_signature(head):
                 return candidate.expected_image, "", _why_not_an_image(candidate.path) \
                     if candidate.expected_image else ""
             data = head + handle.read()
+    except _NotRegular:
+        return True, "", SPECIAL_FILE
     except OSError as err:
         return candidate.expected_image, "", f"cannot read the file ({err.strerror or err})"
     sha256 = hashlib.sha256(data).hexdigest()
@@ -424,6 +434,20 @@ def _examine(candidate: _Candidate, check_images: bool) -> tuple[bool, str, str]
         except ImageProblem as problem:
             return True, sha256, str(problem)
     return True, sha256, ""
+
+
+class _NotRegular(OSError):
+    pass
+
+
+def _open_regular(path: Path):
+    """Open a file for reading only if it is a regular file; a pipe opened without O_NONBLOCK waits forever
+    (one swapped in after the listing included)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _NotRegular(path)
+    return os.fdopen(fd, "rb")
 
 
 def _assign_splits(rows: list[dict[str, Any]], validation_percentage: float, testing_percentage: float) -> None:
@@ -468,18 +492,7 @@ def load_overrides(path: str | Path | None) -> dict:
     """The per-image decisions {"drop": [file, ...], "relabel": {file: label}}; empty when there are none yet."""
     if path is None:
         return {"drop": [], "relabel": {}}
-    try:
-        data = read_json(path, default={})
-    except json.JSONDecodeError as err:
-        raise RetrainError(f"{path}: overrides file is not valid JSON ({err}); fix it or delete it to start "
-                           "over") from None
-    except OSError as err:
-        raise RetrainError(f"{path}: cannot read the overrides file ({err.strerror or err})") from None
-    drop, relabel = (data.get("drop", []), data.get("relabel", {})) if isinstance(data, dict) else (None, None)
-    if not isinstance(drop, list) or not isinstance(relabel, dict):
-        raise RetrainError(f"{path}: overrides file must look like {{\"drop\": [files], \"relabel\": "
-                           "{file: label}}; fix it or delete it to start over")
-    return {"drop": sorted({str(file) for file in drop}), "relabel": {str(k): str(v) for k, v in relabel.items()}}
+    return read_overrides(path)
 
 
 def save_override(path: str | Path, file: str, drop: bool = False, label: str | None = None) -> None:
@@ -513,7 +526,10 @@ def _apply_overrides(rows: list[dict[str, Any]], overrides: dict) -> list[str]:
 
 
 def _to_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    table = pd.DataFrame(rows, columns=COLUMNS).astype(str)
+    # "path" stays a Python object column: a file name's bytes that are not UTF-8 (kept as lone surrogates,
+    # so the file can still be opened) cannot go into pandas' Arrow-backed strings.
+    table = pd.DataFrame(rows, columns=COLUMNS, dtype=object)
+    table = table.astype({column: str for column in COLUMNS if column != "path"})
     return table.sort_values(["label", "file"], kind="stable").reset_index(drop=True)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.files import read_json, write_json_atomic
+from pipeline.files import write_json_atomic
 
 
 @dataclass
@@ -55,14 +55,10 @@ class Report:
 
     @classmethod
     def load(cls, path: str | Path) -> Report:
-        data = read_json(path)
-        if data is None:
-            raise FileNotFoundError(path)
-        known = {name: data.pop(name) for name in list(cls.__dataclass_fields__) if name in data}
-        known["per_class"] = {k: ClassScores(**v) for k, v in known["per_class"].items()}
-        known["misclassified"] = [Prediction(**m) for m in known["misclassified"]]
-        known["predictions"] = [Prediction(**m) for m in known.get("predictions", [])]
-        return cls(**known, extra=data)
+        """A saved report.json, its shape checked (pipeline.records.DamagedFile names what is wrong)."""
+        from pipeline.records import read_report
+
+        return read_report(path)
 
     def table(self) -> str:
         """A readable per-class table with the headline numbers, for the terminal."""

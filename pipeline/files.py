@@ -6,8 +6,11 @@ the new one, never half of one, because rename within a folder is atomic on POSI
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,9 +37,74 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     write_bytes_atomic(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
 
 
-def read_json(path: str | Path, default: Any = None) -> Any:
-    """The JSON in `path`, or `default` when the file does not exist yet."""
+def write_json_in_place(path: str | Path, data: Any) -> None:
+    """Overwrite `path` with `data` as JSON without a temporary copy: the fallback when the disk is full.
+
+    Not atomic — a reader may catch it half-written and reads it as damaged — but rewriting a small
+    file's own blocks needs no free space, where the atomic write's temporary copy does.
+    """
+    encoded = (json.dumps(data, indent=2, default=str) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        return default
+        os.write(fd, encoded)
+        os.ftruncate(fd, len(encoded))
+    finally:
+        os.close(fd)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """True for the errors a full disk (or an exhausted quota) raises, from the OS or from SQLite."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "disk is full" in str(error) or "No space left" in str(error)
+
+
+def looks_like_disk_full(error: BaseException, where: str | Path) -> bool:
+    """True when `error` says the disk is full, or came while the disk holding `where` has under 1 MB free
+    (SQLite and TensorFlow report a full disk as a generic I/O error)."""
+    return is_disk_full(error) or free_mb(where) < 1.0
+
+
+def free_mb(path: str | Path) -> float:
+    """Free space, in MB, on the disk holding `path` (or its nearest existing parent)."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free / (1 << 20)
+    except OSError:
+        return 0.0
+
+
+def disk_full_message(where: str | Path, needed_mb: float | None = None) -> str:
+    """One line for a full disk: which folder, how much is free, how much more is needed (when known)."""
+    need = f"free about {max(needed_mb, 0.1):,.1f} MB" if needed_mb else "free some space"
+    return (f"the disk holding {display_name(where)} is full ({free_mb(where):,.1f} MB free): {need}, then run "
+            "again — everything written so far is kept")
+
+
+def display_name(path: str | Path) -> str:
+    """A file name safe to print, store as JSON text or show in the app: bytes that are not UTF-8 (which
+    Python keeps as lone surrogates) are written as \\xNN, so two different names stay different."""
+    text = os.fspath(path)
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that did not come from a file name
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def describe_write_error(error: BaseException, where: str | Path) -> str:
+    """One line for an error met while writing under `where`: a full disk says so with free space, other
+    OS errors name the file and the reason."""
+    if is_disk_full(error):
+        return disk_full_message(where)
+    if isinstance(error, OSError):
+        target = display_name(error.filename) if error.filename else display_name(where)
+        return f"cannot write {target} ({error.strerror or error}); check the folder's permissions and free space"
+    return f"cannot write under {display_name(where)} ({error})"
+
+
+def from_display_name(text: str) -> str:
+    """The file name `display_name` showed as `text`: each \\xNN (80-ff) back to the byte it stood for."""
+    return re.sub(r"\\x([89a-fA-F][0-9a-fA-F])", lambda match: chr(0xDC00 + int(match.group(1), 16)), text)

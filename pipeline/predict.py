@@ -9,6 +9,7 @@ import numpy as np
 
 from pipeline.errors import ImageProblem, RetrainError
 from pipeline.images import bytes_for_model, load_for_model, prepare_for_model
+from pipeline.records import load_model_and_labels
 
 BATCH = 32
 
@@ -17,7 +18,6 @@ class Predictor:
     """A run's exported model.keras and labels.txt, ready to answer."""
 
     def __init__(self, run_dir: str | Path):
-        import keras
         import tensorflow as tf
 
         run_dir = Path(run_dir)
@@ -25,8 +25,7 @@ class Predictor:
         for path in (model_path, labels_path):
             if not path.exists():
                 raise RetrainError(f"{path} not found: is {run_dir} a finished run with the keras export?")
-        self.labels = [line for line in labels_path.read_text().splitlines() if line]
-        self.model = keras.saving.load_model(model_path)
+        self.model, self.labels = load_model_and_labels(model_path, labels_path)
         self.input_size = int(self.model.input_shape[1])
         # One compiled graph for any batch size: no per-call retracing, ~ms per image.
         self._forward = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True,

@@ -7,6 +7,7 @@ batch with everything cached so far kept.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -23,6 +24,7 @@ from pipeline.config import RunConfig
 from pipeline.dataset import Dataset, load_dataset, require_trainable
 from pipeline.errors import RetrainError, RunCancelled
 from pipeline.evaluate import Report, build_report
+from pipeline.files import describe_write_error, disk_full_message, looks_like_disk_full
 from pipeline.images import load_for_model
 from pipeline.progress import Progress, ProgressCallback
 from pipeline.runs import RunDir, cache_root, job_slot, max_jobs, process_started
@@ -83,8 +85,36 @@ class RunContext:
 
 
 def retrain(config: RunConfig, run_dir: str | Path, echo: ProgressCallback | None = None) -> Report:
-    """Run the whole job into run_dir, keeping status.json true at every step."""
+    """Run the whole job into run_dir, keeping status.json true at every step.
+
+    Refused before anything is written when run_dir is not a run folder of ours or another run is
+    writing into it. A full disk ends the run as failed with a message saying where and how much.
+    """
     run = RunDir(run_dir)
+    with run.claim(config.to_dict()):
+        try:
+            return _retrain(config, run, echo)
+        except Exception as error:
+            message = _machine_problem(error, run)
+            if message is None:
+                raise
+            with contextlib.suppress(OSError):
+                run.write_status("failed", message=message)
+            raise RetrainError(message) from None
+
+
+def _machine_problem(error: Exception, run: RunDir) -> str | None:
+    """What a full disk, or a read-only or vanished folder, did to the run, in one line; None for anything
+    else (a RetrainError says itself; other errors are bugs and keep their traceback in run.log)."""
+    if isinstance(error, RetrainError) or not (isinstance(error, OSError) or looks_like_disk_full(error, run.path)):
+        return None
+    where = getattr(error, "filename", None) or run.path
+    if looks_like_disk_full(error, where):
+        return f"the run stopped: {disk_full_message(where, run.needed_mb)}"
+    return f"the run stopped: {describe_write_error(error, where)}"
+
+
+def _retrain(config: RunConfig, run: RunDir, echo: ProgressCallback | None) -> Report:
     run.path.mkdir(parents=True, exist_ok=True)
     run.clear_outputs()
     config.output.output_dir = str(run.path)
@@ -131,6 +161,7 @@ def _run_stages(context: RunContext) -> Report:
     require_trainable(dataset)
     context.status("caching", 0.0, f"loading the {config.train.architecture} backbone")
     backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer)
+    context.run.needed_mb = _space_needed_mb(dataset, backbone, config)
     context.check_stop()
     features = _cache_features(context, dataset, backbone)
     labels = dataset.classes  # sorted, and kept current when images fail to decode
@@ -148,6 +179,18 @@ def _run_stages(context: RunContext) -> Report:
     report.extra["cache"] = features.cache_summary
     report.save(context.run.report)
     return report
+
+
+def _space_needed_mb(dataset: Dataset, backbone, config: RunConfig) -> float | None:
+    """A rough upper bound of what the run writes: a bottleneck per image and copy, and each export
+    about the size of the backbone's weights. Only for a full disk's message."""
+    try:
+        weights = backbone.model.count_params() * 4
+    except Exception:  # the estimate must never be what fails a run
+        return None
+    copies = 1 + max(config.augment.augment_copies, 1 if config.augment.class_size else 0)
+    cached = len(dataset.usable()) * copies * backbone.feature_dim * 4
+    return (cached + weights * len(config.output.export_formats)) / (1 << 20)
 
 
 @dataclass

@@ -9,7 +9,6 @@ browser tab, a second tab, or a restarted app all see the same run.
 from __future__ import annotations
 
 import contextlib
-import csv
 import fcntl
 import os
 import shutil
@@ -22,11 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import RetrainError, RunCancelled
-from pipeline.files import read_json, write_json_atomic
+from pipeline.files import describe_write_error, display_name, is_disk_full, write_json_atomic, write_json_in_place
+from pipeline.records import DamagedFile, read_metrics, read_status
 
 STATES = ("queued", "caching", "augmenting", "training", "evaluating", "exporting", "done", "failed", "cancelled")
-FINISHED = {"done", "failed", "cancelled"}
+# "unknown" is never written: it is what a damaged status.json reads as. Nothing is known to run it, so it
+# counts as finished (it can be deleted or rerun, and takes no place in a queue).
+UNKNOWN = "unknown"
+FINISHED = {"done", "failed", "cancelled", UNKNOWN}
 METRIC_COLUMNS = ["step", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "elapsed_seconds"]
+# The file that makes a folder a run folder: written when a run first claims a folder, and locked by the run
+# writing into it. A folder without it that holds anything is not ours, and nothing in it is touched.
+RUN_MARKER = ".retrain-studio-run"
 
 
 def cache_root() -> Path:
@@ -46,9 +52,64 @@ class RunDir:
         self.log = self.path / "run.log"
         self.logs_dir = self.path / "logs"
         self.cancel_request = self.path / "cancel-requested"
+        self.marker = self.path / RUN_MARKER
+        self.needed_mb: float | None = None  # disk space the run expects to write, for a full disk's message
 
     # What a run writes; cleared when a run starts again in the same folder, so old and new never mix.
     OUTPUTS = ("metrics.csv", "report.json", "model.keras", "model.tflite", "labels.txt", "saved_model", "logs")
+
+    def is_ours(self) -> bool:
+        """True when the folder carries our run marker."""
+        return self.marker.is_file()
+
+    @contextlib.contextmanager
+    def claim(self, config: dict[str, Any] | None = None) -> Iterator[None]:
+        """Hold this folder for one run: refused, touching nothing, when it is not ours or another run has it.
+
+        Ours means: new, empty, carrying RUN_MARKER, or holding only a config.json equal to `config` (a
+        folder prepared for `python -m pipeline run`). The lock is an flock on the marker, so the kernel
+        frees it when the run's process ends, however it ends.
+        """
+        self._refuse_if_foreign(config)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.marker, "a+")
+        except OSError as error:
+            raise RetrainError(f"cannot start a run in {display_name(self.path)}: "
+                               f"{describe_write_error(error, self.path)}") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            raise RetrainError(f"{display_name(self.path)}: another run{f' (pid {holder})' if holder else ''} is "
+                               "writing into this folder now; wait for it to finish, or choose another "
+                               "--output_dir") from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            yield
+        finally:
+            handle.close()  # releases the lock
+
+    def _refuse_if_foreign(self, config: dict[str, Any] | None) -> None:
+        try:
+            entries = sorted(os.listdir(self.path))
+        except FileNotFoundError:
+            return
+        except NotADirectoryError:
+            raise RetrainError(f"{display_name(self.path)} is a file, not a folder; choose a new or empty folder "
+                               "for the run") from None
+        if not entries or RUN_MARKER in entries or (entries == ["config.json"] and config is not None
+                                                     and _same_settings(self.config, config)):
+            return
+        raise RetrainError(f"{display_name(self.path)} already holds files ({len(entries)} entries, e.g. "
+                           f"{display_name(entries[0])}) and is not a Retrain Studio run folder; nothing in it was "
+                           f"touched. Choose a new or empty --output_dir (a run folder of an older version: create "
+                           f"an empty file {RUN_MARKER} in it)")
 
     def clear_outputs(self) -> None:
         for name in self.OUTPUTS:
@@ -63,15 +124,25 @@ class RunDir:
         return self.path.name
 
     def status(self) -> dict[str, Any]:
-        """The last status written, or an empty dict for a run that has not started."""
-        return read_json(self.status_file, default={}) or {}
+        """The last status written, {} for a run that has not started, or state "unknown" (with the
+        problem as its message) when status.json is damaged."""
+        try:
+            return read_status(self.status_file, STATES)
+        except DamagedFile as damaged:
+            return {"state": UNKNOWN, "message": str(damaged), "damaged": True}
 
     def write_status(self, state: str, progress: float | None = None, step: str = "", message: str = "",
                      **details: Any) -> None:
-        """Replace status.json in one atomic step, keeping when the run started."""
+        """Replace status.json in one atomic step, keeping when the run started.
+
+        On a full disk (no room for the temporary copy) the file is overwritten in place instead: a
+        run that fails because the disk filled must still be able to say so.
+        """
         if state not in STATES:
             raise ValueError(f"unknown run state {state!r}")
         previous = self.status()
+        if previous.get("damaged"):
+            previous = {}
         now = time.time()
         if progress is None:
             progress = previous.get("progress", 0.0)
@@ -81,7 +152,12 @@ class RunDir:
         if state in FINISHED:
             status["finished"] = now
         status.update(details)
-        write_json_atomic(self.status_file, status)
+        try:
+            write_json_atomic(self.status_file, status)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            write_json_in_place(self.status_file, status)
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         """Add one row to metrics.csv (header on first write); one write call per row."""
@@ -91,16 +167,20 @@ class RunDir:
             handle.write((",".join(METRIC_COLUMNS) + "\n" if new else "") + line + "\n")
 
     def read_metrics(self) -> list[dict[str, float | None]]:
-        """metrics.csv as rows of numbers (a half-written last line is skipped)."""
-        if not self.metrics.exists():
-            return []
-        rows = []
-        with open(self.metrics) as handle:
-            for row in csv.DictReader(handle):
-                if None in row.values() or len(row) != len(METRIC_COLUMNS):
-                    continue
-                rows.append({key: float(value) if value else None for key, value in row.items()})
-        return rows
+        """metrics.csv as rows of numbers (a half-written last line is skipped); DamagedFile when damaged."""
+        return read_metrics(self.metrics, METRIC_COLUMNS)
+
+
+def _same_settings(config_file: Path, config: dict[str, Any]) -> bool:
+    """True when `config_file` holds the same settings as `config` (where the outputs go aside)."""
+    from pipeline.records import read_config
+
+    try:
+        saved = read_config(config_file).to_dict()
+    except RetrainError:
+        return False
+    return {**saved, "output": {**saved["output"], "output_dir": None}} == \
+        {**config, "output": {**config["output"], "output_dir": None}}
 
 
 def refreshed_status(run: RunDir) -> dict[str, Any]:
@@ -116,8 +196,10 @@ def refreshed_status(run: RunDir) -> dict[str, Any]:
     if run.cancel_request.exists():
         run.write_status("cancelled", message="cancelled before it got going")
     else:
-        run.write_status("failed", message="the run's process ended unexpectedly (killed or out of memory); "
-                                           "start it again — cached bottlenecks are kept")
+        stage = status.get("state", "")
+        run.write_status("failed", message=f"interrupted: the run's process (pid {status.get('pid')}) died while "
+                                           f"{stage} (killed or out of memory); start it again — cached "
+                                           "bottlenecks are kept", interrupted=stage)
     return run.status()
 
 
@@ -156,6 +238,7 @@ def launch_run(run_dir: str | Path, env: dict[str, str] | None = None) -> int:
     run = RunDir(run_dir)
     if not run.config.exists():
         raise RetrainError(f"{run.config}: no config.json in the run directory")
+    run.marker.touch()  # the caller made this folder for the run (the app's start_run): it is ours
     run.cancel_request.unlink(missing_ok=True)  # a new start; an old cancel does not carry over
     run.write_status("queued", progress=0.0, step="waiting to start", pid=0)
     with open(run.log, "ab") as log:

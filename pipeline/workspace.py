@@ -17,6 +17,7 @@ Nothing here imports Streamlit or TensorFlow: the pages call these functions, an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -37,13 +38,28 @@ import pandas as pd
 
 from pipeline.archive import archive_root, safe_extract
 from pipeline.augment import copies_per_class
-from pipeline.config import AugmentConfig, DatasetConfig, RunConfig, TrainConfig, apply_preset, env_whole_number
+from pipeline.config import (
+    AugmentConfig,
+    DatasetConfig,
+    RunConfig,
+    TrainConfig,
+    apply_preset,
+    env_whole_number,
+    section_from_dict,
+)
 from pipeline.dataset import Dataset, load_overrides, save_override
 from pipeline.errors import RetrainError
 from pipeline.evaluate import Prediction
-from pipeline.files import read_json, write_bytes_atomic, write_json_atomic
+from pipeline.files import (
+    describe_write_error,
+    display_name,
+    from_display_name,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from pipeline.images import center_square, load_image
 from pipeline.progress import Progress, ProgressCallback
+from pipeline.records import DamagedFile, read_config, read_workspace_state
 from pipeline.runs import FINISHED, RunDir, cache_root, launch_run, list_runs, refreshed_status
 
 if TYPE_CHECKING:
@@ -135,12 +151,31 @@ class Workspace:
         return self.path / "predictions"
 
     def state(self) -> dict[str, Any]:
-        """The saved state: dataset (DatasetConfig dict), dataset_summary, run (name), config (RunConfig dict)."""
-        state = read_json(self.path / STATE_FILE, default={})
-        return state if isinstance(state, dict) else {}
+        """The saved state: dataset (DatasetConfig dict), dataset_summary, run (name), config (RunConfig dict).
+
+        Empty when workspace.json is damaged (`damage()` says how); keys of the wrong shape are left out.
+        """
+        try:
+            return read_workspace_state(self.path / STATE_FILE)
+        except DamagedFile:
+            return {}
+
+    def damage(self) -> str | None:
+        """What is wrong with workspace.json, or None when it is fine (or not written yet)."""
+        try:
+            read_workspace_state(self.path / STATE_FILE)
+        except DamagedFile as damaged:
+            return str(damaged)
+        return None
 
     def update_state(self, **changes: Any) -> dict[str, Any]:
-        """Change some keys of workspace.json (atomically) and return the new state."""
+        """Change some keys of workspace.json (atomically) and return the new state.
+
+        A damaged workspace.json is renamed aside first (kept, never overwritten).
+        """
+        if self.damage():
+            state_file = self.path / STATE_FILE
+            state_file.rename(state_file.with_name(f"{STATE_FILE}.damaged-{time.time_ns()}"))
         state = {**self.state(), **changes}
         write_json_atomic(self.path / STATE_FILE, state)
         return state
@@ -180,6 +215,9 @@ def resolve_server_folder(folder: str, root: Path | None = None) -> Path:
     if ".." in Path(text).parts:
         raise RetrainError(f"'{text}': '..' is not allowed; choose a folder inside the data folder {root}")
     candidate = Path(text).expanduser()
+    with contextlib.suppress(OSError):
+        if not (candidate if candidate.is_absolute() else root / candidate).exists():
+            candidate = Path(from_display_name(text)).expanduser()  # a name listed with \xNN for non-UTF-8 bytes
     resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
     if not resolved.is_relative_to(root):
         raise RetrainError(f"'{text}' is outside the data folder {root} (or links out of it); only folders "
@@ -197,7 +235,7 @@ def resolve_server_folder(folder: str, root: Path | None = None) -> Path:
 def list_server_folders(root: Path | None = None) -> list[str]:
     """Top-level folders under the data root that could be datasets (not workspaces/ or hidden ones)."""
     root = (root or data_root()).resolve()
-    return [path.name for path in sorted(root.iterdir())
+    return [display_name(path.name) for path in sorted(root.iterdir())
             if path.is_dir() and path.name != WORKSPACES and not path.name.startswith(".")
             and path.resolve().is_relative_to(root) and not (root / WORKSPACES).is_relative_to(path.resolve())]
 
@@ -301,7 +339,7 @@ def dataset_name(config: DatasetConfig, workspace: Workspace | None = None) -> s
         first = path.relative_to(workspace.uploads).parts[0]
         name = re.sub(r"^[0-9a-f]{12}-", "", first).removesuffix(".unpacked")
         return name.removesuffix(".zip") + (" (CSV)" if config.label_csv else "")
-    return path.stem if path.suffix.lower() == ".zip" else path.name
+    return display_name(path.stem if path.suffix.lower() == ".zip" else path.name)
 
 
 def dataset_root(config: DatasetConfig) -> Path:
@@ -347,7 +385,7 @@ def dataset_config(workspace: Workspace) -> DatasetConfig | None:
     saved = workspace.state().get("dataset")
     if not saved:
         return None
-    config = DatasetConfig(**saved)
+    config = section_from_dict(DatasetConfig, saved)
     if not config.overrides:  # chosen before decisions existed
         config = with_overrides(workspace, config)
         workspace.update_state(dataset=dataclasses.asdict(config))
@@ -456,15 +494,18 @@ def start_run(workspace: Workspace, config: RunConfig) -> RunDir:
         raise RetrainError(f"this workspace already has {len(waiting)} runs queued or training, the most it may "
                            "have; wait for one to finish, or cancel one")
     run = RunDir(workspace.runs / new_run_name())
-    run.path.mkdir(parents=True)
-    if dataset.overrides and Path(dataset.overrides).is_file():
-        shutil.copyfile(dataset.overrides, run.path / "overrides.json")
-        config.dataset.overrides = str(run.path / "overrides.json")
-    else:
-        config.dataset.overrides = None
-    config.output.output_dir = str(run.path)
-    config.save(run.config)
-    launch_run(run.path)
+    try:
+        run.path.mkdir(parents=True)
+        if dataset.overrides and Path(dataset.overrides).is_file():
+            shutil.copyfile(dataset.overrides, run.path / "overrides.json")
+            config.dataset.overrides = str(run.path / "overrides.json")
+        else:
+            config.dataset.overrides = None
+        config.output.output_dir = str(run.path)
+        config.save(run.config)
+        launch_run(run.path)
+    except OSError as error:  # a full disk, most likely: say so on the page, not as a traceback
+        raise RetrainError(f"the run could not be started: {describe_write_error(error, run.path)}") from None
     workspace.update_state(run=run.name)
     return run
 
@@ -498,7 +539,7 @@ def forget_missing_run(workspace: Workspace) -> str | None:
 def run_summary(run: RunDir) -> dict[str, Any]:
     """One row of the Runs table: name, state, accuracy, duration, backbone, epochs, dataset, started."""
     status = refreshed_status(run)
-    config = read_json(run.config, default={}) or {}
+    config = _config_dict(run)
     train, dataset = config.get("train", {}), config.get("dataset", {})
     started, finished = status.get("started"), status.get("finished") or status.get("updated")
     accuracy = status.get("test_accuracy")
@@ -508,6 +549,14 @@ def run_summary(run: RunDir) -> dict[str, Any]:
             "backbone": Path(train.get("architecture") or "").name, "epochs": train.get("epochs"),
             "dataset": Path(dataset.get("image_dir") or dataset.get("zip") or "").name.removesuffix(".unpacked"),
             "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else ""}
+
+
+def _config_dict(run: RunDir) -> dict[str, Any]:
+    """A run's config.json as checked sections, or {} when it is damaged (the run's state says so)."""
+    try:
+        return read_config(run.config).to_dict()
+    except DamagedFile:
+        return {}
 
 
 def is_active(status: dict[str, Any]) -> bool:
@@ -522,7 +571,7 @@ def is_waiting_for_slot(status: dict[str, Any]) -> bool:
 
 def config_differences(first: RunDir, second: RunDir) -> list[dict[str, Any]]:
     """The settings two runs differ in: [{setting, first, second}] (output paths left out)."""
-    a, b = (read_json(run.config, default={}) or {} for run in (first, second))
+    a, b = (_config_dict(run) for run in (first, second))
     rows = []
     for section in ("dataset", "augment", "train"):
         for key in sorted(set(a.get(section, {})) | set(b.get(section, {}))):

@@ -447,7 +447,7 @@ def test_overrides_for_files_that_are_gone_are_warned_about(tmp_path):
 def test_damaged_overrides_file_is_a_clear_error(tmp_path):
     root = make_class_folders(tmp_path / "data", {"red": 2})
     (tmp_path / "overrides.json").write_text("{not json")
-    with pytest.raises(RetrainError, match=r"overrides.json: overrides file is not valid JSON"):
+    with pytest.raises(RetrainError, match=r"overrides.json: is damaged \(not valid JSON"):
         load(root, overrides=str(tmp_path / "overrides.json"))
 
 

@@ -212,7 +212,7 @@ def test_status_of_a_dead_process_becomes_failed_and_a_reused_pid_is_not_alive(t
     dead.wait()
     run.write_status("training", 0.5, "training", pid=dead.pid, pid_started="1")
     assert refreshed_status(run)["state"] == "failed"
-    assert "ended unexpectedly" in run.status()["message"]
+    assert "interrupted" in run.status()["message"] and "died while training" in run.status()["message"]
     me = os.getpid()
     assert process_alive(me, process_started(me)) and not process_alive(me, "12345")  # same pid, other start
 
