@@ -10,6 +10,7 @@ import json
 import math
 import os
 import runpy
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,14 @@ from pipeline.workspace import (
     dataset_config,
     dataset_name,
     decision_text,
+    dispatch_queue,
+    expire_now_and_then,
     forget_missing_run,
     is_valid_token,
     is_waiting_for_slot,
     new_token,
     open_workspace,
+    queue_place,
     record_decision,
     save_working_config,
     thumbnail,
@@ -72,6 +76,7 @@ def open_session_workspace() -> Workspace | None:
     if st.query_params.get("ws") != token:
         st.query_params["ws"] = token
     try:
+        expire_now_and_then()  # idle workspaces of other sessions, at most once an hour
         return open_workspace(token)
     except (RetrainError, OSError) as error:
         st.error(f"Cannot open this workspace: {error}")
@@ -249,6 +254,24 @@ def require_finished_run(ws: Workspace) -> RunDir:
     return run
 
 
+def keep_queue_moving() -> None:
+    """Start queued runs whose turn has come (runs also do this as they end; this covers a run that died)."""
+    try:
+        dispatch_queue()
+    except (RetrainError, OSError, sqlite3.Error) as error:
+        st.warning(f"The training queue cannot be read: {error}", icon=":material/warning:")
+
+
+def queue_words(place) -> str:
+    """'number 2 in line (3 waiting, 1 training), starts in about 4 min' for a pipeline.run_queue.Place."""
+    words = f"number {place.position} in line ({place.waiting} waiting, {place.running} training)"
+    if place.estimate_seconds is None:
+        return words + "; no estimate until a run has finished"
+    if place.estimate_seconds < 30:
+        return words + ", starts any moment now (estimated from recent runs)"
+    return words + f", starts in about {max(round(place.estimate_seconds / 60), 1)} min (estimated from recent runs)"
+
+
 def state_text(status: dict) -> tuple[str, str]:
     """(icon, words) for a run's state."""
     state = "waiting" if is_waiting_for_slot(status) else status.get("state", "")
@@ -267,10 +290,14 @@ def sidebar(ws: Workspace) -> None:
         else:
             st.caption("None yet — start on the Dataset page.")
         st.markdown("##### Run")
+        keep_queue_moving()
         run = current_run(ws)
         if run:
-            icon, words = state_text(refreshed_status(run))
+            status = refreshed_status(run)
+            icon, words = state_text(status)
             st.markdown(f"{icon} **{words}**  \n`{run.name}`")
+            if is_waiting_for_slot(status) and (place := queue_place(run)):
+                st.caption(queue_words(place).capitalize())
         else:
             st.caption("No run yet.")
         st.caption("Bookmark this page's address to come back to your dataset and runs.")

@@ -8,7 +8,15 @@ from pages import common
 from pipeline.dataset import require_trainable
 from pipeline.errors import RetrainError
 from pipeline.runs import RunDir, cancel_run, refreshed_status
-from pipeline.workspace import find_run, is_active, is_waiting_for_slot, start_run, working_config, workspace_runs
+from pipeline.workspace import (
+    find_run,
+    is_active,
+    is_waiting_for_slot,
+    queue_place,
+    start_run,
+    working_config,
+    workspace_runs,
+)
 
 REFRESH_SECONDS = 1.5
 
@@ -51,8 +59,10 @@ def draw(run: RunDir) -> dict:
     st.subheader(words, anchor=False)
     st.caption(f"Run `{run.name}`")
     if is_waiting_for_slot(status):
-        st.info("Waiting for a free training slot: another run is training now. This one starts by itself when "
-                "the slot frees up.", icon=":material/hourglass_top:")
+        place = queue_place(run)
+        st.info("Waiting for a free training slot: " + (common.queue_words(place) if place else
+                "another run is training now") + ". This one starts by itself when its turn comes.",
+                icon=":material/hourglass_top:")
     if is_active(status):
         st.progress(min(max(status.get("progress", 0.0), 0.0), 1.0), text=status.get("step") or words)
     rows = run.read_metrics()
@@ -91,6 +101,7 @@ def live(run_name: str) -> None:
     run = find_run(ws, run_name)
     if run is None:  # deleted in another tab: the full page says so
         st.rerun()
+    common.keep_queue_moving()
     status = draw(run)
     seen, st.session_state["live_state"] = st.session_state.get("live_state"), status.get("state")
     if not is_active(status) or (seen and seen != status.get("state")):

@@ -87,6 +87,15 @@ def data_root() -> Path:
     return root
 
 
+def use_hosted_defaults() -> None:
+    """Settings for a server open to strangers, unless the operator set them: a lower image size cap, and
+    freed image memory given back to the system (see pipeline.images), for this process and its runs."""
+    from pipeline.images import HOSTED_MAX_PIXELS, return_freed_memory
+
+    os.environ.setdefault("RETRAIN_STUDIO_MAX_PIXELS", str(HOSTED_MAX_PIXELS))
+    return_freed_memory()
+
+
 def samples_root() -> Path | None:
     """The folder of sample datasets (RETRAIN_STUDIO_SAMPLES), or None when unset or missing."""
     value = os.environ.get("RETRAIN_STUDIO_SAMPLES")
@@ -427,8 +436,8 @@ def thumbnail(path: str | Path, size: int = 160) -> np.ndarray:
     """A small square RGB copy of an image (its centre) for galleries; JPEGs are decoded at reduced size."""
     from PIL import Image
 
-    square = center_square(load_image(path, min_side=size))
-    return np.asarray(Image.fromarray(square).resize((size, size), Image.Resampling.BILINEAR))
+    return load_image(path, min_side=size, finish=lambda rgb: np.asarray(
+        Image.fromarray(center_square(rgb)).resize((size, size), Image.Resampling.BILINEAR)))
 
 
 # ---- Per-image decisions: drop or relabel, never touching the user's files ------------------------------------
