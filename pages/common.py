@@ -6,9 +6,11 @@ only moves values between st.session_state, the workspace files and the screen.
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import math
 import os
+import re
 import runpy
 import sqlite3
 from pathlib import Path
@@ -59,8 +61,23 @@ STATE_TEXT = {
     "failed": (":material/error:", "Failed"),
     "cancelled": (":material/cancel:", "Cancelled"),
 }
+# Every ASCII punctuation mark may be backslash-escaped in Markdown; escaped, none starts a link, image,
+# emphasis, directive (":red[...]", ":material/x:") or autolink ("http://", "www.").
+MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 # Float settings whose natural step is not 0.05.
 FLOAT_STEPS = {"learning_rate": 0.0005, "fine_tune_learning_rate": 1e-5, "rotation": 5.0, "shear": 5.0}
+
+
+# ---- User-supplied text: shown as plain text, never as live links or images ---------------------------------------
+
+def plain(value: Any) -> str:
+    """A user-supplied string (class, file, dataset name) for Markdown: every punctuation mark escaped, one line."""
+    return MARKDOWN_PUNCTUATION.sub(r"\\\1", " ".join(str(value).split()))
+
+
+def chart_text(value: Any) -> str:
+    """A user-supplied string for a plotly chart: its pseudo-HTML (<a href>, <b>) shown as the characters typed."""
+    return html.escape(str(value), quote=False)
 
 
 # ---- The session's workspace ------------------------------------------------------------------------------------
@@ -285,7 +302,7 @@ def sidebar(ws: Workspace) -> None:
         st.markdown("##### Dataset")
         summary = state.get("dataset_summary")
         if summary:
-            st.markdown(f":material/folder: **{summary['name']}**  \n{summary['images']} images · "
+            st.markdown(f":material/folder: **{plain(summary['name'])}**  \n{summary['images']} images · "
                         f"{summary['classes']} classes")
         else:
             st.caption("None yet — start on the Dataset page.")
@@ -371,6 +388,7 @@ def curves_figure(rows: list[dict], metric: str, by: str | None = None):
 
 def map_figure(points: pd.DataFrame):
     """The dataset map: a dot per photo coloured by class, likely mistakes ringed; hover names the photo."""
+    points = points.assign(label=points["label"].map(chart_text), file=points["file"].map(chart_text))
     fig = px.scatter(points, x="x", y="y", color="label", custom_data=["file"], render_mode="svg",
                      category_orders={"label": sorted(points["label"].unique())}, labels={"label": "class"},
                      color_discrete_sequence=px.colors.qualitative.D3)  # neighbouring classes in unlike colours
@@ -394,6 +412,7 @@ def map_figure(points: pd.DataFrame):
 
 def balance_figure(counts: pd.DataFrame):
     """Per-class training images now and after balancing, side by side."""
+    counts = counts.assign(**{"class": counts["class"].map(chart_text)})
     fig = px.bar(counts, x="class", y="images", color="when", barmode="group", text="images",
                  color_discrete_map={"now": "#94a3b8", "after balancing": "#2563eb"})
     fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 10, "b": 10}, legend_title_text="",
@@ -418,8 +437,8 @@ def decision_row(ws: Workspace, image: dict[str, Any], classes: list[str], overr
             left.image(shown, width=80)
     else:
         words, actions = st.container(), st.container()
-    guess = f" · looks like **{suggested}** ({image['suggested_probability']:.0%})" if suggested else ""
-    words.markdown(f"`{file}`  \nlabelled **{label}**{guess}")
+    guess = f" · looks like **{plain(suggested)}** ({image['suggested_probability']:.0%})" if suggested else ""
+    words.markdown(f"{plain(file)}  \nlabelled **{plain(label)}**{guess}")
     if decided := decision_text(overrides, file):
         words.caption(f":material/check_circle: {decided.capitalize()} (your photo is left as it is)")
         actions.button("Undo", key=f"undo-{key}", icon=":material/undo:", on_click=undo_decision, args=(ws, file))
@@ -428,7 +447,7 @@ def decision_row(ws: Workspace, image: dict[str, Any], classes: list[str], overr
     row.button("Drop from training", key=f"drop-{key}", icon=":material/block:", on_click=record_decision,
                args=(ws, file), kwargs={"drop": True})
     if suggested:
-        row.button(f"Relabel as {suggested}", key=f"relabel-{key}", icon=":material/label:",
+        row.button(f"Relabel as {plain(suggested)}", key=f"relabel-{key}", icon=":material/label:",
                    on_click=record_decision, args=(ws, file), kwargs={"label": suggested})
     others = [name for name in classes if name not in (label, suggested)]
     if others:

@@ -30,7 +30,7 @@ preset = ws.state().get("preset", "Quick")
 
 with st.container(border=True):
     cols = st.columns(4)
-    cols[0].markdown(f"**Dataset**  \n{summary.get('name', '—')}")
+    cols[0].markdown(f"**Dataset**  \n{common.plain(summary.get('name', '—'))}")
     cols[1].markdown(f"**Photos**  \n{len(dataset.usable()):,} in {len(dataset.classes)} classes")
     cols[2].markdown(f"**Backbone**  \n{config.train.architecture.rsplit('/', 1)[-1]}")
     cols[3].markdown(f"**Settings**  \n{preset}: up to {config.train.epochs} epochs")
@@ -84,7 +84,8 @@ def draw(run: RunDir) -> dict:
         left.plotly_chart(common.curves_figure(rows, "loss"), key=f"loss-{run.name}")
         right.plotly_chart(common.curves_figure(rows, "accuracy"), key=f"accuracy-{run.name}")
     if state == "failed":
-        st.error(f"The run failed: {status.get('message') or 'no reason was recorded'}", icon=":material/error:")
+        st.error(f"The run failed: {common.plain(status.get('message') or 'no reason was recorded')}",
+                 icon=":material/error:")
     elif state == "cancelled":
         st.warning(f"Cancelled: {status.get('message', '')}", icon=":material/cancel:")
     elif state == "done":

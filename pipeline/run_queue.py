@@ -237,14 +237,14 @@ class RunQueue:
     def place(self, run_dir: str | Path, max_jobs: int) -> Place | None:
         """Where a waiting run stands in line and about how long until it starts; None when it is not waiting."""
         with self._db() as db:
-            waiting = [row[0] for row in db.execute(
-                "SELECT run_dir FROM tickets WHERE state IN ('queued', 'starting') ORDER BY id")]
-            running = db.execute("SELECT started FROM tickets WHERE state = 'running'").fetchall()
+            waiting = [row[0] for row in db.execute("SELECT run_dir FROM tickets WHERE state = 'queued' ORDER BY id")]
+            started = db.execute("SELECT id, started FROM tickets WHERE state IN ('starting', 'running')").fetchall()
             recent = db.execute("SELECT finished - started FROM tickets WHERE state = 'finished' AND started "
                                 "IS NOT NULL AND finished IS NOT NULL ORDER BY finished DESC LIMIT ?",
                                 (RECENT_RUNS,)).fetchall()
         if str(run_dir) not in waiting:
             return None
+        running = [(when,) for ticket, when in started if self._lock_is_held(ticket)]
         position = waiting.index(str(run_dir)) + 1
         durations = [row[0] for row in recent if row[0] and row[0] > 0]
         estimate = None

@@ -262,28 +262,28 @@ def resolve_server_folder(folder: str, root: Path | None = None) -> Path:
         raise RetrainError(f"choose a folder under the data folder {root}")
     if "\x00" in text:
         raise RetrainError("a folder name cannot contain a NUL character")
+    shown = text if len(text) <= 80 else text[:77] + "..."
     try:
-        return _resolve_under_root(text, root)
+        return _resolve_under_root(text, shown, root)
     except OSError as error:  # a name too long for the file system, a loop of links, a folder we may not read
-        shown = text if len(text) <= 60 else text[:57] + "..."
         raise RetrainError(f"'{shown}' cannot be used as a folder: {error.strerror or error}") from None
 
 
-def _resolve_under_root(text: str, root: Path) -> Path:
+def _resolve_under_root(text: str, shown: str, root: Path) -> Path:
     if ".." in Path(text).parts:
-        raise RetrainError(f"'{text}': '..' is not allowed; choose a folder inside the data folder {root}")
+        raise RetrainError(f"'{shown}': '..' is not allowed; choose a folder inside the data folder {root}")
     candidate = Path(text).expanduser()
     resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
     if not resolved.is_relative_to(root):
-        raise RetrainError(f"'{text}' is outside the data folder {root} (or links out of it); only folders "
+        raise RetrainError(f"'{shown}' is outside the data folder {root} (or links out of it); only folders "
                            "inside it can be used")
     if (root / WORKSPACES).is_relative_to(resolved):
-        raise RetrainError(f"'{text}' is the data folder itself (or links to it), which holds the app's private "
+        raise RetrainError(f"'{shown}' is the data folder itself (or links to it), which holds the app's private "
                            "workspaces; choose one of the dataset folders inside it")
     if resolved.is_relative_to(root / WORKSPACES):
-        raise RetrainError(f"'{text}' is inside the app's private workspaces; upload a zip instead")
+        raise RetrainError(f"'{shown}' is inside the app's private workspaces; upload a zip instead")
     if not resolved.is_dir():
-        raise RetrainError(f"'{text}': no such folder under the data folder {root}")
+        raise RetrainError(f"'{shown}': no such folder under the data folder {root}")
     return resolved
 
 

@@ -10,6 +10,7 @@ that runs the real queue code around a sleep, so it needs no TensorFlow.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -197,3 +198,250 @@ def test_app_runs_wait_in_the_data_roots_queue_and_a_full_queue_refuses(root, mo
     assert len(list(second.runs.iterdir())) == 1, "a refused run leaves no folder"
     cancel_run(waiting[0].path)
     assert refreshed_status(waiting[0])["state"] == "cancelled" and queue_place(waiting[1]).position == 1
+
+
+def test_the_train_page_and_sidebar_show_a_waiting_runs_place(root, monkeypatch):
+    from imagegen import make_class_folders
+    from streamlit.testing.v1 import AppTest
+
+    from pipeline.workspace import app_queue, new_token, open_workspace, start_run, working_config
+
+    monkeypatch.setenv("RETRAIN_STUDIO_MAX_JOBS", "1")
+    images = make_class_folders(root / "colours", {"red": 3, "blue": 3})
+    queue = app_queue()
+    training = fake_runs(root / "elsewhere", 1)[0]  # a stranger's run holds the only slot
+    queue.submit(training)
+    ticket, _ = queue._claim_next()
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+                               str(queue.folder / "tickets" / f"{ticket}.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        token = new_token()
+        workspace = open_workspace(token)
+        workspace.update_state(dataset={"image_dir": str(images)})
+        run = start_run(workspace, working_config(workspace))
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+        at.query_params["ws"] = token
+        at.run()
+        at.switch_page("pages/train.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        shown = " | ".join(str(e.value) for e in at.info)
+        assert "number 1 in line (1 waiting, 0 training)" in shown or "number 1 in line" in shown, shown
+        assert "Number 1 in line" in " | ".join(str(e.value) for e in at.sidebar.caption)
+        assert [h["ticket"] for h in queue.holders()] == [ticket]  # what holds the slot can be shown
+        assert json.loads(run.status_file.read_text())["state"] == "queued"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# ---- Disk --------------------------------------------------------------------------------------------------------
+
+def test_the_workspace_quota_counts_runs_and_the_server_budget_counts_everyone(root, monkeypatch):
+    from pipeline.workspace import new_token, open_workspace, save_upload, start_run, working_config
+
+    monkeypatch.setattr("pipeline.workspace.dispatch_queue", lambda root=None: [])
+    monkeypatch.setenv("RETRAIN_STUDIO_WORKSPACE_QUOTA_MB", "2")
+    first = open_workspace(new_token())
+    save_upload(first, "a.csv", b"x" * 1_000_000)
+    (first.runs / "run-20240101-000000-abcd").mkdir()
+    (first.runs / "run-20240101-000000-abcd" / "model.keras").write_bytes(b"m" * 1_000_000)
+    with pytest.raises(RetrainError, match=r"b\.csv: this workspace would take 2 MB, over its quota of 2 MB"):
+        save_upload(first, "b.csv", b"y" * 300_000)  # the run counts, not only the uploads
+    assert not list(first.uploads.glob("*b.csv"))
+    first.update_state(dataset={"image_dir": str(root)})
+    with pytest.raises(RetrainError, match="a new run: this workspace would take"):
+        start_run(first, working_config(first))
+    assert not list(first.runs.glob("run-2026*")) and len(list(first.runs.iterdir())) == 1
+    monkeypatch.setenv("RETRAIN_STUDIO_WORKSPACE_QUOTA_MB", "100")
+    monkeypatch.setenv("RETRAIN_STUDIO_DISK_BUDGET_MB", "3")
+    second = open_workspace(new_token())  # a fresh visit: a new workspace, but the same server
+    save_upload(second, "c.csv", b"z" * 900_000)
+    with pytest.raises(RetrainError, match=r"the server's disk space for all users is used up"):
+        save_upload(second, "d.csv", b"w" * 500_000)
+
+
+def test_idle_workspaces_expire_but_never_active_or_foreign_folders(root, tmp_path, monkeypatch):
+    from pipeline.runs import RunDir
+    from pipeline.workspace import MARKER, STATE_FILE, expire_idle_workspaces, new_token, open_workspace
+
+    monkeypatch.setenv("RETRAIN_STUDIO_WORKSPACE_TTL_DAYS", "7")
+    idle, busy, recent = (open_workspace(new_token()) for _ in range(3))
+    idle.update_state(dataset=None)
+    run = RunDir(busy.runs / "run-20240101-000000-b0b0")
+    run.path.mkdir()
+    run.config.write_text("{}")
+    run.write_status("training", 0.5, "training", pid=os.getpid())  # this process: alive
+    base = root / "workspaces"
+    foreign = base / new_token()  # token-shaped, but not made by us
+    (foreign / "runs").mkdir(parents=True)
+    elsewhere = tmp_path / "precious"
+    (elsewhere / "runs").mkdir(parents=True)
+    (elsewhere / MARKER).touch()
+    link = base / new_token()
+    link.symlink_to(elsewhere)
+    (base / "notes").mkdir()
+    long_ago = time.time() - 30 * 86400
+    for path in [*idle.path.rglob("*"), *busy.path.rglob("*"), *foreign.rglob("*"), *elsewhere.rglob("*")]:
+        os.utime(path, (long_ago, long_ago), follow_symlinks=False)
+    assert (idle.path / STATE_FILE).exists()
+    assert expire_idle_workspaces() == [idle.token]
+    assert not idle.path.exists() and busy.path.is_dir() and recent.path.is_dir() and foreign.is_dir()
+    assert elsewhere.is_dir() and (elsewhere / MARKER).exists() and link.is_symlink() and (base / "notes").is_dir()
+    run.write_status("done", 1.0, "done")
+    os.utime(run.status_file, (long_ago, long_ago))
+    os.utime(busy.path / MARKER, (long_ago, long_ago))
+    monkeypatch.setenv("RETRAIN_STUDIO_WORKSPACE_TTL_DAYS", "0")
+    assert expire_idle_workspaces() == []  # 0: never
+    monkeypatch.setenv("RETRAIN_STUDIO_WORKSPACE_TTL_DAYS", "7")
+    assert expire_idle_workspaces() == [busy.token]  # its run has finished: now it may go
+
+
+# ---- Memory ------------------------------------------------------------------------------------------------------
+
+def test_concurrent_decodes_wait_for_the_shared_pixel_budget(tmp_path, monkeypatch):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imagegen import class_image, write_image
+    from PIL import ImageFile
+
+    from pipeline import images
+
+    data = (write_image(tmp_path / "budget.png",
+                        class_image("red", 0, (400, 300)))).read_bytes()
+    real_load, lock, now, peak = ImageFile.ImageFile.load, threading.Lock(), [0], [0]
+
+    def slow_load(self):
+        with lock:
+            now[0] += 1
+            peak[0] = max(peak[0], now[0])
+        time.sleep(0.05)
+        try:
+            return real_load(self)
+        finally:
+            with lock:
+                now[0] -= 1
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", slow_load)
+    for budget, most in [(120_000, 1), (360_000, 3)]:  # room for one image at a time, then for three
+        monkeypatch.setenv("RETRAIN_STUDIO_DECODE_BUDGET_PIXELS", str(budget))
+        peak[0] = 0
+        with ThreadPoolExecutor(6) as pool:
+            shapes = list(pool.map(lambda _: images.decode_image(data).shape, range(6)))
+        assert shapes == [(300, 400, 3)] * 6 and peak[0] == most, (budget, peak[0])
+    monkeypatch.setenv("RETRAIN_STUDIO_DECODE_BUDGET_PIXELS", "1000")  # smaller than one image: it decodes alone
+    assert images.decode_image(data).shape == (300, 400, 3) and images.decode_budget().in_use == 0
+
+
+MEMORY_CHILD = """
+import io, json, os, resource, sys
+sys.path.insert(0, {repo!r})
+from concurrent.futures import ThreadPoolExecutor
+from PIL import Image
+from pipeline.images import decode_image
+from pipeline.workspace import use_hosted_defaults
+use_hosted_defaults()
+buffer = io.BytesIO()
+Image.new("RGBA", (4000, 3000), (10, 200, 30, 100)).save(buffer, "PNG", compress_level=1)
+data = buffer.getvalue()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with ThreadPoolExecutor(4) as pool:
+    list(pool.map(lambda _: decode_image(data).shape, range(4)))
+print(json.dumps({{"added_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}}))
+"""
+
+
+def test_four_huge_decodes_at_once_stay_near_one_images_memory():
+    """Four 12 MP RGBA PNGs in four threads, the budget room for one: well under four images' ~600 MB."""
+    env = {**os.environ, "RETRAIN_STUDIO_MAX_PIXELS": "12000000"}
+    env.pop("RETRAIN_STUDIO_DECODE_BUDGET_PIXELS", None)
+    done = subprocess.run([sys.executable, "-c", MEMORY_CHILD.format(repo=str(REPO))], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    added = json.loads(done.stdout.strip().splitlines()[-1])["added_mb"]
+    assert added < 350, f"decoding added {added:.0f} MB"
+
+
+# ---- Privacy -------------------------------------------------------------------------------------------------------
+
+def test_uploaded_photos_are_cached_per_workspace_so_no_run_reveals_anothers_uploads(root, tmp_path,
+                                                                                        tiny_backbone_file):
+    from imagegen import make_class_folders, make_zip
+
+    from pipeline.backbones import load_backbone
+    from pipeline.bottlenecks import ExtractItem, cache_bottlenecks
+    from pipeline.dataset import load_dataset
+    from pipeline.runs import cache_root
+    from pipeline.workspace import bottleneck_folder, dataset_from_zip, new_token, open_workspace
+
+    photos = make_zip(make_class_folders(tmp_path / "photos", {"red": 3, "blue": 3}), tmp_path / "photos.zip")
+    backbone = load_backbone(str(tiny_backbone_file), "features")
+    reused = []
+    for workspace in (open_workspace(new_token()), open_workspace(new_token())):  # two strangers, same photos
+        config = dataset_from_zip(workspace, "photos.zip", photos.read_bytes())
+        folder = bottleneck_folder(workspace, config)
+        assert folder.is_relative_to(workspace.path)
+        rows = load_dataset(config).usable()
+        result = cache_bottlenecks([ExtractItem(r.path, r.sha256) for r in rows.itertuples()], backbone, folder)
+        reused.append(result.reused)
+    assert reused == [0, 0], "the second stranger's run must not find the first one's photos"
+    server = make_class_folders(root / "shared-photos", {"red": 2, "blue": 2})
+    from pipeline.config import DatasetConfig
+
+    assert bottleneck_folder(workspace, DatasetConfig(image_dir=str(server))) == cache_root() / "bottlenecks"
+
+
+# ---- Names ---------------------------------------------------------------------------------------------------------
+
+HOSTILE = ["[click me](https:evil.example)", "![pixel](https:evil.example/p.png)", ":red[alarm] <b>x</b>"]
+
+
+def test_user_supplied_names_are_shown_as_plain_text(root, tmp_path):
+    from imagegen import make_class_folders, write_labels_csv
+    from streamlit.testing.v1 import AppTest
+
+    from pipeline.workspace import new_token, open_workspace
+
+    images = make_class_folders(root / "[home](https:evil.example)", {"red": 3, "blue": 3, "green": 3})
+    rows = [(path.name, HOSTILE[index // 3]) for index, path in enumerate(sorted(images.rglob("*.jpg")))]
+    labels = write_labels_csv(images / "labels.csv", rows)
+    token = new_token()
+    open_workspace(token)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.query_params["ws"] = token
+    at.run()
+    at.session_state["server_folder"] = images.name
+    at.run()
+    workspace = open_workspace(token)
+    workspace.update_state(dataset={"image_dir": str(images), "label_csv": str(labels)})
+    for page in ("pages/dataset.py", "pages/explore.py"):
+        at.switch_page(page).run()
+        assert not at.exception, [e.value for e in at.exception]
+        markdown = [str(e.value) for kind in ("markdown", "caption", "subheader", "info", "warning", "error")
+                    for e in getattr(at, kind)] + [str(e.value) for e in at.sidebar.markdown]
+        for text in markdown:
+            assert "](" not in text.replace("\\](", "") and ":red[" not in text, text
+        assert any("\\[home\\]\\(https\\:evil\\.example\\)" in text for text in markdown), markdown
+    assert any("\\[click me\\]" in text for text in markdown), markdown  # a class name, escaped, on Explore
+    figures = " ".join(json.dumps(json.loads(chart.proto.spec)) for chart in at.get("plotly_chart"))
+    assert "&lt;b&gt;x&lt;/b&gt;" in figures and "<b>x</b>" not in figures
+
+
+def test_a_folder_name_too_long_for_the_file_system_is_a_clear_error(root):
+    from streamlit.testing.v1 import AppTest
+
+    from pipeline.workspace import new_token, resolve_server_folder
+
+    for name in ("a" * 300, "b" * 200 + "/" + "c" * 300, "x/" * 3000):
+        with pytest.raises(RetrainError, match="cannot be used as a folder: File name too long|no such folder") as err:
+            resolve_server_folder(name)
+        assert len(str(err.value)) < 250, "the message shows the start of the name, not all of it"
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.query_params["ws"] = new_token()
+    at.run()
+    at.text_input(key="server_folder").set_value("a" * 300).run()
+    [button for button in at.button if button.label == "Use this folder"][0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "cannot be used as a folder" in " ".join(str(e.value) for e in at.error)
