@@ -81,8 +81,17 @@ def measure(workdir: Path, max_pixels: int) -> tuple[Usage, Usage]:
     return budgeted, unbounded
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # this stage alone: python bench/hostile_zip.py [PIXELS]
     import tempfile
 
+    sys.path.insert(0, str(REPO))
+    from pipeline.images import HOSTED_MAX_PIXELS
+
+    cap = int(sys.argv[1]) if len(sys.argv) > 1 else HOSTED_MAX_PIXELS
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as scratch:
-        print(measure(Path(scratch), int(sys.argv[1]) if len(sys.argv) > 1 else 50_000_000))
+        budgeted, unbounded = measure(Path(scratch), cap)
+    print(json.dumps({"pixels_per_image": cap, "hostile_zip_peak_rss_mb": round(budgeted.peak_rss_mb, 1),
+                      "hostile_zip_unbudgeted_peak_rss_mb": round(unbounded.peak_rss_mb, 1),
+                      "hostile_zip_unbudgeted_vs_budgeted": round(unbounded.decode_mb / max(budgeted.decode_mb, 1), 2),
+                      "load_average_1min_at_start": load}))

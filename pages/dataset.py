@@ -90,7 +90,8 @@ if dataset is not None:
     cols[1].metric("Classes", len(dataset.classes), border=True)
     cols[2].metric("Problem files", len(dataset.problems), border=True)
     cols[3].metric("Warnings", len(dataset.warnings), border=True)
-    st.caption("Classes: " + ", ".join(map(common.plain, dataset.classes[:30])) + (" …" if len(dataset.classes) > 30 else ""))
+    st.caption("Classes: " + ", ".join(map(common.plain, dataset.classes[:30]))
+               + (" …" if len(dataset.classes) > 30 else ""))
     try:
         require_trainable(dataset)
     except RetrainError as error:

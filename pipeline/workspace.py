@@ -24,6 +24,7 @@ Nothing here imports Streamlit or TensorFlow: the pages call these functions, an
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import io
 import json
@@ -563,18 +564,21 @@ def start_run(workspace: Workspace, config: RunConfig) -> RunDir:
     if dataset is None:
         raise RetrainError("choose a dataset first (Dataset page)")
     config = RunConfig.from_dict({**config.to_dict(), "dataset": dataclasses.asdict(dataset)}).validate()
-    waiting = [run.name for run in workspace_runs(workspace) if is_active(refreshed_status(run))]
-    if len(waiting) >= max_queued_per_workspace():
-        raise RetrainError(f"this workspace already has {len(waiting)} runs queued or training, the most it may "
-                           "have; wait for one to finish, or cancel one")
-    check_quota(workspace, RUN_RESERVE_MB << 20, "a new run")
-    run = RunDir(workspace.runs / new_run_name())
-    run.path.mkdir(parents=True)
-    try:
-        _write_run(workspace, run, config, dataset)
-    except BaseException:
-        shutil.rmtree(run.path, ignore_errors=True)  # ours, made above: a refused run leaves nothing behind
-        raise
+    # One start at a time per workspace (two tabs pressing Start together): the count and the new run are one step.
+    with open(workspace.path / ".start.lock", "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        waiting = [run.name for run in workspace_runs(workspace) if is_active(refreshed_status(run))]
+        if len(waiting) >= max_queued_per_workspace():
+            raise RetrainError(f"this workspace already has {len(waiting)} runs queued or training, the most it "
+                               "may have; wait for one to finish, or cancel one")
+        check_quota(workspace, RUN_RESERVE_MB << 20, "a new run")
+        run = RunDir(workspace.runs / new_run_name())
+        run.path.mkdir(parents=True)
+        try:
+            _write_run(workspace, run, config, dataset)
+        except BaseException:
+            shutil.rmtree(run.path, ignore_errors=True)  # ours, made above: a refused run leaves nothing behind
+            raise
     workspace.update_state(run=run.name)
     dispatch_queue(workspace.path.parents[1])
     return run
