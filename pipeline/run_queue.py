@@ -84,19 +84,39 @@ class RunQueue:
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        """A connection in one immediate (write-locked) transaction, committed on success."""
-        (self.folder / "tickets").mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.folder / "queue.sqlite", timeout=60, isolation_level=None)
+        """A connection in one immediate (write-locked) transaction, committed on success.
+
+        A queue file that is not a database any more is set aside (its waiting runs then show as
+        ended) and a new one started, so one damaged file does not stop every later run.
+        """
+        path = self.folder / "queue.sqlite"
+        try:
+            (self.folder / "tickets").mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(path, timeout=60, isolation_level=None)
+        except (OSError, sqlite3.Error) as error:
+            raise RetrainError(f"{path}: the training queue cannot be opened ({error})") from None
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.executescript(SCHEMA)
             connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:  # locked past the timeout, disk full, read-only
+            connection.close()
+            raise RetrainError(f"{path}: the training queue cannot be written ({error}); try again") from None
+        except sqlite3.DatabaseError as error:  # not a database, or malformed
+            connection.close()
+            raise _set_aside(path, error) from None
+        try:
             try:
                 yield connection
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
             connection.execute("COMMIT")
+        except sqlite3.OperationalError as error:
+            raise RetrainError(f"{path}: the training queue cannot be written ({error}); try again") from None
+        except sqlite3.DatabaseError as error:  # damaged in the middle, found by a query
+            connection.close()
+            raise _set_aside(path, error) from None
         finally:
             connection.close()
 
@@ -282,6 +302,15 @@ def _wait_estimate(position: int, running_for: list[float], slots: int, typical:
         start = free_at.pop(0)
         free_at = sorted([*free_at, start + typical])
     return start
+
+
+def _set_aside(path: Path, error: Exception) -> RetrainError:
+    """Move a damaged queue file out of the way (a new one starts at the next use); the error to raise."""
+    aside = path.with_name(f"queue.sqlite.damaged-{int(time.time())}")
+    with contextlib.suppress(OSError):
+        os.replace(path, aside)
+    return RetrainError(f"{path}: the training queue file was damaged ({error}); it was set aside as "
+                        f"{aside.name} and a new queue starts — submit the run again")
 
 
 def _finish(db: sqlite3.Connection, ticket: int) -> None:

@@ -133,7 +133,7 @@ def _in_line(run: RunDir, status: dict[str, Any]) -> bool:
 
     try:
         return RunQueue(status["queue"]).is_pending(run.path)
-    except (sqlite3.Error, OSError):  # an unreadable queue cannot vouch for the run
+    except (RetrainError, sqlite3.Error, OSError):  # an unreadable queue cannot vouch for the run
         return False
 
 

@@ -625,7 +625,10 @@ def dispatch_queue(root: Path | None = None) -> list[int]:
 def queue_place(run: RunDir):
     """Where a queued run stands (pipeline.run_queue.Place: position, waiting, running, estimate), or None."""
     queue = refreshed_status(run).get("queue")
-    return RunQueue(queue).place(run.path, max_jobs()) if isinstance(queue, str) else None
+    try:
+        return RunQueue(queue).place(run.path, max_jobs()) if isinstance(queue, str) else None
+    except RetrainError:  # an unreadable queue: the page shows the run as waiting, without its place
+        return None
 
 
 def workspace_runs(workspace: Workspace) -> list[RunDir]:

@@ -445,3 +445,29 @@ def test_a_folder_name_too_long_for_the_file_system_is_a_clear_error(root):
     [button for button in at.button if button.label == "Use this folder"][0].click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert "cannot be used as a folder" in " ".join(str(e.value) for e in at.error)
+
+
+def test_a_damaged_queue_file_is_set_aside_with_a_message_and_the_next_submission_works(tmp_path):
+    queue = RunQueue(tmp_path / "q", command=[sys.executable, WORKER])
+    run = fake_runs(tmp_path / "runs", 1)[0]
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "queue.sqlite").write_bytes(b"this is not a database, " * 100)
+    with pytest.raises(RetrainError, match="queue file was damaged .* set aside as queue.sqlite.damaged-"):
+        queue.submit(run)
+    assert queue.submit(run) == 1 and queue.is_pending(run)
+    assert len(list((tmp_path / "q").glob("queue.sqlite.damaged-*"))) == 1
+
+
+def test_a_queue_file_damaged_in_its_middle_is_set_aside_too(tmp_path):
+    queue = RunQueue(tmp_path / "q", command=[sys.executable, WORKER])
+    for index in range(150):
+        queue.submit(tmp_path / "runs" / f"run-{index:04d}-{'x' * 400}", limit=1000)
+    path = tmp_path / "q" / "queue.sqlite"
+    data = bytearray(path.read_bytes())
+    assert len(data) > 40_000 and data[:16] == b"SQLite format 3\x00"
+    data[8192:32768] = b"\xa5" * (32768 - 8192)  # the header stays intact
+    path.write_bytes(bytes(data))
+    with pytest.raises(RetrainError, match="damaged"):
+        queue.place(tmp_path / "runs" / "run-0149", 1)
+        queue.submit(tmp_path / "runs" / "another")
+    assert queue.submit(tmp_path / "runs" / "another") == 1
