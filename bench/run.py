@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Our runs must not queue for a training slot behind someone else's run: waiting is not speed.
 os.environ.setdefault("RETRAIN_STUDIO_MAX_JOBS", "64")
 
-from bench import extraction, training, whole_runs  # noqa: E402
+from bench import extraction, hostile_zip, training, whole_runs  # noqa: E402
 from bench.modes import DEFAULT_BACKBONE, MODES, SMOKE_LAYER, Mode, evenly_spaced, prepare_dataset, smoke_backbone  # noqa: E402
 from bench.report import SUBSET_PREFIX, load_average, machine, write_markdown  # noqa: E402
 from bench.timing import interleaved, log, median  # noqa: E402
@@ -40,7 +40,8 @@ DEFAULT_OUTPUT = REPO / "bench" / "results.md"
 FIGURES = ["forward_images_per_second", "extract_images_per_second", "extract_vs_forward",
            "per_image_images_per_second", "extract_vs_per_image", "frozen_fit_epoch_seconds", "cache_vs_frozen_fit",
            "head_4000_steps_seconds", "warm_rerun_seconds", "augmented_warm_vs_plain_warm", "flowers_test_accuracy",
-           "flowers_first_model_seconds", "predict_p50_ms", "predict_p95_ms", "cache_peak_rss_mb"]
+           "flowers_first_model_seconds", "predict_p50_ms", "predict_p95_ms", "cache_peak_rss_mb",
+           "hostile_zip_peak_rss_mb"]
 
 
 class Benchmark:
@@ -240,6 +241,21 @@ class Benchmark:
         self.record("cache_command_seconds", usage.seconds, "that command's wall time, Python start-up included",
                     extra=True)
 
+    def measure_hostile_zip(self) -> None:
+        from pipeline.images import HOSTED_MAX_PIXELS
+
+        cap = 8_000_000 if self.mode.name == "smoke" else HOSTED_MAX_PIXELS
+        self.stage(f"memory: checking a zip of {hostile_zip.IMAGES} PNGs of {cap:,} pixels each as the app does")
+        budgeted, unbounded = hostile_zip.measure(self.workdir, cap)
+        how = (f"peak RSS of a process set up as app.py, unpacking and checking a {hostile_zip.IMAGES}-PNG zip "
+               f"(each a few KB, {cap:,} pixels) with the shipped decode budget")
+        self.record("hostile_zip_peak_rss_mb", budgeted.peak_rss_mb, how)
+        self.record("hostile_zip_unbudgeted_peak_rss_mb", unbounded.peak_rss_mb,
+                    "the same with a budget large enough for all four at once", extra=True)
+        self.record("hostile_zip_unbudgeted_vs_budgeted", unbounded.decode_mb / max(budgeted.decode_mb, 1.0),
+                    "memory the check added (over the process after imports): without the budget / with it",
+                    extra=True)
+
     def describe_dataset(self) -> str:
         if self.mode.per_class is None:
             return f"{self.image_dir} ({len(self.rows)} images)"
@@ -250,7 +266,8 @@ class Benchmark:
     def run(self) -> None:
         """Every stage in turn; one that fails is logged and noted, and the others still run."""
         stages = [self.measure_extraction, self.measure_first_model, self.measure_reruns, self.measure_head_steps,
-                  self.measure_frozen_fit, self.measure_prediction, self.measure_cache_memory]
+                  self.measure_frozen_fit, self.measure_prediction, self.measure_cache_memory,
+                  self.measure_hostile_zip]
         for measure in stages:
             try:
                 measure()

@@ -6,10 +6,13 @@ only moves values between st.session_state, the workspace files and the screen.
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import math
 import os
+import re
 import runpy
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +31,14 @@ from pipeline.workspace import (
     dataset_config,
     dataset_name,
     decision_text,
+    dispatch_queue,
+    expire_now_and_then,
     forget_missing_run,
     is_valid_token,
     is_waiting_for_slot,
     new_token,
     open_workspace,
+    queue_place,
     record_decision,
     save_working_config,
     thumbnail,
@@ -56,8 +62,23 @@ STATE_TEXT = {
     "cancelled": (":material/cancel:", "Cancelled"),
     "unknown": (":material/help:", "Unknown: its status.json is damaged"),
 }
+# Every ASCII punctuation mark may be backslash-escaped in Markdown; escaped, none starts a link, image,
+# emphasis, directive (":red[...]", ":material/x:") or autolink ("http://", "www.").
+MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 # Float settings whose natural step is not 0.05.
 FLOAT_STEPS = {"learning_rate": 0.0005, "fine_tune_learning_rate": 1e-5, "rotation": 5.0, "shear": 5.0}
+
+
+# ---- User-supplied text: shown as plain text, never as live links or images ---------------------------------------
+
+def plain(value: Any) -> str:
+    """A user-supplied string (class, file, dataset name) for Markdown: every punctuation mark escaped, one line."""
+    return MARKDOWN_PUNCTUATION.sub(r"\\\1", " ".join(str(value).split()))
+
+
+def chart_text(value: Any) -> str:
+    """A user-supplied string for a plotly chart: its pseudo-HTML (<a href>, <b>) shown as the characters typed."""
+    return html.escape(str(value), quote=False)
 
 
 # ---- The session's workspace ------------------------------------------------------------------------------------
@@ -73,6 +94,7 @@ def open_session_workspace() -> Workspace | None:
     if st.query_params.get("ws") != token:
         st.query_params["ws"] = token
     try:
+        expire_now_and_then()  # idle workspaces of other sessions, at most once an hour
         return open_workspace(token)
     except (RetrainError, OSError) as error:
         st.error(f"Cannot open this workspace: {error}")
@@ -250,6 +272,24 @@ def require_finished_run(ws: Workspace) -> RunDir:
     return run
 
 
+def keep_queue_moving() -> None:
+    """Start queued runs whose turn has come (runs also do this as they end; this covers a run that died)."""
+    try:
+        dispatch_queue()
+    except (RetrainError, OSError, sqlite3.Error) as error:
+        st.warning(f"The training queue cannot be read: {error}", icon=":material/warning:")
+
+
+def queue_words(place) -> str:
+    """'number 2 in line (3 waiting, 1 training), starts in about 4 min' for a pipeline.run_queue.Place."""
+    words = f"number {place.position} in line ({place.waiting} waiting, {place.running} training)"
+    if place.estimate_seconds is None:
+        return words + "; no estimate until a run has finished"
+    if place.estimate_seconds < 30:
+        return words + ", starts any moment now (estimated from recent runs)"
+    return words + f", starts in about {max(round(place.estimate_seconds / 60), 1)} min (estimated from recent runs)"
+
+
 def state_text(status: dict) -> tuple[str, str]:
     """(icon, words) for a run's state."""
     state = "waiting" if is_waiting_for_slot(status) else status.get("state", "")
@@ -265,15 +305,19 @@ def sidebar(ws: Workspace) -> None:
         st.markdown("##### Dataset")
         summary = state.get("dataset_summary")
         if summary:
-            st.markdown(f":material/folder: **{summary['name']}**  \n{summary['images']} images · "
+            st.markdown(f":material/folder: **{plain(summary['name'])}**  \n{summary['images']} images · "
                         f"{summary['classes']} classes")
         else:
             st.caption("None yet — start on the Dataset page.")
         st.markdown("##### Run")
+        keep_queue_moving()
         run = current_run(ws)
         if run:
-            icon, words = state_text(refreshed_status(run))
+            status = refreshed_status(run)
+            icon, words = state_text(status)
             st.markdown(f"{icon} **{words}**  \n`{run.name}`")
+            if is_waiting_for_slot(status) and (place := queue_place(run)):
+                st.caption(queue_words(place).capitalize())
         else:
             st.caption("No run yet.")
         st.caption("Bookmark this page's address to come back to your dataset and runs.")
@@ -347,6 +391,7 @@ def curves_figure(rows: list[dict], metric: str, by: str | None = None):
 
 def map_figure(points: pd.DataFrame):
     """The dataset map: a dot per photo coloured by class, likely mistakes ringed; hover names the photo."""
+    points = points.assign(label=points["label"].map(chart_text), file=points["file"].map(chart_text))
     fig = px.scatter(points, x="x", y="y", color="label", custom_data=["file"], render_mode="svg",
                      category_orders={"label": sorted(points["label"].unique())}, labels={"label": "class"},
                      color_discrete_sequence=px.colors.qualitative.D3)  # neighbouring classes in unlike colours
@@ -370,6 +415,7 @@ def map_figure(points: pd.DataFrame):
 
 def balance_figure(counts: pd.DataFrame):
     """Per-class training images now and after balancing, side by side."""
+    counts = counts.assign(**{"class": counts["class"].map(chart_text)})
     fig = px.bar(counts, x="class", y="images", color="when", barmode="group", text="images",
                  color_discrete_map={"now": "#94a3b8", "after balancing": "#2563eb"})
     fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 10, "b": 10}, legend_title_text="",
@@ -394,8 +440,8 @@ def decision_row(ws: Workspace, image: dict[str, Any], classes: list[str], overr
             left.image(shown, width=80)
     else:
         words, actions = st.container(), st.container()
-    guess = f" · looks like **{suggested}** ({image['suggested_probability']:.0%})" if suggested else ""
-    words.markdown(f"`{file}`  \nlabelled **{label}**{guess}")
+    guess = f" · looks like **{plain(suggested)}** ({image['suggested_probability']:.0%})" if suggested else ""
+    words.markdown(f"{plain(file)}  \nlabelled **{plain(label)}**{guess}")
     if decided := decision_text(overrides, file):
         words.caption(f":material/check_circle: {decided.capitalize()} (your photo is left as it is)")
         actions.button("Undo", key=f"undo-{key}", icon=":material/undo:", on_click=undo_decision, args=(ws, file))
@@ -404,7 +450,7 @@ def decision_row(ws: Workspace, image: dict[str, Any], classes: list[str], overr
     row.button("Drop from training", key=f"drop-{key}", icon=":material/block:", on_click=record_decision,
                args=(ws, file), kwargs={"drop": True})
     if suggested:
-        row.button(f"Relabel as {suggested}", key=f"relabel-{key}", icon=":material/label:",
+        row.button(f"Relabel as {plain(suggested)}", key=f"relabel-{key}", icon=":material/label:",
                    on_click=record_decision, args=(ws, file), kwargs={"label": suggested})
     others = [name for name in classes if name not in (label, suggested)]
     if others:

@@ -92,7 +92,7 @@ with right:
                      caption=["original"] + [f"copy {i + 1}" for i in range(len(copies))])
             if not copies:
                 st.caption("Turn on a transform (flip, crop, rotation…) to see augmented copies.")
-        st.caption(f"From {row.file}")
+        st.caption(f"From {common.plain(row.file)}")
 
 st.subheader("Class balancing")
 counts = dataset.class_counts() if dataset is not None else {}

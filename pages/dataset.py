@@ -17,6 +17,7 @@ common.header("Dataset", "Give Retrain Studio your labelled photos: one folder p
 
 def load(make_config, what: str) -> None:
     """Unpack (if needed) and check a dataset; errors are shown with the engine's message."""
+    what = common.plain(what)  # holds a file or folder name someone chose
     try:
         with st.status(f"Reading {what}…", expanded=True) as status:
             st.write("Unpacking safely…" if "zip" in what else "Listing images…")
@@ -61,43 +62,44 @@ with tabs[2]:
     typed = st.text_input("Folder (inside the data folder)", value=folders[0] if folders else "",
                           placeholder="e.g. my_photos or projects/cats_vs_dogs", key="server_folder")
     if folders:
-        st.caption("Folders there: " + ", ".join(f"`{name}`" for name in folders[:20]))
+        st.caption("Folders there: " + ", ".join(common.plain(name) for name in folders[:20]))
     if st.button("Use this folder", icon=":material/folder_open:"):
         load(lambda: DatasetConfig(image_dir=str(resolve_server_folder(typed))), f"folder {typed}")
 if samples:
     with tabs[3]:
         st.caption("Try Retrain Studio on a dataset that is already here.")
         for name, folder in samples.items():
-            if st.button(f"Use the {name} sample", key=f"sample-{name}", icon=":material/photo_library:"):
+            if st.button(f"Use the {common.plain(name)} sample", key=f"sample-{name}", icon=":material/photo_library:"):
                 load(lambda folder=folder: DatasetConfig(image_dir=str(folder)), f"sample {name}")
 
 if error := st.session_state.get("dataset_error"):
-    st.error(error, icon=":material/error:")
+    st.error(common.plain(error), icon=":material/error:")
 
 dataset = None
 if ws.state().get("dataset"):
     try:
         dataset = common.current_dataset(ws)
     except RetrainError as error:
-        st.error(f"The current dataset cannot be read any more: {error}", icon=":material/error:")
+        st.error(f"The current dataset cannot be read any more: {common.plain(error)}", icon=":material/error:")
 
 if dataset is not None:
     summary = ws.state().get("dataset_summary", {})
-    st.subheader(f"Current dataset: {summary.get('name', '')}")
+    st.subheader(f"Current dataset: {common.plain(summary.get('name', ''))}")
     cols = st.columns(4)
     cols[0].metric("Usable images", f"{len(dataset.usable()):,}", border=True)
     cols[1].metric("Classes", len(dataset.classes), border=True)
     cols[2].metric("Problem files", len(dataset.problems), border=True)
     cols[3].metric("Warnings", len(dataset.warnings), border=True)
-    st.caption("Classes: " + ", ".join(dataset.classes[:30]) + (" …" if len(dataset.classes) > 30 else ""))
+    st.caption("Classes: " + ", ".join(map(common.plain, dataset.classes[:30]))
+               + (" …" if len(dataset.classes) > 30 else ""))
     try:
         require_trainable(dataset)
     except RetrainError as error:
-        st.error(f"This dataset cannot be trained on yet: {error}", icon=":material/error:")
+        st.error(f"This dataset cannot be trained on yet: {common.plain(error)}", icon=":material/error:")
         common.next_step("pages/explore.py", "Next: see what is wrong", "Explore lists every problem file.")
     else:
         for warning in dataset.warnings[:3]:
-            st.warning(warning, icon=":material/warning:")
+            st.warning(common.plain(warning), icon=":material/warning:")
         if len(dataset.warnings) > 3:
             st.caption(f"… and {len(dataset.warnings) - 3} more warnings on the Explore page.")
         st.divider()

@@ -85,6 +85,9 @@ fig.add_trace(go.Scatter(x=[p for _, p in cells], y=[t for t, _ in cells], mode=
                          "<extra></extra>", marker={"size": 44, "opacity": 0.01, "symbol": "square"},
                          selected={"marker": {"opacity": 0.35, "color": "#f59e0b"}},
                          unselected={"marker": {"opacity": 0.01}}))
+shown = [common.chart_text(label) for label in labels]  # class names as typed, never as chart markup
+fig.update_xaxes(tickvals=labels, ticktext=shown)
+fig.update_yaxes(tickvals=labels, ticktext=shown)
 fig.update_layout(height=min(160 + 60 * len(labels), 720), xaxis_type="category", yaxis_type="category",
                   margin={"l": 10, "r": 10, "t": 10, "b": 10},
                   xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed", clickmode="event+select")
@@ -106,7 +109,8 @@ with cell_column:
 # Reports from before every prediction was listed hold only the mistakes.
 items = cell_images(report.predictions or report.misclassified, true_label, predicted_label)
 with cell_column:
-    st.markdown(f"**{len(items)} photo(s)** of *{true_label}* predicted as *{predicted_label}*")
+    st.markdown(f"**{len(items)} photo(s)** of *{common.plain(true_label)}* predicted as "
+                f"*{common.plain(predicted_label)}*")
     if not report.predictions and true_label == predicted_label:
         st.caption("This run's report lists only the mistakes; train again to see the right answers too.")
     gallery(items, "cell")

@@ -32,6 +32,7 @@ st.subheader("Images per class")
 frame = pd.DataFrame([{"class": label, "split": split, "images": n}
                       for label, splits in counts.items() for split, n in splits.items()])
 if not frame.empty:
+    frame["class"] = frame["class"].map(common.chart_text)
     fig = px.bar(frame, x="class", y="images", color="split", barmode="stack",
                  category_orders={"split": ["train", "validation", "test"]},
                  color_discrete_map={"train": "#2563eb", "validation": "#f59e0b", "test": "#10b981"})
@@ -40,7 +41,7 @@ if not frame.empty:
     st.caption("Training learns from *train*, *validation* picks the best moment to stop, *test* is held out "
                "for the final score. Images are assigned to a split by their file name, so the split never changes.")
 if advice := imbalance_advice(counts):
-    st.warning(advice, icon=":material/balance:")
+    st.warning(common.plain(advice), icon=":material/balance:")
 
 st.subheader("Photos by class")
 if dataset.classes:
@@ -55,7 +56,7 @@ if dataset.classes:
              for image, name in zip(common.thumbnails(list(shown["path"])), names, strict=True) if image]
     if pairs:
         st.image([image for image, _ in pairs], caption=[caption for _, caption in pairs], width=120)
-    st.caption(f"{len(rows)} usable images in '{label}'.")
+    st.caption(f"{len(rows)} usable images in '{common.plain(label)}'.")
 
 st.subheader("Problems")
 if dataset.problems:
@@ -71,7 +72,7 @@ if dataset.duplicates:
 if dataset.warnings:
     with st.expander(f"All warnings ({len(dataset.warnings)})"):
         for warning in dataset.warnings:
-            st.markdown(f"- {warning}")
+            st.markdown(f"- {common.plain(warning)}")
 
 st.subheader("Likely mistakes")
 st.caption("A model trained on the other photos guesses each photo's class. Photos it puts in another class than "

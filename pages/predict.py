@@ -30,6 +30,7 @@ def load_predictor(run_path: str, modified: float):
 
 def top_k_chart(guesses: list[dict], key: str) -> None:
     frame = pd.DataFrame(guesses).iloc[::-1]
+    frame["label"] = frame["label"].map(common.chart_text)
     fig = px.bar(frame, x="score", y="label", orientation="h", text=frame["score"].map("{:.1%}".format))
     # Room right of 100% for the score written after the longest bar.
     fig.update_layout(height=60 + 36 * len(frame), margin={"l": 10, "r": 10, "t": 10, "b": 10}, yaxis_title=None,
@@ -45,12 +46,12 @@ def show_prediction(name: str, data: bytes, key: str) -> None:
     try:
         guesses = predictor.predict_bytes(data, k)
     except ImageProblem as problem:
-        picture.error(f"{name}: {problem}", icon=":material/broken_image:")
+        picture.error(f"{common.plain(name)}: {common.plain(problem)}", icon=":material/broken_image:")
         return
     # Shown upright and small (a phone photo's rotation is in its EXIF; the browser is sent a few KB, not MBs).
     picture.image(decode_image(data, min_side=440), caption=name, width=220)
     with chart:
-        st.markdown(f"**{guesses[0]['label']}** ({guesses[0]['score']:.0%} sure)")
+        st.markdown(f"**{common.plain(guesses[0]['label'])}** ({guesses[0]['score']:.0%} sure)")
         top_k_chart(guesses, key)
 
 
@@ -62,7 +63,7 @@ except (RetrainError, OSError) as error:
 left, right = st.columns([1, 2], vertical_alignment="bottom")
 top = min(5, len(predictor.labels))
 k = left.slider("How many guesses to show", 1, top, min(3, top), key="top_k") if top > 1 else 1
-right.caption(f"Model from run `{run.name}` · classes: {', '.join(predictor.labels[:20])}")
+right.caption(f"Model from run `{run.name}` · classes: {', '.join(map(common.plain, predictor.labels[:20]))}")
 
 photos_tab, camera_tab, zip_tab = st.tabs(["Photos", "Camera", "A zip of photos → CSV"])
 with photos_tab:

@@ -8,7 +8,15 @@ from pages import common
 from pipeline.dataset import require_trainable
 from pipeline.errors import RetrainError
 from pipeline.runs import RunDir, cancel_run, refreshed_status
-from pipeline.workspace import find_run, is_active, is_waiting_for_slot, start_run, working_config, workspace_runs
+from pipeline.workspace import (
+    find_run,
+    is_active,
+    is_waiting_for_slot,
+    queue_place,
+    start_run,
+    working_config,
+    workspace_runs,
+)
 
 REFRESH_SECONDS = 1.5
 
@@ -22,7 +30,7 @@ preset = ws.state().get("preset", "Quick")
 
 with st.container(border=True):
     cols = st.columns(4)
-    cols[0].markdown(f"**Dataset**  \n{summary.get('name', '—')}")
+    cols[0].markdown(f"**Dataset**  \n{common.plain(summary.get('name', '—'))}")
     cols[1].markdown(f"**Photos**  \n{len(dataset.usable()):,} in {len(dataset.classes)} classes")
     cols[2].markdown(f"**Backbone**  \n{config.train.architecture.rsplit('/', 1)[-1]}")
     cols[3].markdown(f"**Settings**  \n{preset}: up to {config.train.epochs} epochs")
@@ -51,8 +59,10 @@ def draw(run: RunDir) -> dict:
     st.subheader(words, anchor=False)
     st.caption(f"Run `{run.name}`")
     if is_waiting_for_slot(status):
-        st.info("Waiting for a free training slot: another run is training now. This one starts by itself when "
-                "the slot frees up.", icon=":material/hourglass_top:")
+        place = queue_place(run)
+        st.info("Waiting for a free training slot: " + (common.queue_words(place) if place else
+                "another run is training now") + ". This one starts by itself when its turn comes.",
+                icon=":material/hourglass_top:")
     if is_active(status):
         st.progress(min(max(status.get("progress", 0.0), 0.0), 1.0), text=status.get("step") or words)
     try:
@@ -80,7 +90,8 @@ def draw(run: RunDir) -> dict:
     if status.get("damaged"):
         st.warning(status["message"], icon=":material/warning:")
     if state == "failed":
-        st.error(f"The run failed: {status.get('message') or 'no reason was recorded'}", icon=":material/error:")
+        st.error(f"The run failed: {common.plain(status.get('message') or 'no reason was recorded')}",
+                 icon=":material/error:")
     elif state == "cancelled":
         st.warning(f"Cancelled: {status.get('message', '')}", icon=":material/cancel:")
     elif state == "done":
@@ -97,6 +108,7 @@ def live(run_name: str) -> None:
     run = find_run(ws, run_name)
     if run is None:  # deleted in another tab: the full page says so
         st.rerun()
+    common.keep_queue_moving()
     status = draw(run)
     seen, st.session_state["live_state"] = st.session_state.get("live_state"), status.get("state")
     if not is_active(status) or (seen and seen != status.get("state")):

@@ -5,11 +5,20 @@ Training, evaluation, export checks, prediction and the app all go through `byte
 everywhere (retrain.py's exports drifted from its training for want of this). Every way an
 image can be bad becomes an `ImageProblem` with a message a user can act on; odd but valid
 images (CMYK, 16-bit, transparency, EXIF rotation) are converted, not refused.
+
+Memory is bounded per process, not per image: every decode first reserves its pixels from one
+budget shared by all decoding threads (`decode_budget`), and waits while the budget is spent. A
+12 KB PNG can declare 100 million pixels (about a gigabyte once decoded), so without a shared budget
+a zip of four such files decoded in four threads takes four gigabytes; with it, they take turns.
+JPEGs are decoded at reduced size where the model input allows (`draft`); PNG cannot be.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +30,8 @@ from pipeline.errors import ImageProblem
 # Formats accepted by content, whatever the file is called. MPO is how some cameras store JPEGs.
 SUPPORTED_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP"}
 # A decompression bomb is refused before decoding: a 100 MP photo is large but real; 10x that is not.
-MAX_PIXELS = env_whole_number("RETRAIN_STUDIO_MAX_PIXELS", 100_000_000)
+MAX_PIXELS = 100_000_000          # RETRAIN_STUDIO_MAX_PIXELS overrides it (the app lowers it for strangers)
+HOSTED_MAX_PIXELS = 50_000_000    # the app's default: a 50 MP camera photo still passes
 # What a user is told when an image is refused for its size.
 TOO_LARGE = "image too large; possible decompression bomb — resize it if it is real"
 # The background that transparent pixels are laid on, so a cut-out product shot looks like one.
@@ -41,11 +51,14 @@ def read_bytes(path: str | Path) -> bytes:
     return data
 
 
-def decode_image(data: bytes, min_side: int | None = None) -> np.ndarray:
+def decode_image(data: bytes, min_side: int | None = None,
+                 finish: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Decode image bytes to an (H, W, 3) uint8 RGB array, upright as the camera meant it.
 
     `min_side` lets JPEG decoding skip detail that the resize would throw away anyway
     (`draft` decodes at 1/2, 1/4 or 1/8 scale while both sides stay at least that large).
+    `finish` (crop, resize) runs while the decode budget is still held, so the full-size array is
+    gone before another decode may take its place.
     """
     try:
         image = Image.open(io.BytesIO(data))
@@ -58,22 +71,92 @@ def decode_image(data: bytes, min_side: int | None = None) -> np.ndarray:
     if image.format not in SUPPORTED_FORMATS:
         raise ImageProblem(f"unsupported image type {image.format}; convert it to JPEG or PNG")
     width, height = image.size
-    if width * height > MAX_PIXELS:
-        raise ImageProblem(f"image too large ({width}x{height} pixels, over {MAX_PIXELS:,}); "
+    limit = max_pixels()
+    if width * height > limit:
+        raise ImageProblem(f"image too large ({width}x{height} pixels, over {limit:,}); "
                            "possible decompression bomb — resize it if it is real")
     if width < 1 or height < 1:
         raise ImageProblem("image has no pixels")
     if min_side and image.format in ("JPEG", "MPO"):
         image.draft("RGB", (min_side, min_side))
-    # No warnings.catch_warnings() here: it swaps process-wide filters, and images are decoded in threads.
+    with decode_budget().hold(image.size[0] * image.size[1]):  # the size after draft: what is decoded
+        # No warnings.catch_warnings() here: it swaps process-wide filters, and images are decoded in threads.
+        try:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+        except Image.DecompressionBombError:  # a GIF frame larger than the image it belongs to
+            raise ImageProblem(TOO_LARGE) from None
+        except Exception as err:
+            raise ImageProblem(f"truncated or damaged image data ({err}); re-copy or re-export it") from None
+        rgb = _to_rgb_array(image)
+        del image
+        return finish(rgb) if finish else rgb
+
+
+def max_pixels() -> int:
+    """The largest image decoded, in pixels (RETRAIN_STUDIO_MAX_PIXELS, default MAX_PIXELS)."""
+    return env_whole_number("RETRAIN_STUDIO_MAX_PIXELS", MAX_PIXELS)
+
+
+class PixelBudget:
+    """Pixels that may be decoding at once in this process; a decode waits until its share is free.
+
+    An image larger than the whole budget takes all of it (it decodes alone), so nothing waits forever.
+    """
+
+    def __init__(self, total: int):
+        self.total = max(int(total), 1)
+        self.in_use = 0
+        self.changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        share = min(max(int(pixels), 1), self.total)
+        with self.changed:
+            self.changed.wait_for(lambda: self.in_use + share <= self.total)
+            self.in_use += share
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.in_use -= share
+                self.changed.notify_all()
+
+
+# glibc's mallopt parameter, and the size from which allocations get their own mapping (default: dynamic).
+M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES = -3, 1 << 20
+
+
+def return_freed_memory() -> bool:
+    """Make this process (and those it starts) give freed image memory back to the system; False off glibc.
+
+    By default glibc keeps large freed blocks in per-thread arenas for reuse, so after four decoding
+    threads have each held one huge image, the process keeps four images' worth of memory even though
+    the budget let only one decode at a time. With a fixed threshold, every block of 1 MB or more is
+    its own mapping and is unmapped when freed. The app calls this once at start.
+    """
+    import ctypes
+    import ctypes.util
+    import os
+
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD_BYTES))  # read by child processes at start
     try:
-        image.load()
-        image = ImageOps.exif_transpose(image)
-    except Image.DecompressionBombError:  # a GIF frame larger than the image it belongs to
-        raise ImageProblem(TOO_LARGE) from None
-    except Exception as err:
-        raise ImageProblem(f"truncated or damaged image data ({err}); re-copy or re-export it") from None
-    return _to_rgb_array(image)
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):
+        return False
+
+
+# One budget per process, by size: decoding threads must share it, so it cannot live in a caller's object.
+_BUDGETS: dict[int, PixelBudget] = {}
+_BUDGETS_LOCK = threading.Lock()
+
+
+def decode_budget() -> PixelBudget:
+    """This process's decode budget (RETRAIN_STUDIO_DECODE_BUDGET_PIXELS, default: one largest image)."""
+    total = env_whole_number("RETRAIN_STUDIO_DECODE_BUDGET_PIXELS", max_pixels())
+    with _BUDGETS_LOCK:
+        return _BUDGETS.setdefault(total, PixelBudget(total))
 
 
 def _to_rgb_array(image: Image.Image) -> np.ndarray:
@@ -128,14 +211,15 @@ def prepare_for_model(rgb: np.ndarray, size: int) -> np.ndarray:
     return resize_square(center_square(rgb), size)
 
 
-def load_image(path: str | Path, min_side: int | None = None) -> np.ndarray:
+def load_image(path: str | Path, min_side: int | None = None,
+               finish: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Read and decode one image file (see `decode_image`)."""
-    return decode_image(read_bytes(path), min_side=min_side)
+    return decode_image(read_bytes(path), min_side=min_side, finish=finish)
 
 
 def bytes_for_model(data: bytes, size: int) -> np.ndarray:
     """Decode, crop and resize image bytes to the model's input: the only such path (files and uploads)."""
-    return prepare_for_model(decode_image(data, min_side=size), size)
+    return decode_image(data, min_side=size, finish=lambda rgb: prepare_for_model(rgb, size))
 
 
 def load_for_model(path: str | Path, size: int) -> np.ndarray:

@@ -188,6 +188,8 @@ def refreshed_status(run: RunDir) -> dict[str, Any]:
     status = run.status()
     if not status or status.get("state") in FINISHED or process_alive(status.get("pid"), status.get("pid_started")):
         return status
+    if status.get("state") == "queued" and _in_line(run, status):
+        return status  # a ticket in the app's queue: waiting is a row, not a process
     if status.get("state") == "queued" and time.time() - status.get("updated", 0) < 5:
         return status  # just launched; the process has not written its pid yet
     status = run.status()  # read again: the run may have finished between the first read and the check
@@ -201,6 +203,20 @@ def refreshed_status(run: RunDir) -> dict[str, Any]:
                                            f"{stage} (killed or out of memory); start it again — cached "
                                            "bottlenecks are kept", interrupted=stage)
     return run.status()
+
+
+def _in_line(run: RunDir, status: dict[str, Any]) -> bool:
+    """True while the run's ticket still waits in the queue its status names (see pipeline.run_queue)."""
+    if not isinstance(status.get("queue"), str):
+        return False
+    import sqlite3
+
+    from pipeline.run_queue import RunQueue
+
+    try:
+        return RunQueue(status["queue"]).is_pending(run.path)
+    except (RetrainError, sqlite3.Error, OSError):  # an unreadable queue cannot vouch for the run
+        return False
 
 
 def process_started(pid: int) -> str | None:
@@ -263,6 +279,10 @@ def cancel_run(run_dir: str | Path) -> None:
     if status.get("state") in FINISHED:
         return
     run.cancel_request.touch()
+    if isinstance(status.get("queue"), str):  # still in the app's queue: leave the line (a row, no process)
+        from pipeline.run_queue import RunQueue
+
+        RunQueue(status["queue"]).withdraw(run.path)
     pid = status.get("pid")
     if process_alive(pid, status.get("pid_started")):
         os.kill(int(pid), signal.SIGTERM)
@@ -297,8 +317,12 @@ def job_slot(max_jobs: int, slots_dir: str | Path, on_wait: Callable[[], None] |
              should_stop: Callable[[], bool] | None = None) -> Iterator[int]:
     """Hold one of `max_jobs` training slots; wait (calling on_wait) while all are taken.
 
-    Slots are file locks, so they are released by the kernel even when a run is killed.
+    Slots are file locks, so they are released by the kernel even when a run is killed. A run that
+    the app's queue started (pipeline.run_queue) already holds its slot: its ticket.
     """
+    if os.environ.get("RETRAIN_STUDIO_QUEUE_TICKET"):
+        yield -1
+        return
     slots_dir = Path(slots_dir)
     slots_dir.mkdir(parents=True, exist_ok=True)
     while True:

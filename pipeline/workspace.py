@@ -5,8 +5,14 @@ folder named by a random token (`<data root>/workspaces/<token>/` with uploads/,
 predictions/); the token travels in the page URL, so the same URL reopens the same runs and no other
 session can list them. Folders on the server can be chosen only under the data root, never the root
 itself nor anything holding or inside workspaces/. Uploaded zips are unpacked by
-`pipeline.archive.safe_extract`, never by hand. A workspace may hold a capped amount of uploads and a
-capped number of waiting runs, so one stranger cannot fill the disk or the queue.
+`pipeline.archive.safe_extract`, never by hand.
+
+Caps that protect the shared server are global: all workspaces together stay under a disk budget
+(uploads, unpacked files, runs and caches), each workspace under its own quota of the same things,
+runs wait in one queue of capped length (`pipeline.run_queue`), and workspaces idle for longer than
+their time to live are removed (never while a run of theirs is active, and only folders this module
+made). Bottlenecks of uploaded photos are cached inside their workspace, so no stranger can learn
+from a run's cache report which photos someone else uploaded.
 
 The trade-off that shaped it: the workspace keeps its small state (current dataset, current run, the
 settings being edited) in `workspace.json` on disk rather than in the browser session, so a second tab
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import io
 import json
@@ -60,7 +67,8 @@ from pipeline.files import (
 from pipeline.images import center_square, load_image
 from pipeline.progress import Progress, ProgressCallback
 from pipeline.records import DamagedFile, read_config, read_workspace_state
-from pipeline.runs import FINISHED, RunDir, cache_root, launch_run, list_runs, refreshed_status
+from pipeline.run_queue import RunQueue
+from pipeline.runs import FINISHED, RunDir, cache_root, list_runs, max_jobs, refreshed_status
 
 if TYPE_CHECKING:
     from pipeline.suspects import Suspect
@@ -76,7 +84,15 @@ DEFAULT_PRESET = "Quick"
 IMBALANCE_RATIO = 1.5
 # Defaults of the per-workspace caps (environment variables of the same purpose override them).
 MAX_QUEUED_PER_WORKSPACE = 2     # RETRAIN_STUDIO_MAX_QUEUED_PER_WORKSPACE: runs queued or training at once
-WORKSPACE_QUOTA_MB = 2048        # RETRAIN_STUDIO_WORKSPACE_QUOTA_MB: uploads (zips and their unpacked files)
+WORKSPACE_QUOTA_MB = 2048        # RETRAIN_STUDIO_WORKSPACE_QUOTA_MB: one workspace: uploads, unpacked, runs, cache
+DISK_BUDGET_MB = 20480           # RETRAIN_STUDIO_DISK_BUDGET_MB: all workspaces, the queue and the shared cache
+WORKSPACE_TTL_DAYS = 7           # RETRAIN_STUDIO_WORKSPACE_TTL_DAYS: idle workspaces are removed after this (0: never)
+# Room a new run must find before it starts: its exports and logs (about 55 MB with the default backbone).
+RUN_RESERVE_MB = 64
+# Written into every workspace folder this module makes; only folders carrying it are ever expired.
+MARKER = ".retrain-studio-workspace"
+# How often (at most) a page visit looks for idle workspaces to remove.
+EXPIRY_INTERVAL_SECONDS = 3600
 
 
 # ---- Settings: environment variables only -----------------------------------------------------------------------
@@ -86,6 +102,15 @@ def data_root() -> Path:
     root = Path(os.environ.get("RETRAIN_STUDIO_DATA_ROOT") or "data").expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def use_hosted_defaults() -> None:
+    """Settings for a server open to strangers, unless the operator set them: a lower image size cap, and
+    freed image memory given back to the system (see pipeline.images), for this process and its runs."""
+    from pipeline.images import HOSTED_MAX_PIXELS, return_freed_memory
+
+    os.environ.setdefault("RETRAIN_STUDIO_MAX_PIXELS", str(HOSTED_MAX_PIXELS))
+    return_freed_memory()
 
 
 def samples_root() -> Path | None:
@@ -111,8 +136,18 @@ def max_queued_per_workspace() -> int:
 
 
 def workspace_quota_bytes() -> int:
-    """How many bytes of uploads one workspace may hold (RETRAIN_STUDIO_WORKSPACE_QUOTA_MB, in MB)."""
+    """How many bytes one workspace may hold, runs and cache included (RETRAIN_STUDIO_WORKSPACE_QUOTA_MB, in MB)."""
     return env_whole_number("RETRAIN_STUDIO_WORKSPACE_QUOTA_MB", WORKSPACE_QUOTA_MB) << 20
+
+
+def disk_budget_bytes() -> int:
+    """How many bytes all workspaces, the queue and the shared cache may take (RETRAIN_STUDIO_DISK_BUDGET_MB)."""
+    return env_whole_number("RETRAIN_STUDIO_DISK_BUDGET_MB", DISK_BUDGET_MB) << 20
+
+
+def workspace_ttl_seconds() -> float:
+    """How long a workspace may sit unused before it is removed (RETRAIN_STUDIO_WORKSPACE_TTL_DAYS; 0 = forever)."""
+    return env_whole_number("RETRAIN_STUDIO_WORKSPACE_TTL_DAYS", WORKSPACE_TTL_DAYS) * 86400.0
 
 
 # ---- Workspaces ---------------------------------------------------------------------------------------------------
@@ -194,7 +229,58 @@ def open_workspace(token: str, root: Path | None = None) -> Workspace:
         raise RetrainError("this workspace folder is a link (to somewhere else); it is refused")
     for folder in (path / "uploads", path / "runs"):
         folder.mkdir(parents=True, exist_ok=True)
+    (path / MARKER).touch()  # made by us (only such folders expire), and used now (its time is the last use)
     return Workspace(token, path)
+
+
+def expire_idle_workspaces(root: Path | None = None, now: float | None = None) -> list[str]:
+    """Remove workspaces unused for longer than their time to live; the tokens removed.
+
+    Only folders this module made (token-named, not a link, carrying its marker) and none with a run
+    queued or working. "Used" is the latest of: opened by a page, its state saved, a run's status written.
+    """
+    ttl = workspace_ttl_seconds()
+    base = (root or data_root()) / WORKSPACES
+    if ttl <= 0 or not base.is_dir():
+        return []
+    now = time.time() if now is None else now
+    removed = []
+    for path in sorted(base.iterdir()):
+        if not is_valid_token(path.name) or path.is_symlink() or not path.is_dir() or not (path / MARKER).is_file():
+            continue
+        workspace = Workspace(path.name, path)
+        if now - last_used(workspace) <= ttl or any(is_active(refreshed_status(run))
+                                                    for run in workspace_runs(workspace)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name)
+    return removed
+
+
+def last_used(workspace: Workspace) -> float:
+    """When the workspace was last opened, changed, or had a run report progress (seconds since the epoch)."""
+    files = [workspace.path / MARKER, workspace.path / STATE_FILE]
+    files += [run.status_file for run in workspace_runs(workspace)]
+    times = []
+    for file in files:
+        try:
+            times.append(file.stat().st_mtime)
+        except OSError:
+            continue
+    return max(times, default=0.0)
+
+
+def expire_now_and_then(root: Path | None = None) -> list[str]:
+    """`expire_idle_workspaces` at most once an hour (a stamp file's time says when it last looked)."""
+    stamp = (root or data_root()) / WORKSPACES / ".last-expiry"
+    try:
+        if time.time() - stamp.stat().st_mtime < EXPIRY_INTERVAL_SECONDS:
+            return []
+    except OSError:
+        pass
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.touch()
+    return expire_idle_workspaces(root)
 
 
 # ---- Folders on the server ----------------------------------------------------------------------------------------
@@ -212,23 +298,31 @@ def resolve_server_folder(folder: str, root: Path | None = None) -> Path:
         raise RetrainError(f"choose a folder under the data folder {root}")
     if "\x00" in text:
         raise RetrainError("a folder name cannot contain a NUL character")
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    try:
+        return _resolve_under_root(text, shown, root)
+    except OSError as error:  # a name too long for the file system, a loop of links, a folder we may not read
+        raise RetrainError(f"'{shown}' cannot be used as a folder: {error.strerror or error}") from None
+
+
+def _resolve_under_root(text: str, shown: str, root: Path) -> Path:
     if ".." in Path(text).parts:
-        raise RetrainError(f"'{text}': '..' is not allowed; choose a folder inside the data folder {root}")
+        raise RetrainError(f"'{shown}': '..' is not allowed; choose a folder inside the data folder {root}")
     candidate = Path(text).expanduser()
     with contextlib.suppress(OSError):
         if not (candidate if candidate.is_absolute() else root / candidate).exists():
             candidate = Path(from_display_name(text)).expanduser()  # a name listed with \xNN for non-UTF-8 bytes
     resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
     if not resolved.is_relative_to(root):
-        raise RetrainError(f"'{text}' is outside the data folder {root} (or links out of it); only folders "
+        raise RetrainError(f"'{shown}' is outside the data folder {root} (or links out of it); only folders "
                            "inside it can be used")
     if (root / WORKSPACES).is_relative_to(resolved):
-        raise RetrainError(f"'{text}' is the data folder itself (or links to it), which holds the app's private "
+        raise RetrainError(f"'{shown}' is the data folder itself (or links to it), which holds the app's private "
                            "workspaces; choose one of the dataset folders inside it")
     if resolved.is_relative_to(root / WORKSPACES):
-        raise RetrainError(f"'{text}' is inside the app's private workspaces; upload a zip instead")
+        raise RetrainError(f"'{shown}' is inside the app's private workspaces; upload a zip instead")
     if not resolved.is_dir():
-        raise RetrainError(f"'{text}': no such folder under the data folder {root}")
+        raise RetrainError(f"'{shown}': no such folder under the data folder {root}")
     return resolved
 
 
@@ -276,25 +370,43 @@ def unpack_upload(workspace: Workspace, zip_path: Path) -> Path:
     return safe_extract(zip_path, target)
 
 
-def uploads_size(workspace: Workspace) -> int:
-    """Bytes the workspace's uploads take: zips, CSVs and unpacked files (links are not followed)."""
+def folder_size(folder: Path) -> int:
+    """Bytes the files under `folder` take (links are not followed; a folder that is gone takes none)."""
     total = 0
-    for folder, _, files in os.walk(workspace.uploads):
+    for parent, _, files in os.walk(folder):
         for name in files:
             try:
-                total += os.lstat(os.path.join(folder, name)).st_size
+                total += os.lstat(os.path.join(parent, name)).st_size
             except OSError:  # removed while counting
                 continue
     return total
 
 
+def uploads_size(workspace: Workspace) -> int:
+    """Bytes the workspace's uploads take: zips, CSVs and unpacked files."""
+    return folder_size(workspace.uploads)
+
+
+def server_disk_use(root: Path | None = None) -> int:
+    """Bytes the app has written, all sessions together: every workspace, the queue and the shared cache."""
+    root = root or data_root()
+    return sum(folder_size(folder) for folder in (root / WORKSPACES, root / "queue", cache_root() / "bottlenecks"))
+
+
 def check_quota(workspace: Workspace, adding: int, what: str) -> None:
-    """RetrainError when `adding` more bytes would take the workspace's uploads over its quota."""
-    quota, used = workspace_quota_bytes(), uploads_size(workspace)
+    """RetrainError when `adding` more bytes would take the workspace over its quota or the server over its budget.
+
+    A workspace counts everything in it: uploads, unpacked files, runs and its bottleneck cache.
+    """
+    quota, used = workspace_quota_bytes(), folder_size(workspace.path)
     if used + adding > quota:
-        raise RetrainError(f"{what}: this workspace's uploads would take {_mb(used + adding)}, over its quota of "
-                           f"{_mb(quota)} ({_mb(used)} used). Upload a smaller dataset, or start a new workspace by "
-                           "opening the app's address without '?ws=…'")
+        raise RetrainError(f"{what}: this workspace would take {_mb(used + adding)}, over its quota of "
+                           f"{_mb(quota)} ({_mb(used)} used by uploads, runs and cache). Delete old runs on the Runs "
+                           "page, or start a new workspace by opening the app's address without '?ws=…'")
+    budget, everyone = disk_budget_bytes(), server_disk_use(workspace.path.parents[1])
+    if everyone + adding > budget:
+        raise RetrainError(f"{what}: the server's disk space for all users is used up ({_mb(everyone)} of "
+                           f"{_mb(budget)}); try again later, when idle workspaces have expired")
 
 
 def _declared_size(zip_path: Path) -> int:
@@ -363,8 +475,8 @@ def thumbnail(path: str | Path, size: int = 160) -> np.ndarray:
     """A small square RGB copy of an image (its centre) for galleries; JPEGs are decoded at reduced size."""
     from PIL import Image
 
-    square = center_square(load_image(path, min_side=size))
-    return np.asarray(Image.fromarray(square).resize((size, size), Image.Resampling.BILINEAR))
+    return load_image(path, min_side=size, finish=lambda rgb: np.asarray(
+        Image.fromarray(center_square(rgb)).resize((size, size), Image.Resampling.BILINEAR)))
 
 
 # ---- Per-image decisions: drop or relabel, never touching the user's files ------------------------------------
@@ -440,7 +552,7 @@ def check_labels(dataset: Dataset, train: TrainConfig, bottleneck_dir: str | Non
     from pipeline.suspects import find_suspects
 
     backbone = load_backbone(train.architecture, train.bottleneck_layer)
-    folder = bottleneck_dir or cache_root() / "bottlenecks"
+    folder = bottleneck_dir or cache_root() / "bottlenecks"  # the app passes bottleneck_folder(...)
     suspects = find_suspects(dataset, backbone, folder, seed=train.seed, progress=progress)
     if progress:
         progress(Progress("mapping", 0, 1, 0.0, None))
@@ -480,34 +592,84 @@ def new_run_name() -> str:
 
 
 def start_run(workspace: Workspace, config: RunConfig) -> RunDir:
-    """Write a new run folder with `config` (dataset from the workspace) and launch it in the background.
+    """Write a new run folder with `config` (dataset from the workspace) and put it in the app's queue.
 
-    The settings are checked first, and a workspace may have only a few runs queued or training.
+    The settings, this workspace's share of the queue and the disk space are checked first; the
+    queue starts the run at once when a training slot is free.
     The dataset's decisions are copied into the run, so deciding more later changes the next run, not this one.
     """
     dataset = dataset_config(workspace)
     if dataset is None:
         raise RetrainError("choose a dataset first (Dataset page)")
     config = RunConfig.from_dict({**config.to_dict(), "dataset": dataclasses.asdict(dataset)}).validate()
-    waiting = [run.name for run in workspace_runs(workspace) if is_active(refreshed_status(run))]
-    if len(waiting) >= max_queued_per_workspace():
-        raise RetrainError(f"this workspace already has {len(waiting)} runs queued or training, the most it may "
-                           "have; wait for one to finish, or cancel one")
-    run = RunDir(workspace.runs / new_run_name())
-    try:
-        run.path.mkdir(parents=True)
-        if dataset.overrides and Path(dataset.overrides).is_file():
-            shutil.copyfile(dataset.overrides, run.path / "overrides.json")
-            config.dataset.overrides = str(run.path / "overrides.json")
-        else:
-            config.dataset.overrides = None
-        config.output.output_dir = str(run.path)
-        config.save(run.config)
-        launch_run(run.path)
-    except OSError as error:  # a full disk, most likely: say so on the page, not as a traceback
-        raise RetrainError(f"the run could not be started: {describe_write_error(error, run.path)}") from None
+    # One start at a time per workspace (two tabs pressing Start together): the count and the new run are one step.
+    with open(workspace.path / ".start.lock", "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        waiting = [run.name for run in workspace_runs(workspace) if is_active(refreshed_status(run))]
+        if len(waiting) >= max_queued_per_workspace():
+            raise RetrainError(f"this workspace already has {len(waiting)} runs queued or training, the most it "
+                               "may have; wait for one to finish, or cancel one")
+        check_quota(workspace, RUN_RESERVE_MB << 20, "a new run")
+        run = RunDir(workspace.runs / new_run_name())
+        try:
+            run.path.mkdir(parents=True)
+            _write_run(workspace, run, config, dataset)
+        except OSError as error:  # a full disk, most likely: say so on the page, not as a traceback
+            shutil.rmtree(run.path, ignore_errors=True)  # ours, made above: a refused run leaves nothing behind
+            raise RetrainError(f"the run could not be started: {describe_write_error(error, run.path)}") from None
+        except BaseException:
+            shutil.rmtree(run.path, ignore_errors=True)
+            raise
     workspace.update_state(run=run.name)
+    dispatch_queue(workspace.path.parents[1])
     return run
+
+
+def _write_run(workspace: Workspace, run: RunDir, config: RunConfig, dataset: DatasetConfig) -> None:
+    """The run's folder (config, its own copy of the decisions, status) and its ticket in the queue."""
+    if dataset.overrides and Path(dataset.overrides).is_file():
+        shutil.copyfile(dataset.overrides, run.path / "overrides.json")
+        config.dataset.overrides = str(run.path / "overrides.json")
+    else:
+        config.dataset.overrides = None
+    config.output.output_dir = str(run.path)
+    config.output.bottleneck_dir = str(bottleneck_folder(workspace, dataset))
+    config.save(run.config)
+    queue = app_queue(workspace.path.parents[1])
+    run.write_status("queued", 0.0, "waiting for a free training slot", pid=0, waiting=True, queue=str(queue.folder))
+    queue.submit(run.path, owner=workspace.token)
+
+
+def bottleneck_folder(workspace: Workspace, dataset: DatasetConfig) -> Path:
+    """Where a dataset's bottlenecks are cached: inside the workspace for uploads, shared for server folders.
+
+    Uploaded photos are private: a shared cache would tell a stranger's run (by what it reused)
+    that someone else uploaded the same photos. Server folders and samples are there for everyone, so
+    their bottlenecks are shared and a sample trains fast in every new workspace.
+    """
+    sources = [value for value in (dataset.image_dir, dataset.zip, dataset.label_csv) if value]
+    if any(Path(value).resolve().is_relative_to(workspace.path.resolve()) for value in sources):
+        return workspace.path / "cache" / "bottlenecks"
+    return cache_root() / "bottlenecks"
+
+
+def app_queue(root: Path | None = None) -> RunQueue:
+    """The training queue of this data root (its own slots: CLI runs elsewhere on the machine never hold one)."""
+    return RunQueue((root or data_root()) / "queue")
+
+
+def dispatch_queue(root: Path | None = None) -> list[int]:
+    """Start the next queued runs while training slots are free (cheap when none is; called on every refresh)."""
+    return app_queue(root).dispatch(max_jobs())
+
+
+def queue_place(run: RunDir):
+    """Where a queued run stands (pipeline.run_queue.Place: position, waiting, running, estimate), or None."""
+    queue = refreshed_status(run).get("queue")
+    try:
+        return RunQueue(queue).place(run.path, max_jobs()) if isinstance(queue, str) else None
+    except RetrainError:  # an unreadable queue: the page shows the run as waiting, without its place
+        return None
 
 
 def workspace_runs(workspace: Workspace) -> list[RunDir]:

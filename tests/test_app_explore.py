@@ -85,7 +85,7 @@ def test_the_map_and_the_suspects_are_shown(misfiled):
 
 
 def test_drop_relabel_and_undo_change_the_next_run_not_the_photos(misfiled, monkeypatch):
-    monkeypatch.setattr("pipeline.workspace.launch_run", lambda path: 1)
+    monkeypatch.setattr("pipeline.workspace.dispatch_queue", lambda root=None: [])
     first, second = misfiled["moved"]
     at = checked(misfiled["token"])
     usable = {m.label: m.value for m in at.metric}["Usable images"]

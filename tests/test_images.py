@@ -23,7 +23,6 @@ from imagegen import (
     write_webp,
 )
 
-from pipeline import images
 from pipeline.errors import ImageProblem
 from pipeline.images import load_image, read_bytes
 
@@ -50,7 +49,7 @@ def test_bad_file_is_a_problem(tmp_path, kind, message):
 
 
 def test_bomb_over_our_limit_but_under_pillows_is_refused_before_decoding(tmp_path, monkeypatch):
-    monkeypatch.setattr(images, "MAX_PIXELS", 100)
+    monkeypatch.setenv("RETRAIN_STUDIO_MAX_PIXELS", "100")  # the setting, as an operator would lower it
     path = write_image(tmp_path / "big.png", class_image("red", 0, (20, 20)))
     with pytest.raises(ImageProblem, match=r"too large \(20x20 pixels"):
         load_image(path)

@@ -236,13 +236,13 @@ def test_a_labels_csv_with_a_zip_of_images(root, tmp_path):
 
 def test_runs_belong_to_their_workspace(root, monkeypatch):
     launched = []
-    monkeypatch.setattr("pipeline.workspace.launch_run", lambda path: launched.append(path) or 1)
+    monkeypatch.setattr("pipeline.workspace.dispatch_queue", lambda root=None: launched.append(root) or [])
     first, second = open_workspace(new_token()), open_workspace(new_token())
     with pytest.raises(RetrainError, match="choose a dataset"):
         start_run(first, working_config(first))
     first.update_state(dataset={"image_dir": str(root)})
     run = start_run(first, working_config(first))
-    assert launched == [run.path] and run.path.parent == first.runs
+    assert launched == [root] and run.path.parent == first.runs
     saved = RunConfig.load(run.config)
     assert saved.output.output_dir == str(run.path)
     assert saved.dataset == DatasetConfig(image_dir=str(root)), "no decisions yet: none in the run"
@@ -254,8 +254,7 @@ def test_runs_belong_to_their_workspace(root, monkeypatch):
 
 
 def test_a_workspace_may_have_only_a_few_runs_waiting(root, monkeypatch):
-    monkeypatch.setattr("pipeline.workspace.launch_run", lambda path: RunDir(path).write_status(
-        "queued", 0.0, "waiting to start", pid=os.getpid()))
+    monkeypatch.setattr("pipeline.workspace.dispatch_queue", lambda root=None: [])  # all stay in the queue
     workspace = open_workspace(new_token())
     workspace.update_state(dataset={"image_dir": str(root)})
     runs = [start_run(workspace, working_config(workspace)) for _ in range(2)]
@@ -268,7 +267,7 @@ def test_a_workspace_may_have_only_a_few_runs_waiting(root, monkeypatch):
 
 
 def test_settings_out_of_range_are_refused_before_a_run_starts(root, monkeypatch):
-    monkeypatch.setattr("pipeline.workspace.launch_run", lambda path: pytest.fail("must not launch"))
+    monkeypatch.setattr("pipeline.workspace.dispatch_queue", lambda root=None: pytest.fail("must not launch"))
     workspace = open_workspace(new_token())
     workspace.update_state(dataset={"image_dir": str(root)})
     config = working_config(workspace)
@@ -314,7 +313,7 @@ def test_a_queued_run_waits_for_a_slot_only_when_it_says_so():
 
 
 def test_decisions_go_to_the_workspace_and_change_the_next_run_not_the_files(root, tmp_path, monkeypatch):
-    monkeypatch.setattr("pipeline.workspace.launch_run", lambda path: 1)
+    monkeypatch.setattr("pipeline.workspace.dispatch_queue", lambda root=None: [])
     images = make_class_folders(tmp_path / "shapes", {"red": 4, "blue": 4})
     before = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in images.rglob("*.jpg")}
     workspace = open_workspace(new_token())
