@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 RUNTIME_ENV = "RETRAIN_STUDIO_RUNTIME"  # "tensorflow" forces TensorFlow; anything else (or unset) prefers LiteRT
 LITERT, TENSORFLOW = "litert", "tensorflow"
 THREADS = 2  # XNNPACK threads per interpreter: the machines we target have two cores
-TFLITE_VERSION = "tfl1"
-CONVERSION_TOLERANCE = 1e-4  # largest difference from TensorFlow's features accepted, relative to their scale  # bump whenever the conversion below changes, so stale cached .tflite files are not reused
+TFLITE_VERSION = "tfl1"  # bump whenever the conversion below changes, so stale cached .tflite files are not reused
+CONVERSION_TOLERANCE = 1e-4  # largest difference from TensorFlow's features accepted, relative to their scale
 
 Forward = Callable[[np.ndarray], np.ndarray]  # (N, S, S, 3) uint8 RGB → (N, feature_dim) float32
 
