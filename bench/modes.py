@@ -16,6 +16,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 FLOWERS = REPO.parent / "shared" / "datasets" / "flowers"
+GROCERY = REPO.parent / "shared" / "datasets" / "grocery"  # train/ val/ test/: its official split
 DEFAULT_BACKBONE = "efficientnet_lite0"
 SMOKE_LAYER = "features"  # the tiny smoke backbone's bottleneck layer
 
@@ -33,6 +34,8 @@ class Mode:
     rerun_reps: int                      # repetitions of each warm whole run
     train: dict = field(default_factory=dict)    # TrainConfig overrides for every whole run
     augment: dict = field(default_factory=lambda: {"flip_left_right": True, "random_crop": 10, "augment_copies": 2})
+    backbone_images: int = 256           # images per cold extraction of the per-backbone table (each runtime)
+    grocery: bool = False                # also a default Lite2 run on the grocery set's official split
 
     @property
     def subset(self) -> bool:
@@ -42,11 +45,11 @@ class Mode:
 
 MODES = {
     "full": Mode("full", per_class=None, speed_images=1024, per_image_images=256, fit_images=1024, head_steps=4000,
-                 predictions=100, reps=3, rerun_reps=3),
+                 predictions=100, reps=3, rerun_reps=3, grocery=True),
     "quick": Mode("quick", per_class=60, speed_images=256, per_image_images=64, fit_images=256, head_steps=4000,
-                  predictions=30, reps=3, rerun_reps=2),
+                  predictions=30, reps=3, rerun_reps=2, backbone_images=64),
     "smoke": Mode("smoke", per_class=0, speed_images=12, per_image_images=3, fit_images=12, head_steps=20,
-                  predictions=3, reps=1, rerun_reps=1, train={"epochs": 3, "learning_rate": 0.01},
+                  predictions=3, reps=1, rerun_reps=1, train={"epochs": 3, "learning_rate": 0.01}, backbone_images=6,
                   augment={"flip_left_right": True, "random_crop": 10, "augment_copies": 1}),
 }
 SMOKE_CLASSES = ("red", "green", "blue")

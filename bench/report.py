@@ -35,7 +35,11 @@ GOALS = {
     "flowers_test_accuracy": Goal(">=", 0.93),
     "flowers_first_model_seconds": Goal("<", 180),
     "predict_p50_ms": Goal("<", 100),
-    "cache_peak_rss_mb": Goal("<", 2000),
+    "cache_peak_rss_mb": Goal("<", 1000),
+    "litert_extract_vs_tf_forward": Goal(">=", 1.5),
+    "flowers_test_accuracy_seed0": Goal(">=", 0.94),
+    "flowers_test_accuracy_lite2": Goal(">=", 0.95),
+    "grocery_test_accuracy_lite2": Goal(">=", 0.85),
     "hostile_zip_peak_rss_mb": Goal("<", 1500),
 }
 
@@ -77,7 +81,8 @@ def goal_cells(name: str, value: float | None, judged: bool = True) -> tuple[str
 
 
 def write_markdown(path: Path, figures: dict[str, float | None], how: dict[str, str], extras: dict[str, float],
-                   context: dict[str, str], failures: dict[str, str]) -> None:
+                   context: dict[str, str], failures: dict[str, str],
+                   per_backbone: dict[str, dict[str, float]] | None = None) -> None:
     """results.md: the figures against their goals, figures kept for the record, then the machine and command."""
     lines = [f"# Benchmark results ({context['mode']})", "",
              "Each figure is the median of its repetitions where it is short enough to repeat; the two sides of",
@@ -89,6 +94,8 @@ def write_markdown(path: Path, figures: dict[str, float | None], how: dict[str, 
     if extras:
         lines += ["", "For the record (no goal):", "", "| figure | value | how |", "|---|---|---|"]
         lines += [f"| `{name}` | {format_value(value)} | {how.get(name, '')} |" for name, value in extras.items()]
+    if per_backbone:
+        lines += ["", "## Per backbone", "", backbone_table(per_backbone)]
     if failures:
         lines += ["", "## Stages that failed (their figures are missing; see the log)", ""]
         lines += [f"- `{stage}`: {reason}" for stage, reason in failures.items()]
@@ -104,3 +111,12 @@ def format_value(value: float | None) -> str:
     if abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def backbone_table(per_backbone: dict[str, dict[str, float]]) -> str:
+    """A Markdown table: one row per backbone, one column per figure (as measured, in the order first seen)."""
+    columns = list(dict.fromkeys(key for figures in per_backbone.values() for key in figures))
+    lines = ["| backbone | " + " | ".join(f"`{c}`" for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, figures in per_backbone.items():
+        lines.append(f"| {name} | " + " | ".join(format_value(figures.get(c)) for c in columns) + " |")
+    return "\n".join(lines)

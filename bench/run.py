@@ -30,17 +30,29 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Our runs must not queue for a training slot behind someone else's run: waiting is not speed.
 os.environ.setdefault("RETRAIN_STUDIO_MAX_JOBS", "64")
 
-from bench import extraction, hostile_zip, training, whole_runs  # noqa: E402
-from bench.modes import DEFAULT_BACKBONE, MODES, SMOKE_LAYER, Mode, evenly_spaced, prepare_dataset, smoke_backbone  # noqa: E402
+from bench import backbones, extraction, hostile_zip, training, whole_runs  # noqa: E402
+from bench.modes import (  # noqa: E402
+    DEFAULT_BACKBONE,
+    GROCERY,
+    MODES,
+    SMOKE_LAYER,
+    Mode,
+    evenly_spaced,
+    prepare_dataset,
+    smoke_backbone,
+)
 from bench.report import SUBSET_PREFIX, load_average, machine, write_markdown  # noqa: E402
 from bench.timing import interleaved, log, median  # noqa: E402
+from pipeline.backbones.runtime import LITERT, runtime_for  # noqa: E402
 
 DEFAULT_OUTPUT = REPO / "bench" / "results.md"
 # The JSON keys, in the order of the issue's table (`flowers_*` become `quick_flowers_*` on a subset).
 FIGURES = ["forward_images_per_second", "extract_images_per_second", "extract_vs_forward",
+           "litert_extract_vs_tf_forward",
            "per_image_images_per_second", "extract_vs_per_image", "frozen_fit_epoch_seconds", "cache_vs_frozen_fit",
            "head_4000_steps_seconds", "warm_rerun_seconds", "augmented_warm_vs_plain_warm", "flowers_test_accuracy",
-           "flowers_first_model_seconds", "predict_p50_ms", "predict_p95_ms", "cache_peak_rss_mb",
+           "flowers_test_accuracy_seed0", "flowers_first_model_seconds", "predict_p50_ms", "predict_p95_ms",
+           "cache_peak_rss_mb", "flowers_test_accuracy_lite2", "grocery_test_accuracy_lite2",
            "hostile_zip_peak_rss_mb"]
 
 
@@ -67,6 +79,7 @@ class Benchmark:
         self.how: dict[str, str] = {}
         self.loads: list[float] = []  # the 1-minute load average as each stage starts
         self.failures: dict[str, str] = {}  # stage → why it failed
+        self.per_backbone: dict[str, dict[str, float]] = {}  # architecture → figures for the table and the picker
 
     def stage(self, message: str) -> None:
         self.loads.append(os.getloadavg()[0])
@@ -113,6 +126,10 @@ class Benchmark:
         self.record("extract_images_per_second", rate["extract"],
                     f"`cache_bottlenecks` into a fresh folder, same {len(items)} JPEGs; {reps}")
         self.record("extract_vs_forward", rate["extract"] / rate["forward"], "ratio of the medians above")
+        if runtime_for(self.architecture) == LITERT:  # extraction ran on LiteRT, the forward pass on TensorFlow
+            self.record("litert_extract_vs_tf_forward", rate["extract"] / rate["forward"],
+                        "extraction from the JPEG files on LiteRT (XNNPACK, 2 threads) / TensorFlow's compiled "
+                        "batch-32 forward pass on decoded images: the two figures above, interleaved")
         self.record("per_image_images_per_second", rate["per_image"],
                     f"read, decode+resize (one graph call), model on a batch of 1 (compiled, like `sess.run`); "
                     f"{len(paths)} images, {reps}")
@@ -147,6 +164,8 @@ class Benchmark:
         self.record(self.name("flowers_test_accuracy"), median(accuracies),
                     f"default settings, {where}; {first.report.extra.get('evaluated_on', 'test')} split; median over "
                     f"seeds 0-2 ({', '.join(f'{a:.4f}' for a in accuracies)}; seed 0 is the cold run)")
+        self.record(self.name("flowers_test_accuracy_seed0"), first.report.test_accuracy,
+                    f"default settings, seed 0, {where}; chosen on validation, test split seen once")
         self.record(self.name("flowers_first_model_seconds"), first.seconds,
                     f"`retrain()` with a cold bottleneck cache, {where}; caching {timings['caching_seconds']:.0f} s, "
                     f"training {timings['training_seconds']:.0f} s, export {timings['export_seconds']:.0f} s")
@@ -256,6 +275,40 @@ class Benchmark:
                     "memory the check added (over the process after imports): without the budget / with it",
                     extra=True)
 
+    # ---- Per backbone: both runtimes, accuracy, size, latency; and Lite2 on grocery --------------------------------
+
+    def measure_backbones(self) -> None:
+        mode = self.mode
+        names = backbones.LITES if mode.name != "smoke" else (self.architecture,)
+        items = list({item.sha256: item for item in self.items(self.sample(mode.backbone_images))}.values())
+        paths = list(self.sample(mode.predictions)["path"])
+        for name in names:
+            self.stage(f"backbone {name}: cold extraction of {len(items)} images on LiteRT and TensorFlow, "
+                       "then a default run")
+            rates = backbones.extraction_rates(items, name, mode.reps, self.workdir)
+            run = backbones.default_run(self.image_dir, name, self.workdir, paths, mode.train)
+            self.per_backbone[name] = {
+                "extract_litert_images_per_second": round(rates["litert"], 1),
+                "extract_tf_images_per_second": round(rates["tensorflow"], 1),
+                self.name("flowers_test_accuracy"): round(run["test_accuracy"], 4),
+                "model_mb": round(run["model_mb"], 1), "predict_p50_ms": round(run["predict_p50_ms"], 1)}
+            log(f"{name}: {self.per_backbone[name]}")
+        if "efficientnet_lite2" in self.per_backbone:
+            self.record(self.name("flowers_test_accuracy_lite2"),
+                        self.per_backbone["efficientnet_lite2"][self.name("flowers_test_accuracy")],
+                        f"default settings with --architecture efficientnet_lite2, seed 0, {len(self.rows)} images")
+
+    def measure_grocery(self) -> None:
+        if not self.mode.grocery:
+            return
+        if not GROCERY.is_dir():
+            raise RuntimeError(f"{GROCERY} not found")
+        self.stage("grocery: a default Lite2 run on the official train/val/test split")
+        config = whole_runs.run_config(GROCERY, self.workdir / "bottlenecks-grocery", "efficientnet_lite2", None)
+        result = whole_runs.timed_run(config, self.workdir / "runs" / "grocery-lite2")
+        self.record("grocery_test_accuracy_lite2", result.report.test_accuracy,
+                    f"default settings, efficientnet_lite2, seed 0, official split; whole run {result.seconds:.0f} s")
+
     def describe_dataset(self) -> str:
         if self.mode.per_class is None:
             return f"{self.image_dir} ({len(self.rows)} images)"
@@ -266,8 +319,8 @@ class Benchmark:
     def run(self) -> None:
         """Every stage in turn; one that fails is logged and noted, and the others still run."""
         stages = [self.measure_extraction, self.measure_first_model, self.measure_reruns, self.measure_head_steps,
-                  self.measure_frozen_fit, self.measure_prediction, self.measure_cache_memory,
-                  self.measure_hostile_zip]
+                  self.measure_frozen_fit, self.measure_prediction, self.measure_cache_memory, self.measure_backbones,
+                  self.measure_grocery, self.measure_hostile_zip]
         for measure in stages:
             try:
                 measure()
@@ -278,6 +331,16 @@ class Benchmark:
     def json_figures(self) -> dict[str, float | None]:
         """Every figure by its JSON name; None for one whose stage failed."""
         return {self.name(figure): self.figures.get(self.name(figure)) for figure in FIGURES}
+
+
+def write_backbones_json(output: Path, mode: str, per_backbone: dict, context: dict) -> None:
+    """backbones.json beside results.md (the app's picker reads bench/backbones.json); subsets say so in the name."""
+    if not per_backbone:
+        return
+    name = "backbones.json" if mode == "full" else f"backbones.{mode}.json"
+    data = {"measured": context["date"], "conditions": f"{context['cores']} cores, load average "
+            f"{context['load average (1/5/15 min)']}; {context['dataset']}", "backbones": per_backbone}
+    (output.parent / name).write_text(json.dumps(data, indent=2) + "\n")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -310,7 +373,9 @@ def main(argv: list[str] | None = None) -> int:
                    "load average (1/5/15 min)": f"{load_before} at start, {load_average()} at end",
                    "load average (1 min) as each stage began": ", ".join(f"{load:.1f}" for load in bench.loads),
                    "dataset": f"{bench.describe_dataset()}"}
-        write_markdown(output, bench.json_figures(), bench.how, bench.extras, context, bench.failures)
+        write_markdown(output, bench.json_figures(), bench.how, bench.extras, context, bench.failures,
+                       bench.per_backbone)
+        write_backbones_json(output, args.mode.name, bench.per_backbone, context)
         log(f"wrote {output} in {time.monotonic() - started:.0f} s")
     finally:
         if args.keep:

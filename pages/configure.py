@@ -11,6 +11,7 @@ import streamlit as st
 from pages import common
 from pipeline.augment import preview_copies
 from pipeline.backbones import backbone_input_size, list_backbones
+from pipeline.backbones.measured import backbone_table, measured_note
 from pipeline.config import PRESETS, AugmentConfig, TrainConfig
 from pipeline.errors import ImageProblem, RetrainError
 from pipeline.images import decode_image, prepare_for_model, read_bytes
@@ -45,6 +46,9 @@ architecture = st.selectbox(
     f"{name}  (works offline)" if backbones[name].offline else f"{name}  (needs internet once)")
 if architecture in backbones:
     st.caption(backbones[architecture].description)
+with st.expander("Compare backbones: measured speed, accuracy and size"):
+    st.dataframe(backbone_table(), hide_index=True)
+    st.caption(measured_note())
 
 st.subheader("Training")
 train_values = {"architecture": architecture}

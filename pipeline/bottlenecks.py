@@ -11,8 +11,9 @@ file damaged as a whole (garbage, or a page in its middle) fails SQLite's quick_
 or raises "malformed" when used: it is set aside (renamed, never deleted), a fresh one is started,
 and every entry that can still be read from the old one and passes its CRC is carried over.
 
-Extraction is batched with tf.data (parallel decode and resize, prefetch) feeding one compiled
-forward pass, instead of retrain.py's one image at a time.
+Extraction decodes and resizes photos in threads, a couple of batches ahead of the backbone, which
+runs on LiteRT where installed and TensorFlow otherwise (see `backbones.runtime`); the cache key
+names the runtime, so vectors of the two never mix.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import hashlib
 import sqlite3
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.augment import augmented_for_model, copy_seed
+from pipeline.backbones.runtime import backbone_forward, feature_identity
 from pipeline.config import AugmentConfig
 from pipeline.errors import ImageProblem, RetrainError
 from pipeline.files import disk_full_message, display_name, looks_like_disk_full
@@ -41,6 +45,8 @@ if TYPE_CHECKING:
     from pipeline.backbones import Backbone
 
 DATABASE_NAME = "bottlenecks.sqlite"
+DECODE_THREADS = 2  # photos decoded and resized at once (Pillow releases the GIL while it works)
+DECODE_AHEAD = 2  # batches decoded ahead of the backbone: enough to keep it busy, little memory
 
 
 @dataclass(frozen=True)
@@ -270,7 +276,7 @@ def cache_bottlenecks(items: Sequence[ExtractItem], backbone: Backbone, bottlene
     started = time.monotonic()
     store = BottleneckStore(bottleneck_dir)
     try:
-        keys = {item: entry_key(item, backbone.identity, augment) for item in items}
+        keys = {item: entry_key(item, feature_identity(backbone), augment) for item in items}
         items_by_key: dict[str, list[ExtractItem]] = {}
         for item, key in keys.items():
             items_by_key.setdefault(key, []).append(item)
@@ -332,46 +338,46 @@ def load_item_for_model(item: ExtractItem, size: int, augment: AugmentConfig | N
 
 def _extract_batches(items: Sequence[ExtractItem], backbone: Backbone, augment: AugmentConfig | None,
                      batch_size: int):
-    """Yield (items, features, problems) per batch, decoding in parallel with tf.data."""
+    """Yield (items, features, problems) per batch: decoding runs ahead in threads while the backbone runs.
+
+    At most `DECODE_AHEAD` batches are decoded ahead of the backbone, so memory stays flat however many
+    images there are, and each batch is handed on (and stored by the caller) as soon as it is done.
+    """
     if not items:
         return
-    import tensorflow as tf
+    forward = backbone_forward(backbone)  # built, converted or loaded before any decoding starts
+    batches = [items[start:start + batch_size] for start in range(0, len(items), batch_size)]
+    with ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode") as pool:
+        pending = deque(pool.submit(_decode_batch, batch, backbone.input_size, augment)
+                        for batch in batches[:DECODE_AHEAD])
+        for index in range(len(batches)):
+            good, images, problems = pending.popleft().result()
+            if index + DECODE_AHEAD < len(batches):
+                pending.append(pool.submit(_decode_batch, batches[index + DECODE_AHEAD], backbone.input_size,
+                                           augment))
+            features = forward(images) if good else np.zeros((0, backbone.feature_dim), np.float32)
+            yield good, features.astype(np.float32, copy=False), problems
 
-    size = backbone.input_size
-    problems: dict[int, str] = {}
 
-    def load(index: np.int64):
-        item = items[int(index)]
+def _decode_batch(batch: Sequence[ExtractItem], size: int, augment: AugmentConfig | None):
+    """(decodable items, their (N, S, S, 3) uint8 inputs, {item: why not} for the rest)."""
+    good, images, problems = [], [], {}
+    for item in batch:
         try:
-            return load_item_for_model(item, size, augment), True
+            images.append(load_item_for_model(item, size, augment))
+            good.append(item)
         except ImageProblem as problem:
-            problems[int(index)] = str(problem)
+            problems[item] = str(problem)
         except Exception as err:  # a decoder bug must not end a run over one photo
-            problems[int(index)] = f"could not decode ({type(err).__name__}: {err})"
-        return np.zeros((size, size, 3), np.uint8), False
-
-    def load_tensor(index):
-        image, ok = tf.numpy_function(load, [index], [tf.uint8, tf.bool], stateful=False)
-        image.set_shape((size, size, 3))
-        ok.set_shape(())
-        return index, image, ok
-
-    dataset = (tf.data.Dataset.range(len(items))
-               .map(load_tensor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-               .batch(batch_size)
-               .prefetch(2))
-    forward = compiled_forward(backbone)
-    for indices, images, ok in dataset:
-        ok = ok.numpy()
-        indices = indices.numpy()
-        good = indices[ok]
-        features = forward(tf.boolean_mask(images, ok)).numpy() if len(good) else np.zeros((0, backbone.feature_dim))
-        batch_problems = {items[int(i)]: problems.pop(int(i)) for i in indices[~ok]}
-        yield [items[int(i)] for i in good], features.astype(np.float32), batch_problems
+            problems[item] = f"could not decode ({type(err).__name__}: {err})"
+    return good, (np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)), problems
 
 
 def compiled_forward(backbone: Backbone) -> Callable:
-    """The backbone's forward pass as one compiled graph over uint8 batches (traced once per backbone)."""
+    """TensorFlow's forward pass as one compiled graph over uint8 batches (traced once per backbone).
+
+    Extraction runs `backbone_forward` (LiteRT where installed); this is TensorFlow's, for comparisons.
+    """
     import tensorflow as tf
 
     if backbone.compiled is None:

@@ -90,7 +90,7 @@ class AugmentConfig:
 class TrainConfig:
     architecture: str = knob(
         "efficientnet_lite0",
-        "Backbone: efficientnet_lite0 (offline), inception_v3, "
+        "Backbone: efficientnet_lite0, efficientnet_lite1, efficientnet_lite2 (offline), inception_v3, "
         "mobilenet_v2[_ALPHA], resnet50, or PATH.keras for your own model.",
     )
     bottleneck_layer: str | None = knob(

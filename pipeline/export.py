@@ -110,7 +110,11 @@ def predict_saved_model(run_dir: Path, images: np.ndarray) -> np.ndarray:
 
 
 def predict_tflite(run_dir: Path, images: np.ndarray) -> np.ndarray:
-    interpreter = tf.lite.Interpreter(model_path=str(run_dir / "model.tflite"))
+    try:  # LiteRT's interpreter: tf.lite.Interpreter is deprecated and warns on every use
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # a platform without ai-edge-litert wheels
+        Interpreter = tf.lite.Interpreter  # noqa: N806
+    interpreter = Interpreter(model_path=str(run_dir / "model.tflite"))
     runner = interpreter.get_signature_runner(SIGNATURE)
     return np.concatenate([runner(image=image[None])["probabilities"] for image in images]) \
         if len(images) else np.zeros((0, 0))

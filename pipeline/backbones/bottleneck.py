@@ -32,6 +32,8 @@ class Backbone:
     model_loader: Callable[[], keras.Model] = field(repr=False, compare=False)  # builds `model` when first needed
     # The compiled forward pass, traced once per loaded backbone (originals, then augmented copies, reuse it).
     compiled: Any = field(default=None, compare=False, repr=False)
+    # The forward pass on the runtime that computes this backbone's bottlenecks (LiteRT or TensorFlow; see runtime).
+    forward: Any = field(default=None, compare=False, repr=False)
     _model: Any = field(default=None, init=False, compare=False, repr=False)
 
     @property

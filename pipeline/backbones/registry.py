@@ -9,21 +9,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipeline.backbones import custom, efficientnet_lite0, keras_apps
+from pipeline.backbones import custom, efficientnet_lite, keras_apps
 from pipeline.backbones.bottleneck import Backbone
 from pipeline.errors import RetrainError
 
 if TYPE_CHECKING:
     import keras
 
-DEFAULT_BACKBONE = efficientnet_lite0.NAME
+DEFAULT_BACKBONE = efficientnet_lite.LITE0.name
+LITE = efficientnet_lite.VARIANTS
 
 
 @dataclass(frozen=True)
 class BackboneInfo:
     """What the app shows about a built-in backbone before loading it (no TensorFlow needed)."""
 
-    name: str  # "efficientnet_lite0", "inception_v3", "mobilenet_v2", "resnet50"
+    name: str  # "efficientnet_lite0", "efficientnet_lite1", ..., "inception_v3", "mobilenet_v2", "resnet50"
     input_size: int  # square side in pixels
     offline: bool  # True when no download is ever needed; the others need internet once
     description: str  # one line for the UI
@@ -32,9 +33,22 @@ class BackboneInfo:
 CATALOGUE = (
     BackboneInfo(
         DEFAULT_BACKBONE,
-        efficientnet_lite0.INPUT_SIZE,
+        LITE[DEFAULT_BACKBONE].input_size,
         True,
         "EfficientNet-Lite0 (default): fast and accurate; works offline, its weights ship with the app.",
+    ),
+    BackboneInfo(
+        "efficientnet_lite1",
+        LITE["efficientnet_lite1"].input_size,
+        True,
+        "EfficientNet-Lite1: wider and deeper than Lite0, 240 px input; slower, more accurate. Works offline.",
+    ),
+    BackboneInfo(
+        "efficientnet_lite2",
+        LITE["efficientnet_lite2"].input_size,
+        True,
+        "EfficientNet-Lite2: the largest offline one, 260 px input; slowest of the three, most accurate. "
+        "Works offline.",
     ),
     BackboneInfo(
         "inception_v3",
@@ -69,20 +83,22 @@ def load_backbone(architecture: str = DEFAULT_BACKBONE, bottleneck_layer: str | 
     if custom.is_model_path(architecture):
         return custom.load_custom_backbone(architecture, bottleneck_layer)
     info = _info(architecture)
-    if info.name == DEFAULT_BACKBONE:
-        return efficientnet_lite0.load_backbone(bottleneck_layer)
+    if info.name in LITE:
+        return efficientnet_lite.load_backbone(bottleneck_layer, LITE[info.name])
     return keras_apps.load_keras_app(architecture, info.input_size, bottleneck_layer)
 
 
-def load_imagenet_classifier() -> keras.Model:
-    """The full EfficientNet-Lite0 with its 1000-way ImageNet `predictions` output (for tests and sanity checks)."""
-    return efficientnet_lite0.load_imagenet_classifier()
+def load_imagenet_classifier(architecture: str = DEFAULT_BACKBONE) -> keras.Model:
+    """A full EfficientNet-Lite with its 1000-way ImageNet `predictions` output (for tests and sanity checks)."""
+    if architecture not in LITE:
+        raise _unknown_architecture(architecture)
+    return efficientnet_lite.load_imagenet_classifier(LITE[architecture])
 
 
 def _info(architecture: str) -> BackboneInfo:
     """The catalogue entry for a name; width variants such as "mobilenet_v2_0.35" map to their family."""
     family = architecture
-    if architecture != DEFAULT_BACKBONE:
+    if architecture not in LITE:
         try:
             family, _ = keras_apps.parse_app_name(architecture)
         except KeyError:

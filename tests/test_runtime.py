@@ -1,0 +1,94 @@
+"""The backbone runtime: LiteRT features agree with TensorFlow's, the cache key names the runtime, the converted
+.tflite is cached and repaired, and a user's own model stays on TensorFlow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.backbones import load_backbone, runtime
+from pipeline.bottlenecks import ExtractItem, cache_bottlenecks, compiled_forward
+from pipeline.images import load_for_model
+from tests.conftest import FLOWERS, needs_flowers
+
+pytestmark = pytest.mark.skipif(not runtime.litert_installed(), reason="ai-edge-litert is not installed")
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    """The real Lite0; its .tflite is converted once into the tests' shared backbone cache."""
+    return load_backbone("efficientnet_lite0")
+
+
+def flower_photos(count: int) -> list[Path]:
+    every = sorted(FLOWERS.glob("*/*.jpg"))
+    return every[:: max(len(every) // count, 1)][:count]
+
+
+@needs_flowers()
+def test_litert_features_match_tensorflow_on_real_photos(lite0):
+    images = np.stack([load_for_model(path, lite0.input_size) for path in flower_photos(12)])
+    litert = runtime.backbone_forward(lite0)(images)
+    tensorflow = compiled_forward(lite0)(images).numpy()
+    assert isinstance(runtime.backbone_forward(lite0), runtime.LiteRTRunner)
+    assert litert.shape == (12, 1280) and litert.dtype == np.float32
+    assert float(np.abs(litert - tensorflow).max()) < 1e-4
+
+
+@needs_flowers()
+def test_cache_keys_say_which_runtime_made_them(lite0, tmp_path, monkeypatch):
+    items = [ExtractItem(str(path), f"{i:064x}") for i, path in enumerate(flower_photos(3))]
+    first = cache_bottlenecks(items, lite0, tmp_path)
+    assert first.computed == 3 and runtime.feature_identity(lite0).endswith("|runtime:litert")
+    assert cache_bottlenecks(items, lite0, tmp_path).reused == 3
+
+    monkeypatch.setenv(runtime.RUNTIME_ENV, "tensorflow")
+    tensorflow_backbone = load_backbone("efficientnet_lite0")
+    assert runtime.feature_identity(tensorflow_backbone).endswith("|runtime:tensorflow")
+    second = cache_bottlenecks(items, tensorflow_backbone, tmp_path)
+    assert second.computed == 3 and second.reused == 0  # never served the other runtime's vectors
+    for item in items:
+        assert float(np.abs(first.vectors[item] - second.vectors[item]).max()) < 1e-4
+
+
+def test_damaged_tflite_is_reconverted(tmp_path, monkeypatch, tiny_backbone_file):
+    import keras
+
+    monkeypatch.setenv("RETRAIN_STUDIO_CACHE", str(tmp_path))
+    model = keras.saving.load_model(tiny_backbone_file)
+    features = keras.Model(model.input, model.get_layer("features").output)
+    path = runtime.tflite_path("tiny|test", "tiny")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"TFL3 half a flatbuffer")
+    forward = runtime.litert_forward(lambda: features, "tiny|test", 32, "tiny")
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    expected = features.predict(images.astype(np.float32), verbose=0)
+    assert float(np.abs(forward(images) - expected).max()) < 1e-4
+    assert path.stat().st_size > 1000 and [p.name for p in path.parent.iterdir()] == [path.name]  # no temp left
+
+    def no_conversion():
+        raise AssertionError("the cached .tflite should have been used")
+
+    again = runtime.litert_forward(no_conversion, "tiny|test", 32, "tiny")
+    np.testing.assert_allclose(again(images), forward(images))
+
+
+def test_a_wrong_conversion_is_refused(tmp_path, monkeypatch, tiny_backbone_file):
+    import keras
+
+    monkeypatch.setenv("RETRAIN_STUDIO_CACHE", str(tmp_path))
+    model = keras.saving.load_model(tiny_backbone_file)
+    features = keras.Model(model.input, model.get_layer("features").output)
+    other = keras.Model(model.input, keras.layers.Lambda(lambda x: x * 2.0)(features.output))
+    flatbuffer = runtime.convert_to_tflite(other, 32)
+    with pytest.raises(runtime.RetrainError, match="differs from TensorFlow"):
+        runtime.check_conversion(features, flatbuffer, 32)
+
+
+def test_runtime_choice(tiny_backbone_file, monkeypatch):
+    assert runtime.runtime_for(str(tiny_backbone_file)) == runtime.TENSORFLOW  # a user's model: any layers
+    assert runtime.runtime_for("efficientnet_lite2") == runtime.LITERT
+    monkeypatch.setenv(runtime.RUNTIME_ENV, "TensorFlow")
+    assert runtime.runtime_for("efficientnet_lite2") == runtime.TENSORFLOW
