@@ -326,23 +326,30 @@ COMMANDS = {"inspect": command_inspect, "cache": command_cache, "train": command
             "predict": command_predict, "suspects": command_suspects}
 
 
-def quiet_tensorflow(verbose: bool) -> None:
-    """Silence TensorFlow's C++ and Python log lines (and absl's) before TensorFlow is imported."""
+def quiet_tensorflow(verbose: bool, command: str) -> None:
+    """Silence TensorFlow's C++, absl and Python log lines, unless --verbose."""
     if verbose:
         return
     import logging
     import warnings
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from pipeline.quiet import native_logs_silenced, silence_native_logs
+
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    silence_native_logs()
     for name in ("tensorflow", "absl", "keras", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=r"(keras|tensorflow|tf_keras|absl)(\.|$)")
+    if command != "inspect":  # every other command loads TensorFlow; its import prints the absl notice
+        with native_logs_silenced():
+            import tensorflow  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    quiet_tensorflow(args.verbose or str(vars(args).get("retired.logging_verbosity", "")).upper() == "DEBUG")
+    quiet_tensorflow(args.verbose or str(vars(args).get("retired.logging_verbosity", "")).upper() == "DEBUG",
+                     args.command)
     try:
         COMMANDS[args.command](args)
     except RunCancelled as cancelled:

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from pipeline.errors import RetrainError
 from pipeline.files import write_bytes_atomic
+from pipeline.quiet import native_logs_silenced
 
 # Largest allowed difference in any probability between the in-memory model and a reloaded export.
 # `cached_bottlenecks` compares the head on cached features (what evaluation measured) with the
@@ -208,7 +209,8 @@ def _write_tflite(classifier: keras.Model, labels: list[str], run_dir: Path) -> 
         if not (source / "saved_model.pb").exists():
             source = Path(tmp) / "saved_model"
             _saved_model_archive(classifier, None).write_out(str(source), verbose=False)
-        flat = tf.lite.TFLiteConverter.from_saved_model(str(source), [SIGNATURE]).convert()
+        with native_logs_silenced():  # the converter's MLIR chatter
+            flat = tf.lite.TFLiteConverter.from_saved_model(str(source), [SIGNATURE]).convert()
     write_bytes_atomic(run_dir / "model.tflite", flat)
 
 
@@ -240,7 +242,8 @@ def predict_saved_model_bytes(run_dir: Path, encoded: list[bytes]) -> tuple[np.n
 
 
 def predict_tflite(run_dir: Path, images: np.ndarray) -> np.ndarray:
-    interpreter = tf.lite.Interpreter(model_path=str(run_dir / "model.tflite"))
+    with native_logs_silenced():  # "Created TensorFlow Lite XNNPACK delegate" and absl's notice
+        interpreter = tf.lite.Interpreter(model_path=str(run_dir / "model.tflite"))
     runner = interpreter.get_signature_runner(SIGNATURE)
     return np.concatenate([runner(image=image[None])["probabilities"] for image in images]) \
         if len(images) else np.zeros((0, 0))

@@ -90,7 +90,7 @@ def resolve_model(model: str | Path, labels: str | Path | None = None) -> tuple[
     """(model file, labels file, note) for a run folder or a model file; refuses unchecked exports."""
     path, note = Path(model), ""
     if path.is_dir():
-        require_ready(path, "keras")
+        note = require_ready(path, "keras")
         return path / "model.keras", Path(labels) if labels else path / "labels.txt", note
     if not path.exists() and path.with_suffix(".keras").is_file():  # label_image's --graph=output_graph.pb
         note = f"{path} is not there (TF2 has no frozen graphs); using the Keras model {path.with_suffix('.keras')}"
@@ -107,8 +107,12 @@ def resolve_model(model: str | Path, labels: str | Path | None = None) -> tuple[
     return path, Path(labels), note
 
 
-def require_ready(run_dir: Path, export: str) -> None:
-    """Refuse an export its run did not finish and check (killed, failed, cancelled, or still building it)."""
+def require_ready(run_dir: Path, export: str) -> str:
+    """Refuse an export its run did not finish and check (killed, or failed or cancelled before it was ready).
+
+    An export the run did check is used even when a later one failed or was cancelled, but never
+    silently: the returned note says so ("" for a run that is done or still building the rest).
+    """
     from pipeline.runs import RunDir, refreshed_status
 
     run = RunDir(run_dir)
@@ -120,6 +124,10 @@ def require_ready(run_dir: Path, export: str) -> None:
         why = f"run {state}" + (f": {status['message']}" if status.get("message") else "") if state else \
             "no status.json: not a run folder, or a run that never started"
         raise RetrainError(f"{run_dir}: its {export} export was not finished and checked ({why}); train again")
+    if state in ("failed", "cancelled"):
+        return f"run {run_dir} ended {state} before all its exports were ready; its {export} export was checked " \
+               "and is used"
+    return ""
 
 
 def read_labels(path: Path) -> list[str]:

@@ -299,24 +299,27 @@ def _fine_tune(context: RunContext, dataset: Dataset, features: Features, labels
     return classifier
 
 
-def _summary_writer(config: RunConfig, run: RunDir):
+def _summary_writer(config: RunConfig, run: RunDir) -> dict:
+    """TensorBoard writers for two runs, train/ and validation/, so their curves overlay under one tag."""
     import tensorflow as tf
 
-    return tf.summary.create_file_writer(config.output.summaries_dir or str(run.logs_dir))
+    root = Path(config.output.summaries_dir or run.logs_dir)
+    return {split: tf.summary.create_file_writer(str(root / split)) for split in ("train", "validation")}
 
 
-def _write_summaries(writer, row: dict) -> None:
-    """TensorBoard scalars, written with core TF ops so the tensorboard package is not needed to train."""
+def _write_summaries(writers: dict, row: dict) -> None:
+    """TensorBoard scalars `loss` and `accuracy` per run, written with core TF ops (no tensorboard package)."""
     import tensorflow as tf
     from tensorflow.core.framework.summary_pb2 import SummaryMetadata
 
     metadata = SummaryMetadata()
     metadata.plugin_data.plugin_name = "scalars"
-    with writer.as_default(step=int(row["step"])):
-        for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
-            if row[name] is not None:
-                tf.summary.write(name, tf.constant(row[name], tf.float32), metadata=metadata)
-    writer.flush()
+    for split, prefix in (("train", "train_"), ("validation", "val_")):
+        with writers[split].as_default(step=int(row["step"])):
+            for name in ("loss", "accuracy"):
+                if row[prefix + name] is not None:
+                    tf.summary.write(name, tf.constant(row[prefix + name], tf.float32), metadata=metadata)
+        writers[split].flush()
 
 
 def _evaluation_split(dataset: Dataset) -> str:
