@@ -120,7 +120,8 @@ def switch_distortions_on(args: argparse.Namespace, config: RunConfig) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", allow_abbrev=False,
+    prog = "retrain-studio" if Path(sys.argv[0]).name == "retrain-studio" else "python -m pipeline"
+    parser = argparse.ArgumentParser(prog=prog, allow_abbrev=False,
                                      description="Retrain Studio's engine: transfer learning on cached bottlenecks, "
                                                  "retrain.py-compatible flags.")
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import os
 import shutil
 import signal
@@ -23,6 +22,11 @@ from typing import Any
 
 from pipeline.errors import RetrainError, RunCancelled
 from pipeline.files import read_json, write_json_atomic
+
+try:
+    import fcntl
+except ImportError:  # Windows: the engine imports (predict, inspect), but training needs POSIX file locks
+    fcntl = None
 
 STATES = ("queued", "caching", "augmenting", "training", "evaluating", "exporting", "done", "failed", "cancelled")
 FINISHED = {"done", "failed", "cancelled"}
@@ -216,6 +220,9 @@ def job_slot(max_jobs: int, slots_dir: str | Path, on_wait: Callable[[], None] |
 
     Slots are file locks, so they are released by the kernel even when a run is killed.
     """
+    if fcntl is None:
+        raise RetrainError("training needs a POSIX system (Linux or macOS; on Windows use WSL): "
+                           "training slots are fcntl file locks")
     slots_dir = Path(slots_dir)
     slots_dir.mkdir(parents=True, exist_ok=True)
     while True:
