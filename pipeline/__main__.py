@@ -2,13 +2,15 @@
 
     python -m pipeline inspect --image_dir DIR
     python -m pipeline cache   --image_dir DIR --bottleneck_dir DIR
-    python -m pipeline train   --image_dir DIR --output_dir RUN_DIR [--how_many_training_steps 4000 ...]
+    python -m pipeline train   --image_dir DIR [--output_dir RUN_DIR] [--how_many_training_steps 4000 ...]
     python -m pipeline run     --run_dir RUN_DIR            # a run from its config.json (the app uses this)
-    python -m pipeline predict --model RUN_DIR IMAGE...     # or --image_dir DIR --output_csv FILE
+    python -m pipeline predict --model RUN_DIR|MODEL.keras IMAGE...   # or --image_dir DIR --output_csv FILE
     python -m pipeline suspects --image_dir DIR [--top N]  # likely-mislabeled images, most suspicious first
 
-Heavy modules (TensorFlow) are imported per command, so `inspect` answers quickly. A user's
-mistake prints one line and exits 2, never a traceback.
+retrain.py's and label_image.py's tutorial lines run as written: flags whose job is gone are
+answered with one line while the run goes on. Heavy modules (TensorFlow) are imported per
+command, so `inspect` answers quickly, and their log noise is silenced unless --verbose. A
+user's mistake prints one line and exits 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -16,25 +18,39 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from pipeline.config import AugmentConfig, DatasetConfig, OutputConfig, RunConfig, TrainConfig
 from pipeline.errors import RetrainError, RunCancelled
-from pipeline.progress import print_progress
+from pipeline.progress import cli_progress
 
-# retrain.py flags whose meaning does not carry over, with what to do instead.
+# retrain.py flags that ask for something this program cannot do: one line, exit 2.
 UNSUPPORTED_FLAGS = {
     "tfhub_module": "TF Hub modules are not used; choose a backbone with --architecture (efficientnet_lite0 works "
                     "offline; inception_v3, mobilenet_v2, resnet50, or PATH.keras with --bottleneck_layer)",
-    "output_graph": "frozen graphs are gone from TF2; the run exports model.keras, saved_model/1/ and model.tflite "
-                    "into --output_dir",
-    "final_tensor_name": "the exported models name their output 'probabilities'; no tensor name is needed",
-    "intermediate_output_graphs_dir": "intermediate graphs are not written; each run keeps its best weights",
-    "intermediate_store_frequency": "intermediate graphs are not written; each run keeps its best weights",
+}
+# retrain.py flags whose job is gone: answered with one line while the run goes on.
+RETIRED_FLAGS = {
     "model_dir": "backbone weights need no folder: efficientnet_lite0 ships with the install and Keras "
                  "backbones use Keras's own cache",
+    "checkpoint_path": "no checkpoint file is needed: the head keeps its best weights and the run exports them",
+    "logging_verbosity": "TensorFlow's log is silenced; --verbose (or --logging_verbosity DEBUG) shows it",
+    "final_tensor_name": "the exported models name their output 'probabilities'",
+    "intermediate_output_graphs_dir": "intermediate graphs are not written; each run keeps its best weights",
+    "intermediate_store_frequency": "intermediate graphs are not written; each run keeps its best weights",
+    "output_graph": "TF2 has no frozen graphs",  # answered in command_train: a Keras model goes next to it
 }
+# label_image.py's flags that the exported models make unnecessary.
+LABEL_IMAGE_RETIRED = {name: "not needed: the model does its own crop, resize and scaling, and names its output"
+                       for name in ("input_layer", "output_layer", "input_height", "input_width", "input_mean",
+                                    "input_std")}
+# Cached augmented copies of each training image when a distortion flag is given without a count:
+# retrain.py distorted every step (and lost its cache); a few cached copies keep most of that variety.
+DISTORTION_COPIES = 3
+DISTORTION_FLAGS = ("flip_left_right", "random_crop", "random_scale", "random_brightness")
 SECTIONS = {"dataset": DatasetConfig, "augment": AugmentConfig, "train": TrainConfig, "output": OutputConfig}
 
 
@@ -43,8 +59,9 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: list[str]) -> No
     for section in sections:
         group = parser.add_argument_group(section)
         for field in dataclasses.fields(SECTIONS[section]):
+            help_text = (field.metadata.get("help") or "").replace("%", "%%")  # argparse formats help with %
             kwargs: dict[str, Any] = {"dest": f"{section}.{field.name}", "default": argparse.SUPPRESS,
-                                      "help": field.metadata.get("help")}
+                                      "help": help_text}
             if "choices" in field.metadata:
                 kwargs["choices"] = field.metadata["choices"]
             if field.type in ("bool", bool):
@@ -56,9 +73,26 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: list[str]) -> No
             group.add_argument(f"--{field.name}", **kwargs)
 
 
-def add_unsupported_flags(parser: argparse.ArgumentParser) -> None:
-    for name in UNSUPPORTED_FLAGS:
+def add_retired_flags(parser: argparse.ArgumentParser, retired: dict[str, str],
+                      unsupported: dict[str, str] | None = None) -> None:
+    """Old tools' flags, hidden from --help: answered with a note (retired) or an error (unsupported)."""
+    for name in unsupported or {}:
         parser.add_argument(f"--{name}", dest=f"unsupported.{name}", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    for name in retired:
+        parser.add_argument(f"--{name}", dest=f"retired.{name}", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def note(message: str) -> None:
+    """One line on stderr about a flag, a default or an output; the command goes on."""
+    print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+def answer_retired_flags(args: argparse.Namespace, retired: dict[str, str]) -> None:
+    """One note per retired flag given (output_graph is answered where its model is written)."""
+    for key, value in vars(args).items():
+        if key.startswith("retired.") and key != "retired.output_graph":
+            name = key.split(".", 1)[1]
+            note(f"--{name} {value}: {retired[name]}")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -75,31 +109,59 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return config
 
 
+def switch_distortions_on(args: argparse.Namespace, config: RunConfig) -> None:
+    """retrain.py's distortion flags distort: give them cached copies to work on when no count was set."""
+    given = vars(args)
+    distortions = [name for name in DISTORTION_FLAGS if given.get(f"augment.{name}")]
+    if distortions and config.augment.augment_copies == 0 and config.augment.class_size == 0:
+        config.augment.augment_copies = DISTORTION_COPIES
+        note(f"distortions on ({' '.join('--' + name for name in distortions)}): {DISTORTION_COPIES} cached "
+             "augmented copies of each training image (--augment_copies N to change)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description="Retrain Studio's engine: "
-                                     "transfer learning on cached bottlenecks, retrain.py-compatible flags.")
+    prog = "retrain-studio" if Path(sys.argv[0]).name == "retrain-studio" else "python -m pipeline"
+    parser = argparse.ArgumentParser(prog=prog, allow_abbrev=False,
+                                     description="Retrain Studio's engine: transfer learning on cached bottlenecks, "
+                                                 "retrain.py-compatible flags.")
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    common.add_argument("--verbose", action="store_true", help="Show TensorFlow's and absl's own log lines.")
     commands = parser.add_subparsers(dest="command", required=True)
-    inspect = commands.add_parser("inspect", help="Check a dataset: classes, splits, problems, warnings (JSON).")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        # allow_abbrev=False: `--image` must never quietly mean `--image_dir`.
+        return commands.add_parser(name, help=help, description=help, parents=[common], allow_abbrev=False)
+
+    inspect = command("inspect", "Check a dataset: classes, splits, problems, warnings (JSON).")
     add_config_flags(inspect, ["dataset"])
-    cache = commands.add_parser("cache", help="Compute and cache bottlenecks for every image.")
+    cache = command("cache", "Compute and cache bottlenecks for every image.")
     add_config_flags(cache, ["dataset"])
-    cache.add_argument("--architecture", dest="train.architecture", default=argparse.SUPPRESS)
-    cache.add_argument("--bottleneck_layer", dest="train.bottleneck_layer", default=argparse.SUPPRESS)
-    cache.add_argument("--bottleneck_dir", dest="output.bottleneck_dir", default=argparse.SUPPRESS)
-    train = commands.add_parser("train", help="A whole run: cache, train, evaluate, export.")
+    cache.add_argument("--architecture", dest="train.architecture", default=argparse.SUPPRESS,
+                       help="Backbone whose bottlenecks are cached (default efficientnet_lite0).")
+    cache.add_argument("--bottleneck_layer", dest="train.bottleneck_layer", default=argparse.SUPPRESS,
+                       help="Backbone layer whose output is the bottleneck.")
+    cache.add_argument("--bottleneck_dir", dest="output.bottleneck_dir", default=argparse.SUPPRESS,
+                       help="Where cached bottlenecks live (shared between runs).")
+    train = command("train", "A whole run: cache, train, evaluate, export (model.keras first, then the rest).")
     add_config_flags(train, list(SECTIONS))
     train.add_argument("--config", help="A config.json to start from; flags given here override it.")
-    add_unsupported_flags(train)
-    run = commands.add_parser("run", help="Run the config.json already in a run directory (used by the app).")
-    run.add_argument("--run_dir", required=True)
-    predict = commands.add_parser("predict", help="Top-k predictions of a finished run's model.")
-    predict.add_argument("--model", required=True, help="The run directory (holds model.keras and labels.txt).")
-    predict.add_argument("--top_k", type=int, default=5)
+    add_retired_flags(train, RETIRED_FLAGS, UNSUPPORTED_FLAGS)
+    run = command("run", "Run the config.json already in a run directory (used by the app).")
+    run.add_argument("--run_dir", required=True, help="The run directory holding config.json.")
+    predict = command("predict", "Top-k predictions of a run's checked model (label_image.py's flags work too).")
+    predict.add_argument("--model", "--graph", dest="model", help="A run folder, or a model file (.keras) with "
+                         "labels.txt beside it or --labels; --graph is label_image.py's name for it.")
+    predict.add_argument("--labels", help="The labels file (default: the run's labels.txt, or the one beside "
+                         "the model file).")
+    predict.add_argument("--top_k", type=int, default=5, help="How many guesses per image.")
+    predict.add_argument("--image", action="append", default=[], help="One image file (label_image.py's flag; "
+                         "may be repeated).")
     predict.add_argument("--image_dir", help="Predict every image in this folder ...")
     predict.add_argument("--output_csv", help="... and write one CSV row per image here.")
     predict.add_argument("images", nargs="*", help="Image files; one JSON line each is printed.")
-    suspects = commands.add_parser("suspects", help="Likely-mislabelled training and validation images, most "
-                                   "suspicious first (last line: JSON list).")
+    add_retired_flags(predict, LABEL_IMAGE_RETIRED)
+    suspects = command("suspects", "Likely-mislabelled training and validation images, most suspicious first "
+                       "(last line: JSON list).")
     add_config_flags(suspects, ["dataset"])
     suspects.add_argument("--architecture", dest="train.architecture", default=argparse.SUPPRESS, metavar="NAME",
                           help="Backbone whose bottlenecks are compared (default efficientnet_lite0).")
@@ -118,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 def command_inspect(args: argparse.Namespace) -> None:
     from pipeline.dataset import inspect_report, load_dataset
 
-    dataset = load_dataset(config_from_args(args).dataset, check_images=True, progress=print_progress)
+    dataset = load_dataset(config_from_args(args).dataset, check_images=True, progress=cli_progress())
     print(json.dumps(inspect_report(dataset), indent=2))
 
 
@@ -129,11 +191,11 @@ def command_cache(args: argparse.Namespace) -> None:
     from pipeline.runs import cache_root
 
     config = config_from_args(args)
-    dataset = load_dataset(config.dataset, check_images=False, progress=print_progress)
+    dataset = load_dataset(config.dataset, check_images=False, progress=cli_progress())
     backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer)
     items = [ExtractItem(row.path, row.sha256) for row in dataset.usable().itertuples()]
     result = cache_bottlenecks(items, backbone, config.output.bottleneck_dir or cache_root() / "bottlenecks",
-                               progress=print_progress)
+                               progress=cli_progress())
     for item, problem in result.problems.items():
         print(f"problem: {item.path}: {problem}", file=sys.stderr)
     print(json.dumps(result.summary()))
@@ -141,14 +203,49 @@ def command_cache(args: argparse.Namespace) -> None:
 
 def command_train(args: argparse.Namespace) -> None:
     config = config_from_args(args)
-    if not config.output.output_dir:
-        raise RetrainError("--output_dir is required: the run directory for config, metrics, report and exports")
+    answer_retired_flags(args, RETIRED_FLAGS)
+    switch_distortions_on(args, config)
+    if not config.output.output_dir:  # retrain.py had no such flag: its tutorial lines must still run
+        config.output.output_dir = default_output_dir()
+        note(f"output folder: {config.output.output_dir} (--output_dir to choose)")
+    output_graph = vars(args).get("retired.output_graph")
+    if output_graph:
+        note(f"--output_graph {output_graph}: {RETIRED_FLAGS['output_graph']}; the Keras model (backbone + head, "
+             f"any RGB photo in after crop and resize, probabilities out) goes to {keras_beside(output_graph)}")
     from pipeline.runs import RunDir
 
     run = RunDir(config.output.output_dir)
     if run.is_ours():  # a folder that is not a run is refused by retrain, untouched
         run.cancel_request.unlink(missing_ok=True)  # a new run from the command line
     _run_and_print(config, config.output.output_dir)
+    if output_graph:
+        _copy_model(Path(config.output.output_dir) / "model.keras", keras_beside(output_graph))
+
+
+def default_output_dir() -> str:
+    """runs/run-YYYYmmdd-HHMMSS under the current folder: where a user of retrain.py will look first."""
+    import time
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate, n = Path("runs") / f"run-{stamp}", 1
+    while candidate.exists():  # two runs started in the same second
+        n += 1
+        candidate = Path("runs") / f"run-{stamp}-{n}"
+    return str(candidate)
+
+
+def keras_beside(output_graph: str) -> Path:
+    """Where --output_graph's model goes: the same name with .keras (output_graph.pb → output_graph.keras)."""
+    path = Path(output_graph)
+    return path.with_suffix(".keras") if path.suffix else path.with_name(path.name + ".keras")
+
+
+def _copy_model(source: Path, target: Path) -> None:
+    from pipeline.files import write_bytes_atomic
+
+    write_bytes_atomic(target, source.read_bytes())
+    note(f"wrote {target}: a Keras 3 model file (.keras; load with keras.saving.load_model); "
+         f"predict with: python -m pipeline predict --graph {target} --labels LABELS IMAGE")
 
 
 def command_run(args: argparse.Namespace) -> None:
@@ -166,7 +263,7 @@ def command_run(args: argparse.Namespace) -> None:
 def _run_and_print(config: RunConfig, run_dir: str) -> None:
     from pipeline.retrain import retrain
 
-    report = retrain(config, run_dir, echo=print_progress)
+    report = retrain(config, run_dir, echo=cli_progress())
     print(report.table())
     if config.output.print_misclassified_test_images:
         print("\nmisclassified test images:")
@@ -179,20 +276,26 @@ def _run_and_print(config: RunConfig, run_dir: str) -> None:
 def command_predict(args: argparse.Namespace) -> None:
     from pipeline.predict import Predictor, image_files, write_predictions_csv
 
-    if not args.images and not args.image_dir:
-        raise RetrainError("give image files, or --image_dir DIR (with --output_csv FILE for a CSV)")
+    answer_retired_flags(args, LABEL_IMAGE_RETIRED)
+    images = args.image + args.images
+    if not args.model:
+        raise RetrainError("give --model RUN_DIR (or a .keras file; --graph works too)")
+    if not images and not args.image_dir:
+        raise RetrainError("give image files (or --image FILE), or --image_dir DIR (with --output_csv FILE for a CSV)")
     if args.output_csv and not args.image_dir:
         raise RetrainError("--output_csv goes with --image_dir")
-    predictor = Predictor(args.model)
+    predictor = Predictor(args.model, labels=args.labels)
+    if predictor.note:
+        note(predictor.note)
     if args.image_dir:
-        results = predictor.predict_files(image_files(args.image_dir), args.top_k)
+        results = predictor.predict_files(image_files(args.image_dir), args.top_k, progress=cli_progress())
         if args.output_csv:
             write_predictions_csv(results, args.output_csv, args.top_k, root=args.image_dir)
             print(json.dumps({"images": len(results), "errors": sum("error" in r for r in results),
                               "output_csv": args.output_csv}))
             return
     else:
-        results = predictor.predict_files(args.images, args.top_k)
+        results = predictor.predict_files(images, args.top_k)
     for result in results:
         print(json.dumps(result))
 
@@ -206,11 +309,11 @@ def command_suspects(args: argparse.Namespace) -> None:
     from pipeline.suspects import find_suspects
 
     config = config_from_args(args)
-    dataset = load_dataset(config.dataset, check_images=False, progress=print_progress)
+    dataset = load_dataset(config.dataset, check_images=False, progress=cli_progress())
     backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer)
     started = time.monotonic()
     suspects = find_suspects(dataset, backbone, config.output.bottleneck_dir or cache_root() / "bottlenecks",
-                             folds=args.folds, top=args.top, seed=config.train.seed, progress=print_progress)
+                             folds=args.folds, top=args.top, seed=config.train.seed, progress=cli_progress())
     for problem in dataset.problems:
         print(f"problem: {problem['file']}: {problem['problem']}", file=sys.stderr)
     print(f"{len(suspects)} suspect(s) in {time.monotonic() - started:.1f}s", file=sys.stderr)
@@ -226,8 +329,30 @@ COMMANDS = {"inspect": command_inspect, "cache": command_cache, "train": command
             "predict": command_predict, "suspects": command_suspects}
 
 
+def quiet_tensorflow(verbose: bool, command: str) -> None:
+    """Silence TensorFlow's C++, absl and Python log lines, unless --verbose."""
+    if verbose:
+        return
+    import logging
+    import warnings
+
+    from pipeline.quiet import native_logs_silenced, silence_native_logs
+
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    silence_native_logs()
+    for name in ("tensorflow", "absl", "keras", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"(keras|tensorflow|tf_keras|absl)(\.|$)")
+    if command != "inspect":  # every other command loads TensorFlow; its import prints the absl notice
+        with native_logs_silenced():
+            import tensorflow  # noqa: F401
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_tensorflow(args.verbose or str(vars(args).get("retired.logging_verbosity", "")).upper() == "DEBUG",
+                     args.command)
     try:
         COMMANDS[args.command](args)
     except RunCancelled as cancelled:

@@ -1,15 +1,20 @@
 """Exports that predict what evaluation measured, checked rather than hoped.
 
 The exported classifier is the backbone and the trained head joined into one model that takes
-RGB images with values 0-255 at the backbone's input size and does its own preprocessing. After
-writing each format we load it back and compare its probabilities with the in-memory model on
-real test images; a difference beyond tolerance fails the run loudly.
+RGB images with values 0-255 at the backbone's input size and does its own scaling. The
+SavedModel also carries the rest of our preprocessing, so a client never has to copy it: a
+`serving_bytes` signature takes encoded image files (`{"b64": ...}` over TF Serving's REST API)
+and `serving_pixels` takes uint8 pixels of any size; both centre-crop and resize inside, and
+answer class names next to the probabilities. Each format is written on its own, then loaded
+back and compared with the in-memory model on real test images; a difference beyond tolerance
+fails the run, and only a checked export is ever marked ready.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -18,12 +23,29 @@ import tensorflow as tf
 
 from pipeline.errors import RetrainError
 from pipeline.files import write_bytes_atomic
+from pipeline.quiet import native_logs_silenced
 
 # Largest allowed difference in any probability between the in-memory model and a reloaded export.
 # `cached_bottlenecks` compares the head on cached features (what evaluation measured) with the
 # exported whole model on the same images: batched and single-image convolutions round differently.
-TOLERANCE = {"keras": 1e-4, "saved_model": 1e-4, "tflite": 1e-3, "cached_bottlenecks": 1e-3}
+# `saved_model_pixels` is the pixel signature on already prepared images (its crop and resize are
+# then the identity); `saved_model_bytes` decodes in TensorFlow, not Pillow, and decoders differ.
+TOLERANCE = {"keras": 1e-4, "saved_model": 1e-4, "saved_model_pixels": 1e-5, "saved_model_bytes": 0.02,
+             "tflite": 1e-3, "cached_bottlenecks": 1e-3}
 SIGNATURE = "serving_default"
+BYTES_SIGNATURE = "serving_bytes"
+PIXELS_SIGNATURE = "serving_pixels"
+FORMATS = ("keras", "saved_model", "tflite")  # the order they are built in: keras is quick, tflite needs a SavedModel
+FILES = {"keras": "model.keras", "saved_model": "saved_model", "tflite": "model.tflite"}
+
+
+@dataclass
+class ExportCheck:
+    """What every reloaded export must reproduce: prepared images, their files' bytes, the expected answer."""
+
+    images: np.ndarray        # (N, S, S, 3) uint8, prepared by pipeline.images (our decode, crop and resize)
+    encoded: list[bytes]      # the same images' file bytes, for the SavedModel's bytes signature
+    expected: np.ndarray      # (N, classes) probabilities of the in-memory model on `images`
 
 
 def build_classifier(backbone_model: keras.Model, head: keras.Model, input_size: int) -> keras.Model:
@@ -38,21 +60,40 @@ def write_labels(labels: list[str], path: str | Path) -> None:
     write_bytes_atomic(path, ("\n".join(labels) + "\n").encode())
 
 
-def export_model(classifier: keras.Model, labels: list[str], run_dir: str | Path, formats: list[str],
-                 check_images: np.ndarray, expected: np.ndarray | None = None) -> dict[str, float]:
-    """Write the chosen formats and labels.txt into run_dir; return each format's largest difference."""
-    run_dir = Path(run_dir)
-    write_labels(labels, run_dir / "labels.txt")
+def write_export(name: str, classifier: keras.Model, labels: list[str], run_dir: str | Path) -> None:
+    """Write one format into run_dir (replacing an older one only once the new one is complete)."""
     writers = {"keras": _write_keras, "saved_model": _write_saved_model, "tflite": _write_tflite}
-    unknown = set(formats) - set(writers)
-    if unknown:
-        raise RetrainError(f"unknown export formats {sorted(unknown)}; choose from {sorted(writers)}")
-    for name in ("keras", "saved_model", "tflite"):  # tflite is converted from the SavedModel
-        if name in formats or (name == "saved_model" and "tflite" in formats):
-            writers[name](classifier, run_dir)
-    if expected is None:  # the in-memory model's probabilities on check_images
-        expected = classifier.predict(check_images.astype(np.float32), verbose=0)
-    return {name: _largest_difference(name, run_dir, check_images, expected) for name in formats}
+    if name not in writers:
+        raise RetrainError(f"unknown export format {name!r}; choose from {list(FORMATS)}")
+    writers[name](classifier, labels, Path(run_dir))
+
+
+def check_export(name: str, run_dir: str | Path, check: ExportCheck) -> dict[str, float]:
+    """Load one written format back; its largest differences from the in-memory model, by check name."""
+    run_dir, images = Path(run_dir), check.images.astype(np.float32)
+    if not len(check.expected):
+        return {name: 0.0}
+    differences = {}
+    if name == "keras":
+        differences["keras"] = _difference(predict_keras(run_dir, images), check.expected)
+    elif name == "saved_model":
+        differences["saved_model"] = _difference(predict_saved_model(run_dir, images), check.expected)
+        differences["saved_model_pixels"] = _difference(predict_saved_model_pixels(run_dir, check.images),
+                                                        check.expected)
+        differences["saved_model_bytes"] = _difference(predict_saved_model_bytes(run_dir, check.encoded)[0],
+                                                       check.expected)
+    elif name == "tflite":
+        differences["tflite"] = _difference(predict_tflite(run_dir, images), check.expected)
+    return differences
+
+
+def remove_export(name: str, run_dir: str | Path) -> None:
+    """Delete one format's files (a cancelled or failed export is never left to be mistaken for a good one)."""
+    target = Path(run_dir) / FILES[name]
+    if target.is_dir():
+        shutil.rmtree(target, ignore_errors=True)
+    else:
+        target.unlink(missing_ok=True)
 
 
 def require_parity(parity: dict[str, float]) -> None:
@@ -64,39 +105,116 @@ def require_parity(parity: dict[str, float]) -> None:
         raise RetrainError(f"export check failed: {detail}; the exported files must not be used")
 
 
-def _write_keras(classifier: keras.Model, run_dir: Path) -> None:
+def _difference(predicted: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.abs(predicted - expected).max())
+
+
+def _write_keras(classifier: keras.Model, labels: list[str], run_dir: Path) -> None:
     with tempfile.TemporaryDirectory(dir=run_dir) as tmp:
         staged = Path(tmp) / "model.keras"
         classifier.save(staged)
         staged.replace(run_dir / "model.keras")
 
 
-def _write_saved_model(classifier: keras.Model, run_dir: Path) -> None:
-    """TF Serving layout: saved_model/1/ with a `serving_default` signature taking `image`."""
-    size = classifier.input_shape[1]
-    archive = keras.export.ExportArchive()
-    archive.track(classifier)
-    archive.add_endpoint(name=SIGNATURE, fn=lambda image: {"probabilities": classifier(image, training=False)},
-                         input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32, name="image")])
+# ---- the SavedModel: float pixels (as before), encoded bytes, and any-size uint8 pixels ------------------------
+
+
+def prepare_pixels(pixels: tf.Tensor, size: int) -> tf.Tensor:
+    """(H, W, 3) uint8 → (size, size, 3) float 0-255: centre square, bilinear with antialiasing, rounded.
+
+    The TensorFlow twin of pipeline.images.prepare_for_model (Pillow's bilinear resize also
+    antialiases on the way down, and returns whole numbers); an image already at the size
+    passes through unchanged.
+    """
+    shape = tf.shape(pixels)
+    side = tf.minimum(shape[0], shape[1])
+    top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
+    square = tf.cast(pixels[top:top + side, left:left + side, :3], tf.float32)
+    resized = tf.cond(side == size, lambda: square,  # no resampling when nothing needs resizing
+                      lambda: tf.image.resize(square, (size, size), method="bilinear", antialias=True))
+    return tf.ensure_shape(tf.clip_by_value(tf.round(resized), 0.0, 255.0), (size, size, 3))
+
+
+def decode_for_model(data: tf.Tensor, size: int) -> tf.Tensor:
+    """Encoded image bytes → (size, size, 3) float 0-255, like pipeline.images.bytes_for_model.
+
+    JPEGs are decoded at the same reduced scale Pillow's `draft` picks (1/2, 1/4, 1/8 while both
+    sides stay at least `size`) with the accurate integer DCT, as libjpeg does for Pillow; other
+    formats (PNG, GIF's first frame, BMP, WebP) through tf.io.decode_image. Not reproduced: EXIF
+    rotation and transparency laid on white.
+    """
+    def jpeg() -> tf.Tensor:
+        height_width = tf.image.extract_jpeg_shape(data)[:2]
+        scale = tf.reduce_min(height_width // size)
+        index = tf.reduce_sum(tf.cast(scale >= tf.constant([2, 4, 8], tf.int32), tf.int32))
+        return tf.switch_case(index, [
+            (lambda ratio=ratio: tf.io.decode_jpeg(data, channels=3, ratio=ratio, dct_method="INTEGER_ACCURATE"))
+            for ratio in (1, 2, 4, 8)])
+
+    def other() -> tf.Tensor:
+        return tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+
+    pixels = tf.cond(tf.io.is_jpeg(data), jpeg, other)
+    return prepare_pixels(tf.ensure_shape(pixels, (None, None, 3)), size)
+
+
+def _write_saved_model(classifier: keras.Model, labels: list[str], run_dir: Path) -> None:
+    """TF Serving layout: saved_model/1/ with three signatures and assets/labels.txt.
+
+    `serving_default` takes `image` (N, S, S, 3) float 0-255, as before; `serving_bytes` takes
+    `image_bytes` (N,) encoded files; `serving_pixels` takes `pixels` (N, H, W, 3) uint8 of any one
+    size. The last two also answer `classes`: the class names, in the order of `probabilities`.
+    """
     target = run_dir / "saved_model"
     with tempfile.TemporaryDirectory(dir=run_dir) as tmp:
         staged = Path(tmp) / "saved_model"
-        archive.write_out(str(staged / "1"), verbose=False)
+        _saved_model_archive(classifier, labels).write_out(str(staged / "1"), verbose=False)
+        write_labels(labels, staged / "1" / "assets" / "labels.txt")
         if target.exists():
             shutil.rmtree(target)
         staged.replace(target)
 
 
-def _write_tflite(classifier: keras.Model, run_dir: Path) -> None:
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(run_dir / "saved_model" / "1"), [SIGNATURE])
-    flat = converter.convert()
+def _saved_model_archive(classifier: keras.Model, labels: list[str] | None) -> keras.export.ExportArchive:
+    size = classifier.input_shape[1]
+    archive = keras.export.ExportArchive()
+    archive.track(classifier)
+    archive.add_endpoint(name=SIGNATURE, fn=lambda image: {"probabilities": classifier(image, training=False)},
+                         input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32, name="image")])
+    if labels is None:
+        return archive
+    names = tf.constant(labels)
+
+    def answer(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        probabilities = classifier(images, training=False)
+        return {"probabilities": probabilities, "classes": tf.tile(names[None], [tf.shape(probabilities)[0], 1])}
+
+    prepared = tf.TensorSpec((size, size, 3), tf.float32)
+    archive.add_endpoint(name=BYTES_SIGNATURE, fn=lambda image_bytes: answer(tf.map_fn(
+        lambda data: decode_for_model(data, size), image_bytes, fn_output_signature=prepared)),
+        input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")])
+    archive.add_endpoint(name=PIXELS_SIGNATURE, fn=lambda pixels: answer(tf.map_fn(
+        lambda image: prepare_pixels(image, size), pixels, fn_output_signature=prepared)),
+        input_signature=[tf.TensorSpec((None, None, None, 3), tf.uint8, name="pixels")])
+    return archive
+
+
+def _write_tflite(classifier: keras.Model, labels: list[str], run_dir: Path) -> None:
+    """model.tflite from the SavedModel's float signature (LiteRT's string and map ops are not builtin).
+
+    Converted from the run's SavedModel when it was exported, else from one written just for this.
+    """
+    with tempfile.TemporaryDirectory(dir=run_dir) as tmp:
+        source = run_dir / "saved_model" / "1"
+        if not (source / "saved_model.pb").exists():
+            source = Path(tmp) / "saved_model"
+            _saved_model_archive(classifier, None).write_out(str(source), verbose=False)
+        with native_logs_silenced():  # the converter's MLIR chatter
+            flat = tf.lite.TFLiteConverter.from_saved_model(str(source), [SIGNATURE]).convert()
     write_bytes_atomic(run_dir / "model.tflite", flat)
 
 
-def _largest_difference(name: str, run_dir: Path, images: np.ndarray, expected: np.ndarray) -> float:
-    predicted = {"keras": predict_keras, "saved_model": predict_saved_model, "tflite": predict_tflite}[name](
-        run_dir, images.astype(np.float32))
-    return float(np.abs(predicted - expected).max()) if len(expected) else 0.0
+# ---- reloading each format as a client would ---------------------------------------------------------------------
 
 
 def predict_keras(run_dir: Path, images: np.ndarray) -> np.ndarray:
@@ -109,12 +227,27 @@ def predict_saved_model(run_dir: Path, images: np.ndarray) -> np.ndarray:
     return loaded.signatures[SIGNATURE](image=tf.constant(images))["probabilities"].numpy()
 
 
+def predict_saved_model_pixels(run_dir: Path, pixels: np.ndarray) -> np.ndarray:
+    """The pixel signature on a batch of same-size uint8 images (any size)."""
+    loaded = tf.saved_model.load(str(run_dir / "saved_model" / "1"))
+    return loaded.signatures[PIXELS_SIGNATURE](pixels=tf.constant(pixels, tf.uint8))["probabilities"].numpy()
+
+
+def predict_saved_model_bytes(run_dir: Path, encoded: list[bytes]) -> tuple[np.ndarray, list[list[str]]]:
+    """The bytes signature on encoded image files: (probabilities, class names of each row)."""
+    loaded = tf.saved_model.load(str(run_dir / "saved_model" / "1"))
+    answer = loaded.signatures[BYTES_SIGNATURE](image_bytes=tf.constant(encoded, tf.string))
+    classes = [[name.decode() for name in row] for row in answer["classes"].numpy()]
+    return answer["probabilities"].numpy(), classes
+
+
 def predict_tflite(run_dir: Path, images: np.ndarray) -> np.ndarray:
     try:  # LiteRT's interpreter: tf.lite.Interpreter is deprecated and warns on every use
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # a platform without ai-edge-litert wheels
         Interpreter = tf.lite.Interpreter  # noqa: N806
-    interpreter = Interpreter(model_path=str(run_dir / "model.tflite"))
+    with native_logs_silenced():  # "Created TensorFlow Lite XNNPACK delegate" and absl's notice
+        interpreter = Interpreter(model_path=str(run_dir / "model.tflite"))
     runner = interpreter.get_signature_runner(SIGNATURE)
     return np.concatenate([runner(image=image[None])["probabilities"] for image in images]) \
         if len(images) else np.zeros((0, 0))

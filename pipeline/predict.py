@@ -10,6 +10,7 @@ import numpy as np
 
 from pipeline.errors import ImageProblem, RetrainError
 from pipeline.images import bytes_for_model, load_for_model, prepare_for_model
+from pipeline.progress import ProgressCallback, ProgressMeter
 from pipeline.records import load_model_and_labels
 
 BATCH = 32
@@ -17,16 +18,19 @@ log = logging.getLogger(__name__)
 
 
 class Predictor:
-    """A run's exported model.keras and labels.txt, ready to answer."""
+    """A checked model.keras and its labels, ready to answer.
 
-    def __init__(self, run_dir: str | Path):
+    `model` is a run folder (its model.keras must be marked ready in status.json by the run that
+    checked it: a killed or failed run's leftovers are refused) or a .keras file the user points
+    at, with labels.txt beside it or `labels`. `note` says when a path was read differently from
+    how it was given (label_image's --graph=output_graph.pb).
+    """
+
+    def __init__(self, model: str | Path, labels: str | Path | None = None):
         import tensorflow as tf
 
-        run_dir = Path(run_dir)
-        model_path, labels_path = run_dir / "model.keras", run_dir / "labels.txt"
-        for path in (model_path, labels_path):
-            if not path.exists():
-                raise RetrainError(f"{path} not found: is {run_dir} a finished run with the keras export?")
+        model_path, labels_path, self.note = resolve_model(model, labels)
+        # Refused when labels.txt does not name exactly the model's outputs: never a silently wrong answer.
         self.model, self.labels = load_model_and_labels(model_path, labels_path)
         self.input_size = int(self.model.input_shape[1])
         # One compiled graph for any batch size: no per-call retracing, ~ms per image.
@@ -54,11 +58,14 @@ class Predictor:
         """Top-k for an already decoded RGB image (crop and resize as in training)."""
         return self.top_k(self.probabilities(prepare_for_model(rgb, self.input_size)[None])[0], k)
 
-    def predict_files(self, paths: list[str | Path], k: int = 5) -> list[dict]:
+    def predict_files(self, paths: list[str | Path], k: int = 5,
+                      progress: ProgressCallback | None = None) -> list[dict]:
         """One result per file: {file, predictions} or {file, error}; a bad file never stops the rest."""
         results: list[dict] = []
+        meter = ProgressMeter("predicting", len(paths), progress)
         for start in range(0, len(paths), BATCH):
             results.extend(self._predict_batch(paths[start:start + BATCH], k))
+            meter.advance(len(paths[start:start + BATCH]))
         return results
 
     def _predict_batch(self, paths: list[str | Path], k: int) -> list[dict]:
@@ -104,6 +111,50 @@ def split_for_runtime(model, input_size: int):
     compiled_head = tf.function(lambda x: head(x, training=False), reduce_retracing=True,
                                 input_signature=[tf.TensorSpec((None, int(backbone.output.shape[-1])), tf.float32)])
     return forward, compiled_head
+
+
+def resolve_model(model: str | Path, labels: str | Path | None = None) -> tuple[Path, Path, str]:
+    """(model file, labels file, note) for a run folder or a model file; refuses unchecked exports."""
+    path, note = Path(model), ""
+    if path.is_dir():
+        note = require_ready(path, "keras")
+        return path / "model.keras", Path(labels) if labels else path / "labels.txt", note
+    if not path.exists() and path.with_suffix(".keras").is_file():  # label_image's --graph=output_graph.pb
+        note = f"{path} is not there (TF2 has no frozen graphs); using the Keras model {path.with_suffix('.keras')}"
+        path = path.with_suffix(".keras")
+    if not path.is_file():
+        raise RetrainError(f"{path} not found: give a run folder or a .keras model file")
+    if path.suffix != ".keras":
+        raise RetrainError(f"{path}: predict reads Keras models (.keras) or run folders; for SavedModel and "
+                           "TFLite files use TF Serving or LiteRT (see README: exports)")
+    if labels is None and path.parent.joinpath("labels.txt").is_file():
+        labels = path.parent / "labels.txt"
+    if labels is None:
+        raise RetrainError(f"no labels for {path}: give --labels FILE (the run's labels.txt, or --output_labels)")
+    return path, Path(labels), note
+
+
+def require_ready(run_dir: Path, export: str) -> str:
+    """Refuse an export its run did not finish and check (killed, or failed or cancelled before it was ready).
+
+    An export the run did check is used even when a later one failed or was cancelled, but never
+    silently: the returned note says so ("" for a run that is done or still building the rest).
+    """
+    from pipeline.runs import RunDir, refreshed_status
+
+    run = RunDir(run_dir)
+    status = refreshed_status(run)
+    state, exports = status.get("state"), status.get("exports")
+    # Runs written before per-export states: only a finished run's exports were checked.
+    ready = exports.get(export) == "ready" if isinstance(exports, dict) else state == "done"
+    if not ready:
+        why = f"run {state}" + (f": {status['message']}" if status.get("message") else "") if state else \
+            "no status.json: not a run folder, or a run that never started"
+        raise RetrainError(f"{run_dir}: its {export} export was not finished and checked ({why}); train again")
+    if state in ("failed", "cancelled"):
+        return f"run {run_dir} ended {state} before all its exports were ready; its {export} export was checked " \
+               "and is used"
+    return ""
 
 
 def image_files(folder: str | Path) -> list[Path]:

@@ -53,8 +53,43 @@ class ProgressMeter:
 
 
 def print_progress(progress: Progress) -> None:
-    """The CLI's progress line on stderr: stage, count, rate and ETA."""
+    """The CLI's progress line on stderr: stage, count, rate and ETA (one line per report; for logs)."""
     eta = f", ETA {progress.eta_seconds:.0f}s" if progress.eta_seconds is not None else ""
     end = "\n" if progress.done >= progress.total else "\r"
     print(f"{progress.stage}: {progress.done}/{progress.total} ({progress.per_second:.1f}/s{eta}) {progress.message}",
           end=end, file=sys.stderr, flush=True)
+
+
+class ProgressBars:
+    """A tqdm bar per stage on stderr, with its rate and ETA; a new stage closes the last one.
+
+    Used as a ProgressCallback by the CLI on a terminal; plain `print_progress` lines go to files.
+    """
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.stage = ""
+
+    def __call__(self, progress: Progress) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None or progress.stage != self.stage or progress.total != self.bar.total:
+            self.close()
+            self.stage = progress.stage
+            self.bar = tqdm(total=progress.total, desc=progress.stage, file=sys.stderr, dynamic_ncols=True,
+                            leave=True, unit="it")
+        self.bar.update(max(progress.done - self.bar.n, 0))
+        if progress.message:
+            self.bar.set_postfix_str(progress.message, refresh=False)
+        if progress.done >= progress.total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def cli_progress() -> ProgressCallback:
+    """Bars on a terminal, one line per report when stderr is a file or pipe (logs stay readable)."""
+    return ProgressBars() if sys.stderr.isatty() else print_progress

@@ -65,9 +65,12 @@ class RunContext:
     stop: StopFlag
     echo: ProgressCallback | None
     timings: dict[str, float] = field(default_factory=dict)
+    exports: dict[str, str] = field(default_factory=dict)  # format → pending, building, ready, failed, ...
 
     def status(self, state: str, fraction: float, step: str, message: str = "", **details) -> None:
         low, high = STAGE_SPAN.get(state, (0.0, 1.0))
+        if self.exports:
+            details["exports"] = dict(self.exports)
         self.run.write_status(state, low + (high - low) * min(max(fraction, 0.0), 1.0), step, message, **details)
 
     def progress_to_status(self, progress: Progress) -> None:
@@ -121,6 +124,7 @@ def _retrain(config: RunConfig, run: RunDir, echo: ProgressCallback | None) -> R
     config.save(run.config)
     run.write_status("queued", 0.0, "waiting for a free training slot", pid=os.getpid(),
                      pid_started=process_started(os.getpid()))
+    context: RunContext | None = None
     try:
         config.validate()
         _refuse_foreign_folder(config.output.saved_model_dir)
@@ -130,19 +134,29 @@ def _retrain(config: RunConfig, run: RunDir, echo: ProgressCallback | None) -> R
 
         with StopFlag(run.cancel_request) as stop, \
                 job_slot(max_jobs(), cache_root() / "jobs", on_wait=waiting, should_stop=stop.is_set):
-            report = _run_stages(RunContext(config, run, stop, echo))
+            context = RunContext(config, run, stop, echo)
+            report = _run_stages(context)
     except RunCancelled as cancelled:
-        run.write_status("cancelled", message=str(cancelled))
+        run.write_status("cancelled", message=str(cancelled), **_settled_exports(context, "cancelled"))
         raise
     except RetrainError as error:
-        run.write_status("failed", message=str(error))
+        run.write_status("failed", message=str(error), **_settled_exports(context, "failed"))
         raise
     except Exception as error:
-        run.write_status("failed", message=f"internal error ({type(error).__name__}: {error}); see run.log")
+        run.write_status("failed", message=f"internal error ({type(error).__name__}: {error}); see run.log",
+                         **_settled_exports(context, "failed"))
         raise
     run.write_status("done", 1.0, "done", f"test accuracy {report.test_accuracy:.1%}",
-                     test_accuracy=report.test_accuracy)
+                     test_accuracy=report.test_accuracy, exports=dict(context.exports))
     return report
+
+
+def _settled_exports(context: RunContext | None, ending: str) -> dict:
+    """Export states for a run that ends early: what was being built did not finish, the rest was not built."""
+    if context is None or not context.exports:
+        return {}
+    settled = {"building": ending, "pending": "not built"}
+    return {"exports": {name: settled.get(state, state) for name, state in context.exports.items()}}
 
 
 def _refuse_foreign_folder(folder: str | None) -> None:
@@ -172,12 +186,26 @@ def _run_stages(context: RunContext) -> Report:
     report = _evaluate(dataset, features, head, labels, classifier, backbone.input_size,
                        config.train.test_batch_size)
     context.check_stop()
-    context.status("exporting", 0.0, "exporting and checking model.keras, SavedModel and TFLite")
-    report.extra.update(_export(context, backbone, head, labels, dataset, features, classifier))
-    context.timings["total_seconds"] = time.monotonic() - started
+    export_started = time.monotonic()
+    exporter = Exporter(context, backbone, head, labels, dataset, features, classifier)
+    quick, rest = exporter.plan()
+    for name in quick:  # the model a user waits for: quick to write and check
+        exporter.build(name)
+    context.timings["model_ready_seconds"] = time.monotonic() - started
     report.extra.update(_report_extras(context, dataset, head_data, backbone))
     report.extra["cache"] = features.cache_summary
+    report.extra["export_parity"] = exporter.rounded_parity()
+    report.save(context.run.report)  # the report is there as soon as the model is
+    for name in rest:  # the heavier formats, each checked before it is offered
+        exporter.build(name)
+        report.extra["export_parity"] = exporter.rounded_parity()
+    context.timings["export_seconds"] = time.monotonic() - export_started
+    context.timings["total_seconds"] = time.monotonic() - started
+    report.extra["timings"] = {k: round(v, 2) for k, v in context.timings.items()}
     report.save(context.run.report)
+    unready = {name: state for name, state in context.exports.items() if state != "ready"}
+    if unready:  # cannot happen without an error above; a run is done only when every export passed
+        raise RetrainError(f"exports not ready: {unready}")
     return report
 
 
@@ -314,24 +342,27 @@ def _fine_tune(context: RunContext, dataset: Dataset, features: Features, labels
     return classifier
 
 
-def _summary_writer(config: RunConfig, run: RunDir):
+def _summary_writer(config: RunConfig, run: RunDir) -> dict:
+    """TensorBoard writers for two runs, train/ and validation/, so their curves overlay under one tag."""
     import tensorflow as tf
 
-    return tf.summary.create_file_writer(config.output.summaries_dir or str(run.logs_dir))
+    root = Path(config.output.summaries_dir or run.logs_dir)
+    return {split: tf.summary.create_file_writer(str(root / split)) for split in ("train", "validation")}
 
 
-def _write_summaries(writer, row: dict) -> None:
-    """TensorBoard scalars, written with core TF ops so the tensorboard package is not needed to train."""
+def _write_summaries(writers: dict, row: dict) -> None:
+    """TensorBoard scalars `loss` and `accuracy` per run, written with core TF ops (no tensorboard package)."""
     import tensorflow as tf
     from tensorflow.core.framework.summary_pb2 import SummaryMetadata
 
     metadata = SummaryMetadata()
     metadata.plugin_data.plugin_name = "scalars"
-    with writer.as_default(step=int(row["step"])):
-        for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
-            if row[name] is not None:
-                tf.summary.write(name, tf.constant(row[name], tf.float32), metadata=metadata)
-    writer.flush()
+    for split, prefix in (("train", "train_"), ("validation", "val_")):
+        with writers[split].as_default(step=int(row["step"])):
+            for name in ("loss", "accuracy"):
+                if row[prefix + name] is not None:
+                    tf.summary.write(name, tf.constant(row[prefix + name], tf.float32), metadata=metadata)
+        writers[split].flush()
 
 
 def _evaluation_split(dataset: Dataset) -> str:
@@ -357,30 +388,86 @@ def _evaluate(dataset: Dataset, features: Features, head, labels: list[str], cla
     return report
 
 
-def _export(context: RunContext, backbone, head, labels: list[str], dataset: Dataset, features: Features,
-            classifier=None) -> dict:
-    from pipeline.export import build_classifier, export_model, require_parity, write_labels
+class Exporter:
+    """Builds the requested formats one at a time, each written, reloaded and checked before it is ready.
 
-    config = context.config
-    started = time.monotonic()
-    usable = dataset.usable()
-    sample = usable[usable["split"] == _evaluation_split(dataset)].head(PARITY_IMAGES)
-    images = np.stack([load_for_model(path, backbone.input_size) for path in sample["path"]])
-    fine_tuned = classifier is not None
-    classifier = classifier or build_classifier(backbone.model, head, backbone.input_size)
-    expected = classifier.predict(images.astype(np.float32), verbose=0)
-    parity = export_model(classifier, labels, context.run.path, config.output.export_formats, images, expected)
-    if not fine_tuned:
-        # The exported model must also agree with what evaluation measured: the head on cached bottlenecks.
-        cached = np.stack([features.vectors[ExtractItem(row.path, row.sha256)] for row in sample.itertuples()])
-        parity["cached_bottlenecks"] = float(np.abs(head.predict(cached, verbose=0) - expected).max())
-    require_parity(parity)
-    if config.output.output_labels:
-        write_labels(labels, config.output.output_labels)
-    if config.output.saved_model_dir and "saved_model" in config.output.export_formats:
-        _copy_tree(context.run.path / "saved_model" / "1", Path(config.output.saved_model_dir))
-    context.timings["export_seconds"] = time.monotonic() - started
-    return {"export_parity": {k: float(f"{v:.3g}") for k, v in parity.items()}}
+    status.json says where each format is (`exports`: pending, building, ready, failed, cancelled),
+    so predict and the app use only what a run finished and checked. Cancel is honoured between
+    formats and after each is written: a format that was cancelled or failed is removed, never
+    marked ready.
+    """
+
+    def __init__(self, context: RunContext, backbone, head, labels: list[str], dataset: Dataset,
+                 features: Features, classifier=None) -> None:
+        from pipeline.export import ExportCheck, build_classifier
+        from pipeline.images import read_bytes
+
+        self.context, self.labels = context, labels
+        usable = dataset.usable()
+        sample = usable[usable["split"] == _evaluation_split(dataset)].head(PARITY_IMAGES)
+        images = np.stack([load_for_model(path, backbone.input_size) for path in sample["path"]])
+        fine_tuned = classifier is not None
+        self.classifier = classifier or build_classifier(backbone.model, head, backbone.input_size)
+        expected = self.classifier.predict(images.astype(np.float32), verbose=0)
+        self.check = ExportCheck(images, [read_bytes(path) for path in sample["path"]], expected)
+        self.parity: dict[str, float] = {}
+        if not fine_tuned:
+            # The exported model must also agree with what evaluation measured: the head on cached bottlenecks.
+            cached = np.stack([features.vectors[ExtractItem(row.path, row.sha256)] for row in sample.itertuples()])
+            self.parity["cached_bottlenecks"] = float(np.abs(head.predict(cached, verbose=0) - expected).max())
+
+    def plan(self) -> tuple[list[str], list[str]]:
+        """(quick formats, heavier formats) of those requested, in build order; all start pending."""
+        from pipeline.export import FORMATS, require_parity, write_labels
+
+        require_parity(self.parity)
+        wanted = self.context.config.output.export_formats
+        unknown = sorted(set(wanted) - set(FORMATS))
+        if unknown:
+            raise RetrainError(f"unknown export formats {unknown}; choose from {list(FORMATS)}")
+        write_labels(self.labels, self.context.run.path / "labels.txt")
+        if self.context.config.output.output_labels:
+            write_labels(self.labels, self.context.config.output.output_labels)
+        ordered = [name for name in FORMATS if name in wanted]
+        self.context.exports.update({name: "pending" for name in ordered})
+        return [name for name in ordered if name == "keras"], [name for name in ordered if name != "keras"]
+
+    def build(self, name: str) -> None:
+        """Write, reload and check one format; mark it ready only when it passed and no cancel came."""
+        from pipeline.export import check_export, remove_export, require_parity, write_export
+
+        context = self.context
+        context.check_stop()
+        started = time.monotonic()
+        done = sum(state == "ready" for state in context.exports.values())
+        context.exports[name] = "building"
+        context.status("exporting", done / len(context.exports), f"exporting and checking {name}")
+        if context.echo:
+            context.echo(Progress("exporting", done, len(context.exports), 0.0, None, name))
+        try:
+            write_export(name, self.classifier, self.labels, context.run.path)
+            context.check_stop()  # a cancel that came while writing: never offer what was written
+            differences = check_export(name, context.run.path, self.check)
+            require_parity(differences)
+            context.check_stop()
+        except BaseException:
+            remove_export(name, context.run.path)
+            raise
+        self.parity.update(differences)
+        self._copy_to_user_folders(name)
+        context.exports[name] = "ready"
+        context.timings[f"export_{name}_seconds"] = time.monotonic() - started
+        done += 1
+        context.status("exporting", done / len(context.exports), f"{name} ready")
+        if context.echo:
+            context.echo(Progress("exporting", done, len(context.exports), 0.0, None, f"{name} ready"))
+
+    def _copy_to_user_folders(self, name: str) -> None:
+        if name == "saved_model" and self.context.config.output.saved_model_dir:
+            _copy_tree(self.context.run.path / "saved_model" / "1", Path(self.context.config.output.saved_model_dir))
+
+    def rounded_parity(self) -> dict[str, float]:
+        return {k: float(f"{v:.3g}") for k, v in self.parity.items()}
 
 
 def _copy_tree(source: Path, target: Path) -> None:

@@ -9,7 +9,6 @@ browser tab, a second tab, or a restarted app all see the same run.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import signal
@@ -23,6 +22,11 @@ from typing import Any
 from pipeline.errors import RetrainError, RunCancelled
 from pipeline.files import describe_write_error, display_name, is_disk_full, write_json_atomic, write_json_in_place
 from pipeline.records import DamagedFile, read_metrics, read_status
+
+try:
+    import fcntl
+except ImportError:  # Windows: the engine imports (predict, inspect), but training needs POSIX file locks
+    fcntl = None
 
 STATES = ("queued", "caching", "augmenting", "training", "evaluating", "exporting", "done", "failed", "cancelled")
 # "unknown" is never written: it is what a damaged status.json reads as. Nothing is known to run it, so it
@@ -323,6 +327,9 @@ def job_slot(max_jobs: int, slots_dir: str | Path, on_wait: Callable[[], None] |
     if os.environ.get("RETRAIN_STUDIO_QUEUE_TICKET"):
         yield -1
         return
+    if fcntl is None:
+        raise RetrainError("training needs a POSIX system (Linux or macOS; on Windows use WSL): "
+                           "training slots are fcntl file locks")
     slots_dir = Path(slots_dir)
     slots_dir.mkdir(parents=True, exist_ok=True)
     while True:

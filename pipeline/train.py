@@ -80,7 +80,16 @@ def schedule(config: TrainConfig, train_size: int) -> tuple[int, int]:
         total = max(config.epochs * steps_per_epoch, MIN_STEPS)
     # About 40 validations a run: enough for a curve and early stopping, few enough to stay fast.
     interval = config.eval_step_interval or min(max(steps_per_epoch, math.ceil(total / 40)), total)
+    if config.how_many_training_steps > 0 and total % interval:
+        interval = _nearest_divisor(total, interval)  # exactly the steps asked for, as retrain.py gave
     return interval, math.ceil(total / interval)
+
+
+def _nearest_divisor(total: int, wanted: int) -> int:
+    """The divisor of `total` closest to `wanted` (ties: the larger, fewer validations)."""
+    divisors = [d for d in range(1, math.isqrt(total) + 1) if total % d == 0]
+    divisors += [total // d for d in divisors]
+    return min(divisors, key=lambda d: (abs(d - wanted), -d))
 
 
 def train_head(data: HeadData, config: TrainConfig, on_metrics: MetricsCallback | None = None,

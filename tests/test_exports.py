@@ -1,0 +1,207 @@
+"""Exports: loaded by clients we did not write, in a fresh process with no project code; export states."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from imagegen import class_image, make_class_folders, write_image
+
+from pipeline.config import DatasetConfig, OutputConfig, RunConfig, TrainConfig
+from pipeline.errors import RetrainError, RunCancelled
+from pipeline.files import current_umask
+from pipeline.images import decode_image, load_for_model
+from pipeline.predict import Predictor
+from pipeline.retrain import retrain
+from pipeline.runs import RunDir
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Runs with only the venv's packages: `-I` ignores PYTHONPATH and the current folder, and the
+# working folder is a temporary one, so `pipeline` cannot be imported (the script checks).
+CLIENTS = r'''
+import importlib.util, json, sys
+assert importlib.util.find_spec("pipeline") is None, "project code is importable"
+run, photos, pixels_file = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+import numpy as np, tensorflow as tf, keras
+out = {}
+loaded = tf.saved_model.load(run + "/saved_model/1")
+answer = loaded.signatures["serving_bytes"](image_bytes=tf.constant([open(p, "rb").read() for p in photos]))
+out["bytes"] = answer["probabilities"].numpy().tolist()
+out["classes"] = [[c.decode() for c in row] for row in answer["classes"].numpy()]
+arrays = np.load(pixels_file)
+out["pixels_prepared"] = loaded.signatures["serving_pixels"](pixels=tf.constant(arrays["prepared"]))[
+    "probabilities"].numpy().tolist()
+out["pixels_any_size"] = loaded.signatures["serving_pixels"](pixels=tf.constant(arrays["raw"]))[
+    "probabilities"].numpy().tolist()
+model = keras.saving.load_model(run + "/model.keras", safe_mode=True)
+out["keras"] = model.predict(arrays["prepared"].astype("float32"), verbose=0).tolist()
+try:
+    from ai_edge_litert.interpreter import Interpreter
+    out["tflite_runtime"] = "ai_edge_litert"
+except ImportError:
+    Interpreter = tf.lite.Interpreter
+    out["tflite_runtime"] = "tf.lite"
+runner = Interpreter(model_path=run + "/model.tflite").get_signature_runner("serving_default")
+out["tflite"] = [runner(image=image[None].astype("float32"))["probabilities"][0].tolist()
+                 for image in arrays["prepared"]]
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+curves = {}
+for split in ("train", "validation"):
+    events = EventAccumulator(run + "/logs/" + split, size_guidance={"tensors": 0})  # 0: keep every point
+    events.Reload()
+    curves[split] = {tag: [[e.step, float(tf.make_ndarray(e.tensor_proto))] for e in events.Tensors(tag)]
+                     for tag in events.Tags()["tensors"]}
+out["curves"] = curves
+print(json.dumps(out))
+'''
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_backbone_file):
+    tmp = tmp_path_factory.mktemp("exports")
+    images = make_class_folders(tmp / "images", {"red": 20, "green": 20, "blue": 20}, size=(40, 40))
+    config = RunConfig(dataset=DatasetConfig(image_dir=str(images)),
+                       train=TrainConfig(architecture=str(tiny_backbone_file), bottleneck_layer="features",
+                                         epochs=20, learning_rate=0.01),
+                       output=OutputConfig(bottleneck_dir=str(tmp / "bottlenecks")))
+    retrain(config, tmp / "run")
+    photos = [images / "red" / "red_000.jpg", images / "green" / "green_001.jpg", images / "blue" / "blue_002.jpg"]
+    large = write_image(tmp / "large.jpg", class_image("green", 3, size=(300, 200)))  # exercises draft decoding
+    photos.append(large)
+    return tmp, images, config, photos
+
+
+@pytest.fixture(scope="module")
+def clients(exported):
+    tmp, _, _, photos = exported
+    run = tmp / "run"
+    raw = np.stack([decode_image(photo.read_bytes()) for photo in photos[:3]])  # 40x40: same size, any size
+    prepared = np.stack([load_for_model(photo, 32) for photo in photos])
+    np.savez(tmp / "pixels.npz", raw=raw, prepared=prepared)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    scratch = tmp / "elsewhere"
+    scratch.mkdir()
+    result = subprocess.run([sys.executable, "-I", "-c", CLIENTS, str(run), json.dumps([str(p) for p in photos]),
+                             str(tmp / "pixels.npz")], cwd=scratch, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1]), Predictor(run), prepared, raw
+
+
+def test_run_is_done_with_every_export_ready_and_readable_by_others(exported):
+    tmp, _, _, _ = exported
+    run = RunDir(tmp / "run")
+    status = run.status()
+    assert status["state"] == "done"
+    assert status["exports"] == {"keras": "ready", "saved_model": "ready", "tflite": "ready"}
+    mode = 0o666 & ~current_umask()
+    for name in ("labels.txt", "model.tflite", "report.json", "status.json"):
+        assert (run.path / name).stat().st_mode & 0o777 == mode, name
+    assert (run.path / "saved_model" / "1" / "assets" / "labels.txt").read_text().split() == ["blue", "green", "red"]
+    timings = json.loads(run.report.read_text())["timings"]
+    assert timings["model_ready_seconds"] < timings["total_seconds"]
+
+
+def test_saved_model_bytes_signature_agrees_with_predict(clients, exported):
+    answers, predictor, prepared, _ = clients
+    expected = predictor.probabilities(prepared)
+    got = np.array(answers["bytes"])
+    assert np.abs(got - expected).max() <= 0.02
+    assert (got.argmax(1) == expected.argmax(1)).all()
+    assert answers["classes"] == [predictor.labels] * len(got)
+
+
+def test_saved_model_pixel_signature_any_size_and_prepared(clients):
+    answers, predictor, prepared, raw = clients
+    assert np.abs(np.array(answers["pixels_prepared"]) - predictor.probabilities(prepared)).max() <= 1e-5
+    any_size = np.array(answers["pixels_any_size"])
+    assert raw.shape[1:3] != (32, 32)
+    expected = np.stack([predictor.probabilities(load_for_model_rgb(rgb))[0] for rgb in raw])
+    assert np.abs(any_size - expected).max() <= 0.02
+
+
+def load_for_model_rgb(rgb: np.ndarray) -> np.ndarray:
+    from pipeline.images import prepare_for_model
+
+    return prepare_for_model(rgb, 32)[None]
+
+
+def test_keras_safe_mode_and_tflite_agree_with_predict(clients):
+    answers, predictor, prepared, _ = clients
+    expected = predictor.probabilities(prepared)
+    assert np.abs(np.array(answers["keras"]) - expected).max() <= 1e-5
+    assert np.abs(np.array(answers["tflite"]) - expected).max() <= 1e-3
+
+
+def test_tensorboard_reads_train_and_validation_as_two_runs(clients, exported):
+    answers = clients[0]
+    rows = RunDir(exported[0] / "run").read_metrics()
+    for split, column in (("train", "train_loss"), ("validation", "val_loss")):
+        curve = answers["curves"][split]
+        assert set(curve) == {"loss", "accuracy"}
+        assert [step for step, _ in curve["loss"]] == [row["step"] for row in rows]
+        assert np.allclose([value for _, value in curve["loss"]], [row[column] for row in rows], atol=1e-5)
+
+
+def test_cancel_during_export_ends_cancelled_and_never_offers_the_partial(exported, tmp_path, monkeypatch):
+    import pipeline.export as export
+
+    _, _, config, _ = exported
+    run = RunDir(tmp_path / "run")
+    original = export.write_export
+
+    def cancel_while_writing(name, *args):
+        if name == "saved_model":
+            run.cancel_request.touch()  # what cancel_run does, arriving mid-export
+        return original(name, *args)
+
+    monkeypatch.setattr(export, "write_export", cancel_while_writing)
+    with pytest.raises(RunCancelled):
+        retrain(config, run.path)
+    status = run.status()
+    assert status["state"] == "cancelled"
+    assert status["exports"] == {"keras": "ready", "saved_model": "cancelled", "tflite": "not built"}
+    assert not (run.path / "saved_model").exists() and not (run.path / "model.tflite").exists()
+    predictor = Predictor(run.path)  # the checked model.keras is usable, but never silently
+    assert "ended cancelled" in predictor.note
+
+
+def test_failed_export_check_fails_the_run_and_removes_that_export(exported, tmp_path, monkeypatch):
+    import pipeline.export as export
+
+    _, _, config, _ = exported
+    original = export.check_export
+
+    def tflite_disagrees(name, *args):
+        differences = original(name, *args)
+        return {**differences, "tflite": 0.5} if name == "tflite" else differences
+
+    monkeypatch.setattr(export, "check_export", tflite_disagrees)
+    with pytest.raises(RetrainError, match="tflite differs"):
+        retrain(config, tmp_path / "run")
+    status = RunDir(tmp_path / "run").status()
+    assert status["state"] == "failed" and status["exports"]["tflite"] == "failed"
+    assert status["exports"]["saved_model"] == "ready" and not (tmp_path / "run" / "model.tflite").exists()
+
+
+def test_a_killed_runs_exports_are_refused_in_one_line(exported, tmp_path):
+    import shutil
+
+    tmp, images, _, _ = exported
+    run = RunDir(tmp_path / "killed")
+    shutil.copytree(tmp / "run", run.path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run.write_status("exporting", 0.95, "exporting and checking keras", pid=dead.pid,
+                     exports={"keras": "building", "saved_model": "pending", "tflite": "pending"})
+    with pytest.raises(RetrainError, match="not finished and checked"):
+        Predictor(run.path)
+    result = subprocess.run([sys.executable, "-m", "pipeline", "predict", "--model", str(run.path),
+                             str(images / "red" / "red_000.jpg")], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "train again" in result.stderr
