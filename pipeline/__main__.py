@@ -75,6 +75,24 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return config
 
 
+def add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    """--engine ray and its settings (pipeline/scale; needs the extra in requirements-scale.txt)."""
+    group = parser.add_argument_group("scale out (Ray)")
+    group.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="local: this process (default); ray: Ray Data tasks and backbone actors, "
+                            "Parquet bottleneck shards")
+    group.add_argument("--ray_address", default=None, help="Ray cluster (auto or ray://host:10001); "
+                       "default: start a local Ray instance")
+    group.add_argument("--ray_actors", type=int, default=None, help="Model actors (default: sized from the "
+                       "cluster's CPUs and GPUs)")
+
+
+def ray_options(args: argparse.Namespace):
+    from pipeline.scale.commands import RayOptions
+
+    return RayOptions(address=args.ray_address, actors=args.ray_actors)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description="Retrain Studio's engine: "
                                      "transfer learning on cached bottlenecks, retrain.py-compatible flags.")
@@ -86,10 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--architecture", dest="train.architecture", default=argparse.SUPPRESS)
     cache.add_argument("--bottleneck_layer", dest="train.bottleneck_layer", default=argparse.SUPPRESS)
     cache.add_argument("--bottleneck_dir", dest="output.bottleneck_dir", default=argparse.SUPPRESS)
+    add_engine_flags(cache)
     train = commands.add_parser("train", help="A whole run: cache, train, evaluate, export.")
     add_config_flags(train, list(SECTIONS))
     train.add_argument("--config", help="A config.json to start from; flags given here override it.")
     add_unsupported_flags(train)
+    add_engine_flags(train)
     run = commands.add_parser("run", help="Run the config.json already in a run directory (used by the app).")
     run.add_argument("--run_dir", required=True)
     predict = commands.add_parser("predict", help="Top-k predictions of a finished run's model.")
@@ -98,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--image_dir", help="Predict every image in this folder ...")
     predict.add_argument("--output_csv", help="... and write one CSV row per image here.")
     predict.add_argument("images", nargs="*", help="Image files; one JSON line each is printed.")
+    predict.add_argument("--output", help="With --engine ray: a .parquet or .csv file for the predictions.")
+    add_engine_flags(predict)
     suspects = commands.add_parser("suspects", help="Likely-mislabelled training and validation images, most "
                                    "suspicious first (last line: JSON list).")
     add_config_flags(suspects, ["dataset"])
@@ -129,6 +151,10 @@ def command_cache(args: argparse.Namespace) -> None:
     from pipeline.runs import cache_root
 
     config = config_from_args(args)
+    if args.engine == "ray":
+        from pipeline.scale.commands import cache_command
+
+        return cache_command(config, ray_options(args))
     dataset = load_dataset(config.dataset, check_images=False, progress=print_progress)
     backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer)
     items = [ExtractItem(row.path, row.sha256) for row in dataset.usable().itertuples()]
