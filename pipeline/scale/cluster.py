@@ -11,6 +11,7 @@ import math
 import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
@@ -63,6 +64,21 @@ def plan_pool(resources: dict[str, float], actors: int | None = None) -> PoolPla
     return PoolPlan(actors, round(cpus_per_actor, 4), gpus_per_actor, round(read_cpus, 4))
 
 
+_QUIET = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+
+
+def init_options(object_store_mb: int | None = None) -> dict:
+    """`ray.init` options for a local instance: quiet, and its workers import this checkout's `pipeline`.
+
+    (A real cluster's workers need Retrain Studio installed, or `ray job submit --working-dir .`; see docs/scale.md.)
+    """
+    root = str(Path(__file__).resolve().parents[2])
+    options = {**_QUIET, "runtime_env": {"env_vars": {"PYTHONPATH": root}}}
+    if object_store_mb:
+        options["object_store_memory"] = object_store_mb * 1024 * 1024
+    return options
+
+
 @contextmanager
 def ray_session(address: str | None = None, object_store_mb: int | None = None) -> Iterator:
     """Ray for the length of a job: a local instance without `address`, else the cluster at `address`.
@@ -70,20 +86,17 @@ def ray_session(address: str | None = None, object_store_mb: int | None = None) 
     A cluster we connected to is left running; a local instance we started is shut down after.
     """
     ray = require_ray()
+    if address and address != "auto":
+        _require_reachable(address)
+    _quiet_ray_data()
     if ray.is_initialized():  # a caller (a test, a notebook) already holds a session: use it as it is
         yield ray
         return
-    if address and address != "auto":
-        _require_reachable(address)
-    kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-    if object_store_mb and not address:
-        kwargs["object_store_memory"] = object_store_mb * 1024 * 1024
     try:
-        ray.init(address=address, **kwargs)
+        ray.init(address=address, **(init_options(object_store_mb) if not address else _QUIET))
     except ConnectionError as error:
         raise RetrainError(f"cannot connect to the Ray cluster at {address!r} ({_first_line(error)}); "
                            "start one with `ray start --head`, or leave --ray_address out for a local one") from None
-    _quiet_ray_data()
     try:
         yield ray
     finally:

@@ -51,8 +51,9 @@ def extract_with_ray(config: RunConfig, options: RayOptions):
                      backbone.input_size, options.batch_size, options.actors)
     with ray_session(options.address, options.object_store_mb):
         summary = extract_to_shards(table, image_root, job, progress=print_progress)
-    for problem in problems:
-        summary.problems.setdefault(problem["file"], problem["problem"])
+    files = dict(zip(table["path"], table["file"], strict=True))  # problems named as the dataset names files
+    summary.problems = {files.get(path, path): why for path, why in summary.problems.items()}
+    summary.problems.update({problem["file"]: problem["problem"] for problem in problems})
     return summary, table, classes
 
 
