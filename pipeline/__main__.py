@@ -119,6 +119,24 @@ def switch_distortions_on(args: argparse.Namespace, config: RunConfig) -> None:
              "augmented copies of each training image (--augment_copies N to change)")
 
 
+def add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    """--engine ray and its settings (pipeline/scale; needs the extra in requirements-scale.txt)."""
+    group = parser.add_argument_group("scale out (Ray)")
+    group.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="local: this process (default); ray: Ray Data tasks and backbone actors, "
+                            "Parquet bottleneck shards")
+    group.add_argument("--ray_address", default=None, help="Ray cluster (auto or ray://host:10001); "
+                       "default: start a local Ray instance")
+    group.add_argument("--ray_actors", type=int, default=None, help="Model actors (default: sized from the "
+                       "cluster's CPUs and GPUs)")
+
+
+def ray_options(args: argparse.Namespace):
+    from pipeline.scale.commands import RayOptions
+
+    return RayOptions(address=args.ray_address, actors=args.ray_actors)
+
+
 def build_parser() -> argparse.ArgumentParser:
     prog = "retrain-studio" if Path(sys.argv[0]).name == "retrain-studio" else "python -m pipeline"
     parser = argparse.ArgumentParser(prog=prog, allow_abbrev=False,
@@ -142,10 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Backbone layer whose output is the bottleneck.")
     cache.add_argument("--bottleneck_dir", dest="output.bottleneck_dir", default=argparse.SUPPRESS,
                        help="Where cached bottlenecks live (shared between runs).")
+    add_engine_flags(cache)
     train = command("train", "A whole run: cache, train, evaluate, export (model.keras first, then the rest).")
     add_config_flags(train, list(SECTIONS))
     train.add_argument("--config", help="A config.json to start from; flags given here override it.")
     add_retired_flags(train, RETIRED_FLAGS, UNSUPPORTED_FLAGS)
+    add_engine_flags(train)
     run = command("run", "Run the config.json already in a run directory (used by the app).")
     run.add_argument("--run_dir", required=True, help="The run directory holding config.json.")
     predict = command("predict", "Top-k predictions of a run's checked model (label_image.py's flags work too).")
@@ -159,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--image_dir", help="Predict every image in this folder ...")
     predict.add_argument("--output_csv", help="... and write one CSV row per image here.")
     predict.add_argument("images", nargs="*", help="Image files; one JSON line each is printed.")
+    predict.add_argument("--output", help="With --engine ray: a .parquet or .csv file for the predictions.")
     add_retired_flags(predict, LABEL_IMAGE_RETIRED)
+    add_engine_flags(predict)
     suspects = command("suspects", "Likely-mislabelled training and validation images, most suspicious first "
                        "(last line: JSON list).")
     add_config_flags(suspects, ["dataset"])
@@ -191,6 +213,10 @@ def command_cache(args: argparse.Namespace) -> None:
     from pipeline.runs import cache_root
 
     config = config_from_args(args)
+    if args.engine == "ray":
+        from pipeline.scale.commands import cache_command
+
+        return cache_command(config, ray_options(args))
     dataset = load_dataset(config.dataset, check_images=False, progress=cli_progress())
     backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer)
     items = [ExtractItem(row.path, row.sha256) for row in dataset.usable().itertuples()]

@@ -1,0 +1,195 @@
+"""The Ray Data extraction job: read+decode tasks → a pool of backbone actors → Parquet shards.
+
+Reading and decoding are stateless, so they are Ray tasks that scale with the cluster's CPUs; the
+backbone is expensive to load, so it lives in actors that each load it once and then take batch after
+batch. Each actor call writes its batch as one shard before it returns, so what is on storage is
+always a set of whole shards, and a killed worker (Ray restarts it and retries the batch) or a killed
+job loses only the batches in flight. A rerun skips every key already in a shard.
+
+The vectors are the local engine's: the same decode (`pipeline.images.bytes_for_model`), the same cache
+key (`pipeline.bottlenecks.entry_key`) and the same forward function (`pipeline.bottlenecks.compiled_forward`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from pipeline.bottlenecks import ExtractItem, entry_key
+from pipeline.errors import ImageProblem
+from pipeline.progress import ProgressCallback, ProgressMeter
+from pipeline.scale.cluster import PoolPlan, plan_pool
+from pipeline.scale.shards import scan_shards, write_shard
+from pipeline.scale.storage import filesystem_for
+
+FORWARD_CHUNK = 32  # images per forward call inside an actor: the local engine's batch size
+
+
+@dataclass(frozen=True)
+class ExtractJob:
+    """What to extract with, and where the shards go."""
+
+    architecture: str  # a backbone name or a .keras path every worker can read
+    bottleneck_layer: str | None
+    bottleneck_dir: str  # local folder or URI; shards go to its parquet/ folder
+    identity: str  # the backbone's identity, part of every key
+    input_size: int
+    batch_size: int = 128  # images per actor call, and so per shard
+    actors: int | None = None  # None: sized from the cluster's resources
+
+
+@dataclass
+class ExtractSummary:
+    images: int
+    computed: int = 0
+    reused: int = 0
+    problems: dict[str, str] = field(default_factory=dict)  # path → why it could not be used
+    keys: dict[str, str] = field(default_factory=dict)  # path → key, for every image that has a vector
+    seconds: float = 0.0
+    actors: int = 0
+    damaged_shards: int = 0
+
+    def to_dict(self) -> dict:
+        return {"images": self.images, "computed": self.computed, "reused": self.reused,
+                "problems": len(self.problems), "damaged_shards": self.damaged_shards, "actors": self.actors,
+                "seconds": round(self.seconds, 3),
+                "images_per_second": round(self.computed / self.seconds, 2) if self.seconds > 0 else 0.0}
+
+
+def extract_to_shards(table: pd.DataFrame, image_root: str, job: ExtractJob,
+                      progress: ProgressCallback | None = None) -> ExtractSummary:
+    """Have a shard entry for every image of `table` (columns path, and sha256 when known, else "").
+
+    Must run inside `cluster.ray_session()`. Bad images become `problems`, never a failed job.
+    """
+    import ray
+
+    started = time.monotonic()
+    scan = scan_shards(job.bottleneck_dir)
+    done = scan.keys
+    summary = ExtractSummary(images=len(table), damaged_shards=len(scan.damaged))
+    known = table[table["sha256"] != ""]
+    for path, sha in zip(known["path"], known["sha256"], strict=True):
+        key = entry_key(ExtractItem(path, sha), job.identity, None)
+        if key in done:
+            summary.keys[path] = key
+    summary.reused = len(summary.keys)
+    todo = table[~table["path"].isin(summary.keys)]
+    todo = todo.drop_duplicates("sha256", keep="first") if (todo["sha256"] != "").all() else todo
+    meter = ProgressMeter("caching", len(todo), progress)
+    meter.report()
+    if len(todo):
+        plan = plan_pool(ray.cluster_resources(), job.actors)
+        summary.actors = plan.actors
+        unknown_done = done if (todo["sha256"] == "").any() else set()
+        for batch in _pipeline(todo, image_root, job, plan, unknown_done).iter_batches(batch_size=None,
+                                                                                         batch_format="pandas"):
+            for path, key, problem in zip(batch["path"], batch["key"], batch["problem"], strict=True):
+                if problem:
+                    summary.problems[path] = problem
+                else:
+                    summary.keys[path] = key
+                    summary.computed += key not in done
+                    summary.reused += key in done
+            meter.advance(len(batch))
+    _spread_to_twins(table, job, summary)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _pipeline(todo: pd.DataFrame, image_root: str, job: ExtractJob, plan: PoolPlan, done: set[str]):
+    import ray
+
+    blocks = max(1, min(len(todo) // max(job.batch_size // 4, 1), 10_000))  # several read tasks per actor batch
+    filesystem = None if "://" not in image_root else filesystem_for(image_root)[0]
+    import pyarrow as pa
+
+    listing = pa.table({"path": todo["path"].astype(str).tolist()})
+    step = -(-len(todo) // blocks)
+    images = ray.data.from_arrow([listing.slice(start, step) for start in range(0, len(todo), step)])
+    decoded = images.map_batches(decode_batch, batch_format="numpy", num_cpus=plan.read_cpus,
+                                 fn_kwargs={"filesystem": filesystem, "size": job.input_size,
+                                            "identity": job.identity, "done": done})
+    return decoded.map_batches(BackboneActor, batch_format="numpy", batch_size=job.batch_size,
+                               compute=ray.data.ActorPoolStrategy(size=plan.actors), num_cpus=plan.cpus_per_actor,
+                               num_gpus=plan.gpus_per_actor or None,
+                               fn_constructor_kwargs={"architecture": job.architecture,
+                                                      "bottleneck_layer": job.bottleneck_layer,
+                                                      "bottleneck_dir": job.bottleneck_dir})
+
+
+def decode_batch(batch: dict[str, np.ndarray], filesystem, size: int, identity: str,
+                 done: set[str]) -> dict[str, np.ndarray]:
+    """A Ray task: read each file, key it by its content, decode it for the model (or say why not)."""
+    from pipeline.images import bytes_for_model, read_bytes
+    from pipeline.scale.storage import read_file_bytes
+
+    paths, keys, problems, images = [], [], [], []
+    for path in batch["path"]:
+        path = str(path)
+        try:
+            data = read_file_bytes(filesystem, path) if filesystem is not None else read_bytes(path)
+        except ImageProblem as problem:
+            paths.append(path), keys.append(""), problems.append(str(problem))
+            images.append(np.zeros((size, size, 3), np.uint8))
+            continue
+        key = entry_key(ExtractItem(path, hashlib.sha256(data).hexdigest()), identity, None)
+        if key in done:  # a rerun over a URI: the key is only known once the bytes are read
+            paths.append(path), keys.append(key), problems.append("")
+            images.append(None)
+            continue
+        try:
+            image, problem = bytes_for_model(data, size), ""
+        except ImageProblem as error:
+            image, problem = np.zeros((size, size, 3), np.uint8), str(error)
+        except Exception as error:  # a decoder bug must not end a job over one photo (as locally)
+            image, problem = np.zeros((size, size, 3), np.uint8), f"could not decode ({type(error).__name__}: {error})"
+        paths.append(path), keys.append(key), problems.append(problem), images.append(image)
+    skip = np.array([image is None for image in images], dtype=bool)
+    stacked = np.stack([np.zeros((size, size, 3), np.uint8) if image is None else image for image in images]) \
+        if images else np.zeros((0, size, size, 3), np.uint8)
+    return {"path": np.array(paths, dtype=object), "key": np.array(keys, dtype=object),
+            "problem": np.array(problems, dtype=object), "done": skip, "image": stacked}
+
+
+class BackboneActor:
+    """A Ray actor: loads the backbone once, then turns batches of decoded images into one shard each."""
+
+    def __init__(self, architecture: str, bottleneck_layer: str | None, bottleneck_dir: str):
+        from pipeline.backbones import load_backbone
+        from pipeline.bottlenecks import compiled_forward
+
+        self.backbone = load_backbone(architecture, bottleneck_layer)
+        self.forward = compiled_forward(self.backbone)
+        self.bottleneck_dir = bottleneck_dir
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        todo = (batch["problem"] == "") & ~batch["done"].astype(bool)
+        images = batch["image"][todo]
+        vectors = [np.asarray(self.forward(images[start:start + FORWARD_CHUNK]), dtype=np.float32)
+                   for start in range(0, len(images), FORWARD_CHUNK)]
+        if vectors:
+            write_shard(self.bottleneck_dir, list(batch["key"][todo]), np.concatenate(vectors))
+        return {"path": batch["path"], "key": batch["key"], "problem": batch["problem"]}
+
+
+def _spread_to_twins(table: pd.DataFrame, job: ExtractJob, summary: ExtractSummary) -> None:
+    """Files whose content was extracted under another name share its key (and its problem)."""
+    by_sha: dict[str, str] = {}
+    for path, sha in zip(table["path"], table["sha256"], strict=True):
+        if sha and path in summary.keys:
+            by_sha[sha] = summary.keys[path]
+    problem_by_sha = {sha: summary.problems[path] for path, sha in zip(table["path"], table["sha256"], strict=True)
+                      if sha and path in summary.problems}
+    for path, sha in zip(table["path"], table["sha256"], strict=True):
+        if path in summary.keys or path in summary.problems or not sha:
+            continue
+        if sha in by_sha:
+            summary.keys[path] = by_sha[sha]
+            summary.reused += 1
+        elif sha in problem_by_sha:
+            summary.problems[path] = problem_by_sha[sha]

@@ -1,0 +1,151 @@
+"""The Ray engine (pipeline/scale) on a local Ray instance: same vectors as the SQLite cache, resumable
+shards, bounded-memory training from shards, batch prediction, and its faults.
+
+Ray starts once for the module (2 CPUs, a small object store) and the tiny test backbone keeps each
+job to seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from imagegen import make_class_folders, write_empty, write_truncated_jpeg
+
+from pipeline.config import RunConfig
+from pipeline.errors import RetrainError
+
+ray = pytest.importorskip("ray", reason="the scale extra is not installed (pip install -r requirements-scale.txt)")
+
+from pipeline.scale import cluster, shards  # noqa: E402
+from pipeline.scale.commands import RayOptions, extract_with_ray  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, **cluster.init_options(object_store_mb=150))
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scale_images")
+    make_class_folders(root, {"red": 7, "blue": 7}, size=(40, 36))
+    write_truncated_jpeg(root / "red" / "truncated.jpg")
+    write_empty(root / "blue" / "empty.jpg")
+    return root
+
+
+def run_config(image_dir, bottleneck_dir, backbone_file) -> RunConfig:
+    config = RunConfig()
+    config.dataset.image_dir = str(image_dir)
+    config.train.architecture = str(backbone_file)
+    config.train.bottleneck_layer = "features"
+    config.output.bottleneck_dir = str(bottleneck_dir)
+    return config
+
+
+def test_ray_vectors_match_the_sqlite_cache_and_bad_images_are_problems(ray_local, images, tmp_path,
+                                                                       tiny_backbone_file):
+    from pipeline.backbones import load_backbone
+    from pipeline.bottlenecks import ExtractItem, cache_bottlenecks, entry_key
+    from pipeline.dataset import load_dataset
+
+    config = run_config(images, tmp_path / "bottlenecks", tiny_backbone_file)
+    summary, table, classes = extract_with_ray(config, RayOptions(batch_size=8))
+    assert classes == ["blue", "red"]
+    assert summary.computed == 14 and summary.reused == 0
+    assert set(summary.problems) == {"red/truncated.jpg", "blue/empty.jpg"}
+    assert "truncated" in summary.problems["red/truncated.jpg"] and "empty" in summary.problems["blue/empty.jpg"]
+    assert len(shards.scan_shards(config.output.bottleneck_dir).paths) >= 2  # one shard per actor batch
+
+    backbone = load_backbone(str(tiny_backbone_file), "features")
+    dataset = load_dataset(config.dataset, check_images=False)
+    items = [ExtractItem(row.path, row.sha256) for row in dataset.usable().itertuples()]
+    local = cache_bottlenecks(items, backbone, tmp_path / "sqlite")
+    from_ray = shards.read_vectors(config.output.bottleneck_dir)
+    assert len(local.vectors) == len(from_ray) == 14
+    for item, vector in local.vectors.items():
+        key = entry_key(item, backbone.identity, None)
+        assert summary.keys[item.path] == key
+        np.testing.assert_allclose(from_ray[key], vector, atol=1e-5, rtol=0)
+    local_problems = {problem["file"] for problem in dataset.problems}
+    local_problems |= {str(Path(item.path).relative_to(images)) for item in local.problems}
+    assert local_problems == set(summary.problems)
+
+
+def test_rerun_skips_written_keys_and_ignores_partial_and_damaged_shards(ray_local, images, tmp_path,
+                                                                         tiny_backbone_file):
+    config = run_config(images, tmp_path / "bottlenecks", tiny_backbone_file)
+    first, _, _ = extract_with_ray(config, RayOptions(batch_size=4))
+    folder = tmp_path / "bottlenecks" / shards.SHARD_FOLDER
+    written = sorted(folder.glob("*.parquet"))
+    # What a killed job can leave: a temporary file mid-write; and a shard damaged afterwards.
+    (folder / ".bottlenecks-abc.parquet.123.tmp").write_bytes(b"PAR1 half a shard")
+    damaged = written[0]
+    lost = set(shards.scan_shards(str(tmp_path / "bottlenecks")).keys_by_shard[str(damaged)])
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    scan = shards.scan_shards(str(tmp_path / "bottlenecks"))
+    assert list(scan.damaged) == [str(damaged)] and not lost & scan.keys
+
+    second, _, _ = extract_with_ray(config, RayOptions(batch_size=4))
+    assert second.damaged_shards == 1
+    assert second.computed == len(lost)  # only the damaged shard's images are extracted again
+    assert second.reused == first.computed - len(lost)
+    assert second.keys == first.keys
+    assert shards.scan_shards(str(tmp_path / "bottlenecks")).keys >= set(first.keys.values())
+
+
+def test_pool_fits_the_cluster_with_room_for_the_read_tasks():
+    two_cpus = cluster.plan_pool({"CPU": 2.0})
+    assert two_cpus.actors == 1
+    assert two_cpus.actors * two_cpus.cpus_per_actor + two_cpus.read_cpus <= 2.0
+    assert two_cpus.read_cpus != two_cpus.cpus_per_actor  # else Ray Data fuses decoding into the actors
+    forced = cluster.plan_pool({"CPU": 2.0}, actors=2)  # the pool that deadlocked at one CPU each
+    assert forced.actors == 2 and 2 * forced.cpus_per_actor + forced.read_cpus <= 2.0
+    big = cluster.plan_pool({"CPU": 16.0})
+    assert big.actors == 12 and big.cpus_per_actor == 1.0
+    gpus = cluster.plan_pool({"CPU": 8.0, "GPU": 2.0})
+    assert gpus.actors == 2 and gpus.gpus_per_actor == 1.0
+    with pytest.raises(RetrainError, match="at least 1"):
+        cluster.plan_pool({"CPU": 2.0}, actors=0)
+
+
+def test_unreachable_ray_address_is_one_line_in_seconds(tmp_path, images, tiny_backbone_file):
+    from pipeline.__main__ import main
+
+    code = main(["cache", "--engine", "ray", "--ray_address", "ray://127.0.0.1:9", "--image_dir", str(images),
+                 "--bottleneck_dir", str(tmp_path), "--architecture", str(tiny_backbone_file),
+                 "--bottleneck_layer", "features"])
+    assert code == 2
+    with pytest.raises(RetrainError, match=r"cannot reach the Ray cluster at ray://127.0.0.1:9"):
+        with cluster.ray_session("ray://127.0.0.1:9"):
+            pass
+    with pytest.raises(RetrainError, match="is not host:port"):
+        with cluster.ray_session("ray://nowhere"):
+            pass
+
+
+def test_missing_ray_says_how_to_install_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    with pytest.raises(RetrainError, match="requirements-scale.txt"):
+        cluster.require_ray()
+
+
+def test_s3_without_credentials_fails_fast_with_one_line(monkeypatch, tmp_path):
+    import time
+
+    from pipeline.scale.remote_dataset import load_remote_dataset
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    started = time.monotonic()
+    with pytest.raises(RetrainError, match=r"s3://retrain-studio-no-such-bucket/flowers") as raised:
+        load_remote_dataset("s3://retrain-studio-no-such-bucket/flowers", 10, 10)
+    assert "\n" not in str(raised.value)
+    assert time.monotonic() - started < 30
