@@ -48,7 +48,8 @@ class RunDir:
         self.cancel_request = self.path / "cancel-requested"
 
     # What a run writes; cleared when a run starts again in the same folder, so old and new never mix.
-    OUTPUTS = ("metrics.csv", "report.json", "model.keras", "model.tflite", "labels.txt", "saved_model", "logs")
+    OUTPUTS = ("metrics.csv", "report.json", "model.keras", "model.tflite", "labels.txt", "saved_model", "logs",
+               "dataset_manifest.csv")
 
     def clear_outputs(self) -> None:
         for name in self.OUTPUTS:

@@ -43,6 +43,7 @@ from pipeline.errors import RetrainError
 from pipeline.evaluate import Prediction
 from pipeline.files import read_json, write_bytes_atomic, write_json_atomic
 from pipeline.images import center_square, load_image
+from pipeline.manifest import trained_images
 from pipeline.progress import Progress, ProgressCallback
 from pipeline.runs import FINISHED, RunDir, cache_root, launch_run, list_runs, refreshed_status
 
@@ -506,6 +507,7 @@ def run_summary(run: RunDir) -> dict[str, Any]:
             "test accuracy": None if accuracy is None else round(100 * accuracy, 1),
             "duration (s)": round(finished - started) if started and finished else None,
             "backbone": Path(train.get("architecture") or "").name, "epochs": train.get("epochs"),
+            "images": trained_images(run.path),
             "dataset": Path(dataset.get("image_dir") or dataset.get("zip") or "").name.removesuffix(".unpacked"),
             "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else ""}
 
