@@ -37,7 +37,7 @@ from pipeline.errors import ImageProblem, RetrainError
 from pipeline.files import read_json, write_bytes_atomic, write_json_atomic
 from pipeline.images import decode_image
 from pipeline.splits import split_for_name
-from pipeline.workspace import Workspace, check_quota, dataset_name
+from pipeline.workspace import Workspace, check_quota, dataset_config, dataset_name
 
 # The hidden file that marks a folder as a dataset this program made (or adopted) and may change.
 MARKER = ".retrain-studio-dataset.json"
@@ -160,6 +160,29 @@ def copy_dataset(workspace: Workspace, dataset, name: str) -> Path:
         add_class(workspace, root, label)
         add_photos(workspace, root, label, [(Path(path).name, Path(path).read_bytes()) for path in rows["path"]])
     return root
+
+
+def current_root(workspace: Workspace) -> Path | None:
+    """The workspace's current dataset folder when it can be changed here (built or adopted), else None."""
+    config = dataset_config(workspace)
+    if config is None or not config.image_dir or config.label_csv:
+        return None
+    return Path(config.image_dir).resolve() if is_editable(workspace, config.image_dir) else None
+
+
+def content_version(config: DatasetConfig | None) -> int:
+    """A number that changes whenever photos or classes of a built dataset change (0 for other datasets).
+
+    The newest modification time of its folder and class folders: adding, removing or renaming
+    touches one of them, so a page's cached copy of the dataset knows to read it again.
+    """
+    if config is None or not config.image_dir or not (Path(config.image_dir) / MARKER).is_file():
+        return 0
+    root = Path(config.image_dir)
+    try:
+        return max([root.stat().st_mtime_ns] + [path.stat().st_mtime_ns for path in root.iterdir() if path.is_dir()])
+    except OSError:  # changed while looking: a fresh number still differs from the cached one
+        return time.time_ns()
 
 
 def dataset_config_for(root: Path) -> DatasetConfig:
