@@ -40,6 +40,7 @@ st.set_page_config(page_title="Retrain Studio", page_icon=str(Path(__file__).par
 PAGES = {
     "Build a model": [
         st.Page("pages/dataset.py", title="Dataset", icon=":material/folder_open:", default=True),
+        st.Page("pages/builder.py", title="Build", icon=":material/add_photo_alternate:"),
         st.Page("pages/explore.py", title="Explore", icon=":material/insights:"),
         st.Page("pages/configure.py", title="Configure", icon=":material/tune:"),
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),

@@ -22,6 +22,7 @@ import streamlit as st
 
 from pipeline.config import DatasetConfig, RunConfig, apply_preset
 from pipeline.dataset import Dataset, load_dataset
+from pipeline.dataset_builder import content_version
 from pipeline.errors import ImageProblem, RetrainError
 from pipeline.progress import Progress
 from pipeline.runs import RunDir, refreshed_status
@@ -166,7 +167,7 @@ def current_dataset(ws: Workspace) -> Dataset | None:
     config = dataset_config(ws)
     if config is None:
         return None
-    key, version = _dataset_key(dataclasses.asdict(config)), _file_version(config.overrides)
+    key, version = _dataset_key(dataclasses.asdict(config)), _dataset_version(config)
     cached = st.session_state.get("dataset_cache")
     if cached and cached[:2] == (key, version):
         return cached[2]
@@ -187,8 +188,13 @@ def _remember_dataset(ws: Workspace, config: DatasetConfig, dataset: Dataset) ->
         ws.update_state(dataset_summary=summary)
     broken = dict(zip(dataset.table["path"], dataset.table["problem"], strict=True))
     broken = {path: problem for path, problem in broken.items() if problem}
-    st.session_state["dataset_cache"] = (_dataset_key(dataclasses.asdict(config)), _file_version(config.overrides),
+    st.session_state["dataset_cache"] = (_dataset_key(dataclasses.asdict(config)), _dataset_version(config),
                                          dataset, broken)
+
+
+def _dataset_version(config: DatasetConfig) -> tuple[int, int]:
+    """Changes when the decisions change, or the photos of a dataset built in the browser (another tab too)."""
+    return _file_version(config.overrides), content_version(config)
 
 
 def _file_version(path: str | None) -> int:

@@ -7,6 +7,7 @@ import streamlit as st
 from pages import common
 from pipeline.config import DatasetConfig
 from pipeline.dataset import require_trainable
+from pipeline.dataset_builder import dataset_config_for, new_dataset
 from pipeline.errors import RetrainError
 from pipeline.workspace import data_root, dataset_from_zip, list_samples, list_server_folders, resolve_server_folder
 
@@ -41,7 +42,7 @@ def on_new_file(key: str, *files) -> bool:
 
 
 samples = list_samples()
-tabs = st.tabs(["Upload a zip", "CSV of labels + zip", "Folder on the server"]
+tabs = st.tabs(["Upload a zip", "CSV of labels + zip", "Folder on the server", "New dataset"]
                + (["Sample datasets"] if samples else []))
 with tabs[0]:
     upload = st.file_uploader("Drop a zip of your photos here", type=["zip"], key="zip_upload",
@@ -65,8 +66,16 @@ with tabs[2]:
         st.caption("Folders there: " + ", ".join(common.plain(name) for name in folders[:20]))
     if st.button("Use this folder", icon=":material/folder_open:"):
         load(lambda: DatasetConfig(image_dir=str(resolve_server_folder(typed))), f"folder {typed}")
+with tabs[3]:
+    st.caption("No photos ready? Start an empty dataset here and add classes and photos (files or the camera).")
+    with st.form("new_dataset_here", border=False):
+        new_name = st.text_input("Name of the new dataset", placeholder="e.g. my plants", key="new_dataset")
+        if st.form_submit_button("Create and start adding photos", type="primary", icon=":material/add:"):
+            load(lambda: dataset_config_for(new_dataset(ws, new_name)), "the new dataset")
+            if "dataset_error" not in st.session_state:
+                common.go("pages/builder.py")
 if samples:
-    with tabs[3]:
+    with tabs[4]:
         st.caption("Try Retrain Studio on a dataset that is already here.")
         for name, folder in samples.items():
             if st.button(f"Use the {common.plain(name)} sample", key=f"sample-{name}", icon=":material/photo_library:"):
@@ -92,6 +101,8 @@ if dataset is not None:
     cols[3].metric("Warnings", len(dataset.warnings), border=True)
     st.caption("Classes: " + ", ".join(map(common.plain, dataset.classes[:30]))
                + (" …" if len(dataset.classes) > 30 else ""))
+    if st.button("Add photos or classes", icon=":material/add_photo_alternate:", key="grow_dataset"):
+        common.go("pages/builder.py")
     try:
         require_trainable(dataset)
     except RetrainError as error:

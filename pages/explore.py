@@ -8,6 +8,7 @@ import plotly.express as px
 import streamlit as st
 
 from pages import common
+from pages.gallery import all_classes
 from pipeline.errors import RetrainError
 from pipeline.progress import Progress
 from pipeline.workspace import check_labels, decisions, imbalance_advice, working_config
@@ -42,6 +43,10 @@ if not frame.empty:
                "for the final score. Images are assigned to a split by their file name, so the split never changes.")
 if advice := imbalance_advice(counts):
     st.warning(common.plain(advice), icon=":material/balance:")
+
+st.subheader("All classes at a glance")
+with st.expander(f"A few photos of each of the {len(dataset.classes)} classes, with the split each falls into"):
+    all_classes(dataset, advice=False)
 
 st.subheader("Photos by class")
 if dataset.classes:

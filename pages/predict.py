@@ -9,6 +9,9 @@ import plotly.express as px
 import streamlit as st
 
 from pages import common
+from pages.gallery import plain
+from pipeline import dataset_builder as builder
+from pipeline.dataset_builder import current_root
 from pipeline.errors import ImageProblem, RetrainError
 from pipeline.images import decode_image
 from pipeline.workspace import predictions_path, save_predictions, save_upload, unpack_upload
@@ -40,19 +43,48 @@ def top_k_chart(guesses: list[dict], key: str) -> None:
     st.plotly_chart(fig, key=key)
 
 
-def show_prediction(name: str, data: bytes, key: str) -> None:
-    """The photo and the model's top-k for it, decoded exactly as training decodes (bad files say why)."""
-    picture, chart = st.columns([1, 2], vertical_alignment="center")
+def predict(data: bytes) -> list[dict] | ImageProblem:
+    """The model's top-k for image bytes, decoded exactly as training decodes; the problem for a bad file."""
     try:
-        guesses = predictor.predict_bytes(data, k)
+        return predictor.predict_bytes(data, k)
     except ImageProblem as problem:
-        picture.error(f"{common.plain(name)}: {common.plain(problem)}", icon=":material/broken_image:")
+        return problem
+
+
+def show_prediction(name: str, data: bytes, key: str, guesses: list[dict] | ImageProblem | None = None) -> None:
+    """The photo and the model's top-k for it (bad files say why), and a way to add it to the dataset."""
+    picture, chart = st.columns([1, 2], vertical_alignment="center")
+    guesses = predict(data) if guesses is None else guesses
+    if isinstance(guesses, ImageProblem):
+        picture.error(f"{common.plain(name)}: {common.plain(guesses)}", icon=":material/broken_image:")
         return
     # Shown upright and small (a phone photo's rotation is in its EXIF; the browser is sent a few KB, not MBs).
     picture.image(decode_image(data, min_side=440), caption=name, width=220)
     with chart:
         st.markdown(f"**{common.plain(guesses[0]['label'])}** ({guesses[0]['score']:.0%} sure)")
         top_k_chart(guesses, key)
+        add_to_dataset(name, data, guesses[0]["label"], key)
+
+
+def add_to_dataset(name: str, data: bytes, suggested: str, key: str) -> None:
+    """'Add this photo to class …', the model's guess suggested: the next run learns from its mistakes."""
+    classes = builder.class_names(editable) if editable else []
+    if not classes:
+        return
+    left, right = st.columns([2, 1], vertical_alignment="bottom")
+    label = left.selectbox("Add this photo to class", classes, key=f"add-class-{key}",
+                           index=classes.index(suggested) if suggested in classes else 0)
+    if right.button("Add to the dataset", key=f"add-{key}", icon=":material/add_photo_alternate:"):
+        try:
+            result = builder.add_photos(ws, editable, label, [(name, data)])
+        except RetrainError as error:
+            st.error(plain(error), icon=":material/error:")
+            return
+        for item in result.refused:
+            st.error(plain(f"{item['file']}: {item['reason']}"), icon=":material/error:")
+        if result.added or result.already_there:
+            st.success(plain(f"{'Added to' if result.added else 'Already in'} class {label} "
+                             f"({len(builder.class_photos(editable, label))} photos now)."), icon=":material/check:")
 
 
 try:
@@ -64,13 +96,19 @@ left, right = st.columns([1, 2], vertical_alignment="bottom")
 top = min(5, len(predictor.labels))
 k = left.slider("How many guesses to show", 1, top, min(3, top), key="top_k") if top > 1 else 1
 right.caption(f"Model from run `{run.name}` · classes: {', '.join(map(common.plain, predictor.labels[:20]))}")
+editable = current_root(ws)
+if editable is None:
+    st.caption("To add photos from here back into your data, make the dataset editable on the Build page first.")
 
 photos_tab, camera_tab, zip_tab = st.tabs(["Photos", "Camera", "A zip of photos → CSV"])
 with photos_tab:
     uploads = st.file_uploader("Drop one or more photos", type=IMAGE_TYPES, accept_multiple_files=True,
                                key="predict_photos")
-    for index, upload in enumerate(uploads or []):
-        show_prediction(upload.name, upload.getvalue(), f"photo-{index}")
+    results = [(upload.name, upload.getvalue(), predict(upload.getvalue())) for upload in uploads or []]
+    # Least sure first: the photos the model hesitates on are the ones most worth adding with their right class.
+    results.sort(key=lambda item: -1.0 if isinstance(item[2], ImageProblem) else item[2][0]["score"])
+    for index, (name, data, guesses) in enumerate(results):
+        show_prediction(name, data, f"photo-{index}", guesses)
 with camera_tab:
     if st.toggle("Use the camera", key="use_camera", help="Your browser asks for permission first."):
         shot = st.camera_input("Take a photo", key="camera")

@@ -26,6 +26,7 @@ from pipeline.errors import RetrainError, RunCancelled
 from pipeline.evaluate import Report, build_report
 from pipeline.files import describe_write_error, disk_full_message, looks_like_disk_full
 from pipeline.images import load_for_model
+from pipeline.manifest import write_manifest
 from pipeline.progress import Progress, ProgressCallback
 from pipeline.runs import RunDir, cache_root, job_slot, max_jobs, process_started
 
@@ -172,6 +173,7 @@ def _run_stages(context: RunContext) -> Report:
     config, started = context.config, time.monotonic()
     context.status("caching", 0.0, "reading the dataset")
     dataset = load_dataset(config.dataset, check_images=False, workdir=cache_root() / "datasets")
+    write_manifest(dataset, context.run.path)  # the run's record of its data, whatever the folder becomes later
     require_trainable(dataset)
     context.status("caching", 0.0, f"loading the {config.train.architecture} backbone")
     backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer)

@@ -60,7 +60,8 @@ class RunDir:
         self.needed_mb: float | None = None  # disk space the run expects to write, for a full disk's message
 
     # What a run writes; cleared when a run starts again in the same folder, so old and new never mix.
-    OUTPUTS = ("metrics.csv", "report.json", "model.keras", "model.tflite", "labels.txt", "saved_model", "logs")
+    OUTPUTS = ("metrics.csv", "report.json", "model.keras", "model.tflite", "labels.txt", "saved_model", "logs",
+               "dataset_manifest.csv")
 
     def is_ours(self) -> bool:
         """True when the folder carries our run marker."""

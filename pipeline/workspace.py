@@ -65,6 +65,7 @@ from pipeline.files import (
     write_json_atomic,
 )
 from pipeline.images import center_square, load_image
+from pipeline.manifest import trained_images
 from pipeline.progress import Progress, ProgressCallback
 from pipeline.records import DamagedFile, read_config, read_workspace_state
 from pipeline.run_queue import RunQueue
@@ -709,6 +710,7 @@ def run_summary(run: RunDir) -> dict[str, Any]:
             "test accuracy": None if accuracy is None else round(100 * accuracy, 1),
             "duration (s)": round(finished - started) if started and finished else None,
             "backbone": Path(train.get("architecture") or "").name, "epochs": train.get("epochs"),
+            "images": trained_images(run.path),
             "dataset": Path(dataset.get("image_dir") or dataset.get("zip") or "").name.removesuffix(".unpacked"),
             "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else ""}
 
