@@ -241,6 +241,8 @@ def test_a_damaged_model_file_is_a_clear_error(studio, restore, how):
     (studio["run"].path / "model.keras").write_bytes(damage(studio["pristine"]["model.keras"], how))
     with pytest.raises(DamagedFile, match="model.keras: cannot be loaded"):
         Predictor(studio["run"].path)
+    if how != "truncated":
+        return  # the command line's answer is checked once: it is the same reader
     result = cli("predict", "--model", str(studio["run"].path), str(next(studio["images"].rglob("*.jpg"))))
     assert_one_clear_line(result, "model.keras")
 
@@ -258,7 +260,7 @@ def test_damaged_config_on_the_command_line_is_one_line(studio, restore, tmp_pat
 # ---- The pages keep rendering ------------------------------------------------------------------------------------
 
 def app(token: str, page: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=90)
+    at = AppTest.from_file(APP, default_timeout=600)  # generous: the first run imports plotly on a busy machine
     at.query_params["ws"] = token
     at.run()
     at.switch_page(page).run()
@@ -332,7 +334,8 @@ def test_cache_damaged_in_its_middle_is_set_aside_rebuilt_and_healthy_entries_ke
     assert len(vectors) // 2 < len(found) < len(vectors), "the readable entries are carried over, the rest not"
     assert all(np.array_equal(found[key], vectors[key]) for key in found), "carried entries are intact"
     assert "set aside" in store.repaired
-    aside = [path for path in tmp_path.iterdir() if path.name.startswith(f"{DATABASE_NAME}.damaged-")]
+    aside = [path for path in tmp_path.iterdir() if path.name.startswith(f"{DATABASE_NAME}.damaged-")
+             and not path.name.endswith(("-wal", "-shm"))]
     assert aside and aside[0].read_bytes() == bytes(damaged), "the damaged file is kept as it was"
 
 
@@ -544,7 +547,7 @@ def test_out_of_range_seed_is_one_line_and_configure_bounds_it(studio, tmp_path,
         RunConfig.from_dict({"train": {"seed": -1}}).validate()
     at = app(studio["token"], "pages/configure.py")
     seed = [widget for widget in at.number_input if widget.key == "knob.train.seed"]
-    assert seed and seed[0].min_value == 0 and seed[0].max_value == 2**31 - 1
+    assert seed and seed[0].proto.min == 0 and seed[0].proto.max == 2**31 - 1
 
 
 # ---- Hostile names -----------------------------------------------------------------------------------------------
