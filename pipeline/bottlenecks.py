@@ -149,8 +149,8 @@ class BottleneckStore:
     def _carry_over(damaged: Path, connection: sqlite3.Connection) -> int:
         """Copy the entries of a damaged database that still read back with a good CRC; how many."""
         carried = 0
-        try:
-            source = sqlite3.connect(damaged, timeout=5)
+        try:  # read-only: closing must not checkpoint anything into the file set aside
+            source = sqlite3.connect(f"{damaged.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
         except sqlite3.Error:
             return 0
         try:

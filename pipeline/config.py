@@ -176,7 +176,7 @@ class RunConfig:
         for name in sections:
             if not isinstance(data.get(name, {}), dict):
                 raise RetrainError(f"config section {name!r} must be an object of settings, not {data[name]!r}")
-        return cls(**{name: section_from_dict(factory, data.get(name, {})) for name, factory in sections.items()})
+        return cls(**{name: section_from_dict(factory, data.get(name, {}), name) for name, factory in sections.items()})
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
@@ -203,14 +203,16 @@ def _check_setting(section: str, spec: dataclasses.Field, value: Any) -> None:
                                f"({meta['help']})")
 
 
-def section_from_dict(factory: Any, values: dict[str, Any]) -> Any:
-    """One config section from a dict (a saved file), every value of its field's type, else RetrainError."""
+def section_from_dict(factory: Any, values: dict[str, Any], where: str = "") -> Any:
+    """One config section (named `where` in messages) from a dict, every value of its field's type, else
+    RetrainError."""
     section = factory()
+    where = where or type(section).__name__
     fields = {f.name: f for f in dataclasses.fields(section)}
     unknown = set(values) - set(fields)
     if unknown:
-        raise RetrainError(f"config section {type(section).__name__} has unknown keys {sorted(unknown)}")
-    return dataclasses.replace(section, **{name: _typed(type(section).__name__, fields[name], value)
+        raise RetrainError(f"config section {where} has unknown keys {sorted(unknown)}")
+    return dataclasses.replace(section, **{name: _typed(where, fields[name], value)
                                            for name, value in values.items()})
 
 
