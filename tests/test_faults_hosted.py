@@ -227,7 +227,7 @@ def test_the_train_page_and_sidebar_show_a_waiting_runs_place(root, monkeypatch)
         at.switch_page("pages/train.py").run()
         assert not at.exception, [e.value for e in at.exception]
         shown = " | ".join(str(e.value) for e in at.info)
-        assert "number 1 in line (1 waiting, 0 training)" in shown or "number 1 in line" in shown, shown
+        assert "another run is training now. Number 1 in line (1 waiting, 1 training); no estimate" in shown, shown
         assert "Number 1 in line" in " | ".join(str(e.value) for e in at.sidebar.caption)
         assert [h["ticket"] for h in queue.holders()] == [ticket]  # what holds the slot can be shown
         assert json.loads(run.status_file.read_text())["state"] == "queued"
