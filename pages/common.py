@@ -5,6 +5,7 @@ only moves values between st.session_state, the workspace files and the screen.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import html
 import json
@@ -103,8 +104,9 @@ def open_session_workspace() -> Workspace | None:
     st.session_state["ws"] = token
     if st.query_params.get("ws") != token:
         st.query_params["ws"] = token
-    try:
+    with contextlib.suppress(RetrainError, OSError):  # housekeeping: never in the way of this session's page
         expire_now_and_then()  # idle workspaces of other sessions, at most once an hour
+    try:
         return open_workspace(token)
     except (RetrainError, OSError) as error:
         st.error(f"Cannot open this workspace: {error}")
