@@ -5,6 +5,7 @@ only moves values between st.session_state, the workspace files and the screen.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import html
 import json
@@ -63,9 +64,12 @@ STATE_TEXT = {
     "cancelled": (":material/cancel:", "Cancelled"),
     "unknown": (":material/help:", "Unknown: its status.json is damaged"),
 }
-# Every ASCII punctuation mark may be backslash-escaped in Markdown; escaped, none starts a link, image,
-# emphasis, directive (":red[...]", ":material/x:") or autolink ("http://", "www.").
-MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+# What can turn text into a live link, image or styled text in Streamlit's Markdown, backslash-escaped: brackets
+# (links, images, ":red[...]" directives, reference definitions), angle brackets (autolinks, HTML), "@" (e-mail
+# autolinks), backslashes (so no escape is undone); and the ":" of "https:" or "mailto:" and the "." of "www." (GFM
+# autolinks of bare addresses). Everything else stays as typed, so messages read (and compare) as they were.
+LINK_CHARACTERS = re.compile(r"[\\\[\]<>@]")
+BARE_ADDRESS = re.compile(r"\b(https?|mailto|xmpp|www)([:.])", re.IGNORECASE)
 # Float settings whose natural step is not 0.05.
 FLOAT_STEPS = {"learning_rate": 0.0005, "fine_tune_learning_rate": 1e-5, "rotation": 5.0, "shear": 5.0}
 
@@ -73,8 +77,16 @@ FLOAT_STEPS = {"learning_rate": 0.0005, "fine_tune_learning_rate": 1e-5, "rotati
 # ---- User-supplied text: shown as plain text, never as live links or images ---------------------------------------
 
 def plain(value: Any) -> str:
-    """A user-supplied string (class, file, dataset name) for Markdown: every punctuation mark escaped, one line."""
-    return MARKDOWN_PUNCTUATION.sub(r"\\\1", " ".join(str(value).split()))
+    """A user-supplied string (class, file, dataset name, or a message holding one) for Markdown: no live links."""
+    text = LINK_CHARACTERS.sub(lambda match: "\\" + match.group(0), str(value))
+    return BARE_ADDRESS.sub(lambda match: f"{match.group(1)}\\{match.group(2)}", text)
+
+
+def code_text(value: Any) -> str:
+    """A user-supplied string as a Markdown code span (shown literally), however many backticks it holds."""
+    text = " ".join(str(value).split())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}" if "`" in text else f"`{text}`"
 
 
 def chart_text(value: Any) -> str:
@@ -94,8 +106,9 @@ def open_session_workspace() -> Workspace | None:
     st.session_state["ws"] = token
     if st.query_params.get("ws") != token:
         st.query_params["ws"] = token
-    try:
+    with contextlib.suppress(RetrainError, OSError):  # housekeeping: never in the way of this session's page
         expire_now_and_then()  # idle workspaces of other sessions, at most once an hour
+    try:
         return open_workspace(token)
     except (RetrainError, OSError) as error:
         st.error(f"Cannot open this workspace: {error}")
@@ -447,7 +460,7 @@ def decision_row(ws: Workspace, image: dict[str, Any], classes: list[str], overr
     else:
         words, actions = st.container(), st.container()
     guess = f" · looks like **{plain(suggested)}** ({image['suggested_probability']:.0%})" if suggested else ""
-    words.markdown(f"{plain(file)}  \nlabelled **{plain(label)}**{guess}")
+    words.markdown(f"{code_text(file)}  \nlabelled **{plain(label)}**{guess}")
     if decided := decision_text(overrides, file):
         words.caption(f":material/check_circle: {decided.capitalize()} (your photo is left as it is)")
         actions.button("Undo", key=f"undo-{key}", icon=":material/undo:", on_click=undo_decision, args=(ws, file))

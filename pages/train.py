@@ -60,9 +60,9 @@ def draw(run: RunDir) -> dict:
     st.caption(f"Run `{run.name}`")
     if is_waiting_for_slot(status):
         place = queue_place(run)
-        st.info("Waiting for a free training slot: " + (common.queue_words(place) if place else
-                "another run is training now") + ". This one starts by itself when its turn comes.",
-                icon=":material/hourglass_top:")
+        where = f" {common.queue_words(place).capitalize()}." if place else ""
+        st.info(f"Waiting for a free training slot: another run is training now.{where} This one starts by itself "
+                "when its turn comes.", icon=":material/hourglass_top:")
     if is_active(status):
         st.progress(min(max(status.get("progress", 0.0), 0.0), 1.0), text=status.get("step") or words)
     try:

@@ -287,7 +287,8 @@ def cancel_run(run_dir: str | Path) -> None:
     if isinstance(status.get("queue"), str):  # still in the app's queue: leave the line (a row, no process)
         from pipeline.run_queue import RunQueue
 
-        RunQueue(status["queue"]).withdraw(run.path)
+        with contextlib.suppress(RetrainError):  # an unreadable queue skips it anyway: the cancel file says so
+            RunQueue(status["queue"]).withdraw(run.path)
     pid = status.get("pid")
     if process_alive(pid, status.get("pid_started")):
         os.kill(int(pid), signal.SIGTERM)
