@@ -130,7 +130,7 @@ def _run_stages(context: RunContext) -> Report:
     dataset = load_dataset(config.dataset, check_images=False, workdir=cache_root() / "datasets")
     require_trainable(dataset)
     context.status("caching", 0.0, f"loading the {config.train.architecture} backbone")
-    backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer)
+    backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer, config.train.mirror_view)
     context.check_stop()
     features = _cache_features(context, dataset, backbone)
     labels = dataset.classes  # sorted, and kept current when images fail to decode
