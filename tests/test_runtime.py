@@ -113,3 +113,30 @@ def test_runtime_choice(tiny_backbone_file, monkeypatch):
     assert runtime.runtime_for("efficientnet_lite2") == runtime.LITERT
     monkeypatch.setenv(runtime.RUNTIME_ENV, "TensorFlow")
     assert runtime.runtime_for("efficientnet_lite2") == runtime.TENSORFLOW
+
+
+def test_predictor_runs_the_backbone_on_litert(tmp_path, monkeypatch, tiny_backbone_file):
+    import keras
+
+    from pipeline.export import build_classifier
+    from pipeline.predict import Predictor
+
+    monkeypatch.setenv("RETRAIN_STUDIO_CACHE", str(tmp_path / "cache"))
+    backbone = load_backbone(str(tiny_backbone_file), "features")
+    inputs = keras.Input((backbone.feature_dim,))
+    head = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    classifier = build_classifier(backbone.model, head, 32)
+    classifier.save(tmp_path / "model.keras")
+    (tmp_path / "labels.txt").write_text("a\nb\nc\n")
+    images = np.random.default_rng(3).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    expected = classifier.predict(images.astype(np.float32), verbose=0)
+
+    predictor = Predictor(tmp_path)
+    assert predictor._split is not None and isinstance(predictor._split[0], runtime.LiteRTRunner)
+    assert float(np.abs(predictor.probabilities(images) - expected).max()) < 1e-5
+    assert list((tmp_path / "cache" / "backbones").glob("*.tflite"))  # converted once, cached for every run
+
+    monkeypatch.setenv(runtime.RUNTIME_ENV, "tensorflow")
+    on_tensorflow = Predictor(tmp_path)
+    assert on_tensorflow._split is None
+    assert float(np.abs(on_tensorflow.probabilities(images) - expected).max()) < 1e-5
