@@ -1,9 +1,10 @@
 """Per-backbone figures for the table and the app's backbone picker: speed on each runtime, accuracy, size.
 
 For each offline EfficientNet-Lite: cold extraction from JPEG files with LiteRT and with TensorFlow
-(interleaved, same images), a whole default run on the dataset (test accuracy, exported model.keras size),
-and the predict latency of that run's model. The results go to bench/backbones.json, which the Configure
-page reads (pipeline/backbones/measured.py); only figures measured here ever appear there.
+(interleaved, same images, with the default settings' views), a whole default run on the dataset (test
+accuracy, exported model.keras size), and the predict latency of that run's model. The results go to
+bench/backbones.json, which the Configure page reads (pipeline/backbones/measured.py); only figures
+measured here ever appear there.
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ def cold_extraction(items: Sequence[ExtractItem], architecture: str, on: str | N
     """`cache_bottlenecks` of `items` into a fresh folder on one runtime (backbone loaded and warmed first)."""
     from pipeline.backbones import load_backbone
     from pipeline.backbones.runtime import backbone_forward
+    from pipeline.config import TrainConfig
 
     with runtime(on):
-        backbone = load_backbone(architecture)
+        backbone = load_backbone(architecture, None, TrainConfig().mirror_view)  # as the default settings run it
         backbone_forward(backbone)  # loading, converting and tracing are not throughput
         cache = Path(tempfile.mkdtemp(prefix="cold-", dir=workdir))
         try:
@@ -68,9 +70,10 @@ def extraction_rates(items: Sequence[ExtractItem], architecture: str, reps: int,
 
 
 def default_run(image_dir: Path, architecture: str, workdir: Path, prediction_paths: list[str],
-                train: dict | None = None) -> dict[str, float]:
-    """A whole default run (cold cache of its own): test accuracy, exported model size, predict p50."""
-    config = whole_runs.run_config(image_dir, workdir / f"bottlenecks-{architecture}", architecture, None, train)
+                train: dict | None = None, bottleneck_dir: Path | None = None) -> dict[str, float]:
+    """A whole default run (in a cold cache of its own unless given one): accuracy, model size, predict p50."""
+    bottleneck_dir = bottleneck_dir or workdir / f"bottlenecks-{architecture}"
+    config = whole_runs.run_config(image_dir, bottleneck_dir, architecture, None, train)
     result = whole_runs.timed_run(config, workdir / "runs" / f"default-{architecture}")
     times = whole_runs.prediction_milliseconds(result.run_dir, prediction_paths)
     return {"test_accuracy": result.report.test_accuracy, "seconds": result.seconds,

@@ -45,7 +45,7 @@ class Mode:
 
 MODES = {
     "full": Mode("full", per_class=None, speed_images=1024, per_image_images=256, fit_images=1024, head_steps=4000,
-                 predictions=100, reps=3, rerun_reps=3, grocery=True),
+                 predictions=100, reps=3, rerun_reps=3, backbone_images=128, grocery=True),
     "quick": Mode("quick", per_class=60, speed_images=256, per_image_images=64, fit_images=256, head_steps=4000,
                   predictions=30, reps=3, rerun_reps=2, backbone_images=64),
     "smoke": Mode("smoke", per_class=0, speed_images=12, per_image_images=3, fit_images=12, head_steps=20,

@@ -56,19 +56,25 @@ FIGURES = ["forward_images_per_second", "extract_images_per_second", "extract_vs
            "hostile_zip_peak_rss_mb"]
 
 
+# Every stage, in the order they run (`--stages` picks some; a figure of a stage not run is "not measured").
+STAGES = ["extraction", "first_model", "reruns", "head_steps", "frozen_fit", "prediction", "cache_memory",
+          "backbones", "grocery"]
+
+
 class Benchmark:
     """One benchmark run: the mode, its dataset and backbone, and the figures found so far."""
 
     def __init__(self, mode: Mode, workdir: Path):
         from pipeline.backbones import load_backbone
-        from pipeline.config import DatasetConfig
+        from pipeline.config import DatasetConfig, TrainConfig
         from pipeline.dataset import load_dataset
 
         self.mode, self.workdir = mode, workdir
         self.image_dir = prepare_dataset(mode, workdir)
         self.architecture, self.layer = ((smoke_backbone(workdir), SMOKE_LAYER) if mode.name == "smoke"
                                          else (DEFAULT_BACKBONE, None))
-        self.backbone = load_backbone(self.architecture, self.layer)
+        # With the default settings' views, so the first model's cache is what the later stages read.
+        self.backbone = load_backbone(self.architecture, self.layer, TrainConfig().mirror_view)
         dataset = load_dataset(DatasetConfig(image_dir=str(self.image_dir)), check_images=False)
         self.rows = dataset.usable()
         self.classes = sorted(self.rows["label"].unique())
@@ -80,6 +86,7 @@ class Benchmark:
         self.loads: list[float] = []  # the 1-minute load average as each stage starts
         self.failures: dict[str, str] = {}  # stage → why it failed
         self.per_backbone: dict[str, dict[str, float]] = {}  # architecture → figures for the table and the picker
+        self.backbone_names: tuple[str, ...] = backbones.LITES  # which backbones the per-backbone stage compares
 
     def stage(self, message: str) -> None:
         self.loads.append(os.getloadavg()[0])
@@ -224,12 +231,13 @@ class Benchmark:
 
     def measure_frozen_fit(self) -> None:
         from pipeline.backbones import load_backbone
+        from pipeline.config import TrainConfig
 
         rows = self.sample(self.mode.fit_images)
         items, labels = self.items(rows), [self.classes.index(label) for label in rows["label"]]
         self.stage(f"frozen-base fit against the cache: {len(items)} examples, {self.mode.reps} repetitions")
-        frozen = training.FrozenBaseFit(load_backbone(self.architecture, self.layer), [i.path for i in items], labels,
-                                        len(self.classes))
+        fresh = load_backbone(self.architecture, self.layer, TrainConfig().mirror_view)  # the same views as the cache
+        frozen = training.FrozenBaseFit(fresh, [i.path for i in items], labels, len(self.classes))
         seconds = interleaved(self.mode.reps, {
             "frozen_fit": lambda _: frozen.epoch_seconds(),
             "cache": lambda _: training.cache_epoch_seconds(items, labels, len(self.classes), self.backbone,
@@ -279,14 +287,16 @@ class Benchmark:
 
     def measure_backbones(self) -> None:
         mode = self.mode
-        names = backbones.LITES if mode.name != "smoke" else (self.architecture,)
+        names = self.backbone_names if mode.name != "smoke" else (self.architecture,)
         items = list({item.sha256: item for item in self.items(self.sample(mode.backbone_images))}.values())
         paths = list(self.sample(mode.predictions)["path"])
         for name in names:
             self.stage(f"backbone {name}: cold extraction of {len(items)} images on LiteRT and TensorFlow, "
                        "then a default run")
             rates = backbones.extraction_rates(items, name, mode.reps, self.workdir)
-            run = backbones.default_run(self.image_dir, name, self.workdir, paths, mode.train)
+            # The default backbone's cache is warm from the first model: its run costs no second extraction.
+            warm = self.bottleneck_dir if name == self.architecture and self.first_run_dir else None
+            run = backbones.default_run(self.image_dir, name, self.workdir, paths, mode.train, warm)
             self.per_backbone[name] = {
                 "extract_litert_images_per_second": round(rates["litert"], 1),
                 "extract_tf_images_per_second": round(rates["tensorflow"], 1),
@@ -316,12 +326,9 @@ class Benchmark:
             return f"{len(self.rows)} generated images, tiny backbone (smoke: the figures mean nothing)"
         return f"flowers, {self.mode.per_class} per class ({len(self.rows)} images, the same ones every time)"
 
-    def run(self) -> None:
-        """Every stage in turn; one that fails is logged and noted, and the others still run."""
-        stages = [self.measure_extraction, self.measure_first_model, self.measure_reruns, self.measure_head_steps,
-                  self.measure_frozen_fit, self.measure_prediction, self.measure_cache_memory, self.measure_backbones,
-                  self.measure_grocery, self.measure_hostile_zip]
-        for measure in stages:
+    def run(self, stages: list[str] = STAGES) -> None:
+        """The chosen stages in turn; one that fails is logged and noted, and the others still run."""
+        for measure in (getattr(self, f"measure_{stage}") for stage in STAGES if stage in stages):
             try:
                 measure()
             except Exception as error:  # a long benchmark must not lose every figure to one broken stage
@@ -350,12 +357,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     which.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # for tests/test_bench.py only
     parser.add_argument("--output", type=Path, help=f"where results.md goes (default {DEFAULT_OUTPUT})")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder of caches and runs")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=STAGES,
+                        help="run only these stages (needs --output: a partial run never writes bench/results.md)")
+    parser.add_argument("--backbones", nargs="+", choices=backbones.LITES, default=list(backbones.LITES),
+                        help="the backbones the per-backbone stage compares")
     args = parser.parse_args(argv)
     args.mode = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
     if args.output is None and not args.smoke:
         args.output = DEFAULT_OUTPUT
     if args.smoke and args.output is not None and args.output.resolve() == DEFAULT_OUTPUT.resolve():
         parser.error("--smoke never writes bench/results.md; give --output elsewhere")
+    if args.stages != STAGES and args.output is not None and args.output.resolve() == DEFAULT_OUTPUT.resolve():
+        parser.error("a partial run (--stages) never writes bench/results.md; give --output elsewhere")
     return args
 
 
@@ -366,13 +379,15 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{args.mode.name} benchmark in {workdir}; load average {load_before}")
     try:
         bench = Benchmark(args.mode, workdir)
-        bench.run()
+        bench.backbone_names = tuple(args.backbones)
+        bench.run(args.stages)
         output = args.output or workdir / "results.md"
         context = {"mode": args.mode.name, **machine(), "command": f"`{shlex.join([sys.executable, *sys.argv])}`",
                    "runtime": f"{time.monotonic() - started:.0f} s",
                    "load average (1/5/15 min)": f"{load_before} at start, {load_average()} at end",
                    "load average (1 min) as each stage began": ", ".join(f"{load:.1f}" for load in bench.loads),
-                   "dataset": f"{bench.describe_dataset()}"}
+                   "dataset": f"{bench.describe_dataset()}",
+                   "stages": "all" if args.stages == STAGES else ", ".join(args.stages)}
         write_markdown(output, bench.json_figures(), bench.how, bench.extras, context, bench.failures,
                        bench.per_backbone)
         write_backbones_json(output, args.mode.name, bench.per_backbone, context)

@@ -218,7 +218,7 @@ def command_cache(args: argparse.Namespace) -> None:
 
         return cache_command(config, ray_options(args))
     dataset = load_dataset(config.dataset, check_images=False, progress=cli_progress())
-    backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer)
+    backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer, config.train.mirror_view)
     items = [ExtractItem(row.path, row.sha256) for row in dataset.usable().itertuples()]
     result = cache_bottlenecks(items, backbone, config.output.bottleneck_dir or cache_root() / "bottlenecks",
                                progress=cli_progress())
@@ -336,7 +336,7 @@ def command_suspects(args: argparse.Namespace) -> None:
 
     config = config_from_args(args)
     dataset = load_dataset(config.dataset, check_images=False, progress=cli_progress())
-    backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer)
+    backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer, config.train.mirror_view)
     started = time.monotonic()
     suspects = find_suspects(dataset, backbone, config.output.bottleneck_dir or cache_root() / "bottlenecks",
                              folds=args.folds, top=args.top, seed=config.train.seed, progress=cli_progress())

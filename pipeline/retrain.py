@@ -176,7 +176,7 @@ def _run_stages(context: RunContext) -> Report:
     write_manifest(dataset, context.run.path)  # the run's record of its data, whatever the folder becomes later
     require_trainable(dataset)
     context.status("caching", 0.0, f"loading the {config.train.architecture} backbone")
-    backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer)
+    backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer, config.train.mirror_view)
     context.run.needed_mb = _space_needed_mb(dataset, backbone, config)
     context.check_stop()
     features = _cache_features(context, dataset, backbone)

@@ -552,7 +552,7 @@ def check_labels(dataset: Dataset, train: TrainConfig, bottleneck_dir: str | Non
     from pipeline.datamap import dataset_map
     from pipeline.suspects import find_suspects
 
-    backbone = load_backbone(train.architecture, train.bottleneck_layer)
+    backbone = load_backbone(train.architecture, train.bottleneck_layer, train.mirror_view)
     folder = bottleneck_dir or cache_root() / "bottlenecks"  # the app passes bottleneck_folder(...)
     suspects = find_suspects(dataset, backbone, folder, seed=train.seed, progress=progress)
     if progress:

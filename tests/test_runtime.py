@@ -66,13 +66,34 @@ def test_damaged_tflite_is_reconverted(tmp_path, monkeypatch, tiny_backbone_file
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     expected = features.predict(images.astype(np.float32), verbose=0)
     assert float(np.abs(forward(images) - expected).max()) < 1e-4
-    assert path.stat().st_size > 1000 and [p.name for p in path.parent.iterdir()] == [path.name]  # no temp left
+    assert path.stat().st_size > 1000
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, path.name + ".sha256"]  # no temp left
 
     def no_conversion():
         raise AssertionError("the cached .tflite should have been used")
 
     again = runtime.litert_forward(no_conversion, "tiny|test", 32, "tiny")
     np.testing.assert_allclose(again(images), forward(images))
+
+    # One flipped byte in the middle (a weight, most likely) passes the loader's structure check: the sha256 not.
+    damaged = bytearray(path.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    rebuilt = runtime.litert_forward(lambda: features, "tiny|test", 32, "tiny")
+    assert float(np.abs(rebuilt(images) - expected).max()) < 1e-4
+    assert runtime._open_cached(path) is not None  # repaired on disk too
+
+
+def test_unwritable_cache_runs_from_memory(tmp_path, monkeypatch, tiny_backbone_file):
+    import keras
+
+    monkeypatch.setenv("RETRAIN_STUDIO_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    model = keras.saving.load_model(tiny_backbone_file)
+    features = keras.Model(model.input, model.get_layer("features").output)
+    forward = runtime.litert_forward(lambda: features, "tiny|unwritable", 32, "tiny")
+    images = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    assert float(np.abs(forward(images) - features.predict(images.astype(np.float32), verbose=0)).max()) < 1e-4
 
 
 def test_a_wrong_conversion_is_refused(tmp_path, monkeypatch, tiny_backbone_file):
@@ -92,3 +113,30 @@ def test_runtime_choice(tiny_backbone_file, monkeypatch):
     assert runtime.runtime_for("efficientnet_lite2") == runtime.LITERT
     monkeypatch.setenv(runtime.RUNTIME_ENV, "TensorFlow")
     assert runtime.runtime_for("efficientnet_lite2") == runtime.TENSORFLOW
+
+
+def test_predictor_runs_the_backbone_on_litert(tmp_path, monkeypatch, tiny_backbone_file):
+    import keras
+
+    from pipeline.export import build_classifier
+    from pipeline.predict import Predictor
+
+    monkeypatch.setenv("RETRAIN_STUDIO_CACHE", str(tmp_path / "cache"))
+    backbone = load_backbone(str(tiny_backbone_file), "features")
+    inputs = keras.Input((backbone.feature_dim,))
+    head = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    classifier = build_classifier(backbone.model, head, 32)
+    classifier.save(tmp_path / "model.keras")
+    (tmp_path / "labels.txt").write_text("a\nb\nc\n")
+    images = np.random.default_rng(3).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    expected = classifier.predict(images.astype(np.float32), verbose=0)
+
+    predictor = Predictor(tmp_path)
+    assert predictor._split is not None and isinstance(predictor._split[0], runtime.LiteRTRunner)
+    assert float(np.abs(predictor.probabilities(images) - expected).max()) < 1e-5
+    assert list((tmp_path / "cache" / "backbones").glob("*.tflite"))  # converted once, cached for every run
+
+    monkeypatch.setenv(runtime.RUNTIME_ENV, "tensorflow")
+    on_tensorflow = Predictor(tmp_path)
+    assert on_tensorflow._split is None
+    assert float(np.abs(on_tensorflow.probabilities(images) - expected).max()) < 1e-5

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipeline.backbones import custom, efficientnet_lite, keras_apps
+from pipeline.backbones import custom, efficientnet_lite, keras_apps, views
 from pipeline.backbones.bottleneck import Backbone
 from pipeline.errors import RetrainError
 
@@ -78,8 +78,17 @@ def backbone_input_size(architecture: str) -> int:
     return _info(architecture).input_size
 
 
-def load_backbone(architecture: str = DEFAULT_BACKBONE, bottleneck_layer: str | None = None) -> Backbone:
-    """The backbone named `architecture`, cut at `bottleneck_layer` (default: its pooled features)."""
+def load_backbone(architecture: str = DEFAULT_BACKBONE, bottleneck_layer: str | None = None,
+                  mirror_view: bool = False) -> Backbone:
+    """The backbone named `architecture`, cut at `bottleneck_layer` (default: its pooled features).
+
+    With `mirror_view`, its features are the mean over each image and its mirror image (see `views`).
+    """
+    backbone = _load(architecture, bottleneck_layer)
+    return views.with_mirror_view(backbone) if mirror_view else backbone
+
+
+def _load(architecture: str, bottleneck_layer: str | None) -> Backbone:
     if custom.is_model_path(architecture):
         return custom.load_custom_backbone(architecture, bottleneck_layer)
     info = _info(architecture)

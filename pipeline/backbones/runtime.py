@@ -108,7 +108,7 @@ def litert_forward(model_loader: Callable[[], keras.Model], key: str, input_size
                                f"{RUNTIME_ENV}=tensorflow to run it on TensorFlow") from None
         check_conversion(model, flatbuffer, input_size)
         write_tflite(flatbuffer, path)
-        runner = LiteRTRunner(path)
+        runner = LiteRTRunner(flatbuffer)
     return runner
 
 
@@ -131,23 +131,39 @@ def tflite_path(key: str, name: str) -> Path:
 
 
 def _open_cached(path: Path) -> LiteRTRunner | None:
-    """The runner over a cached .tflite, or None when it is missing or cannot be loaded (then it is rebuilt)."""
-    if not path.exists():
+    """The runner over a cached .tflite, or None when it is missing, damaged or unloadable (then it is rebuilt).
+
+    The flatbuffer loader checks the file's structure but not its weights, so the bytes are checked against
+    the sha256 written beside them: a flipped bit in a weight would otherwise give wrong features for ever.
+    """
+    try:
+        flatbuffer, recorded = path.read_bytes(), _digest_path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if hashlib.sha256(flatbuffer).hexdigest() != recorded:
+        log.warning("Reconverting the damaged cached backbone %s (its sha256 does not match)", path)
         return None
     try:
-        return LiteRTRunner(path)
-    except (ValueError, RuntimeError, OSError) as error:
-        log.warning("Reconverting the damaged cached backbone %s (%s)", path, error)
+        return LiteRTRunner(flatbuffer)
+    except (ValueError, RuntimeError) as error:
+        log.warning("Reconverting the unloadable cached backbone %s (%s)", path, error)
         return None
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
 
 
 def write_tflite(flatbuffer: bytes, path: Path) -> None:
-    """Write a converted backbone atomically (a crash never leaves half a file under the real name)."""
+    """Cache a converted backbone: the file, then its sha256 (each atomic; a crash between means "convert again").
+
+    A disk that refuses costs the conversion next time, not this run: the caller runs from memory.
+    """
     try:
         write_bytes_atomic(path, flatbuffer)
-    except OSError as error:  # a read-only or full disk: say so, the run cannot use LiteRT without the file
-        raise RetrainError(f"cannot write the converted backbone {path} ({error}); free disk space, or set "
-                           f"{RUNTIME_ENV}=tensorflow") from None
+        write_bytes_atomic(_digest_path(path), hashlib.sha256(flatbuffer).hexdigest().encode() + b"\n")
+    except OSError as error:
+        log.warning("Could not cache the converted backbone at %s (%s)", path, error)
 
 
 def convert_to_tflite(model: keras.Model, input_size: int) -> bytes:
