@@ -205,3 +205,19 @@ def test_a_killed_runs_exports_are_refused_in_one_line(exported, tmp_path):
                             timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "train again" in result.stderr
+
+
+def test_quantized_tflite_variants_are_checked_and_scored(exported, tmp_path):
+    _, _, config, _ = exported
+    config = RunConfig.from_dict(config.to_dict())
+    config.output.export_formats = ["keras", "tflite_float16", "tflite_dynamic", "tflite_int8"]
+    report = retrain(config, tmp_path / "run")
+    status = RunDir(tmp_path / "run").status()
+    assert status["state"] == "done" and set(status["exports"].values()) == {"ready"}
+    variants = report.extra["tflite_variants"]
+    assert set(variants) == {"tflite_float16", "tflite_dynamic", "tflite_int8"}
+    for name, variant in variants.items():
+        assert (tmp_path / "run" / variant["file"]).stat().st_size / 1e6 == pytest.approx(variant["size_mb"], abs=0.01)
+        assert 0.0 <= variant["test_accuracy"] <= 1.0 and name in report.extra["export_parity"]
+    assert variants["tflite_float16"]["test_accuracy"] == pytest.approx(report.test_accuracy, abs=0.05)
+    assert not (tmp_path / "run" / "model.tflite").exists() and not (tmp_path / "run" / "saved_model").exists()
