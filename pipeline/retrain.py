@@ -164,6 +164,7 @@ def _run_stages(context: RunContext) -> Report:
     context.timings["model_ready_seconds"] = time.monotonic() - started
     report.extra.update(_report_extras(context, dataset, head_data, backbone))
     report.extra["cache"] = features.cache_summary
+    report.extra["input_size"] = backbone.input_size
     report.extra["export_parity"] = exporter.rounded_parity()
     report.save(context.run.report)  # the report is there as soon as the model is
     for name in rest:  # the heavier formats, each checked before it is offered
