@@ -349,8 +349,9 @@ def quiet_tensorflow(verbose: bool, command: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    quiet_tensorflow(args.verbose or str(vars(args).get("retired.logging_verbosity", "")).upper() == "DEBUG",
-                     args.command)
+    # `run` is the app's: its output goes to run.log, where TensorFlow's own lines help whoever reads it.
+    quiet_tensorflow(args.verbose or args.command == "run"
+                     or str(vars(args).get("retired.logging_verbosity", "")).upper() == "DEBUG", args.command)
     try:
         COMMANDS[args.command](args)
     except RunCancelled as cancelled:
