@@ -368,6 +368,7 @@ class Exporter:
         self.evaluated = usable[usable["split"] == _evaluation_split(dataset)]
         self.training = usable[usable["split"] == "train"]
         self.variants: dict[str, dict] = {}  # quantized TFLite files: size and test accuracy
+        self.evaluated_images: np.ndarray | None = None
         sample = self.evaluated.head(PARITY_IMAGES)
         images = np.stack([load_for_model(path, backbone.input_size) for path in sample["path"]])
         fine_tuned = classifier is not None
@@ -444,7 +445,9 @@ class Exporter:
         path = self.context.run.path / FILES[name]
         index = {label: i for i, label in enumerate(self.labels)}
         targets = np.array([index[label] for label in self.evaluated["label"]])
-        predicted = tflite_probabilities(path, self._images(self.evaluated)).argmax(1) if len(targets) else targets
+        if self.evaluated_images is None:  # decoded once for all the variants
+            self.evaluated_images = self._images(self.evaluated)
+        predicted = tflite_probabilities(path, self.evaluated_images).argmax(1) if len(targets) else targets
         accuracy = float((predicted == targets).mean()) if len(targets) else 0.0
         return {"file": FILES[name], "size_mb": round(path.stat().st_size / 1e6, 2),
                 "test_accuracy": round(accuracy, 4)}
