@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages import common
+from pipeline.bundle import bundle_bytes
 from pipeline.config import RunConfig
 from pipeline.errors import RetrainError
 from pipeline.evaluate import Report
@@ -62,6 +63,19 @@ if model_file.exists():
     right.download_button("Download model (.keras)", data=model_file.read_bytes, file_name=f"{run.name}.keras",
                           mime="application/octet-stream", type="primary", icon=":material/download:",
                           width="stretch", on_click="ignore", key="download_keras")
+    right.download_button("Download bundle (.zip)", data=lambda: bundle_bytes(run.path), file_name=f"{run.name}.zip",
+                          mime="application/zip", icon=":material/folder_zip:", width="stretch", on_click="ignore",
+                          key="download_bundle", help="Every checked export, labels.txt, report.json and a model card")
+variants = report.extra.get("tflite_variants") or {}
+if variants:
+    st.subheader("Smaller TFLite models")
+    st.caption("Quantized copies for phones and small devices, each scored on the same test photos.")
+    st.dataframe(pd.DataFrame([{"File": "model.keras (full precision)", "Size (MB)": round(model_file.stat().st_size
+                                / 1e6, 2) if model_file.exists() else None, "Test accuracy": report.test_accuracy}]
+                              + [{"File": v["file"], "Size (MB)": v["size_mb"], "Test accuracy": v["test_accuracy"]}
+                                 for v in variants.values()]),
+                 hide_index=True, key="tflite_variants",
+                 column_config={"Test accuracy": st.column_config.NumberColumn(format="percent")})
 
 st.subheader("Per class")
 scores = pd.DataFrame([{"Class": label, "Precision": s.precision, "Recall": s.recall, "F1": s.f1,

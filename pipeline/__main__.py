@@ -231,13 +231,18 @@ def command_train(args: argparse.Namespace) -> None:
     config = config_from_args(args)
     answer_retired_flags(args, RETIRED_FLAGS)
     switch_distortions_on(args, config)
+    output_graph = vars(args).get("retired.output_graph")
+    if output_graph and (Path(output_graph).is_dir() or output_graph.endswith(("/", os.sep))):
+        raise RetrainError(f"--output_graph {output_graph} is a folder; give a file name such as "
+                           f"{Path(output_graph) / 'output_graph.pb'}")
     if not config.output.output_dir:  # retrain.py had no such flag: its tutorial lines must still run
         config.output.output_dir = default_output_dir()
         note(f"output folder: {config.output.output_dir} (--output_dir to choose)")
-    output_graph = vars(args).get("retired.output_graph")
+    if output_graph and "keras" not in config.output.export_formats:
+        raise RetrainError("--output_graph gets the Keras model: add keras to --export_formats")
     if output_graph:
-        note(f"--output_graph {output_graph}: {RETIRED_FLAGS['output_graph']}; the Keras model (backbone + head, "
-             f"any RGB photo in after crop and resize, probabilities out) goes to {keras_beside(output_graph)}")
+        note(f"--output_graph {output_graph}: {RETIRED_FLAGS['output_graph']}; the Keras model (backbone + head: "
+             f"RGB 0-255 at the backbone's size in, probabilities out) goes to {keras_beside(output_graph)}")
     from pipeline.runs import RunDir
 
     run = RunDir(config.output.output_dir)
@@ -377,8 +382,9 @@ def quiet_tensorflow(verbose: bool, command: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    quiet_tensorflow(args.verbose or str(vars(args).get("retired.logging_verbosity", "")).upper() == "DEBUG",
-                     args.command)
+    # `run` is the app's: its output goes to run.log, where TensorFlow's own lines help whoever reads it.
+    quiet_tensorflow(args.verbose or args.command == "run"
+                     or str(vars(args).get("retired.logging_verbosity", "")).upper() == "DEBUG", args.command)
     try:
         COMMANDS[args.command](args)
     except RunCancelled as cancelled:

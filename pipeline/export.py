@@ -30,13 +30,20 @@ from pipeline.quiet import native_logs_silenced
 # exported whole model on the same images: batched and single-image convolutions round differently.
 # `saved_model_pixels` is the pixel signature on already prepared images (its crop and resize are
 # then the identity); `saved_model_bytes` decodes in TensorFlow, not Pillow, and decoders differ.
+# Quantized TFLite variants trade exactness for size: their bound only catches a broken conversion;
+# what they cost in accuracy is measured on the whole test split and reported per variant.
 TOLERANCE = {"keras": 1e-4, "saved_model": 1e-4, "saved_model_pixels": 1e-5, "saved_model_bytes": 0.02,
-             "tflite": 1e-3, "cached_bottlenecks": 1e-3}
+             "tflite": 1e-3, "cached_bottlenecks": 1e-3, "tflite_float16": 0.02, "tflite_dynamic": 0.2,
+             "tflite_int8": 0.4}
 SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "serving_bytes"
 PIXELS_SIGNATURE = "serving_pixels"
-FORMATS = ("keras", "saved_model", "tflite")  # the order they are built in: keras is quick, tflite needs a SavedModel
-FILES = {"keras": "model.keras", "saved_model": "saved_model", "tflite": "model.tflite"}
+# The order they are built in: keras is quick; the TFLite ones convert the SavedModel.
+FORMATS = ("keras", "saved_model", "tflite", "tflite_float16", "tflite_dynamic", "tflite_int8")
+FILES = {"keras": "model.keras", "saved_model": "saved_model", "tflite": "model.tflite",
+         "tflite_float16": "model_float16.tflite", "tflite_dynamic": "model_dynamic.tflite",
+         "tflite_int8": "model_int8.tflite"}
+TFLITE = ("tflite", "tflite_float16", "tflite_dynamic", "tflite_int8")
 
 
 @dataclass
@@ -60,12 +67,18 @@ def write_labels(labels: list[str], path: str | Path) -> None:
     write_bytes_atomic(path, ("\n".join(labels) + "\n").encode())
 
 
-def write_export(name: str, classifier: keras.Model, labels: list[str], run_dir: str | Path) -> None:
-    """Write one format into run_dir (replacing an older one only once the new one is complete)."""
-    writers = {"keras": _write_keras, "saved_model": _write_saved_model, "tflite": _write_tflite}
-    if name not in writers:
+def write_export(name: str, classifier: keras.Model, labels: list[str], run_dir: str | Path,
+                 representative: np.ndarray | None = None) -> None:
+    """Write one format into run_dir (replacing an older one only once the new one is complete).
+
+    `representative`: prepared training images, which full int8 quantization calibrates on.
+    """
+    if name not in FORMATS:
         raise RetrainError(f"unknown export format {name!r}; choose from {list(FORMATS)}")
-    writers[name](classifier, labels, Path(run_dir))
+    if name in TFLITE:
+        _write_tflite(classifier, Path(run_dir), name, representative)
+    else:
+        {"keras": _write_keras, "saved_model": _write_saved_model}[name](classifier, labels, Path(run_dir))
 
 
 def check_export(name: str, run_dir: str | Path, check: ExportCheck) -> dict[str, float]:
@@ -77,13 +90,16 @@ def check_export(name: str, run_dir: str | Path, check: ExportCheck) -> dict[str
     if name == "keras":
         differences["keras"] = _difference(predict_keras(run_dir, images), check.expected)
     elif name == "saved_model":
-        differences["saved_model"] = _difference(predict_saved_model(run_dir, images), check.expected)
-        differences["saved_model_pixels"] = _difference(predict_saved_model_pixels(run_dir, check.images),
+        loaded = tf.saved_model.load(str(run_dir / "saved_model" / "1"))  # once: loading is the slow part
+        differences["saved_model"] = _difference(predict_saved_model(loaded, images), check.expected)
+        differences["saved_model_pixels"] = _difference(predict_saved_model_pixels(loaded, check.images),
                                                         check.expected)
-        differences["saved_model_bytes"] = _difference(predict_saved_model_bytes(run_dir, check.encoded)[0],
+        differences["saved_model_bytes"] = _difference(predict_saved_model_bytes(loaded, check.encoded)[0],
                                                        check.expected)
     elif name == "tflite":
         differences["tflite"] = _difference(predict_tflite(run_dir, images), check.expected)
+    elif name in TFLITE:
+        differences[name] = _difference(tflite_probabilities(run_dir / FILES[name], images), check.expected)
     return differences
 
 
@@ -120,19 +136,28 @@ def _write_keras(classifier: keras.Model, labels: list[str], run_dir: Path) -> N
 
 
 def prepare_pixels(pixels: tf.Tensor, size: int) -> tf.Tensor:
-    """(H, W, 3) uint8 → (size, size, 3) float 0-255: centre square, bilinear with antialiasing, rounded.
+    """(H, W, 3) uint8 → (size, size, 3) float 0-255: centre square, then Pillow's bilinear resize.
 
-    The TensorFlow twin of pipeline.images.prepare_for_model (Pillow's bilinear resize also
-    antialiases on the way down, and returns whole numbers); an image already at the size
-    passes through unchanged.
+    The TensorFlow twin of pipeline.images.prepare_for_model. Pillow resizes in two passes,
+    width then height, each antialiased (a triangle filter widened on the way down) and rounded
+    half up to whole numbers; doing the same here keeps nearly every pixel identical (the rest
+    differ by one level). An image already at the size passes through unchanged.
     """
     shape = tf.shape(pixels)
     side = tf.minimum(shape[0], shape[1])
     top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
     square = tf.cast(pixels[top:top + side, left:left + side, :3], tf.float32)
-    resized = tf.cond(side == size, lambda: square,  # no resampling when nothing needs resizing
-                      lambda: tf.image.resize(square, (size, size), method="bilinear", antialias=True))
-    return tf.ensure_shape(tf.clip_by_value(tf.round(resized), 0.0, 255.0), (size, size, 3))
+
+    def pillow_bilinear() -> tf.Tensor:
+        wide = _round_half_up(tf.image.resize(square, (side, size), method="bilinear", antialias=True))
+        return _round_half_up(tf.image.resize(wide, (size, size), method="bilinear", antialias=True))
+
+    resized = tf.cond(side == size, lambda: square, pillow_bilinear)  # no resampling when nothing needs resizing
+    return tf.ensure_shape(resized, (size, size, 3))
+
+
+def _round_half_up(values: tf.Tensor) -> tf.Tensor:
+    return tf.clip_by_value(tf.floor(values + 0.5), 0.0, 255.0)
 
 
 def decode_for_model(data: tf.Tensor, size: int) -> tf.Tensor:
@@ -199,19 +224,32 @@ def _saved_model_archive(classifier: keras.Model, labels: list[str] | None) -> k
     return archive
 
 
-def _write_tflite(classifier: keras.Model, labels: list[str], run_dir: Path) -> None:
-    """model.tflite from the SavedModel's float signature (LiteRT's string and map ops are not builtin).
+def _write_tflite(classifier: keras.Model, run_dir: Path, name: str = "tflite",
+                  representative: np.ndarray | None = None) -> None:
+    """A TFLite file from the SavedModel's float signature (LiteRT's string and map ops are not builtin).
 
     Converted from the run's SavedModel when it was exported, else from one written just for this.
+    Variants: float16 weights; dynamic-range (int8 weights, float activations); full int8
+    (weights and activations, calibrated on `representative` images; input and output stay float).
     """
     with tempfile.TemporaryDirectory(dir=run_dir) as tmp:
         source = run_dir / "saved_model" / "1"
         if not (source / "saved_model.pb").exists():
             source = Path(tmp) / "saved_model"
             _saved_model_archive(classifier, None).write_out(str(source), verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(source), [SIGNATURE])
+        if name != "tflite":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if name == "tflite_float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if name == "tflite_int8":
+            if representative is None or not len(representative):
+                raise RetrainError("int8 quantization needs representative training images; none were given")
+            converter.representative_dataset = lambda: ([image[None].astype(np.float32)] for image in representative)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         with native_logs_silenced():  # the converter's MLIR chatter
-            flat = tf.lite.TFLiteConverter.from_saved_model(str(source), [SIGNATURE]).convert()
-    write_bytes_atomic(run_dir / "model.tflite", flat)
+            flat = converter.convert()
+    write_bytes_atomic(run_dir / FILES[name], flat)
 
 
 # ---- reloading each format as a client would ---------------------------------------------------------------------
@@ -219,23 +257,37 @@ def _write_tflite(classifier: keras.Model, labels: list[str], run_dir: Path) -> 
 
 def predict_keras(run_dir: Path, images: np.ndarray) -> np.ndarray:
     model = keras.saving.load_model(run_dir / "model.keras")
-    return model.predict(images, verbose=0)
+    return eager_probabilities(model, images)
 
 
-def predict_saved_model(run_dir: Path, images: np.ndarray) -> np.ndarray:
-    loaded = tf.saved_model.load(str(run_dir / "saved_model" / "1"))
+def eager_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """The model on a few check images, called directly: predict() would first compile a graph, which
+    costs seconds with a real backbone while the model a user waits for is being checked."""
+    return np.asarray(model(images.astype(np.float32), training=False))
+
+
+def load_saved_model(saved_model):
+    """A loaded SavedModel, from a run folder or as it was given (already loaded)."""
+    if isinstance(saved_model, (str, Path)):
+        return tf.saved_model.load(str(Path(saved_model) / "saved_model" / "1"))
+    return saved_model
+
+
+def predict_saved_model(saved_model, images: np.ndarray) -> np.ndarray:
+    """The float signature; `saved_model` is a run folder or a loaded SavedModel."""
+    loaded = load_saved_model(saved_model)
     return loaded.signatures[SIGNATURE](image=tf.constant(images))["probabilities"].numpy()
 
 
-def predict_saved_model_pixels(run_dir: Path, pixels: np.ndarray) -> np.ndarray:
+def predict_saved_model_pixels(saved_model, pixels: np.ndarray) -> np.ndarray:
     """The pixel signature on a batch of same-size uint8 images (any size)."""
-    loaded = tf.saved_model.load(str(run_dir / "saved_model" / "1"))
+    loaded = load_saved_model(saved_model)
     return loaded.signatures[PIXELS_SIGNATURE](pixels=tf.constant(pixels, tf.uint8))["probabilities"].numpy()
 
 
-def predict_saved_model_bytes(run_dir: Path, encoded: list[bytes]) -> tuple[np.ndarray, list[list[str]]]:
+def predict_saved_model_bytes(saved_model, encoded: list[bytes]) -> tuple[np.ndarray, list[list[str]]]:
     """The bytes signature on encoded image files: (probabilities, class names of each row)."""
-    loaded = tf.saved_model.load(str(run_dir / "saved_model" / "1"))
+    loaded = load_saved_model(saved_model)
     answer = loaded.signatures[BYTES_SIGNATURE](image_bytes=tf.constant(encoded, tf.string))
     classes = [[name.decode() for name in row] for row in answer["classes"].numpy()]
     return answer["probabilities"].numpy(), classes
@@ -250,4 +302,13 @@ def predict_tflite(run_dir: Path, images: np.ndarray) -> np.ndarray:
         interpreter = Interpreter(model_path=str(run_dir / "model.tflite"))
     runner = interpreter.get_signature_runner(SIGNATURE)
     return np.concatenate([runner(image=image[None])["probabilities"] for image in images]) \
+        if len(images) else np.zeros((0, 0))
+
+
+def tflite_probabilities(path: str | Path, images: np.ndarray) -> np.ndarray:
+    """Any of our TFLite files on prepared images, one image per call (the signature's batch is 1)."""
+    with native_logs_silenced():
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+    runner = interpreter.get_signature_runner(SIGNATURE)
+    return np.concatenate([runner(image=image[None].astype(np.float32))["probabilities"] for image in images]) \
         if len(images) else np.zeros((0, 0))

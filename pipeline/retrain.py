@@ -34,6 +34,7 @@ from pipeline.runs import RunDir, cache_root, job_slot, max_jobs, process_starte
 STAGE_SPAN = {"caching": (0.0, 0.6), "augmenting": (0.6, 0.7), "training": (0.7, 0.9),
               "evaluating": (0.9, 0.93), "exporting": (0.93, 1.0)}
 PARITY_IMAGES = 16  # test images each export is reloaded and checked on
+REPRESENTATIVE_IMAGES = 100  # training images full int8 quantization calibrates on
 
 
 class StopFlag:
@@ -196,11 +197,14 @@ def _run_stages(context: RunContext) -> Report:
     context.timings["model_ready_seconds"] = time.monotonic() - started
     report.extra.update(_report_extras(context, dataset, head_data, backbone))
     report.extra["cache"] = features.cache_summary
+    report.extra["input_size"] = backbone.input_size
     report.extra["export_parity"] = exporter.rounded_parity()
     report.save(context.run.report)  # the report is there as soon as the model is
     for name in rest:  # the heavier formats, each checked before it is offered
         exporter.build(name)
         report.extra["export_parity"] = exporter.rounded_parity()
+        if exporter.variants:
+            report.extra["tflite_variants"] = exporter.variants
     context.timings["export_seconds"] = time.monotonic() - export_started
     context.timings["total_seconds"] = time.monotonic() - started
     report.extra["timings"] = {k: round(v, 2) for k, v in context.timings.items()}
@@ -401,16 +405,20 @@ class Exporter:
 
     def __init__(self, context: RunContext, backbone, head, labels: list[str], dataset: Dataset,
                  features: Features, classifier=None) -> None:
-        from pipeline.export import ExportCheck, build_classifier
+        from pipeline.export import ExportCheck, build_classifier, eager_probabilities
         from pipeline.images import read_bytes
 
-        self.context, self.labels = context, labels
+        self.context, self.labels, self.input_size = context, labels, backbone.input_size
         usable = dataset.usable()
-        sample = usable[usable["split"] == _evaluation_split(dataset)].head(PARITY_IMAGES)
+        self.evaluated = usable[usable["split"] == _evaluation_split(dataset)]
+        self.training = usable[usable["split"] == "train"]
+        self.variants: dict[str, dict] = {}  # quantized TFLite files: size and test accuracy
+        self.evaluated_images: np.ndarray | None = None
+        sample = self.evaluated.head(PARITY_IMAGES)
         images = np.stack([load_for_model(path, backbone.input_size) for path in sample["path"]])
         fine_tuned = classifier is not None
         self.classifier = classifier or build_classifier(backbone.model, head, backbone.input_size)
-        expected = self.classifier.predict(images.astype(np.float32), verbose=0)
+        expected = eager_probabilities(self.classifier, images)
         self.check = ExportCheck(images, [read_bytes(path) for path in sample["path"]], expected)
         self.parity: dict[str, float] = {}
         if not fine_tuned:
@@ -420,7 +428,7 @@ class Exporter:
 
     def plan(self) -> tuple[list[str], list[str]]:
         """(quick formats, heavier formats) of those requested, in build order; all start pending."""
-        from pipeline.export import FORMATS, require_parity, write_labels
+        from pipeline.export import FORMATS, remove_export, require_parity, write_labels
 
         require_parity(self.parity)
         wanted = self.context.config.output.export_formats
@@ -431,6 +439,8 @@ class Exporter:
         if self.context.config.output.output_labels:
             write_labels(self.labels, self.context.config.output.output_labels)
         ordered = [name for name in FORMATS if name in wanted]
+        for name in FORMATS:  # an earlier run's files in this folder never pass for this run's
+            remove_export(name, self.context.run.path)
         self.context.exports.update({name: "pending" for name in ordered})
         return [name for name in ordered if name == "keras"], [name for name in ordered if name != "keras"]
 
@@ -447,7 +457,8 @@ class Exporter:
         if context.echo:
             context.echo(Progress("exporting", done, len(context.exports), 0.0, None, name))
         try:
-            write_export(name, self.classifier, self.labels, context.run.path)
+            representative = self._images(self.training, REPRESENTATIVE_IMAGES) if name == "tflite_int8" else None
+            write_export(name, self.classifier, self.labels, context.run.path, representative)
             context.check_stop()  # a cancel that came while writing: never offer what was written
             differences = check_export(name, context.run.path, self.check)
             require_parity(differences)
@@ -456,6 +467,8 @@ class Exporter:
             remove_export(name, context.run.path)
             raise
         self.parity.update(differences)
+        if name.startswith("tflite_"):
+            self.variants[name] = self._variant_scores(name)
         self._copy_to_user_folders(name)
         context.exports[name] = "ready"
         context.timings[f"export_{name}_seconds"] = time.monotonic() - started
@@ -463,6 +476,26 @@ class Exporter:
         context.status("exporting", done / len(context.exports), f"{name} ready")
         if context.echo:
             context.echo(Progress("exporting", done, len(context.exports), 0.0, None, f"{name} ready"))
+
+    def _images(self, rows, limit: int | None = None) -> np.ndarray:
+        """Prepared images of some dataset rows (evenly spaced when limited)."""
+        if limit and len(rows) > limit:
+            rows = rows.iloc[np.linspace(0, len(rows) - 1, limit).astype(int)]
+        return np.stack([load_for_model(path, self.input_size) for path in rows["path"]])
+
+    def _variant_scores(self, name: str) -> dict:
+        """A quantized variant's file size and accuracy on the whole evaluation split, so a user picks knowingly."""
+        from pipeline.export import FILES, tflite_probabilities
+
+        path = self.context.run.path / FILES[name]
+        index = {label: i for i, label in enumerate(self.labels)}
+        targets = np.array([index[label] for label in self.evaluated["label"]])
+        if self.evaluated_images is None:  # decoded once for all the variants
+            self.evaluated_images = self._images(self.evaluated)
+        predicted = tflite_probabilities(path, self.evaluated_images).argmax(1) if len(targets) else targets
+        accuracy = float((predicted == targets).mean()) if len(targets) else 0.0
+        return {"file": FILES[name], "size_mb": round(path.stat().st_size / 1e6, 2),
+                "test_accuracy": round(accuracy, 4)}
 
     def _copy_to_user_folders(self, name: str) -> None:
         if name == "saved_model" and self.context.config.output.saved_model_dir:

@@ -205,3 +205,40 @@ def test_a_killed_runs_exports_are_refused_in_one_line(exported, tmp_path):
                             timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "train again" in result.stderr
+
+
+def test_quantized_tflite_variants_are_checked_and_scored(exported, tmp_path):
+    _, _, config, _ = exported
+    config = RunConfig.from_dict(config.to_dict())
+    config.output.export_formats = ["keras", "tflite_float16", "tflite_dynamic", "tflite_int8"]
+    report = retrain(config, tmp_path / "run")
+    status = RunDir(tmp_path / "run").status()
+    assert status["state"] == "done" and set(status["exports"].values()) == {"ready"}
+    variants = report.extra["tflite_variants"]
+    assert set(variants) == {"tflite_float16", "tflite_dynamic", "tflite_int8"}
+    for name, variant in variants.items():
+        assert (tmp_path / "run" / variant["file"]).stat().st_size / 1e6 == pytest.approx(variant["size_mb"], abs=0.01)
+        assert 0.0 <= variant["test_accuracy"] <= 1.0 and name in report.extra["export_parity"]
+    assert variants["tflite_float16"]["test_accuracy"] == pytest.approx(report.test_accuracy, abs=0.05)
+    assert not (tmp_path / "run" / "model.tflite").exists() and not (tmp_path / "run" / "saved_model").exists()
+
+
+def test_bundle_holds_checked_exports_labels_report_and_a_model_card(exported, tmp_path):
+    import io
+    import shutil
+    import zipfile
+
+    from pipeline.bundle import bundle_bytes
+
+    tmp, _, _, _ = exported
+    names = zipfile.ZipFile(io.BytesIO(bundle_bytes(tmp / "run"))).namelist()
+    for name in ("run/model.keras", "run/model.tflite", "run/labels.txt", "run/report.json", "run/MODEL_CARD.md",
+                 "run/saved_model/1/saved_model.pb", "run/saved_model/1/assets/labels.txt"):
+        assert name in names, name
+    card = zipfile.ZipFile(io.BytesIO(bundle_bytes(tmp / "run"))).read("run/MODEL_CARD.md").decode()
+    assert "| red |" in card and "32x32" in card and "## Limits" in card
+    partial = RunDir(tmp_path / "run")  # a cancelled run: only what was marked ready goes in
+    shutil.copytree(tmp / "run", partial.path)
+    partial.write_status("cancelled", exports={"keras": "ready", "saved_model": "cancelled", "tflite": "not built"})
+    names = zipfile.ZipFile(io.BytesIO(bundle_bytes(partial.path))).namelist()
+    assert "run/model.keras" in names and not any("saved_model" in n or n.endswith(".tflite") for n in names)

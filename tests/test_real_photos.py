@@ -46,3 +46,26 @@ def test_real_predictions_on_held_out_photos(flowers_run):
     top = [result["predictions"][0]["label"] for result in results]
     assert sum(label == path.parent.name for label, path in zip(top, held_out, strict=True)) >= 2
     assert all(len(result["predictions"]) == 3 for result in results)
+
+
+def test_saved_model_bytes_signature_agrees_with_our_decode_on_real_photos(flowers_run):
+    """TensorFlow's decoder inside the SavedModel against Pillow's in predict, on photos the run never saw."""
+    import numpy as np
+
+    from pipeline.export import predict_saved_model_bytes
+
+    tmp, _ = flowers_run
+    predictor = Predictor(tmp / "run")
+    photos = [path for label in predictor.labels for path in sorted((FLOWERS / label).iterdir())[-12:]]
+    got, classes = predict_saved_model_bytes(tmp / "run", [path.read_bytes() for path in photos])
+    expected = np.concatenate([predictor.probabilities(np.stack([load(path) for path in photos[i:i + 20]]))
+                               for i in range(0, len(photos), 20)])
+    assert classes[0] == predictor.labels
+    assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.99
+    assert np.abs(got - expected).max() <= 0.02
+
+
+def load(path):
+    from pipeline.images import load_for_model
+
+    return load_for_model(path, 224)
