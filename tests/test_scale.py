@@ -149,3 +149,61 @@ def test_s3_without_credentials_fails_fast_with_one_line(monkeypatch, tmp_path):
         load_remote_dataset("s3://retrain-studio-no-such-bucket/flowers", 10, 10)
     assert "\n" not in str(raised.value)
     assert time.monotonic() - started < 30
+
+
+TRAIN_FROM_SHARDS = """
+import resource, sys
+import keras, numpy as np
+from pipeline.config import TrainConfig
+from pipeline.scale.shards import scan_shards
+from pipeline.scale.stream import split_from_shards, train_head_from_shards
+
+def rss_mb():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+folder = sys.argv[1]
+keys = scan_shards(folder).keys
+labels = {key: int(key[0], 16) % 4 for key in keys}
+train = split_from_shards(folder, {k: v for k, v in labels.items() if k[1] != "0"})
+validation = split_from_shards(folder, {k: v for k, v in labels.items() if k[1] == "0"})
+keras.layers.Dense(2)(np.zeros((1, 3), np.float32))  # TensorFlow fully up before the baseline
+baseline = rss_mb()
+config = TrainConfig(how_many_training_steps=len(train) // 1000, train_batch_size=1000, eval_step_interval=50)
+head, rows = train_head_from_shards(folder, train, validation, 1280, 4, config)
+print(len(keys), baseline, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, rows[-1]["step"])
+"""
+
+
+def _write_synthetic_shards(folder, shards_count: int, rows: int = 2_000, dim: int = 1280) -> float:
+    """Shards of random vectors (the size of real extraction shards' files); returns their size in MB."""
+    import hashlib
+
+    block = np.random.default_rng(0).standard_normal((rows, dim), dtype=np.float32)
+    for shard in range(shards_count):
+        keys = [hashlib.sha256(f"{shard}/{row}".encode()).hexdigest() for row in range(rows)]
+        shards.write_shard(str(folder), keys, block + shard)
+    return rows * shards_count * dim * 4 / 2**20
+
+
+def _train_in_subprocess(folder) -> tuple[int, float]:
+    """(vectors in the set, MB the training process grew by from its baseline to its peak)."""
+    import subprocess
+
+    from conftest import REPO
+
+    done = subprocess.run([sys.executable, "-c", TRAIN_FROM_SHARDS, str(folder)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    vectors, baseline, peak, steps = done.stdout.split()[-4:]
+    assert int(steps) >= int(vectors) * 0.9 // 1000  # one full pass over the training split
+    return int(vectors), float(peak) - float(baseline)
+
+
+def test_training_streams_shards_in_bounded_memory(tmp_path):
+    """A full pass over ~1 GB of vectors while the process grows by well under that (streamed, not loaded)."""
+    data_mb = _write_synthetic_shards(tmp_path, 100)
+    vectors, growth = _train_in_subprocess(tmp_path)
+    assert vectors == 200_000
+    print(f"peak RSS growth {growth:.0f} MB training on {data_mb:.0f} MB of vectors")
+    assert growth < 0.7 * data_mb
