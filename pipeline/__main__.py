@@ -109,7 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(train, list(SECTIONS))
     train.add_argument("--config", help="A config.json to start from; flags given here override it.")
     add_unsupported_flags(train)
-    add_engine_flags(train)
     run = commands.add_parser("run", help="Run the config.json already in a run directory (used by the app).")
     run.add_argument("--run_dir", required=True)
     predict = commands.add_parser("predict", help="Top-k predictions of a finished run's model.")
@@ -203,6 +202,11 @@ def _run_and_print(config: RunConfig, run_dir: str) -> None:
 def command_predict(args: argparse.Namespace) -> None:
     from pipeline.predict import Predictor, image_files, write_predictions_csv
 
+    if args.engine == "ray":
+        from pipeline.scale.commands import predict_command
+
+        return predict_command(args.model, args.image_dir, args.output or args.output_csv, args.top_k,
+                               ray_options(args))
     if not args.images and not args.image_dir:
         raise RetrainError("give image files, or --image_dir DIR (with --output_csv FILE for a CSV)")
     if args.output_csv and not args.image_dir:

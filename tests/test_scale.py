@@ -207,3 +207,39 @@ def test_training_streams_shards_in_bounded_memory(tmp_path):
     assert vectors == 200_000
     print(f"peak RSS growth {growth:.0f} MB training on {data_mb:.0f} MB of vectors")
     assert growth < 0.7 * data_mb
+
+
+def test_batch_prediction_gives_the_local_predict_answers(ray_local, images, tmp_path, tiny_backbone_file):
+    import csv
+
+    import pyarrow.parquet as pq
+
+    from pipeline.__main__ import main
+    from pipeline.predict import Predictor, image_files, write_predictions_csv
+    from pipeline.scale.batch_predict import write_predictions
+
+    run_dir = tmp_path / "run"
+    code = main(["train", "--image_dir", str(images), "--output_dir", str(run_dir), "--architecture",
+                 str(tiny_backbone_file), "--bottleneck_layer", "features", "--bottleneck_dir", str(tmp_path / "bn"),
+                 "--how_many_training_steps", "30", "--export_formats", "keras"])
+    assert code == 0
+    local = Predictor(run_dir).predict_files(image_files(images), 3)
+    write_predictions_csv(local, tmp_path / "local.csv", 3, root=images)
+    assert main(["predict", "--engine", "ray", "--model", str(run_dir), "--image_dir", str(images), "--top_k", "3",
+                 "--output", str(tmp_path / "ray.csv")]) == 0
+    write_predictions(local, str(tmp_path / "local.parquet"), 3, str(images))  # the Parquet output's writer
+
+    def rows(path):
+        with open(path, newline="") as handle:
+            return list(csv.DictReader(handle))
+
+    local_rows, ray_rows = rows(tmp_path / "local.csv"), rows(tmp_path / "ray.csv")
+    assert [row["file"] for row in ray_rows] == [row["file"] for row in local_rows]
+    for mine, theirs in zip(ray_rows, local_rows, strict=True):
+        assert mine["label"] == theirs["label"] and mine["error"] == theirs["error"]
+        if theirs["score"]:
+            assert abs(float(mine["score"]) - float(theirs["score"])) < 1e-5
+    assert {row["file"] for row in ray_rows if row["error"]} == {"red/truncated.jpg", "blue/empty.jpg"}
+    table = pq.read_table(tmp_path / "local.parquet").to_pylist()
+    assert [row["file"] for row in table] == [row["file"] for row in local_rows]
+    assert [row["label"] or "" for row in table] == [row["label"] for row in local_rows]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 import socket
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlparse
 
 from pipeline.errors import RetrainError

@@ -63,3 +63,20 @@ def cache_command(config: RunConfig, options: RayOptions) -> None:
     for path, problem in sorted(summary.problems.items()):
         print(f"problem: {path}: {problem}", file=sys.stderr)
     print(json.dumps(summary.to_dict()))
+
+
+def predict_command(model_dir: str, image_dir: str, output: str | None, top_k: int, options: RayOptions) -> None:
+    """`predict --engine ray --image_dir DIR|URI --output FILE.csv|.parquet`: one summary line of JSON."""
+    from pipeline.errors import RetrainError
+    from pipeline.scale.batch_predict import predict_folder, write_predictions
+    from pipeline.scale.cluster import ray_session
+
+    if not image_dir or not output:
+        raise RetrainError("--engine ray predicts a whole folder: give --image_dir DIR (or a URI) and "
+                           "--output FILE.csv or FILE.parquet")
+    if not output.endswith((".csv", ".parquet")):
+        raise RetrainError(f"--output {output}: name a .csv or .parquet file")
+    with ray_session(options.address, options.object_store_mb):
+        results = predict_folder(model_dir, image_dir, top_k, options.actors)
+    write_predictions(results, output, top_k, image_dir)
+    print(json.dumps({"images": len(results), "errors": sum("error" in r for r in results), "output": output}))

@@ -62,7 +62,8 @@ def _examples(bottleneck_dir: str, split: ShardSplit, seed: int | None) -> Itera
             return
 
 
-def validation_arrays(bottleneck_dir: str, split: ShardSplit, cap: int = VALIDATION_CAP) -> tuple[np.ndarray, np.ndarray]:
+def validation_arrays(bottleneck_dir: str, split: ShardSplit,
+                      cap: int = VALIDATION_CAP) -> tuple[np.ndarray, np.ndarray]:
     """The validation split in memory (validated against many times, so read once), at most `cap` vectors.
 
     A larger split is cut to the keys that sort first: a fixed, content-chosen sample, the same every run.
@@ -137,7 +138,8 @@ def train_head_from_shards(bottleneck_dir: str, train: ShardSplit, validation: S
                            should_stop: Callable[[], bool] | None = None):
     """The same head as `pipeline.train.train_head` (layers, optimizer, schedule), fed from shards.
 
-    Returns (head, metrics rows). Validation runs at each interval on the validation split held in memory (at most VALIDATION_CAP).
+    Returns (head, metrics rows). Validation runs at each interval on the validation split held in
+    memory (at most VALIDATION_CAP vectors).
     """
     import keras
 
