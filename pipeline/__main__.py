@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(train, list(SECTIONS))
     train.add_argument("--config", help="A config.json to start from; flags given here override it.")
     add_unsupported_flags(train)
+    add_engine_flags(train)
     run = commands.add_parser("run", help="Run the config.json already in a run directory (used by the app).")
     run.add_argument("--run_dir", required=True)
     predict = commands.add_parser("predict", help="Top-k predictions of a finished run's model.")
@@ -168,6 +169,10 @@ def command_train(args: argparse.Namespace) -> None:
     config = config_from_args(args)
     if not config.output.output_dir:
         raise RetrainError("--output_dir is required: the run directory for config, metrics, report and exports")
+    if args.engine == "ray":
+        from pipeline.scale.commands import train_command
+
+        return train_command(config, ray_options(args))
     from pipeline.runs import RunDir
 
     RunDir(config.output.output_dir).cancel_request.unlink(missing_ok=True)  # a new run from the command line

@@ -7,6 +7,7 @@ job to seconds.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -209,7 +210,7 @@ def test_training_streams_shards_in_bounded_memory(tmp_path):
     assert growth < 0.7 * data_mb
 
 
-def test_batch_prediction_gives_the_local_predict_answers(ray_local, images, tmp_path, tiny_backbone_file):
+def test_ray_trained_run_predicts_on_ray_as_the_local_predict_does(ray_local, images, tmp_path, tiny_backbone_file):
     import csv
 
     import pyarrow.parquet as pq
@@ -218,11 +219,14 @@ def test_batch_prediction_gives_the_local_predict_answers(ray_local, images, tmp
     from pipeline.predict import Predictor, image_files, write_predictions_csv
     from pipeline.scale.batch_predict import write_predictions
 
-    run_dir = tmp_path / "run"
-    code = main(["train", "--image_dir", str(images), "--output_dir", str(run_dir), "--architecture",
+    run_dir = tmp_path / "run"  # trained by the Ray engine: extraction on Ray, the head streamed from shards
+    code = main(["train", "--engine", "ray", "--image_dir", str(images), "--output_dir", str(run_dir), "--architecture",
                  str(tiny_backbone_file), "--bottleneck_layer", "features", "--bottleneck_dir", str(tmp_path / "bn"),
                  "--how_many_training_steps", "30", "--export_formats", "keras"])
     assert code == 0
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["engine"] == "ray" and report["export_parity"]["keras"] < 1e-4 and report["test_images"] > 0
+    assert len((run_dir / "metrics.csv").read_text().splitlines()) >= 2
     local = Predictor(run_dir).predict_files(image_files(images), 3)
     write_predictions_csv(local, tmp_path / "local.csv", 3, root=images)
     assert main(["predict", "--engine", "ray", "--model", str(run_dir), "--image_dir", str(images), "--top_k", "3",

@@ -52,6 +52,7 @@ class ExtractSummary:
     seconds: float = 0.0
     actors: int = 0
     damaged_shards: int = 0
+    feature_dim: int = 0  # length of one vector (set by the caller, which has the backbone)
 
     def to_dict(self) -> dict:
         return {"images": self.images, "computed": self.computed, "reused": self.reused,

@@ -167,7 +167,7 @@ def train_head_from_shards(bottleneck_dir: str, train: ShardSplit, validation: S
     head.fit(batches, steps_per_epoch=interval, epochs=rounds, validation_data=validation_data,
              validation_batch_size=config.validation_batch_size if config.validation_batch_size > 0 else 4096,
              class_weight=class_weights(counts, num_classes) if config.class_weights else None,
-             callbacks=callbacks, verbose=0)
+             callbacks=callbacks, shuffle=False, verbose=0)  # the stream shuffles itself
     if recorder.cancelled:
         raise RunCancelled("training was cancelled")
     return head, recorder.rows
