@@ -1,16 +1,17 @@
 """The Ray engine's cost on one machine, and proof that it runs on more than one.
 
     python bench/scale.py              # 192 flowers photos, efficientnet_lite0 (a few minutes on 2 cores)
-    python bench/scale.py --images 64  # quicker
+    python bench/scale.py --images 96  # quicker (fewer batches after the first: noisier)
     from bench.scale import measure    # from another benchmark script: the same figures as a dict
 
 `ray_vs_local_extract` is the local-Ray engine's extraction throughput over the local engine's on the same
 images (Ray's overhead; goal >= 0.8). A Ray job pays a fixed start (the actors import TensorFlow and load the
-backbone) that a million images amortise and a bench-sized set does not, so Ray's rate is measured as the
-difference of two jobs, `images` and `STARTUP_IMAGES`: (n1 - n0) / (t1 - t0), its steady state. Both jobs of a
-pair run one after the other, and the local side runs between the Ray pairs. The curve over 1 and 2 actors is
-the same measurement per pool size, and the two-node figure runs the job on a simulated two-node cluster
-(`ray.cluster_utils.Cluster`, one CPU each), where two actors cannot share a node. Figures: one JSON object
+backbone) that a million images amortise and a bench-sized set does not, so Ray's rate is its steady state:
+images computed after the first batch came back, over the time since (`steady_images_per_second`); the local
+engine's rate is measured after its forward pass is built and traced. The local side runs between the Ray
+jobs. The curve over 1 and 2 actors is the same measurement per pool size, and the two-node figure runs the
+job on a simulated two-node cluster (`ray.cluster_utils.Cluster`, one CPU each), where two actors cannot
+share a node. Figures: one JSON object
 on the last line of stdout; progress on stderr.
 """
 
@@ -33,7 +34,8 @@ from bench.modes import DEFAULT_BACKBONE, FLOWERS, evenly_spaced  # noqa: E402
 from bench.report import load_average  # noqa: E402
 from bench.timing import log  # noqa: E402
 
-STARTUP_IMAGES = 16  # the small job whose time is Ray's fixed start
+BATCH = 32  # images per actor call (and shard): the local engine's batch, so steady state starts early
+STARTUP_IMAGES = 16  # images that build and trace the local engine's forward pass before it is timed
 
 
 def image_table(image_dir: Path, count: int):
@@ -55,18 +57,11 @@ def local_rate(table, backbone, workdir: Path) -> float:
     return result.computed / result.seconds
 
 
-def ray_job_seconds(table, job_for, workdir: Path) -> tuple[float, int]:
+def ray_rate(table, job, workdir: Path) -> float:
+    """Steady-state images per second of one Ray job: from its first batch back to its last."""
     from pipeline.scale.extract import extract_to_shards
 
-    summary = extract_to_shards(table, "", job_for(tempfile.mkdtemp(dir=workdir)))
-    return summary.seconds, summary.computed
-
-
-def ray_rate(table, job_for, workdir: Path) -> float:
-    """Steady-state images per second: the difference of a full job and a startup-sized one."""
-    t0, n0 = ray_job_seconds(table.head(STARTUP_IMAGES), job_for, workdir)
-    t1, n1 = ray_job_seconds(table, job_for, workdir)
-    return (n1 - n0) / max(t1 - t0, 1e-9)
+    return extract_to_shards(table, "", job(tempfile.mkdtemp(dir=workdir))).steady_images_per_second
 
 
 def measure(image_dir: Path = FLOWERS, images: int = 192, architecture: str = DEFAULT_BACKBONE,
@@ -84,7 +79,7 @@ def measure(image_dir: Path = FLOWERS, images: int = 192, architecture: str = DE
 
     def job_for(actors: int):
         return lambda folder: ExtractJob(architecture, layer, folder, backbone.identity, backbone.input_size,
-                                         batch_size=32, actors=actors)
+                                         batch_size=BATCH, actors=actors)
 
     figures: dict = {"scale_images": len(table), "load_before": load_average()}
     with ray_session():  # a local instance, as `--engine ray` without --ray_address starts

@@ -53,12 +53,15 @@ class ExtractSummary:
     actors: int = 0
     damaged_shards: int = 0
     feature_dim: int = 0  # length of one vector (set by the caller, which has the backbone)
+    steady_images_per_second: float = 0.0  # after the first batch: the pool's rate without its start-up
+
 
     def to_dict(self) -> dict:
         return {"images": self.images, "computed": self.computed, "reused": self.reused,
                 "problems": len(self.problems), "damaged_shards": self.damaged_shards, "actors": self.actors,
                 "seconds": round(self.seconds, 3),
-                "images_per_second": round(self.computed / self.seconds, 2) if self.seconds > 0 else 0.0}
+                "images_per_second": round(self.computed / self.seconds, 2) if self.seconds > 0 else 0.0,
+                "steady_images_per_second": round(self.steady_images_per_second, 2)}
 
 
 def extract_to_shards(table: pd.DataFrame, image_root: str, job: ExtractJob,
@@ -87,6 +90,7 @@ def extract_to_shards(table: pd.DataFrame, image_root: str, job: ExtractJob,
         plan = plan_pool(ray.cluster_resources(), job.actors)
         summary.actors = plan.actors
         unknown_done = done if (todo["sha256"] == "").any() else set()
+        first: tuple[float, int] | None = None  # (when, images computed) at the first batch back
         for batch in _pipeline(todo, image_root, job, plan, unknown_done).iter_batches(batch_size=None,
                                                                                          batch_format="pandas"):
             for path, key, problem in zip(batch["path"], batch["key"], batch["problem"], strict=True):
@@ -97,6 +101,9 @@ def extract_to_shards(table: pd.DataFrame, image_root: str, job: ExtractJob,
                     summary.computed += key not in done
                     summary.reused += key in done
             meter.advance(len(batch))
+            first = first or (time.monotonic(), summary.computed)
+        if first is not None and summary.computed > first[1] and time.monotonic() > first[0]:
+            summary.steady_images_per_second = (summary.computed - first[1]) / (time.monotonic() - first[0])
     _spread_to_twins(table, job, summary)
     summary.seconds = time.monotonic() - started
     return summary
