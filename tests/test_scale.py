@@ -100,6 +100,57 @@ def test_rerun_skips_written_keys_and_ignores_partial_and_damaged_shards(ray_loc
     assert shards.scan_shards(str(tmp_path / "bottlenecks")).keys >= set(first.keys.values())
 
 
+def _kill_first_backbone_actor(stop, killed: list) -> None:
+    """SIGKILL the first backbone actor process seen, once its model is loaded (its title leaves __init__)."""
+    import os
+    import signal
+    import time
+
+    while not stop.is_set():
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                    title = handle.read().decode(errors="replace")
+            except OSError:
+                continue
+            if "MapBatches(BackboneActor)" in title and "__init__" not in title:
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
+                return
+        time.sleep(0.05)
+
+
+def test_a_worker_killed_mid_job_is_retried_and_every_shard_is_whole(ray_local, images, tmp_path,
+                                                                      tiny_backbone_file):
+    import threading
+
+    config = run_config(images, tmp_path / "bottlenecks", tiny_backbone_file)
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_first_backbone_actor, args=(stop, killed), daemon=True)
+    killer.start()
+    try:
+        summary, _, _ = extract_with_ray(config, RayOptions(batch_size=2))
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no backbone actor was seen to kill"
+    assert summary.computed + summary.reused == 14 and len(summary.problems) == 2
+    scan = shards.scan_shards(config.output.bottleneck_dir)
+    assert not scan.damaged and scan.keys == set(summary.keys.values())
+
+
+def test_images_from_a_uri_are_listed_keyed_and_checked_per_file(ray_local, images, tmp_path, tiny_backbone_file):
+    """A file:// URI goes through the object-store path (pyarrow listing and reads, hashing in the tasks)."""
+    local, _, _ = extract_with_ray(run_config(images, tmp_path / "bn", tiny_backbone_file), RayOptions(batch_size=8))
+    uri_config = run_config(images.as_uri(), tmp_path / "bn", tiny_backbone_file)
+    remote, table, classes = extract_with_ray(uri_config, RayOptions(batch_size=8))
+    assert classes == ["blue", "red"] and set(table["split"]) <= {"train", "validation", "test"}
+    assert remote.computed == 0 and remote.reused == 14  # same content, same keys: nothing extracted again
+    assert sorted(remote.keys.values()) == sorted(local.keys.values())
+    assert set(remote.problems) == {"red/truncated.jpg", "blue/empty.jpg"}
+    assert "empty file" in remote.problems["blue/empty.jpg"]
+
+
 def test_pool_fits_the_cluster_with_room_for_the_read_tasks():
     two_cpus = cluster.plan_pool({"CPU": 2.0})
     assert two_cpus.actors == 1
@@ -130,10 +181,14 @@ def test_unreachable_ray_address_is_one_line_in_seconds(tmp_path, images, tiny_b
             pass
 
 
-def test_missing_ray_says_how_to_install_the_extra(monkeypatch):
+def test_missing_ray_says_how_to_install_the_extra(monkeypatch, images, tmp_path, capsys):
+    from pipeline.__main__ import main
+
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(RetrainError, match="requirements-scale.txt"):
         cluster.require_ray()
+    assert main(["cache", "--engine", "ray", "--image_dir", str(images), "--bottleneck_dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {cluster.INSTALL_HINT}"]
 
 
 def test_s3_without_credentials_fails_fast_with_one_line(monkeypatch, tmp_path):

@@ -41,9 +41,10 @@ def dataset_table(config: RunConfig) -> tuple[pd.DataFrame, str, list[str], list
 def extract_with_ray(config: RunConfig, options: RayOptions):
     """Bottlenecks of every image of the configured dataset into Parquet shards; (summary, table, classes)."""
     from pipeline.backbones import load_backbone
-    from pipeline.scale.cluster import ray_session
+    from pipeline.scale.cluster import ray_session, require_ray
     from pipeline.scale.extract import ExtractJob, extract_to_shards
 
+    require_ray()  # before any work: without the extra, say how to install it and nothing else
     table, image_root, classes, problems = dataset_table(config)
     backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer)  # identity only: lazy
     bottleneck_dir = _bottleneck_dir(config)
@@ -70,8 +71,9 @@ def predict_command(model_dir: str, image_dir: str, output: str | None, top_k: i
     """`predict --engine ray --image_dir DIR|URI --output FILE.csv|.parquet`: one summary line of JSON."""
     from pipeline.errors import RetrainError
     from pipeline.scale.batch_predict import predict_folder, write_predictions
-    from pipeline.scale.cluster import ray_session
+    from pipeline.scale.cluster import ray_session, require_ray
 
+    require_ray()
     if not image_dir or not output:
         raise RetrainError("--engine ray predicts a whole folder: give --image_dir DIR (or a URI) and "
                            "--output FILE.csv or FILE.parquet")

@@ -90,7 +90,7 @@ def extract_to_shards(table: pd.DataFrame, image_root: str, job: ExtractJob,
         plan = plan_pool(ray.cluster_resources(), job.actors)
         summary.actors = plan.actors
         unknown_done = done if (todo["sha256"] == "").any() else set()
-        first: tuple[float, int] | None = None  # (when, images computed) at the first batch back
+        finished: list[tuple[float, int]] = []  # (when an actor finished a batch, images it computed)
         for batch in _pipeline(todo, image_root, job, plan, unknown_done).iter_batches(batch_size=None,
                                                                                          batch_format="pandas"):
             for path, key, problem in zip(batch["path"], batch["key"], batch["problem"], strict=True):
@@ -101,9 +101,10 @@ def extract_to_shards(table: pd.DataFrame, image_root: str, job: ExtractJob,
                     summary.computed += key not in done
                     summary.reused += key in done
             meter.advance(len(batch))
-            first = first or (time.monotonic(), summary.computed)
-        if first is not None and summary.computed > first[1] and time.monotonic() > first[0]:
-            summary.steady_images_per_second = (summary.computed - first[1]) / (time.monotonic() - first[0])
+            done_at = batch["finished"].dropna()
+            if len(done_at):
+                finished.append((float(done_at.iloc[0]), int((batch["problem"] == "").sum())))
+        summary.steady_images_per_second = _steady_rate(finished)
     _spread_to_twins(table, job, summary)
     summary.seconds = time.monotonic() - started
     return summary
@@ -182,7 +183,20 @@ class BackboneActor:
                    for start in range(0, len(images), FORWARD_CHUNK)]
         if vectors:
             write_shard(self.bottleneck_dir, list(batch["key"][todo]), np.concatenate(vectors))
-        return {"path": batch["path"], "key": batch["key"], "problem": batch["problem"]}
+        finished = np.full(len(batch["path"]), time.time() if vectors else np.nan)  # for the steady-state rate
+        return {"path": batch["path"], "key": batch["key"], "problem": batch["problem"], "finished": finished}
+
+
+def _steady_rate(finished: list[tuple[float, int]]) -> float:
+    """Images per second between the first and the last batch the actors finished (their start-up excluded).
+
+    Actors stamp their own finishing times: the driver receives outputs in bursts, its clock would not do.
+    """
+    if len(finished) < 2:
+        return 0.0
+    finished.sort()
+    span = finished[-1][0] - finished[0][0]
+    return sum(count for _, count in finished[1:]) / span if span > 0 else 0.0
 
 
 def _spread_to_twins(table: pd.DataFrame, job: ExtractJob, summary: ExtractSummary) -> None:
