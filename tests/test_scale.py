@@ -160,6 +160,8 @@ def test_pool_fits_the_cluster_with_room_for_the_read_tasks():
     assert forced.actors == 2 and 2 * forced.cpus_per_actor + forced.read_cpus <= 2.0
     big = cluster.plan_pool({"CPU": 16.0})
     assert big.actors == 12 and big.cpus_per_actor == 1.0
+    two_nodes = cluster.plan_pool({"CPU": 2.0}, actors=2, node_cpus=[1.0, 1.0])  # one actor per 1-CPU node
+    assert two_nodes.cpus_per_actor + two_nodes.read_cpus <= 1.0
     gpus = cluster.plan_pool({"CPU": 8.0, "GPU": 2.0})
     assert gpus.actors == 2 and gpus.gpus_per_actor == 1.0
     with pytest.raises(RetrainError, match="at least 1"):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ImageProblem, RetrainError
-from pipeline.scale.cluster import plan_pool
+from pipeline.scale.cluster import cluster_plan
 from pipeline.scale.storage import filesystem_for, is_uri, list_files
 
 BATCH = 64  # images per actor call
@@ -32,7 +32,7 @@ def predict_folder(model_dir: str, image_dir: str, top_k: int, actors: int | Non
     if not paths:
         return []
     input_size = _input_size(model_dir)
-    plan = plan_pool(ray.cluster_resources(), actors)
+    plan = cluster_plan(actors)
     filesystem = filesystem_for(image_dir)[0] if is_uri(image_dir) else None
     step = max(1, min(BATCH, -(-len(paths) // (plan.actors * 2))))
     listing = pa.table({"path": paths})

@@ -13,6 +13,8 @@ key (`pipeline.bottlenecks.entry_key`) and the same forward function (`pipeline.
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -22,7 +24,7 @@ import pandas as pd
 from pipeline.bottlenecks import ExtractItem, entry_key
 from pipeline.errors import ImageProblem
 from pipeline.progress import ProgressCallback, ProgressMeter
-from pipeline.scale.cluster import PoolPlan, plan_pool
+from pipeline.scale.cluster import PoolPlan, cluster_plan
 from pipeline.scale.shards import scan_shards, write_shard
 from pipeline.scale.storage import filesystem_for
 
@@ -70,7 +72,6 @@ def extract_to_shards(table: pd.DataFrame, image_root: str, job: ExtractJob,
 
     Must run inside `cluster.ray_session()`. Bad images become `problems`, never a failed job.
     """
-    import ray
 
     started = time.monotonic()
     scan = scan_shards(job.bottleneck_dir)
@@ -87,10 +88,10 @@ def extract_to_shards(table: pd.DataFrame, image_root: str, job: ExtractJob,
     meter = ProgressMeter("caching", len(todo), progress)
     meter.report()
     if len(todo):
-        plan = plan_pool(ray.cluster_resources(), job.actors)
+        plan = cluster_plan(job.actors)
         summary.actors = plan.actors
         unknown_done = done if (todo["sha256"] == "").any() else set()
-        finished: list[tuple[float, int]] = []  # (when an actor finished a batch, images it computed)
+        finished: dict[str, list[float]] = {}  # actor → when it finished each image's batch (its own clock)
         for batch in _pipeline(todo, image_root, job, plan, unknown_done).iter_batches(batch_size=None,
                                                                                          batch_format="pandas"):
             for path, key, problem in zip(batch["path"], batch["key"], batch["problem"], strict=True):
@@ -101,10 +102,10 @@ def extract_to_shards(table: pd.DataFrame, image_root: str, job: ExtractJob,
                     summary.computed += key not in done
                     summary.reused += key in done
             meter.advance(len(batch))
-            done_at = batch["finished"].dropna()
-            if len(done_at):
-                finished.append((float(done_at.iloc[0]), int((batch["problem"] == "").sum())))
-        summary.steady_images_per_second = _steady_rate(finished)
+            for actor, when in zip(batch["actor"], batch["finished"], strict=True):
+                if when == when:  # not NaN: an image this actor computed
+                    finished.setdefault(actor, []).append(when)
+        summary.steady_images_per_second = sum(_steady_rate(times) for times in finished.values())
     _spread_to_twins(table, job, summary)
     summary.seconds = time.monotonic() - started
     return summary
@@ -175,6 +176,7 @@ class BackboneActor:
         self.backbone = load_backbone(architecture, bottleneck_layer)
         self.forward = compiled_forward(self.backbone)
         self.bottleneck_dir = bottleneck_dir
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         todo = (batch["problem"] == "") & ~batch["done"].astype(bool)
@@ -183,20 +185,21 @@ class BackboneActor:
                    for start in range(0, len(images), FORWARD_CHUNK)]
         if vectors:
             write_shard(self.bottleneck_dir, list(batch["key"][todo]), np.concatenate(vectors))
-        finished = np.full(len(batch["path"]), time.time() if vectors else np.nan)  # for the steady-state rate
-        return {"path": batch["path"], "key": batch["key"], "problem": batch["problem"], "finished": finished}
+        finished = np.where(todo, time.time(), np.nan)  # each computed image's batch end, for the steady rate
+        return {"path": batch["path"], "key": batch["key"], "problem": batch["problem"], "finished": finished,
+                "actor": np.full(len(todo), self.name, dtype=object)}
 
 
-def _steady_rate(finished: list[tuple[float, int]]) -> float:
-    """Images per second between the first and the last batch the actors finished (their start-up excluded).
+def _steady_rate(finished: list[float]) -> float:
+    """One actor's images per second from its first finished batch to its last (its start-up excluded).
 
     Actors stamp their own finishing times: the driver receives outputs in bursts, its clock would not do.
     """
-    if len(finished) < 2:
+    if not finished:
         return 0.0
-    finished.sort()
-    span = finished[-1][0] - finished[0][0]
-    return sum(count for _, count in finished[1:]) / span if span > 0 else 0.0
+    first, last = min(finished), max(finished)
+    after_first = sum(when > first for when in finished)
+    return after_first / (last - first) if last > first else 0.0
 
 
 def _spread_to_twins(table: pd.DataFrame, job: ExtractJob, summary: ExtractSummary) -> None:
