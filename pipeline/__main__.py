@@ -243,6 +243,10 @@ def command_train(args: argparse.Namespace) -> None:
     if output_graph:
         note(f"--output_graph {output_graph}: {RETIRED_FLAGS['output_graph']}; the Keras model (backbone + head: "
              f"RGB 0-255 at the backbone's size in, probabilities out) goes to {keras_beside(output_graph)}")
+    if args.engine == "ray":
+        from pipeline.scale.commands import train_command
+
+        return train_command(config, ray_options(args))
     from pipeline.runs import RunDir
 
     run = RunDir(config.output.output_dir)
@@ -308,9 +312,14 @@ def command_predict(args: argparse.Namespace) -> None:
     from pipeline.predict import Predictor, image_files, write_predictions_csv
 
     answer_retired_flags(args, LABEL_IMAGE_RETIRED)
-    images = args.image + args.images
     if not args.model:
         raise RetrainError("give --model RUN_DIR (or a .keras file; --graph works too)")
+    if args.engine == "ray":
+        from pipeline.scale.commands import predict_command
+
+        return predict_command(args.model, args.image_dir, args.output or args.output_csv, args.top_k,
+                               ray_options(args))
+    images = args.image + args.images
     if not images and not args.image_dir:
         raise RetrainError("give image files (or --image FILE), or --image_dir DIR (with --output_csv FILE for a CSV)")
     if args.output_csv and not args.image_dir:

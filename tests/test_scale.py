@@ -7,6 +7,7 @@ job to seconds.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -99,6 +100,57 @@ def test_rerun_skips_written_keys_and_ignores_partial_and_damaged_shards(ray_loc
     assert shards.scan_shards(str(tmp_path / "bottlenecks")).keys >= set(first.keys.values())
 
 
+def _kill_first_backbone_actor(stop, killed: list) -> None:
+    """SIGKILL the first backbone actor process seen, once its model is loaded (its title leaves __init__)."""
+    import os
+    import signal
+    import time
+
+    while not stop.is_set():
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                    title = handle.read().decode(errors="replace")
+            except OSError:
+                continue
+            if "MapBatches(BackboneActor)" in title and "__init__" not in title:
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
+                return
+        time.sleep(0.05)
+
+
+def test_a_worker_killed_mid_job_is_retried_and_every_shard_is_whole(ray_local, images, tmp_path,
+                                                                      tiny_backbone_file):
+    import threading
+
+    config = run_config(images, tmp_path / "bottlenecks", tiny_backbone_file)
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_first_backbone_actor, args=(stop, killed), daemon=True)
+    killer.start()
+    try:
+        summary, _, _ = extract_with_ray(config, RayOptions(batch_size=2))
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no backbone actor was seen to kill"
+    assert summary.computed + summary.reused == 14 and len(summary.problems) == 2
+    scan = shards.scan_shards(config.output.bottleneck_dir)
+    assert not scan.damaged and scan.keys == set(summary.keys.values())
+
+
+def test_images_from_a_uri_are_listed_keyed_and_checked_per_file(ray_local, images, tmp_path, tiny_backbone_file):
+    """A file:// URI goes through the object-store path (pyarrow listing and reads, hashing in the tasks)."""
+    local, _, _ = extract_with_ray(run_config(images, tmp_path / "bn", tiny_backbone_file), RayOptions(batch_size=8))
+    uri_config = run_config(images.as_uri(), tmp_path / "bn", tiny_backbone_file)
+    remote, table, classes = extract_with_ray(uri_config, RayOptions(batch_size=8))
+    assert classes == ["blue", "red"] and set(table["split"]) <= {"train", "validation", "test"}
+    assert remote.computed == 0 and remote.reused == 14  # same content, same keys: nothing extracted again
+    assert sorted(remote.keys.values()) == sorted(local.keys.values())
+    assert set(remote.problems) == {"red/truncated.jpg", "blue/empty.jpg"}
+    assert "empty file" in remote.problems["blue/empty.jpg"]
+
+
 def test_pool_fits_the_cluster_with_room_for_the_read_tasks():
     two_cpus = cluster.plan_pool({"CPU": 2.0})
     assert two_cpus.actors == 1
@@ -108,6 +160,8 @@ def test_pool_fits_the_cluster_with_room_for_the_read_tasks():
     assert forced.actors == 2 and 2 * forced.cpus_per_actor + forced.read_cpus <= 2.0
     big = cluster.plan_pool({"CPU": 16.0})
     assert big.actors == 12 and big.cpus_per_actor == 1.0
+    two_nodes = cluster.plan_pool({"CPU": 2.0}, actors=2, node_cpus=[1.0, 1.0])  # one actor per 1-CPU node
+    assert two_nodes.cpus_per_actor + two_nodes.read_cpus <= 1.0
     gpus = cluster.plan_pool({"CPU": 8.0, "GPU": 2.0})
     assert gpus.actors == 2 and gpus.gpus_per_actor == 1.0
     with pytest.raises(RetrainError, match="at least 1"):
@@ -129,10 +183,14 @@ def test_unreachable_ray_address_is_one_line_in_seconds(tmp_path, images, tiny_b
             pass
 
 
-def test_missing_ray_says_how_to_install_the_extra(monkeypatch):
+def test_missing_ray_says_how_to_install_the_extra(monkeypatch, images, tmp_path, capsys):
+    from pipeline.__main__ import main
+
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(RetrainError, match="requirements-scale.txt"):
         cluster.require_ray()
+    assert main(["cache", "--engine", "ray", "--image_dir", str(images), "--bottleneck_dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {cluster.INSTALL_HINT}"]
 
 
 def test_s3_without_credentials_fails_fast_with_one_line(monkeypatch, tmp_path):
@@ -149,3 +207,100 @@ def test_s3_without_credentials_fails_fast_with_one_line(monkeypatch, tmp_path):
         load_remote_dataset("s3://retrain-studio-no-such-bucket/flowers", 10, 10)
     assert "\n" not in str(raised.value)
     assert time.monotonic() - started < 30
+
+
+TRAIN_FROM_SHARDS = """
+import resource, sys
+import keras, numpy as np
+from pipeline.config import TrainConfig
+from pipeline.scale.shards import scan_shards
+from pipeline.scale.stream import split_from_shards, train_head_from_shards
+
+def rss_mb():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+folder = sys.argv[1]
+keys = scan_shards(folder).keys
+labels = {key: int(key[0], 16) % 4 for key in keys}
+train = split_from_shards(folder, {k: v for k, v in labels.items() if k[1] != "0"})
+validation = split_from_shards(folder, {k: v for k, v in labels.items() if k[1] == "0"})
+keras.layers.Dense(2)(np.zeros((1, 3), np.float32))  # TensorFlow fully up before the baseline
+baseline = rss_mb()
+config = TrainConfig(how_many_training_steps=len(train) // 1000, train_batch_size=1000, eval_step_interval=50)
+head, rows = train_head_from_shards(folder, train, validation, 1280, 4, config)
+print(len(keys), baseline, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, rows[-1]["step"])
+"""
+
+
+def _write_synthetic_shards(folder, shards_count: int, rows: int = 2_000, dim: int = 1280) -> float:
+    """Shards of random vectors (the size of real extraction shards' files); returns their size in MB."""
+    import hashlib
+
+    block = np.random.default_rng(0).standard_normal((rows, dim), dtype=np.float32)
+    for shard in range(shards_count):
+        keys = [hashlib.sha256(f"{shard}/{row}".encode()).hexdigest() for row in range(rows)]
+        shards.write_shard(str(folder), keys, block + shard)
+    return rows * shards_count * dim * 4 / 2**20
+
+
+def _train_in_subprocess(folder) -> tuple[int, float]:
+    """(vectors in the set, MB the training process grew by from its baseline to its peak)."""
+    import subprocess
+
+    from conftest import REPO
+
+    done = subprocess.run([sys.executable, "-c", TRAIN_FROM_SHARDS, str(folder)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    vectors, baseline, peak, steps = done.stdout.split()[-4:]
+    assert int(steps) >= int(vectors) * 0.9 // 1000  # one full pass over the training split
+    return int(vectors), float(peak) - float(baseline)
+
+
+def test_training_streams_shards_in_bounded_memory(tmp_path):
+    """A full pass over ~1 GB of vectors while the process grows by well under that (streamed, not loaded)."""
+    data_mb = _write_synthetic_shards(tmp_path, 100)
+    vectors, growth = _train_in_subprocess(tmp_path)
+    assert vectors == 200_000
+    print(f"peak RSS growth {growth:.0f} MB training on {data_mb:.0f} MB of vectors")
+    assert growth < 0.7 * data_mb
+
+
+def test_ray_trained_run_predicts_on_ray_as_the_local_predict_does(ray_local, images, tmp_path, tiny_backbone_file):
+    import csv
+
+    import pyarrow.parquet as pq
+
+    from pipeline.__main__ import main
+    from pipeline.predict import Predictor, image_files, write_predictions_csv
+    from pipeline.scale.batch_predict import write_predictions
+
+    run_dir = tmp_path / "run"  # trained by the Ray engine: extraction on Ray, the head streamed from shards
+    code = main(["train", "--engine", "ray", "--image_dir", str(images), "--output_dir", str(run_dir), "--architecture",
+                 str(tiny_backbone_file), "--bottleneck_layer", "features", "--bottleneck_dir", str(tmp_path / "bn"),
+                 "--how_many_training_steps", "30", "--export_formats", "keras"])
+    assert code == 0
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["engine"] == "ray" and report["export_parity"]["keras"] < 1e-4 and report["test_images"] > 0
+    assert len((run_dir / "metrics.csv").read_text().splitlines()) >= 2
+    local = Predictor(run_dir).predict_files(image_files(images), 3)
+    write_predictions_csv(local, tmp_path / "local.csv", 3, root=images)
+    assert main(["predict", "--engine", "ray", "--model", str(run_dir), "--image_dir", str(images), "--top_k", "3",
+                 "--output", str(tmp_path / "ray.csv")]) == 0
+    write_predictions(local, str(tmp_path / "local.parquet"), 3, str(images))  # the Parquet output's writer
+
+    def rows(path):
+        with open(path, newline="") as handle:
+            return list(csv.DictReader(handle))
+
+    local_rows, ray_rows = rows(tmp_path / "local.csv"), rows(tmp_path / "ray.csv")
+    assert [row["file"] for row in ray_rows] == [row["file"] for row in local_rows]
+    for mine, theirs in zip(ray_rows, local_rows, strict=True):
+        assert mine["label"] == theirs["label"] and mine["error"] == theirs["error"]
+        if theirs["score"]:
+            assert abs(float(mine["score"]) - float(theirs["score"])) < 1e-5
+    assert {row["file"] for row in ray_rows if row["error"]} == {"red/truncated.jpg", "blue/empty.jpg"}
+    table = pq.read_table(tmp_path / "local.parquet").to_pylist()
+    assert [row["file"] for row in table] == [row["file"] for row in local_rows]
+    assert [row["label"] or "" for row in table] == [row["label"] for row in local_rows]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 import socket
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlparse
 
 from pipeline.errors import RetrainError
@@ -43,25 +43,37 @@ class PoolPlan:
     read_cpus: float  # per read/decode task
 
 
-def plan_pool(resources: dict[str, float], actors: int | None = None) -> PoolPlan:
+def plan_pool(resources: dict[str, float], actors: int | None = None,
+              node_cpus: list[float] | None = None) -> PoolPlan:
     """An actor pool that fits the cluster with room left for the read tasks (see the module docstring).
 
     With GPUs: one actor per GPU. Without: a quarter of the CPUs (at least one) stays with the read
     tasks and every other CPU gets an actor. `actors` overrides the count; actors then share what
-    the read side leaves, in fractions of a CPU, so that both always fit together.
+    the read side leaves, in fractions of a CPU. `node_cpus` (CPUs of each node) keeps an actor small
+    enough that a read task still fits beside it on the smallest node.
     """
     cpus = float(resources.get("CPU", 1.0))
     gpus = int(resources.get("GPU", 0))
+    smallest = min(node_cpus) if node_cpus else cpus
     if actors is None:
         actors = gpus or max(1, math.floor(cpus - max(1.0, cpus / 4)))
     if actors < 1:
         raise RetrainError(f"--ray_actors is {actors}; it must be at least 1")
-    # Half a CPU per read task: decoding is light next to the forward pass, and a share unequal to
-    # the actors' keeps Ray Data from fusing the decode into the actors (which would serialise it).
-    read_cpus = min(READ_TASK_CPUS, cpus / (actors + 1))
-    cpus_per_actor = min(1.0, (cpus - read_cpus) / actors)
+    # At most half a CPU per read task: decoding is light next to the forward pass, and a share unequal
+    # to the actors' keeps Ray Data from fusing the decode into the actors (which would serialise it).
+    read_cpus = min(READ_TASK_CPUS, cpus / (actors + 1), smallest / 4)
+    cpus_per_actor = min(1.0, (cpus - read_cpus) / actors, smallest - read_cpus)
     gpus_per_actor = min(1.0, gpus / actors) if gpus else 0.0
     return PoolPlan(actors, round(cpus_per_actor, 4), gpus_per_actor, round(read_cpus, 4))
+
+
+def cluster_plan(actors: int | None = None) -> PoolPlan:
+    """`plan_pool` for the cluster this process is connected to."""
+    import ray
+
+    node_cpus = [float(node["Resources"].get("CPU", 0)) for node in ray.nodes()
+                 if node.get("Alive") and node["Resources"].get("CPU")]
+    return plan_pool(ray.cluster_resources(), actors, node_cpus)
 
 
 _QUIET = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}

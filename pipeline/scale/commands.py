@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from pipeline.config import RunConfig
+from pipeline.evaluate import build_report
 from pipeline.progress import print_progress
 
 
@@ -40,17 +41,18 @@ def dataset_table(config: RunConfig) -> tuple[pd.DataFrame, str, list[str], list
 def extract_with_ray(config: RunConfig, options: RayOptions):
     """Bottlenecks of every image of the configured dataset into Parquet shards; (summary, table, classes)."""
     from pipeline.backbones import load_backbone
-    from pipeline.runs import cache_root
-    from pipeline.scale.cluster import ray_session
+    from pipeline.scale.cluster import ray_session, require_ray
     from pipeline.scale.extract import ExtractJob, extract_to_shards
 
+    require_ray()  # before any work: without the extra, say how to install it and nothing else
     table, image_root, classes, problems = dataset_table(config)
     backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer)  # identity only: lazy
-    bottleneck_dir = config.output.bottleneck_dir or str(cache_root() / "bottlenecks")
+    bottleneck_dir = _bottleneck_dir(config)
     job = ExtractJob(config.train.architecture, config.train.bottleneck_layer, bottleneck_dir, backbone.identity,
                      backbone.input_size, options.batch_size, options.actors)
     with ray_session(options.address, options.object_store_mb):
         summary = extract_to_shards(table, image_root, job, progress=print_progress)
+    summary.feature_dim = backbone.feature_dim
     files = dict(zip(table["path"], table["file"], strict=True))  # problems named as the dataset names files
     summary.problems = {files.get(path, path): why for path, why in summary.problems.items()}
     summary.problems.update({problem["file"]: problem["problem"] for problem in problems})
@@ -63,3 +65,93 @@ def cache_command(config: RunConfig, options: RayOptions) -> None:
     for path, problem in sorted(summary.problems.items()):
         print(f"problem: {path}: {problem}", file=sys.stderr)
     print(json.dumps(summary.to_dict()))
+
+
+def predict_command(model_dir: str, image_dir: str, output: str | None, top_k: int, options: RayOptions) -> None:
+    """`predict --engine ray --image_dir DIR|URI --output FILE.csv|.parquet`: one summary line of JSON."""
+    from pipeline.errors import RetrainError
+    from pipeline.scale.batch_predict import predict_folder, write_predictions
+    from pipeline.scale.cluster import ray_session, require_ray
+
+    require_ray()
+    if not image_dir or not output:
+        raise RetrainError("--engine ray predicts a whole folder: give --image_dir DIR (or a URI) and "
+                           "--output FILE.csv or FILE.parquet")
+    if not output.endswith((".csv", ".parquet")):
+        raise RetrainError(f"--output {output}: name a .csv or .parquet file")
+    with ray_session(options.address, options.object_store_mb):
+        results = predict_folder(model_dir, image_dir, top_k, options.actors)
+    write_predictions(results, output, top_k, image_dir)
+    print(json.dumps({"images": len(results), "errors": sum("error" in r for r in results), "output": output}))
+
+
+def train_command(config: RunConfig, options: RayOptions) -> None:
+    """`train --engine ray`: extract on Ray into shards, then train, evaluate and export from the shards.
+
+    The head streams from the shards (`stream`), so the set never has to fit in memory; the run directory
+    gets config.json, metrics.csv, report.json, model.keras and labels.txt (checked by reloading), which
+    `predict` (either engine) uses as it is.
+    """
+    from pipeline.errors import DatasetError, RetrainError
+    from pipeline.runs import RunDir
+    from pipeline.scale.stream import predict_from_shards, split_from_shards, train_head_from_shards
+
+    if not config.output.output_dir:
+        raise RetrainError("--output_dir is required: the run directory for config, metrics, report and exports")
+    config.validate()
+    summary, table, classes = extract_with_ray(config, options)
+    table = table[table["path"].isin(summary.keys)].assign(key=lambda t: t["path"].map(summary.keys))
+    index = {label: i for i, label in enumerate(classes)}
+    splits = {name: {key: index[label] for key, label in zip(rows["key"], rows["label"], strict=True)}
+              for name, rows in table.groupby("split")}
+    trained_classes = {label for label in table[table["split"] == "train"]["label"]}
+    if len(trained_classes) < 2:
+        raise DatasetError(f"{config.dataset.image_dir}: fewer than two classes have training images with "
+                           f"bottlenecks ({sorted(trained_classes)}); see the problems above")
+    run = RunDir(config.output.output_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.clear_outputs()
+    config.save(run.config)
+    bottleneck_dir = _bottleneck_dir(config)
+    dim = int(summary.feature_dim)
+    shard_split = {name: split_from_shards(bottleneck_dir, splits.get(name, {}))
+                   for name in ("train", "validation", "test")}
+    head, _ = train_head_from_shards(bottleneck_dir, shard_split["train"], shard_split["validation"], dim,
+                                     len(classes), config.train, on_metrics=run.append_metrics)
+    evaluated_on = "test" if len(shard_split["test"]) else "validation"
+    truth, probabilities, keys = predict_from_shards(bottleneck_dir, shard_split[evaluated_on], dim, len(classes), head)
+    file_of = dict(zip(table["key"], table["file"], strict=False))
+    report = build_report(truth, probabilities, classes, [file_of[key] for key in keys])
+    report.extra.update({"evaluated_on": evaluated_on, "engine": "ray", "cache": summary.to_dict(),
+                         "problems": [{"file": f, "problem": p} for f, p in sorted(summary.problems.items())],
+                         "export_parity": _export(config, head, classes, table[table["split"] == evaluated_on],
+                                                  run.path)})
+    report.save(run.report)
+    print(report.table())
+    print(json.dumps({"run_dir": str(run.path), "test_accuracy": report.test_accuracy,
+                      "top5_accuracy": report.top5_accuracy, "export_parity": report.extra["export_parity"]}))
+
+
+def _bottleneck_dir(config: RunConfig) -> str:
+    from pipeline.runs import cache_root
+
+    return config.output.bottleneck_dir or str(cache_root() / "bottlenecks")
+
+
+def _export(config: RunConfig, head, classes: list[str], sample: pd.DataFrame, run_dir) -> dict:
+    """model.keras (backbone + head) and labels.txt, reloaded and compared on up to 16 evaluation images."""
+    import numpy as np
+
+    from pipeline.backbones import load_backbone
+    from pipeline.export import build_classifier, export_model, require_parity
+    from pipeline.images import bytes_for_model
+    from pipeline.scale.storage import filesystem_for, read_file_bytes
+
+    backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer)
+    filesystem = filesystem_for(str(config.dataset.image_dir))[0]
+    images = np.stack([bytes_for_model(read_file_bytes(filesystem, path), backbone.input_size)
+                       for path in sample["path"].head(16)])
+    classifier = build_classifier(backbone.model, head, backbone.input_size)
+    parity = export_model(classifier, classes, run_dir, ["keras"], images)
+    require_parity(parity)
+    return {name: float(f"{value:.3g}") for name, value in parity.items()}

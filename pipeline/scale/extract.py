@@ -13,6 +13,8 @@ key (`pipeline.bottlenecks.entry_key`) and the same forward function (`pipeline.
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -22,7 +24,7 @@ import pandas as pd
 from pipeline.bottlenecks import ExtractItem, entry_key
 from pipeline.errors import ImageProblem
 from pipeline.progress import ProgressCallback, ProgressMeter
-from pipeline.scale.cluster import PoolPlan, plan_pool
+from pipeline.scale.cluster import PoolPlan, cluster_plan
 from pipeline.scale.shards import scan_shards, write_shard
 from pipeline.scale.storage import filesystem_for
 
@@ -52,12 +54,16 @@ class ExtractSummary:
     seconds: float = 0.0
     actors: int = 0
     damaged_shards: int = 0
+    feature_dim: int = 0  # length of one vector (set by the caller, which has the backbone)
+    steady_images_per_second: float = 0.0  # after the first batch: the pool's rate without its start-up
+
 
     def to_dict(self) -> dict:
         return {"images": self.images, "computed": self.computed, "reused": self.reused,
                 "problems": len(self.problems), "damaged_shards": self.damaged_shards, "actors": self.actors,
                 "seconds": round(self.seconds, 3),
-                "images_per_second": round(self.computed / self.seconds, 2) if self.seconds > 0 else 0.0}
+                "images_per_second": round(self.computed / self.seconds, 2) if self.seconds > 0 else 0.0,
+                "steady_images_per_second": round(self.steady_images_per_second, 2)}
 
 
 def extract_to_shards(table: pd.DataFrame, image_root: str, job: ExtractJob,
@@ -66,7 +72,6 @@ def extract_to_shards(table: pd.DataFrame, image_root: str, job: ExtractJob,
 
     Must run inside `cluster.ray_session()`. Bad images become `problems`, never a failed job.
     """
-    import ray
 
     started = time.monotonic()
     scan = scan_shards(job.bottleneck_dir)
@@ -83,9 +88,10 @@ def extract_to_shards(table: pd.DataFrame, image_root: str, job: ExtractJob,
     meter = ProgressMeter("caching", len(todo), progress)
     meter.report()
     if len(todo):
-        plan = plan_pool(ray.cluster_resources(), job.actors)
+        plan = cluster_plan(job.actors)
         summary.actors = plan.actors
         unknown_done = done if (todo["sha256"] == "").any() else set()
+        finished: dict[str, list[float]] = {}  # actor → when it finished each image's batch (its own clock)
         for batch in _pipeline(todo, image_root, job, plan, unknown_done).iter_batches(batch_size=None,
                                                                                          batch_format="pandas"):
             for path, key, problem in zip(batch["path"], batch["key"], batch["problem"], strict=True):
@@ -96,6 +102,10 @@ def extract_to_shards(table: pd.DataFrame, image_root: str, job: ExtractJob,
                     summary.computed += key not in done
                     summary.reused += key in done
             meter.advance(len(batch))
+            for actor, when in zip(batch["actor"], batch["finished"], strict=True):
+                if when == when:  # not NaN: an image this actor computed
+                    finished.setdefault(actor, []).append(when)
+        summary.steady_images_per_second = sum(_steady_rate(times) for times in finished.values())
     _spread_to_twins(table, job, summary)
     summary.seconds = time.monotonic() - started
     return summary
@@ -166,6 +176,7 @@ class BackboneActor:
         self.backbone = load_backbone(architecture, bottleneck_layer)
         self.forward = compiled_forward(self.backbone)
         self.bottleneck_dir = bottleneck_dir
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         todo = (batch["problem"] == "") & ~batch["done"].astype(bool)
@@ -174,7 +185,21 @@ class BackboneActor:
                    for start in range(0, len(images), FORWARD_CHUNK)]
         if vectors:
             write_shard(self.bottleneck_dir, list(batch["key"][todo]), np.concatenate(vectors))
-        return {"path": batch["path"], "key": batch["key"], "problem": batch["problem"]}
+        finished = np.where(todo, time.time(), np.nan)  # each computed image's batch end, for the steady rate
+        return {"path": batch["path"], "key": batch["key"], "problem": batch["problem"], "finished": finished,
+                "actor": np.full(len(todo), self.name, dtype=object)}
+
+
+def _steady_rate(finished: list[float]) -> float:
+    """One actor's images per second from its first finished batch to its last (its start-up excluded).
+
+    Actors stamp their own finishing times: the driver receives outputs in bursts, its clock would not do.
+    """
+    if not finished:
+        return 0.0
+    first, last = min(finished), max(finished)
+    after_first = sum(when > first for when in finished)
+    return after_first / (last - first) if last > first else 0.0
 
 
 def _spread_to_twins(table: pd.DataFrame, job: ExtractJob, summary: ExtractSummary) -> None:

@@ -22,11 +22,7 @@ from pipeline.scale.storage import _short, filesystem_for, join
 
 SHARD_FOLDER = "parquet"  # under --bottleneck_dir, beside the SQLite cache of the local engine
 SUFFIX = ".parquet"
-
-
-def shard_folder(bottleneck_dir: str) -> str:
-    return join(str(bottleneck_dir), SHARD_FOLDER) if "://" in str(bottleneck_dir) \
-        else join(filesystem_for(bottleneck_dir)[1], SHARD_FOLDER)
+ROW_GROUP = 4096  # rows per Parquet row group: readers hold one group (20 MB at 1,280-d), not a whole shard
 
 
 def _schema(dim: int):
@@ -57,7 +53,7 @@ def write_shard(bottleneck_dir: str, keys: Sequence[str], vectors: np.ndarray) -
         filesystem.create_dir(folder, recursive=True)
         temporary = join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
         try:
-            pq.write_table(table, temporary, filesystem=filesystem)
+            pq.write_table(table, temporary, filesystem=filesystem, row_group_size=ROW_GROUP)
             filesystem.move(temporary, final)  # rename: atomic within a folder
         except BaseException:
             try:
@@ -66,7 +62,7 @@ def write_shard(bottleneck_dir: str, keys: Sequence[str], vectors: np.ndarray) -
                 pass
             raise
     else:  # an object store's upload appears only once complete: no rename needed (or possible)
-        pq.write_table(table, final, filesystem=filesystem)
+        pq.write_table(table, final, filesystem=filesystem, row_group_size=ROW_GROUP)
     return final
 
 
@@ -113,6 +109,7 @@ def scan_shards(bottleneck_dir: str) -> ShardScan:
 
 def iter_shard(bottleneck_dir: str, path: str, batch_rows: int = 4096) -> Iterator[tuple[list[str], np.ndarray]]:
     """(keys, vectors) of one shard in record batches of at most `batch_rows` (memory stays bounded)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     filesystem, _ = filesystem_for(bottleneck_dir)
@@ -122,6 +119,8 @@ def iter_shard(bottleneck_dir: str, path: str, batch_rows: int = 4096) -> Iterat
             vectors = batch.column("vector")
             dim = vectors.type.list_size
             yield batch.column("key").to_pylist(), vectors.flatten().to_numpy().reshape(-1, dim)
+    # Arrow's allocator keeps freed pages for reuse; over a pass through gigabytes that is most of a process.
+    pa.default_memory_pool().release_unused()
 
 
 def read_vectors(bottleneck_dir: str, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
