@@ -18,7 +18,8 @@ from test_browser import CHROMIUM, CHROMIUM_ARGS, TRAINING_TIMEOUT_MS, click, se
 
 from pipeline.config import RunConfig, apply_preset
 from pipeline.manifest import trained_images
-from pipeline.workspace import new_token, open_workspace, workspace_runs
+from pipeline.runs import refreshed_status
+from pipeline.workspace import is_active, new_token, open_workspace, workspace_runs
 
 __all__ = ["server"]  # the fixture, shared with test_browser
 FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
@@ -56,6 +57,7 @@ def test_build_train_predict_add_back_retrain(server, camera_browser, tmp_path, 
     token = new_token()
     config = apply_preset(RunConfig(), "Quick")
     config.train.architecture, config.train.bottleneck_layer = str(tiny_backbone_file), "features"
+    config.train.epochs, config.output.export_formats = 10, ["keras"]  # seconds per run; Keras is what is downloaded
     open_workspace(token, server["root"]).update_state(config=config.to_dict())
     context = camera_browser.new_context(viewport={"width": 1400, "height": 1600}, accept_downloads=True,
                                          permissions=["camera"])
@@ -119,10 +121,12 @@ def walk_through(page, server, token: str, tmp_path: Path) -> None:
     click(page, "Start training")
     deadline = time.monotonic() + TRAINING_TIMEOUT_MS / 1000
     runs = workspace_runs(open_workspace(token, server["root"]))
-    while len(runs) < 2 or trained_images(runs[0].path) is None:
-        assert time.monotonic() < deadline, "the second run did not start"
+    while len(runs) < 2 or is_active(refreshed_status(runs[0])):  # the page still shows the first run at first
+        assert time.monotonic() < deadline, "the second run did not finish"
         time.sleep(0.5)
         runs = workspace_runs(open_workspace(token, server["root"]))
-    wait_for_text(page, "Finished: test accuracy", timeout=TRAINING_TIMEOUT_MS)
     newest, first = runs
+    assert refreshed_status(newest)["state"] == "done", refreshed_status(newest)
+    page.get_by_text(newest.name).first.wait_for()  # the Train page follows the new run
+    wait_for_text(page, "Finished: test accuracy")
     assert trained_images(first.path) == 2 * PER_CLASS + 2 and trained_images(newest.path) == 2 * PER_CLASS + 3
