@@ -4,7 +4,7 @@
 
 Starts `streamlit run app.py` with a throwaway data root, opens it in headless Chromium with the fake camera,
 creates a dataset on the Dataset page's "New dataset" tab, adds two classes with real flower photos dropped from
-../shared/datasets/flowers, takes one photo with the camera, and saves builder.png (the Build page, camera open)
+../shared/datasets/flowers, takes one photo with the camera, and saves builder.png (the Build page on the class just photographed)
 and builder-all-classes.png (every class at a glance). No training, so it takes under a minute.
 """
 
@@ -60,7 +60,9 @@ def build(page, url: str) -> None:
     take.click()
     page.get_by_text(f"{CLASSES[-1]}: {PER_CLASS + 1} photos", exact=True).wait_for(timeout=60_000)
     page.get_by_role("button", name="Take Photo").wait_for(timeout=60_000)  # ready for the next shot
-    save(page, "builder", height=1250)
+    page.get_by_role("tab", name="Drop photos").click()  # the class's photos, each with its split, in view
+    page.get_by_text("#13 · ").first.wait_for(timeout=60_000)
+    save(page, "builder", height=1100)
     page.get_by_text("All classes at a glance").click()
     save(page, "builder-all-classes", top="All classes at a glance", height=700)
 
