@@ -67,9 +67,11 @@ if root is None:
     st.stop()
 
 counts = builder.class_counts(root)
+notice = st.empty()  # always there, so the page below keeps its place (and its open tab) whether or not it says
 kind, message = st.session_state.pop("builder_notice", (None, None))
 if kind:
-    getattr(st, kind)(plain(message))
+    with notice:
+        getattr(st, kind)(plain(message))
 round_ = st.session_state.get("builder_round", 0)
 top = st.columns([2, 1, 1, 1], vertical_alignment="bottom")
 top[0].text(f"Dataset: {builder.dataset_label(root)}")
@@ -93,9 +95,10 @@ if (selected := st.session_state.pop("builder_select", None)) in names:
     st.session_state["builder_class"] = selected
 if st.session_state.get("builder_class") not in names:  # deleted or renamed (maybe in another tab)
     st.session_state.pop("builder_class", None)
-chosen = st.selectbox("Class to work on", names, key="builder_class",
-                      format_func=lambda name: f"{name} ({counts[name]} photos)")
-drop, camera, from_zip, manage = st.tabs(["Drop photos", "Camera", "A zip of photos", "Rename or delete"])
+chosen = st.selectbox("Class to work on", names, key="builder_class")
+st.text(f"{chosen}: {counts[chosen]} photos")
+drop, camera, from_zip, manage = st.tabs(["Drop photos", "Camera", "A zip of photos", "Rename or delete"],
+                                         key="builder_tab", on_change="rerun")
 with drop:
     files = st.file_uploader("Drop photos of this class", type=IMAGE_TYPES, accept_multiple_files=True,
                              key=f"builder_files_{round_}")

@@ -23,7 +23,7 @@ import streamlit as st
 
 from pipeline.config import DatasetConfig, RunConfig, apply_preset
 from pipeline.dataset import Dataset, load_dataset
-from pipeline.dataset_builder import content_version
+from pipeline.dataset_builder import content_version, shown_name
 from pipeline.errors import ImageProblem, RetrainError
 from pipeline.progress import Progress
 from pipeline.runs import RunDir, refreshed_status
@@ -31,7 +31,6 @@ from pipeline.workspace import (
     Workspace,
     current_run,
     dataset_config,
-    dataset_name,
     decision_text,
     dispatch_queue,
     expire_now_and_then,
@@ -195,7 +194,7 @@ def current_dataset(ws: Workspace) -> Dataset | None:
 
 
 def _remember_dataset(ws: Workspace, config: DatasetConfig, dataset: Dataset) -> None:
-    summary = {"name": dataset_name(config, ws), "images": int(len(dataset.usable())), "classes": len(dataset.classes),
+    summary = {"name": shown_name(ws, config), "images": int(len(dataset.usable())), "classes": len(dataset.classes),
                "problems": len(dataset.problems)}
     if ws.state().get("dataset_summary") != summary:
         ws.update_state(dataset_summary=summary)

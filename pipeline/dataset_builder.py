@@ -185,6 +185,13 @@ def content_version(config: DatasetConfig | None) -> int:
         return time.time_ns()
 
 
+def shown_name(workspace: Workspace, config: DatasetConfig) -> str:
+    """The name a user knows a dataset by: the one typed for a built dataset, else `workspace.dataset_name`'s."""
+    if config.image_dir and not config.label_csv and is_editable(workspace, config.image_dir):
+        return dataset_label(Path(config.image_dir))
+    return dataset_name(config, workspace)
+
+
 def dataset_config_for(root: Path) -> DatasetConfig:
     """The DatasetConfig that reads a built dataset (a plain folder of class folders)."""
     return DatasetConfig(image_dir=str(Path(root).resolve()))

@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from pipeline import dataset_builder as builder
 from pipeline.config import DatasetConfig
+from pipeline.manifest import trained_images
 from pipeline.workspace import dataset_config, new_token, open_workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,8 +91,8 @@ def test_new_dataset_classes_and_photos_from_files(token, tmp_path):
     assert "Add a first class" in texts(at.info)
     at = add_class(at, "cats")
     assert at.selectbox(key="builder_class").value == "cats"
-    at = drop(at, *[(f"c{i}.jpg", jpeg("cats", i)) for i in range(3)], ("bad.jpg", write_truncated_jpeg(tmp_path / "t.jpg").read_bytes()),
-              ("notes.jpg", b"plain text"))
+    broken = write_truncated_jpeg(tmp_path / "t.jpg").read_bytes()
+    at = drop(at, *[(f"c{i}.jpg", jpeg("cats", i)) for i in range(3)], ("bad.jpg", broken), ("notes.jpg", b"text"))
     assert not at.exception
     notice = texts(at.warning)
     assert "Added 3 photo(s)" in notice and "bad.jpg: truncated" in notice and "notes.jpg: not an image" in notice
@@ -195,3 +198,35 @@ def test_growing_a_server_folder_makes_an_editable_copy(token, tmp_path):
     assert "Classes are imbalanced" in texts(at.warning)
     at = app(token, "pages/explore.py")
     assert [m.value.split(" · ")[0] for m in at.markdown if " photo(s): " in m.value] == ["**a**", "**b**"]
+
+
+def test_predict_adds_a_photo_back_least_sure_first(token, tmp_path, tiny_backbone_file):
+    workspace = open_workspace(token, tmp_path / "data")
+    root = builder.new_dataset(workspace, "colours")
+    for label in ("red", "blue"):
+        builder.add_class(workspace, root, label)
+        builder.add_photos(workspace, root, label, [(f"{i}.jpg", jpeg(label, i)) for i in range(12)])
+    run = workspace.runs / "run-20240101-000000-abcd"
+    subprocess.run([sys.executable, "-m", "pipeline", "train", "--image_dir", str(root), "--output_dir", str(run),
+                    "--architecture", str(tiny_backbone_file), "--bottleneck_layer", "features", "--epochs", "10",
+                    "--bottleneck_dir", str(tmp_path / "bottlenecks")], cwd=REPO, check=True, capture_output=True)
+    assert trained_images(run) == 24  # the run's own record of its data
+    workspace.update_state(dataset=dataclasses.asdict(builder.dataset_config_for(root)), run=run.name)
+    at = app(token, "pages/predict.py")
+    blend = (0.5 * class_image("red", 40) + 0.5 * class_image("blue", 40)).astype("uint8")
+    buffer = io.BytesIO()
+    Image.fromarray(blend).save(buffer, "JPEG")
+    uploader = at.file_uploader(key="predict_photos")
+    uploader.upload("clear.jpg", jpeg("red", 30), "image/jpeg")
+    uploader.upload("unsure.jpg", buffer.getvalue(), "image/jpeg").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [image.proto.imgs[0].caption for image in at.image][:2] == ["unsure.jpg", "clear.jpg"]
+    clear = at.selectbox(key="add-class-photo-1")
+    assert clear.value == "red" and clear.options == ["blue", "red"]  # the model's guess is suggested
+    at.selectbox(key="add-class-photo-0").set_value("blue").run()
+    at = next(b for b in at.button if b.key == "add-photo-0").click().run()
+    assert "Added to class blue (13 photos now)" in texts(at.success)
+    assert builder.class_counts(root) == {"blue": 13, "red": 12}
+    assert trained_images(run) == 24  # adding photos later does not change what the run says it saw
+    at = app(token, "pages/runs.py")
+    assert list(at.dataframe[0].value["Images"]) == [24]
