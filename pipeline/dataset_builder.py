@@ -34,8 +34,9 @@ from pipeline.archive import safe_extract
 from pipeline.config import DatasetConfig
 from pipeline.dataset import SPLITS, load_dataset
 from pipeline.errors import ImageProblem, RetrainError
-from pipeline.files import read_json, write_bytes_atomic, write_json_atomic
+from pipeline.files import write_bytes_atomic, write_json_atomic
 from pipeline.images import decode_image
+from pipeline.records import DamagedFile, read_json_record
 from pipeline.splits import split_for_name
 from pipeline.workspace import Workspace, check_quota, dataset_config, dataset_name
 
@@ -125,10 +126,10 @@ def is_editable(workspace: Workspace, root: str | Path) -> bool:
 def dataset_label(root: Path) -> str:
     """The user's name for a built dataset (from its marker), else the folder name."""
     try:
-        marker = read_json(root / MARKER, default={})
-    except (ValueError, OSError):
+        marker = read_json_record(root / MARKER, "the folder name is used instead", default={})
+    except DamagedFile:
         marker = {}
-    name = marker.get("name") if isinstance(marker, dict) else None
+    name = marker.get("name")
     return name if isinstance(name, str) and name else root.name
 
 
