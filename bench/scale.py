@@ -72,6 +72,7 @@ def measure(image_dir: Path = FLOWERS, images: int = 192, architecture: str = DE
     from ray.cluster_utils import Cluster
 
     from pipeline.backbones import load_backbone
+    from pipeline.backbones.runtime import feature_identity
     from pipeline.scale.cluster import init_options, ray_session
     from pipeline.scale.extract import ExtractJob, extract_to_shards
 
@@ -80,7 +81,7 @@ def measure(image_dir: Path = FLOWERS, images: int = 192, architecture: str = DE
     workdir = Path(tempfile.mkdtemp(prefix="bench-scale-"))
 
     def job_for(actors: int):
-        return lambda folder: ExtractJob(architecture, layer, folder, backbone.identity, backbone.input_size,
+        return lambda folder: ExtractJob(architecture, layer, folder, feature_identity(backbone), backbone.input_size,
                                          batch_size=BATCH, actors=actors)
 
     figures: dict = {"scale_images": len(table), "load_before": load_average()}

@@ -52,6 +52,7 @@ def run_config(image_dir, bottleneck_dir, backbone_file) -> RunConfig:
 def test_ray_vectors_match_the_sqlite_cache_and_bad_images_are_problems(ray_local, images, tmp_path,
                                                                        tiny_backbone_file):
     from pipeline.backbones import load_backbone
+    from pipeline.backbones.runtime import feature_identity
     from pipeline.bottlenecks import ExtractItem, cache_bottlenecks, entry_key
     from pipeline.dataset import load_dataset
 
@@ -70,7 +71,7 @@ def test_ray_vectors_match_the_sqlite_cache_and_bad_images_are_problems(ray_loca
     from_ray = shards.read_vectors(config.output.bottleneck_dir)
     assert len(local.vectors) == len(from_ray) == 14
     for item, vector in local.vectors.items():
-        key = entry_key(item, backbone.identity, None)
+        key = entry_key(item, feature_identity(backbone), None)  # the same backbone on the same runtime
         assert summary.keys[item.path] == key
         np.testing.assert_allclose(from_ray[key], vector, atol=1e-5, rtol=0)
     local_problems = {problem["file"] for problem in dataset.problems}

@@ -41,15 +41,18 @@ def dataset_table(config: RunConfig) -> tuple[pd.DataFrame, str, list[str], list
 def extract_with_ray(config: RunConfig, options: RayOptions):
     """Bottlenecks of every image of the configured dataset into Parquet shards; (summary, table, classes)."""
     from pipeline.backbones import load_backbone
+    from pipeline.backbones.runtime import feature_identity
     from pipeline.scale.cluster import ray_session, require_ray
     from pipeline.scale.extract import ExtractJob, extract_to_shards
 
     require_ray()  # before any work: without the extra, say how to install it and nothing else
     table, image_root, classes, problems = dataset_table(config)
-    backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer)  # identity only: lazy
+    backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer,  # identity only: lazy
+                             config.train.mirror_view)
     bottleneck_dir = _bottleneck_dir(config)
-    job = ExtractJob(config.train.architecture, config.train.bottleneck_layer, bottleneck_dir, backbone.identity,
-                     backbone.input_size, options.batch_size, options.actors)
+    job = ExtractJob(config.train.architecture, config.train.bottleneck_layer, bottleneck_dir,
+                     feature_identity(backbone), backbone.input_size, options.batch_size, options.actors,
+                     config.train.mirror_view)
     with ray_session(options.address, options.object_store_mb):
         summary = extract_to_shards(table, image_root, job, progress=print_progress)
     summary.feature_dim = backbone.feature_dim

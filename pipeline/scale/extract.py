@@ -38,10 +38,11 @@ class ExtractJob:
     architecture: str  # a backbone name or a .keras path every worker can read
     bottleneck_layer: str | None
     bottleneck_dir: str  # local folder or URI; shards go to its parquet/ folder
-    identity: str  # the backbone's identity, part of every key
+    identity: str  # the backbone's identity and runtime (`feature_identity`), part of every key
     input_size: int
     batch_size: int = 128  # images per actor call, and so per shard
     actors: int | None = None  # None: sized from the cluster's resources
+    mirror_view: bool = False  # features averaged with the mirror image's, as --mirror_view
 
 
 @dataclass
@@ -129,7 +130,8 @@ def _pipeline(todo: pd.DataFrame, image_root: str, job: ExtractJob, plan: PoolPl
                                num_gpus=plan.gpus_per_actor or None,
                                fn_constructor_kwargs={"architecture": job.architecture,
                                                       "bottleneck_layer": job.bottleneck_layer,
-                                                      "bottleneck_dir": job.bottleneck_dir})
+                                                      "bottleneck_dir": job.bottleneck_dir,
+                                                      "identity": job.identity, "mirror_view": job.mirror_view})
 
 
 def decode_batch(batch: dict[str, np.ndarray], filesystem, size: int, identity: str,
@@ -169,12 +171,18 @@ def decode_batch(batch: dict[str, np.ndarray], filesystem, size: int, identity: 
 class BackboneActor:
     """A Ray actor: loads the backbone once, then turns batches of decoded images into one shard each."""
 
-    def __init__(self, architecture: str, bottleneck_layer: str | None, bottleneck_dir: str):
+    def __init__(self, architecture: str, bottleneck_layer: str | None, bottleneck_dir: str, identity: str,
+                 mirror_view: bool = False):
         from pipeline.backbones import load_backbone
-        from pipeline.bottlenecks import compiled_forward
+        from pipeline.backbones.runtime import backbone_forward, feature_identity
 
-        self.backbone = load_backbone(architecture, bottleneck_layer)
-        self.forward = compiled_forward(self.backbone)
+        self.backbone = load_backbone(architecture, bottleneck_layer, mirror_view)
+        # The keys name the runtime the driver expects (LiteRT or TensorFlow): a worker that would compute
+        # with the other one (ai-edge-litert missing there) must not file its vectors under those keys.
+        if feature_identity(self.backbone) != identity:
+            raise RuntimeError(f"this worker computes {feature_identity(self.backbone)!r}, the job expects "
+                               f"{identity!r}: install the same requirements on every node")
+        self.forward = backbone_forward(self.backbone)  # the local engine's runtime, so vectors match its cache
         self.bottleneck_dir = bottleneck_dir
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
