@@ -7,7 +7,7 @@ import streamlit as st
 from pages import common
 from pipeline.config import DatasetConfig
 from pipeline.dataset import require_trainable
-from pipeline.dataset_builder import dataset_config_for, new_dataset
+from pipeline.dataset_builder import built_datasets, dataset_config_for, new_dataset
 from pipeline.errors import RetrainError
 from pipeline.workspace import data_root, dataset_from_zip, list_samples, list_server_folders, resolve_server_folder
 
@@ -74,6 +74,10 @@ with tabs[3]:
             load(lambda: dataset_config_for(new_dataset(ws, new_name)), "the new dataset")
             if "dataset_error" not in st.session_state:
                 common.go("pages/builder.py")
+    if built := built_datasets(ws):
+        chosen = st.selectbox("Or open a dataset made here", list(built), key="built_dataset")
+        if st.button("Open it", icon=":material/folder_open:"):
+            load(lambda: dataset_config_for(built[chosen]), "the dataset")
 if samples:
     with tabs[4]:
         st.caption("Try Retrain Studio on a dataset that is already here.")

@@ -44,10 +44,6 @@ if not frame.empty:
 if advice := imbalance_advice(counts):
     st.warning(common.plain(advice), icon=":material/balance:")
 
-st.subheader("All classes at a glance")
-with st.expander(f"A few photos of each of the {len(dataset.classes)} classes, with the split each falls into"):
-    all_classes(dataset, advice=False)
-
 st.subheader("Photos by class")
 if dataset.classes:
     left, right = st.columns([2, 1])
@@ -62,6 +58,10 @@ if dataset.classes:
     if pairs:
         st.image([image for image, _ in pairs], caption=[caption for _, caption in pairs], width=120)
     st.caption(f"{len(rows)} usable images in '{common.plain(label)}'.")
+
+st.subheader("All classes at a glance")
+with st.expander(f"A few photos of each of the {len(dataset.classes)} classes, with the split each falls into"):
+    all_classes(dataset, advice=False)
 
 st.subheader("Problems")
 if dataset.problems:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -110,7 +111,7 @@ def built_datasets(workspace: Workspace) -> dict[str, Path]:
         if is_editable(workspace, root):
             name = dataset_label(root)
             found[name if name not in found else f"{name} ({root.name})"] = root
-    return found
+    return dict(sorted(found.items()))
 
 
 def is_editable(workspace: Workspace, root: str | Path) -> bool:
@@ -155,6 +156,8 @@ def editable_root(workspace: Workspace, config: DatasetConfig) -> Path:
 def copy_dataset(workspace: Workspace, dataset, name: str) -> Path:
     """A new built dataset holding every usable photo of `dataset` in its class (refused as a whole over quota)."""
     usable = dataset.usable()
+    for label in usable["label"].unique():  # before anything is made: a label that cannot be a folder stops it all
+        validate_name(label)
     check_quota(workspace, sum(os.path.getsize(path) for path in usable["path"]), name)
     root = new_dataset(workspace, name[:MAX_NAME_CHARS])
     for label, rows in usable.groupby("label"):
@@ -357,7 +360,7 @@ def add_zip(workspace: Workspace, root: Path, name: str, zip_name: str, zip_byte
 
 def export_zip(root: Path) -> bytes:
     """The dataset as zip bytes of <dataset name>/<class>/<photo>: what the user built is theirs to keep."""
-    top = dataset_label(Path(root)).replace("/", "_") or "dataset"
+    top = re.sub(r"[\\/]", "_", dataset_label(Path(root))).lstrip(".") or "dataset"
     buffer = io.BytesIO()
     # Photos are already compressed: stored, not deflated (same size, far less CPU).
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:

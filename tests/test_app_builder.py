@@ -230,3 +230,13 @@ def test_predict_adds_a_photo_back_least_sure_first(token, tmp_path, tiny_backbo
     assert trained_images(run) == 24  # adding photos later does not change what the run says it saw
     at = app(token, "pages/runs.py")
     assert list(at.dataframe[0].value["Images"]) == [24]
+
+
+def test_the_dataset_page_reopens_a_dataset_made_here(token):
+    at = add_class(new_dataset(token, "first"), "cats")
+    new_dataset(token, "second")
+    at = app(token, "pages/dataset.py")
+    assert at.selectbox(key="built_dataset").options == ["first", "second"]
+    at.selectbox(key="built_dataset").set_value("first").run()
+    at = button(at, "Open it").click().run()
+    assert builder.dataset_label(root_of(token)) == "first"

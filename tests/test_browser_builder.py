@@ -86,12 +86,17 @@ def walk_through(page, server, token: str, tmp_path: Path) -> None:
     wait_for_class(page, f"blue: {PER_CLASS} photos")                              # drop 2
     page.get_by_role("tab", name="Camera").click()
     page.get_by_text("Use the camera").click()
-    for shot_number in range(2):  # shots in a row, same class: the camera is ready again after each one
+    # Shots in a row, same class: the camera is ready again after each one. A shot can repeat the previous frame
+    # (then it is reported as already there, not added twice), so shoot until two new photos are in.
+    for _ in range(5):
         take = page.get_by_role("button", name="Take Photo")
         take.wait_for(timeout=30_000)
-        page.wait_for_timeout(2000)  # the stream starts after the button shows; the fake frame moves, so shots differ
+        page.wait_for_timeout(2000)  # the stream starts after the button shows; the fake frame moves
         take.click()
-        wait_for_class(page, f"blue: {PER_CLASS + shot_number + 1} photos")
+        page.get_by_text(re.compile(r"Added [01] photo")).first.wait_for(timeout=30_000)
+        if page.get_by_text(f"blue: {PER_CLASS + 2} photos", exact=True).count():
+            break
+    wait_for_class(page, f"blue: {PER_CLASS + 2} photos")
     shot(page, "builder-build")
 
     click(page, "Next: Train")

@@ -263,3 +263,15 @@ def test_manifest_records_what_a_run_saw(ws, tmp_path):
     with pytest.raises(RetrainError, match="dataset_manifest.csv: the run's dataset manifest"):
         read_manifest(run)
     assert trained_images(run) is None and trained_images(tmp_path / "none") is None
+
+
+def test_a_copy_whose_labels_cannot_be_folders_is_refused_before_anything_is_made(ws, tmp_path):
+    from imagegen import flatten_to_csv_layout, write_labels_csv
+
+    folder = make_class_folders(tmp_path / "src", {"a": 2, "b": 2})
+    rows = [(image, "a/b" if label == "a" else label) for image, label in
+            flatten_to_csv_layout(folder, tmp_path / "flat")]
+    csv_path = write_labels_csv(tmp_path / "labels.csv", rows)
+    with pytest.raises(RetrainError, match="slash"):
+        builder.editable_root(ws, DatasetConfig(image_dir=str(tmp_path / "flat"), label_csv=str(csv_path)))
+    assert builder.built_datasets(ws) == {}
