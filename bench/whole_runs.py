@@ -7,7 +7,6 @@ runs `python -m pipeline cache` as a child, since peak RSS is only meaningful fo
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -93,10 +92,18 @@ def cache_command_usage(image_dir: Path, workdir: Path, architecture: str, bottl
                "--bottleneck_dir", bottleneck_dir, "--architecture", architecture]
     if bottleneck_layer:
         command += ["--bottleneck_layer", bottleneck_layer]
+    # Linux keeps a process's peak RSS across exec, so a child forked from this big process would report our
+    # size: a small launcher starts the command and reports the peak of that grandchild alone.
+    launcher = [sys.executable, "-c", MEASURE_CHILD]
     with open(workdir / "cache_command.log", "wb") as log, Stopwatch() as watch:
-        child = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not every child's maximum
-        child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} exited {child.returncode}; see {workdir / 'cache_command.log'}")
-    return ChildUsage(watch.seconds, usage.ru_maxrss / 1024)  # Linux reports KiB
+        done = subprocess.run(launcher + command, cwd=REPO, stdout=subprocess.PIPE, stderr=log,
+                              stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {done.returncode}; see {workdir / 'cache_command.log'}")
+    return ChildUsage(watch.seconds, int(done.stdout.split()[-1]) / 1024)  # Linux reports KiB
+
+
+# Runs argv[1:] with its output to our stderr, then prints its peak RSS (KiB); exits with its exit code.
+MEASURE_CHILD = ("import os, subprocess, sys; child = subprocess.Popen(sys.argv[1:], stdout=sys.stderr); "
+                 "_, status, usage = os.wait4(child.pid, 0); print(usage.ru_maxrss); "
+                 "sys.exit(os.waitstatus_to_exitcode(status))")
