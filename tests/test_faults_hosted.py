@@ -238,9 +238,10 @@ def test_the_train_page_and_sidebar_show_a_waiting_runs_place(root, monkeypatch)
 
 # ---- Disk --------------------------------------------------------------------------------------------------------
 
-def test_the_workspace_quota_counts_runs_and_the_server_budget_counts_everyone(root, monkeypatch):
+def test_the_workspace_quota_counts_runs_and_the_server_budget_counts_everyone(root, tmp_path, monkeypatch):
     from pipeline.workspace import new_token, open_workspace, save_upload, start_run, working_config
 
+    monkeypatch.setenv("RETRAIN_STUDIO_CACHE", str(tmp_path / "cache"))  # the shared cache counts too: start empty
     monkeypatch.setattr("pipeline.workspace.dispatch_queue", lambda root=None: [])
     monkeypatch.setenv("RETRAIN_STUDIO_WORKSPACE_QUOTA_MB", "2")
     first = open_workspace(new_token())
@@ -260,6 +261,11 @@ def test_the_workspace_quota_counts_runs_and_the_server_budget_counts_everyone(r
     save_upload(second, "c.csv", b"z" * 900_000)
     with pytest.raises(RetrainError, match=r"the server's disk space for all users is used up"):
         save_upload(second, "d.csv", b"w" * 500_000)
+    (tmp_path / "cache" / "bottlenecks").mkdir(parents=True)
+    (tmp_path / "cache" / "bottlenecks" / "bottlenecks.sqlite").write_bytes(b"b" * 1_000_000)
+    monkeypatch.setenv("RETRAIN_STUDIO_DISK_BUDGET_MB", "4")
+    with pytest.raises(RetrainError, match=r"the server's disk space for all users is used up"):
+        save_upload(second, "e.csv", b"v" * 500_000)  # the shared bottleneck cache counts
 
 
 def test_idle_workspaces_expire_but_never_active_or_foreign_folders(root, tmp_path, monkeypatch):
