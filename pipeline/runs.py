@@ -202,12 +202,26 @@ def refreshed_status(run: RunDir) -> dict[str, Any]:
         return status
     if run.cancel_request.exists():
         run.write_status("cancelled", message="cancelled before it got going")
+    elif said := _last_error_line(run):  # it stopped on an error it printed before it could write status.json
+        run.write_status("failed", message=said)
     else:
         stage = status.get("state", "")
         run.write_status("failed", message=f"interrupted: the run's process (pid {status.get('pid')}) died while "
                                            f"{stage} (killed or out of memory); start it again — cached "
                                            "bottlenecks are kept", interrupted=stage)
     return run.status()
+
+
+def _last_error_line(run: RunDir) -> str | None:
+    """The last `error: ...` line the run's process printed to run.log, if any (its last 64 KB are read)."""
+    try:
+        with open(run.log, "rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - (64 << 10)))
+            tail = log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    errors = [line[len("error:"):].strip() for line in tail.splitlines() if line.startswith("error:")]
+    return errors[-1] if errors else None
 
 
 def _in_line(run: RunDir, status: dict[str, Any]) -> bool:

@@ -628,6 +628,7 @@ def start_run(workspace: Workspace, config: RunConfig) -> RunDir:
 
 def _write_run(workspace: Workspace, run: RunDir, config: RunConfig, dataset: DatasetConfig) -> None:
     """The run's folder (config, its own copy of the decisions, status) and its ticket in the queue."""
+    run.marker.touch()  # made just now by start_run for this run: ours, so the run may write into it
     if dataset.overrides and Path(dataset.overrides).is_file():
         shutil.copyfile(dataset.overrides, run.path / "overrides.json")
         config.dataset.overrides = str(run.path / "overrides.json")

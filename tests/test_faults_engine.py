@@ -596,3 +596,21 @@ FAULT_KINDS = [
     "pipe behind a symlink", "pipe in the dataset", "non-UTF-8 server folder name",
 ]
 
+
+
+def test_a_run_that_stopped_on_an_error_before_its_status_says_that_error(tmp_path):
+    # A run process can fail before it writes status.json (e.g. refusing its folder): the error it printed to
+    # run.log is what the run shows, not a guess that it was killed or ran out of memory.
+    from pipeline.runs import RunDir, refreshed_status
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    run.write_status("caching", 0.0, "reading the dataset", pid=int(finished.stdout))
+    run.log.write_text("some progress\nerror: /x/run already holds files and is not a Retrain Studio run folder\n")
+    status = refreshed_status(run)
+    assert status["state"] == "failed"
+    assert status["message"] == "/x/run already holds files and is not a Retrain Studio run folder"
+    run.log.unlink()
+    run.write_status("caching", 0.0, "reading the dataset", pid=int(finished.stdout))
+    assert "killed or out of memory" in refreshed_status(run)["message"]
