@@ -58,7 +58,7 @@ FIGURES = ["forward_images_per_second", "extract_images_per_second", "extract_vs
 
 # Every stage, in the order they run (`--stages` picks some; a figure of a stage not run is "not measured").
 STAGES = ["extraction", "first_model", "reruns", "head_steps", "frozen_fit", "prediction", "cache_memory",
-          "backbones", "grocery"]
+          "backbones", "grocery", "hostile_zip"]
 
 
 class Benchmark:
