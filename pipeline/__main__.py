@@ -240,6 +240,7 @@ def command_train(args: argparse.Namespace) -> None:
         note(f"output folder: {config.output.output_dir} (--output_dir to choose)")
     if output_graph and "keras" not in config.output.export_formats:
         raise RetrainError("--output_graph gets the Keras model: add keras to --export_formats")
+    refuse_foreign_outputs(config, output_graph)
     if output_graph:
         note(f"--output_graph {output_graph}: {RETIRED_FLAGS['output_graph']}; the Keras model (backbone + head: "
              f"RGB 0-255 at the backbone's size in, probabilities out) goes to {keras_beside(output_graph)}")
@@ -275,9 +276,22 @@ def keras_beside(output_graph: str) -> Path:
     return path.with_suffix(".keras") if path.suffix else path.with_name(path.name + ".keras")
 
 
-def _copy_model(source: Path, target: Path) -> None:
-    from pipeline.files import write_bytes_atomic
+def refuse_foreign_outputs(config: RunConfig, output_graph: str | None) -> None:
+    """Before any work: the files the user named for outputs are new, or earlier outputs of ours."""
+    from pipeline.export import looks_like_our_model
+    from pipeline.files import looks_like_labels_file, refuse_to_replace
 
+    if config.output.output_labels:
+        refuse_to_replace(config.output.output_labels, looks_like_labels_file, "a labels file")
+    if output_graph:
+        refuse_to_replace(keras_beside(output_graph), looks_like_our_model, "a model")
+
+
+def _copy_model(source: Path, target: Path) -> None:
+    from pipeline.export import looks_like_our_model
+    from pipeline.files import refuse_to_replace, write_bytes_atomic
+
+    refuse_to_replace(target, looks_like_our_model, "a model")  # again: it may have appeared during the run
     write_bytes_atomic(target, source.read_bytes())
     note(f"wrote {target}: a Keras 3 model file (.keras; load with keras.saving.load_model); "
          f"predict with: python -m pipeline predict --graph {target} --labels LABELS IMAGE")
@@ -324,6 +338,11 @@ def command_predict(args: argparse.Namespace) -> None:
         raise RetrainError("give image files (or --image FILE), or --image_dir DIR (with --output_csv FILE for a CSV)")
     if args.output_csv and not args.image_dir:
         raise RetrainError("--output_csv goes with --image_dir")
+    if args.output_csv:
+        from pipeline.files import refuse_to_replace
+        from pipeline.predict import looks_like_predictions_csv
+
+        refuse_to_replace(args.output_csv, looks_like_predictions_csv, "a predictions CSV")
     predictor = Predictor(args.model, labels=args.labels)
     if predictor.note:
         note(predictor.note)

@@ -12,6 +12,7 @@ fails the run, and only a checked export is ever marked ready.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from pipeline.quiet import native_logs_silenced
 TOLERANCE = {"keras": 1e-4, "saved_model": 1e-4, "saved_model_pixels": 1e-5, "saved_model_bytes": 0.02,
              "tflite": 1e-3, "cached_bottlenecks": 1e-3, "tflite_float16": 0.02, "tflite_dynamic": 0.2,
              "tflite_int8": 0.4}
+# The exported model's name: how a rerun recognises a model file of ours that it may replace.
+CLASSIFIER_NAME = "classifier"
 SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "serving_bytes"
 PIXELS_SIGNATURE = "serving_pixels"
@@ -59,7 +62,19 @@ def build_classifier(backbone_model: keras.Model, head: keras.Model, input_size:
     """Backbone + head as one model: (batch, S, S, 3) RGB 0-255 → class probabilities."""
     inputs = keras.Input((input_size, input_size, 3), name="image")
     probabilities = head(backbone_model(inputs))
-    return keras.Model(inputs, probabilities, name="classifier")
+    return keras.Model(inputs, probabilities, name=CLASSIFIER_NAME)
+
+
+def looks_like_our_model(path: Path) -> bool:
+    """A .keras file holding a model `build_classifier` made (a rerun may replace it; a user's own model not)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+        return config["config"]["name"] == CLASSIFIER_NAME
+    except (zipfile.BadZipFile, KeyError, TypeError, ValueError):  # not a zip, not Keras's, not ours
+        return False
 
 
 def write_labels(labels: list[str], path: str | Path) -> None:

@@ -8,14 +8,18 @@ a web server or container user must be able to read a model it is handed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from pipeline.errors import RetrainError
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
@@ -125,3 +129,29 @@ def describe_write_error(error: BaseException, where: str | Path) -> str:
 def from_display_name(text: str) -> str:
     """The file name `display_name` showed as `text`: each \\xNN (80-ff) back to the byte it stood for."""
     return re.sub(r"\\x([89a-fA-F][0-9a-fA-F])", lambda match: chr(0xDC00 + int(match.group(1), 16)), text)
+
+
+# ---- Files the user names for an output -------------------------------------------------------------------------
+
+def refuse_to_replace(path: str | Path, is_ours: Callable[[Path], bool], what: str) -> None:
+    """Stop before writing an output the user named where a file that is not one of ours already stands.
+
+    retrain.py overwrote whatever `--output_labels` named; a typo must not turn a photo or a model into a
+    labels file. Absent files are fine; an existing one only when `is_ours` recognises it (a rerun).
+    """
+    path = Path(path)
+    if not os.path.lexists(path):
+        return
+    if path.is_file() and not path.is_symlink():
+        with contextlib.suppress(OSError, ValueError):
+            if is_ours(path):
+                return
+    raise RetrainError(f"{display_name(path)} already exists and is not {what} written by Retrain Studio; "
+                       "nothing was written to it: choose another file name, or move that file away first")
+
+
+def looks_like_labels_file(path: Path) -> bool:
+    """A labels.txt as `write_labels` writes it: short UTF-8 text, one name a line, ending in a newline."""
+    data = path.read_bytes()
+    return (len(data) < (1 << 20) and data.endswith(b"\n") and b"\0" not in data
+            and all(line.strip() for line in data.decode("utf-8").splitlines()))

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,6 +43,8 @@ BACKGROUND = (255, 255, 255)
 def read_bytes(path: str | Path) -> bytes:
     """The file's bytes, or an ImageProblem saying why they cannot be read."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a pipe or device would block or never end
+            raise ImageProblem("not a regular file (a pipe, device or folder); give the photo file itself")
         data = Path(path).read_bytes()
     except FileNotFoundError:
         raise ImageProblem("file not found (moved or deleted since it was listed)") from None

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.errors import ImageProblem, RetrainError
+from pipeline.files import display_name, write_bytes_atomic
 from pipeline.images import bytes_for_model, load_for_model, prepare_for_model
 from pipeline.progress import ProgressCallback, ProgressMeter
 from pipeline.records import load_model_and_labels
@@ -169,14 +171,22 @@ def image_files(folder: str | Path) -> list[Path]:
 def write_predictions_csv(results: list[dict], output_csv: str | Path, k: int, root: str | Path | None = None) -> None:
     """The grocery seed's submission file: file, top label and score, then the top-k, or the error."""
     columns = ["file", "label", "score"] + [f"{kind}_{i}" for i in range(1, k + 1) for kind in ("label", "score")]
-    with open(output_csv, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns + ["error"])
-        writer.writeheader()
-        for result in results:
-            name = Path(result["file"]).relative_to(root).as_posix() if root else result["file"]
-            row = {"file": name, "error": result.get("error", "")}
-            for i, guess in enumerate(result.get("predictions", [])[:k], start=1):
-                row[f"label_{i}"], row[f"score_{i}"] = guess["label"], guess["score"]
-            if result.get("predictions"):
-                row["label"], row["score"] = row["label_1"], row["score_1"]
-            writer.writerow(row)
+    handle = io.StringIO(newline="")
+    writer = csv.DictWriter(handle, fieldnames=columns + ["error"])
+    writer.writeheader()
+    for result in results:
+        name = Path(result["file"]).relative_to(root).as_posix() if root else result["file"]
+        row = {"file": display_name(name), "error": result.get("error", "")}  # non-UTF-8 bytes as \xNN
+        for i, guess in enumerate(result.get("predictions", [])[:k], start=1):
+            row[f"label_{i}"], row[f"score_{i}"] = guess["label"], guess["score"]
+        if result.get("predictions"):
+            row["label"], row["score"] = row["label_1"], row["score_1"]
+        writer.writerow(row)
+    # Whole or not at all: a CSV cut short by a crash would pass for a smaller folder's predictions.
+    write_bytes_atomic(output_csv, handle.getvalue().encode("utf-8"))
+
+
+def looks_like_predictions_csv(path: Path) -> bool:
+    """A CSV `write_predictions_csv` wrote (a rerun may replace it; anything else is the user's)."""
+    with open(path, encoding="utf-8") as handle:
+        return handle.readline().startswith("file,label,score,")

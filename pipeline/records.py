@@ -17,12 +17,18 @@ import csv
 import io
 import json
 import math
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import RetrainError
 
 _MISSING = object()
+
+
+# The largest of the program's own text files it reads back (a metrics.csv of a very long run is a few MB).
+MAX_RECORD_BYTES = 256 << 20
 
 
 class DamagedFile(RetrainError):
@@ -36,6 +42,11 @@ class DamagedFile(RetrainError):
 def read_text(path: str | Path, fix: str, default: Any = _MISSING) -> Any:
     """The file's text (strict UTF-8); `default` when it does not exist, if given, else DamagedFile."""
     try:
+        info = os.stat(path)
+        if stat.S_ISREG(info.st_mode) and info.st_size > MAX_RECORD_BYTES:
+            raise DamagedFile(path, f"is {info.st_size:,} bytes, far more than such a file ever holds", fix)
+        if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):  # a pipe or device never ends
+            raise DamagedFile(path, "is not a regular file (a pipe or a device)", fix)
         data = Path(path).read_bytes()
     except FileNotFoundError:
         if default is not _MISSING:

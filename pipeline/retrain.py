@@ -437,6 +437,9 @@ class Exporter:
             raise RetrainError(f"unknown export formats {unknown}; choose from {list(FORMATS)}")
         write_labels(self.labels, self.context.run.path / "labels.txt")
         if self.context.config.output.output_labels:
+            from pipeline.files import looks_like_labels_file, refuse_to_replace
+
+            refuse_to_replace(self.context.config.output.output_labels, looks_like_labels_file, "a labels file")
             write_labels(self.labels, self.context.config.output.output_labels)
         ordered = [name for name in FORMATS if name in wanted]
         for name in FORMATS:  # an earlier run's files in this folder never pass for this run's

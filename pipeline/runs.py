@@ -154,6 +154,8 @@ class RunDir:
         status = {"state": state, "progress": round(progress, 4),
                   "step": step, "message": message, "updated": now, "started": previous.get("started", now),
                   "pid": previous.get("pid", os.getpid())}
+        if "pid" in previous and "pid" not in details and previous.get("pid_started"):
+            status["pid_started"] = previous["pid_started"]  # what tells the run's process from a reused pid
         if state in FINISHED:
             status["finished"] = now
         status.update(details)
@@ -206,9 +208,14 @@ def refreshed_status(run: RunDir) -> dict[str, Any]:
         run.write_status("failed", message=said)
     else:
         stage = status.get("state", "")
+        # Exports it had checked stay usable (predict says the run ended early); the rest were never finished.
+        exports = status.get("exports")
+        kept = {name: state if state == "ready" else "not built" for name, state in exports.items()} \
+            if isinstance(exports, dict) else None
         run.write_status("failed", message=f"interrupted: the run's process (pid {status.get('pid')}) died while "
                                            f"{stage} (killed or out of memory); start it again — cached "
-                                           "bottlenecks are kept", interrupted=stage)
+                                           "bottlenecks are kept", interrupted=stage,
+                         **({"exports": kept} if kept is not None else {}))
     return run.status()
 
 

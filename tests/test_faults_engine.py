@@ -614,3 +614,66 @@ def test_a_run_that_stopped_on_an_error_before_its_status_says_that_error(tmp_pa
     run.log.unlink()
     run.write_status("caching", 0.0, "reading the dataset", pid=int(finished.stdout))
     assert "killed or out of memory" in refreshed_status(run)["message"]
+
+
+def test_outputs_the_user_names_never_replace_a_file_that_is_not_ours(tmp_path):
+    from pipeline.errors import RetrainError
+    from pipeline.export import looks_like_our_model
+    from pipeline.files import looks_like_labels_file, refuse_to_replace
+    from pipeline.predict import looks_like_predictions_csv
+
+    photo = tmp_path / "red_000.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0 a photo")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("blue\nred\n")
+    csv_of_ours, csv_of_theirs = tmp_path / "p.csv", tmp_path / "precious.csv"
+    csv_of_ours.write_text("file,label,score,label_1,score_1,error\n")
+    csv_of_theirs.write_text("name,amount\n")
+    refuse_to_replace(tmp_path / "new.txt", looks_like_labels_file, "a labels file")  # absent: fine
+    refuse_to_replace(labels, looks_like_labels_file, "a labels file")  # an earlier run's: fine
+    refuse_to_replace(csv_of_ours, looks_like_predictions_csv, "a predictions CSV")
+    for path, is_ours in ((photo, looks_like_labels_file), (csv_of_theirs, looks_like_predictions_csv),
+                          (photo, looks_like_our_model), (tmp_path, looks_like_labels_file)):
+        with pytest.raises(RetrainError, match="already exists and is not"):
+            refuse_to_replace(path, is_ours, "an output")
+    assert photo.read_bytes() == b"\xff\xd8\xff\xe0 a photo" and csv_of_theirs.read_text() == "name,amount\n"
+
+
+def test_predictions_csv_is_whole_and_names_non_utf8_files_safely(tmp_path):
+    from pipeline.predict import write_predictions_csv
+
+    name = os.fsdecode(b"red/bad\xff\xfename.jpg")
+    results = [{"file": str(tmp_path / name), "predictions": [{"label": "red", "score": 0.9}]}]
+    write_predictions_csv(results, tmp_path / "out.csv", 1, root=tmp_path)
+    assert "red/bad\\xff\\xfename.jpg,red,0.9" in (tmp_path / "out.csv").read_text(encoding="utf-8")
+
+
+def test_special_files_are_refused_at_once_when_named_directly(tmp_path):
+    from pipeline.errors import ImageProblem
+    from pipeline.images import read_bytes
+    from pipeline.records import DamagedFile, read_text
+
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    (tmp_path / "link.jpg").symlink_to(fifo)
+    for path in (fifo, tmp_path / "link.jpg", Path("/dev/zero")):
+        with pytest.raises(ImageProblem, match="not a regular file"):
+            read_bytes(path)
+    with pytest.raises(DamagedFile, match="not a regular file"):
+        read_text("/dev/zero", "give a config.json")
+
+
+def test_status_keeps_the_process_start_time_and_an_interrupted_run_keeps_its_checked_exports(tmp_path):
+    from pipeline.runs import RunDir, process_started, refreshed_status
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.write_status("training", 0.5, "step 10", pid=os.getpid(), pid_started=process_started(os.getpid()))
+    run.write_status("exporting", 0.9, "model.keras", exports={"keras": "ready", "saved_model": "building"})
+    assert run.status()["pid_started"] == process_started(os.getpid())
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    run.write_status("exporting", 0.9, "saved_model", pid=int(finished.stdout), pid_started="0",
+                     exports={"keras": "ready", "saved_model": "building"})
+    status = refreshed_status(run)
+    assert status["state"] == "failed" and "interrupted" in status["message"]
+    assert status["exports"] == {"keras": "ready", "saved_model": "not built"}
