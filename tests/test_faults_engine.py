@@ -520,10 +520,10 @@ def test_full_disk_in_the_cache_database_is_one_clear_error(tmp_path, monkeypatc
 def test_start_training_on_a_full_disk_shows_an_error_on_the_page(studio, monkeypatch):
     import pipeline.workspace as workspace_module
 
-    def no_space(run_dir, env=None):
-        raise OSError(errno.ENOSPC, "No space left on device", str(Path(run_dir) / "status.json"))
+    def no_space(workspace, run, config, dataset):  # the run folder is made; writing into it fails
+        raise OSError(errno.ENOSPC, "No space left on device", str(run.path / "status.json"))
 
-    monkeypatch.setattr(workspace_module, "launch_run", no_space)
+    monkeypatch.setattr(workspace_module, "_write_run", no_space)
     with pytest.raises(RetrainError, match="could not be started: the disk holding"):
         start_run(studio["workspace"], RunConfig.from_dict(studio["workspace"].state()["config"]))
     at = app(studio["token"], "pages/train.py")
