@@ -131,12 +131,12 @@ def test_predictor_runs_the_backbone_on_litert(tmp_path, monkeypatch, tiny_backb
     images = np.random.default_rng(3).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     expected = classifier.predict(images.astype(np.float32), verbose=0)
 
-    predictor = Predictor(tmp_path)
+    predictor = Predictor(tmp_path / "model.keras")  # a model file with labels.txt beside it
     assert predictor._split is not None and isinstance(predictor._split[0], runtime.LiteRTRunner)
     assert float(np.abs(predictor.probabilities(images) - expected).max()) < 1e-5
     assert list((tmp_path / "cache" / "backbones").glob("*.tflite"))  # converted once, cached for every run
 
     monkeypatch.setenv(runtime.RUNTIME_ENV, "tensorflow")
-    on_tensorflow = Predictor(tmp_path)
+    on_tensorflow = Predictor(tmp_path / "model.keras")
     assert on_tensorflow._split is None
     assert float(np.abs(on_tensorflow.probabilities(images) - expected).max()) < 1e-5

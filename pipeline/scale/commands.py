@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -112,27 +113,30 @@ def train_command(config: RunConfig, options: RayOptions) -> None:
         raise DatasetError(f"{config.dataset.image_dir}: fewer than two classes have training images with "
                            f"bottlenecks ({sorted(trained_classes)}); see the problems above")
     run = RunDir(config.output.output_dir)
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.clear_outputs()
-    config.save(run.config)
-    bottleneck_dir = _bottleneck_dir(config)
-    dim = int(summary.feature_dim)
-    shard_split = {name: split_from_shards(bottleneck_dir, splits.get(name, {}))
-                   for name in ("train", "validation", "test")}
-    head, _ = train_head_from_shards(bottleneck_dir, shard_split["train"], shard_split["validation"], dim,
-                                     len(classes), config.train, on_metrics=run.append_metrics)
-    evaluated_on = "test" if len(shard_split["test"]) else "validation"
-    truth, probabilities, keys = predict_from_shards(bottleneck_dir, shard_split[evaluated_on], dim, len(classes), head)
-    file_of = dict(zip(table["key"], table["file"], strict=False))
-    report = build_report(truth, probabilities, classes, [file_of[key] for key in keys])
-    report.extra.update({"evaluated_on": evaluated_on, "engine": "ray", "cache": summary.to_dict(),
-                         "problems": [{"file": f, "problem": p} for f, p in sorted(summary.problems.items())],
-                         "export_parity": _export(config, head, classes, table[table["split"] == evaluated_on],
-                                                  run.path)})
-    report.save(run.report)
-    print(report.table())
-    print(json.dumps({"run_dir": str(run.path), "test_accuracy": report.test_accuracy,
-                      "top5_accuracy": report.top5_accuracy, "export_parity": report.extra["export_parity"]}))
+    with run.claim():  # a folder that is not a run of ours is refused untouched; one run at a time
+        run.clear_outputs()
+        config.save(run.config)
+        bottleneck_dir = _bottleneck_dir(config)
+        dim = int(summary.feature_dim)
+        shard_split = {name: split_from_shards(bottleneck_dir, splits.get(name, {}))
+                       for name in ("train", "validation", "test")}
+        head, _ = train_head_from_shards(bottleneck_dir, shard_split["train"], shard_split["validation"], dim,
+                                         len(classes), config.train, on_metrics=run.append_metrics)
+        evaluated_on = "test" if len(shard_split["test"]) else "validation"
+        truth, probabilities, keys = predict_from_shards(bottleneck_dir, shard_split[evaluated_on], dim,
+                                                         len(classes), head)
+        file_of = dict(zip(table["key"], table["file"], strict=False))
+        report = build_report(truth, probabilities, classes, [file_of[key] for key in keys])
+        report.extra.update({"evaluated_on": evaluated_on, "engine": "ray", "cache": summary.to_dict(),
+                             "problems": [{"file": f, "problem": p} for f, p in sorted(summary.problems.items())],
+                             "export_parity": _export(config, head, classes, table[table["split"] == evaluated_on],
+                                                      run.path)})
+        report.save(run.report)
+        # What `predict` trusts: the run finished, and its model.keras was reloaded and checked.
+        run.write_status("done", 1.0, "", exports={"keras": "ready"})
+        print(report.table())
+        print(json.dumps({"run_dir": str(run.path), "test_accuracy": report.test_accuracy,
+                          "top5_accuracy": report.top5_accuracy, "export_parity": report.extra["export_parity"]}))
 
 
 def _bottleneck_dir(config: RunConfig) -> str:
@@ -146,15 +150,26 @@ def _export(config: RunConfig, head, classes: list[str], sample: pd.DataFrame, r
     import numpy as np
 
     from pipeline.backbones import load_backbone
-    from pipeline.export import build_classifier, export_model, require_parity
+    from pipeline.export import (
+        ExportCheck,
+        build_classifier,
+        check_export,
+        eager_probabilities,
+        require_parity,
+        write_export,
+        write_labels,
+    )
     from pipeline.images import bytes_for_model
     from pipeline.scale.storage import filesystem_for, read_file_bytes
 
-    backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer)
+    backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer, config.train.mirror_view)
     filesystem = filesystem_for(str(config.dataset.image_dir))[0]
     images = np.stack([bytes_for_model(read_file_bytes(filesystem, path), backbone.input_size)
                        for path in sample["path"].head(16)])
     classifier = build_classifier(backbone.model, head, backbone.input_size)
-    parity = export_model(classifier, classes, run_dir, ["keras"], images)
+    check = ExportCheck(images, [], eager_probabilities(classifier, images))
+    write_export("keras", classifier, classes, run_dir)
+    write_labels(classes, Path(run_dir) / "labels.txt")
+    parity = check_export("keras", run_dir, check)
     require_parity(parity)
     return {name: float(f"{value:.3g}") for name, value in parity.items()}
