@@ -409,7 +409,22 @@ def _examine_all(candidates: list[_Candidate], check_images: bool,
                              "label": display_name(candidate.label),
                              "split": candidate.split or "", "sha256": sha256,
                              "status": "problem" if problem else "ok", "problem": display_name(problem)})
+    _refuse_names_shown_alike(candidates, rows)
     return rows
+
+
+def _refuse_names_shown_alike(candidates: list[_Candidate], rows: list[dict[str, Any]]) -> None:
+    """Two class folders whose names show the same (the literal text `c\\xff` and the byte 0xFF after `c`)
+    would become one class and mix their photos: both become problems, to be renamed."""
+    raw_labels: dict[str, set[str]] = {}
+    for candidate in candidates:
+        raw_labels.setdefault(display_name(candidate.label), set()).add(candidate.label)
+    clashing = {shown for shown, raw in raw_labels.items() if len(raw) > 1}
+    for row in rows:
+        if row["label"] in clashing:
+            row["status"] = "problem"
+            row["problem"] = (f"two class folders are both shown as '{row['label']}' (one name has bytes that are "
+                              "not UTF-8); rename one of them so their photos are not mixed")
 
 
 def _examine(candidate: _Candidate, check_images: bool) -> tuple[bool, str, str]:

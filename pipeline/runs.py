@@ -108,6 +108,9 @@ class RunDir:
         except NotADirectoryError:
             raise RetrainError(f"{display_name(self.path)} is a file, not a folder; choose a new or empty folder "
                                "for the run") from None
+        except OSError as error:  # a loop of links, a folder we may not read, a name too long
+            raise RetrainError(f"{display_name(self.path)} cannot be used as the run folder "
+                               f"({error.strerror or error}); choose a new or empty folder for the run") from None
         if not entries or RUN_MARKER in entries or (entries == ["config.json"] and config is not None
                                                      and _same_settings(self.config, config)):
             return

@@ -677,3 +677,24 @@ def test_status_keeps_the_process_start_time_and_an_interrupted_run_keeps_its_ch
     status = refreshed_status(run)
     assert status["state"] == "failed" and "interrupted" in status["message"]
     assert status["exports"] == {"keras": "ready", "saved_model": "not built"}
+
+
+def test_two_class_folders_shown_alike_are_problems_not_one_mixed_class(tmp_path):
+    from pipeline.dataset import load_dataset
+
+    images = make_class_folders(tmp_path / "images", {"red": 3, "blue": 3, "green": 3})
+    os.rename(images / "red", images / "c\\xff")  # the literal text: backslash, x, f, f
+    os.rename(images / "blue", os.fsencode(images) + b"/c\xff")  # the byte 0xFF, shown as \xff
+    dataset = load_dataset(DatasetConfig(image_dir=str(images)), check_images=False)
+    assert dataset.classes == ["green"]
+    assert len(dataset.problems) == 6 and all("both shown as" in p["problem"] for p in dataset.problems)
+
+
+def test_a_run_folder_that_is_a_loop_of_links_is_one_clear_refusal(tmp_path):
+    from pipeline.errors import RetrainError
+    from pipeline.runs import RunDir
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(RetrainError, match="cannot be used as the run folder"), RunDir(loop).claim():
+        pass
