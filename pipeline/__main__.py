@@ -106,6 +106,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         values = {key.split(".", 1)[1]: value for key, value in given.items() if key.startswith(f"{section}.")}
         if values:
             setattr(config, section, dataclasses.replace(getattr(config, section), **values))
+    overrides = given.get("dataset.overrides")
+    if overrides and not os.path.isfile(overrides):  # a typo would silently train without the decisions
+        raise RetrainError(f"--overrides {overrides}: no such file; give the decisions file the app wrote "
+                           "(overrides/<dataset>.json), or leave the flag out")
     return config
 
 
@@ -408,6 +412,11 @@ def quiet_tensorflow(verbose: bool, command: str) -> None:
             import tensorflow  # noqa: F401
 
 
+def one_line(error: BaseException) -> str:
+    """An error's message on one line: a name holding a newline (a class folder, say) must not split it."""
+    return str(error).replace("\r", "\\r").replace("\n", "\\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # `run` is the app's: its output goes to run.log, where TensorFlow's own lines help whoever reads it.
@@ -416,10 +425,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[args.command](args)
     except RunCancelled as cancelled:
-        print(f"cancelled: {cancelled}", file=sys.stderr)
+        print(f"cancelled: {one_line(cancelled)}", file=sys.stderr)
         return 3
     except RetrainError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

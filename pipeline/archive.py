@@ -116,12 +116,16 @@ def _open_zip(zip_path: Path) -> zipfile.ZipFile:
 
 def _checked_entries(zip_path: Path, archive: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
     """Every entry to extract with its safe relative path; refuses the whole archive on any unsafe entry."""
-    entries = []
+    entries, seen = [], set()
     for info in archive.infolist():
         info.filename = _entry_name(info)
         relative = _safe_relative_path(zip_path, info.filename)
         if relative is None or relative.parts[0] == _IGNORED_DIR or relative.name in _IGNORED_FILES:
             continue
+        if relative in seen and not info.is_dir():  # the second would silently replace the first photo
+            raise RetrainError(f"{zip_path}: two entries are named {info.filename!r}; make the zip again from the "
+                               "image folder with a standard zip tool")
+        seen.add(relative)
         if info.flag_bits & 0x1:
             raise RetrainError(f"{zip_path}: entry {info.filename!r} is encrypted (password-protected); "
                                "make the zip again without a password")

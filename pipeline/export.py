@@ -36,6 +36,9 @@ from pipeline.quiet import native_logs_silenced
 TOLERANCE = {"keras": 1e-4, "saved_model": 1e-4, "saved_model_pixels": 1e-5, "saved_model_bytes": 0.02,
              "tflite": 1e-3, "cached_bottlenecks": 1e-3, "tflite_float16": 0.02, "tflite_dynamic": 0.2,
              "tflite_int8": 0.4}
+# Exports are written into a folder of this name inside the run, then moved into place; a run killed
+# meanwhile leaves one behind, which the next run in that folder removes (pipeline.runs.RunDir.clear_outputs).
+STAGING_PREFIX = ".staging-"
 # The exported model's name: how a rerun recognises a model file of ours that it may replace.
 CLASSIFIER_NAME = "classifier"
 SIGNATURE = "serving_default"
@@ -141,7 +144,7 @@ def _difference(predicted: np.ndarray, expected: np.ndarray) -> float:
 
 
 def _write_keras(classifier: keras.Model, labels: list[str], run_dir: Path) -> None:
-    with tempfile.TemporaryDirectory(dir=run_dir) as tmp:
+    with tempfile.TemporaryDirectory(dir=run_dir, prefix=STAGING_PREFIX) as tmp:
         staged = Path(tmp) / "model.keras"
         classifier.save(staged)
         staged.replace(run_dir / "model.keras")
@@ -206,7 +209,7 @@ def _write_saved_model(classifier: keras.Model, labels: list[str], run_dir: Path
     size. The last two also answer `classes`: the class names, in the order of `probabilities`.
     """
     target = run_dir / "saved_model"
-    with tempfile.TemporaryDirectory(dir=run_dir) as tmp:
+    with tempfile.TemporaryDirectory(dir=run_dir, prefix=STAGING_PREFIX) as tmp:
         staged = Path(tmp) / "saved_model"
         _saved_model_archive(classifier, labels).write_out(str(staged / "1"), verbose=False)
         write_labels(labels, staged / "1" / "assets" / "labels.txt")
@@ -247,7 +250,7 @@ def _write_tflite(classifier: keras.Model, run_dir: Path, name: str = "tflite",
     Variants: float16 weights; dynamic-range (int8 weights, float activations); full int8
     (weights and activations, calibrated on `representative` images; input and output stay float).
     """
-    with tempfile.TemporaryDirectory(dir=run_dir) as tmp:
+    with tempfile.TemporaryDirectory(dir=run_dir, prefix=STAGING_PREFIX) as tmp:
         source = run_dir / "saved_model" / "1"
         if not (source / "saved_model.pb").exists():
             source = Path(tmp) / "saved_model"

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import stat
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -291,6 +292,9 @@ def load_keras_model(path: str | Path):
 
     if not Path(path).is_file():
         raise DamagedFile(path, "the file is missing", EXPORT_FIX)
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" of a file that is there but cut short
+        raise DamagedFile(path, "is damaged (not a whole .keras archive: truncated, or another kind of file)",
+                          EXPORT_FIX)
     try:
         return keras.saving.load_model(path)
     except Exception as error:  # zipfile, h5py, JSON and Keras errors alike: the file is not a usable model

@@ -126,6 +126,9 @@ class RunDir:
                 shutil.rmtree(target)
             else:
                 target.unlink(missing_ok=True)
+        for staging in self.path.glob(".staging-*"):  # an export a killed run was writing (pipeline.export)
+            if staging.is_dir() and not staging.is_symlink():
+                shutil.rmtree(staging)
 
     @property
     def name(self) -> str:

@@ -103,6 +103,14 @@ def test_unflagged_utf8_name_escaping_the_target_is_still_refused(tmp_path):
     refused(tmp_path, zip_path, "outside the folder")
 
 
+def test_two_entries_with_one_name_are_refused(tmp_path):
+    zip_path = tmp_path / "dup.zip"
+    with zipfile.ZipFile(zip_path, "w") as handle, pytest.warns(UserWarning, match="Duplicate name"):
+        handle.writestr("a/x.jpg", b"first")
+        handle.writestr("a/x.jpg", b"second")
+    refused(tmp_path, zip_path, "two entries are named")
+
+
 def test_same_zip_is_unpacked_once(tmp_path, monkeypatch):
     zip_path = make_zip(make_class_folders(tmp_path / "src", {"red": 2, "blue": 2}), tmp_path / "d.zip",
                         top_folder="top")

@@ -698,3 +698,35 @@ def test_a_run_folder_that_is_a_loop_of_links_is_one_clear_refusal(tmp_path):
     loop.symlink_to(loop)
     with pytest.raises(RetrainError, match="cannot be used as the run folder"), RunDir(loop).claim():
         pass
+
+
+def test_missing_overrides_file_and_a_newline_in_a_message_stay_one_line(tmp_path, tiny_backbone_file):
+    from pipeline.__main__ import one_line
+    from pipeline.errors import RetrainError
+
+    images = make_class_folders(tmp_path / "images", {"red": 3, "blue": 3})
+    result = cli(*train_args(images, tmp_path / "run", tiny_backbone_file, tmp_path / "cache"),
+                 "--overrides", str(tmp_path / "typo.json"), timeout=120)
+    assert_one_clear_line(result, "typo.json: no such file")
+    assert not (tmp_path / "run").exists()  # refused before any work
+    assert one_line(RetrainError("class 'new\nline' has 1 image")) == "class 'new\\nline' has 1 image"
+
+
+def test_a_truncated_model_says_it_is_damaged_not_missing(tmp_path):
+    from pipeline.records import DamagedFile, load_keras_model
+
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(DamagedFile, match="not a whole .keras archive"):
+        load_keras_model(model)
+
+
+def test_a_rerun_removes_the_half_written_export_a_killed_run_left(tmp_path):
+    from pipeline.runs import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    (run.path / ".staging-k2x9" / "model.keras").parent.mkdir()
+    (run.path / ".staging-k2x9" / "model.keras").write_bytes(b"half")
+    run.clear_outputs()
+    assert not list(run.path.glob(".staging-*"))
