@@ -43,8 +43,9 @@ BACKGROUND = (255, 255, 255)
 def read_bytes(path: str | Path) -> bytes:
     """The file's bytes, or an ImageProblem saying why they cannot be read."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a pipe or device would block or never end
-            raise ImageProblem("not a regular file (a pipe, device or folder); give the photo file itself")
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # a pipe or device would block or never end
+            raise ImageProblem("not a regular file (a pipe or a device); give the photo file itself")
         data = Path(path).read_bytes()
     except FileNotFoundError:
         raise ImageProblem("file not found (moved or deleted since it was listed)") from None
