@@ -30,30 +30,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages import common
+from pages import common, navigation
 from pipeline.workspace import use_hosted_defaults
 
 # The favicon is a file of ours: a Material-icon favicon is fetched from the internet by the browser.
 st.set_page_config(page_title="Retrain Studio", page_icon=str(Path(__file__).parent / ".streamlit" / "favicon.png"),
                    layout="wide")
 
-PAGES = {
-    "Build a model": [
-        st.Page("pages/dataset.py", title="Dataset", icon=":material/folder_open:", default=True),
-        st.Page("pages/builder.py", title="Build", icon=":material/add_photo_alternate:"),
-        st.Page("pages/explore.py", title="Explore", icon=":material/insights:"),
-        st.Page("pages/configure.py", title="Configure", icon=":material/tune:"),
-        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    ],
-    "Use it": [
-        st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
-        st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
-        st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
-    ],
-}
-
 use_hosted_defaults()  # before any image is decoded; runs started from here inherit it
-page = st.navigation(PAGES)
+page = st.navigation(navigation.sections())
 workspace = common.open_session_workspace()
 if workspace is not None:
     sidebar = st.sidebar.container()

@@ -12,15 +12,14 @@ import json
 import math
 import os
 import re
-import runpy
 import sqlite3
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from pages import navigation
 from pipeline.config import DatasetConfig, RunConfig, apply_preset
 from pipeline.dataset import Dataset, load_dataset
 from pipeline.dataset_builder import content_version, shown_name
@@ -48,7 +47,6 @@ from pipeline.workspace import (
     working_config,
 )
 
-APP = Path(__file__).resolve().parents[1] / "app.py"
 # What each run state means to someone who has never trained a model.
 STATE_TEXT = {
     "queued": (":material/hourglass_top:", "Queued: waiting to start"),
@@ -116,25 +114,16 @@ def open_session_workspace() -> Workspace | None:
 
 def workspace() -> Workspace:
     """The workspace app.py opened for this run of the script."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory or "ws" not in st.session_state:
-        # Streamlit's old pages/-folder mode ran this page without app.py (it does so for a server's first
-        # request when that is a link to a page, and on every AppTest run): switch the mode off and run
-        # app.py now, in this same run (so a button press is not lost); it runs this page in turn.
-        PagesManager.uses_pages_directory = False
-        runpy.run_path(str(APP), run_name="__main__")
-        st.stop()
     return open_workspace(st.session_state["ws"])
 
 
 def go(page: str) -> None:
-    """Switch to another page, keeping the workspace in the URL."""
-    st.switch_page(page, query_params={"ws": st.session_state["ws"]})
+    """Switch to another page by its name in pages/navigation.py ("train"), keeping the workspace in the URL."""
+    st.switch_page(navigation.page(page), query_params={"ws": st.session_state["ws"]})
 
 
 def next_step(page: str, label: str, note: str = "") -> None:
-    """The wizard's 'Next' button at the bottom of a page."""
+    """The wizard's 'Next' button at the bottom of a page; `page` is a name in pages/navigation.py."""
     st.divider()
     left, right = st.columns([3, 1], vertical_alignment="center")
     if note:
@@ -226,7 +215,7 @@ def require_dataset(ws: Workspace) -> Dataset:
     if dataset is None:
         st.info("Choose a dataset first: upload a zip of photos, or pick a sample.", icon=":material/folder_open:")
         if st.button("Go to Dataset", type="primary", icon=":material/arrow_back:"):
-            go("pages/dataset.py")
+            go("dataset")
         st.stop()
     return dataset
 
@@ -283,9 +272,9 @@ def require_finished_run(ws: Workspace) -> RunDir:
         st.info(f"{what}. Train one first, or open a finished run on the Runs page.", icon=":material/info:")
         left, right = st.columns(2)
         if left.button("Go to Train", type="primary", icon=":material/model_training:"):
-            go("pages/train.py")
+            go("train")
         if right.button("Go to Runs", icon=":material/history:"):
-            go("pages/runs.py")
+            go("runs")
         st.stop()
     return run
 

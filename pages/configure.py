@@ -8,13 +8,13 @@ import json
 
 import streamlit as st
 
-from pages import common
+from pages import common, navigation
+from pipeline import images
 from pipeline.augment import preview_copies
 from pipeline.backbones import backbone_input_size, list_backbones
 from pipeline.backbones.measured import backbone_table, measured_note
 from pipeline.config import PRESETS, AugmentConfig, TrainConfig
 from pipeline.errors import ImageProblem, RetrainError
-from pipeline.images import decode_image, prepare_for_model, read_bytes
 from pipeline.workspace import balance_counts, save_working_config, working_config
 
 # The settings most people touch; every other field of TrainConfig is under "Advanced".
@@ -25,123 +25,130 @@ PREVIEW_WIDTH = 112
 ADVANCED_TRAIN = [f.name for f in dataclasses.fields(TrainConfig)
                   if f.name not in MAIN_TRAIN + ["architecture", "bottleneck_layer"]]
 
-ws = common.workspace()
-common.header("Configure", "The recommended settings work well for most photo datasets. Pick a preset, "
-              "or change what you need — every setting explains itself when you hover its ?.")
-config = working_config(ws)
+def show() -> None:
+    """The Configure page."""
+    ws = common.workspace()
+    common.header("Configure", "The recommended settings work well for most photo datasets. Pick a preset, "
+                  "or change what you need — every setting explains itself when you hover its ?.")
+    config = working_config(ws)
 
-preset = st.segmented_control("Preset", list(PRESETS), default=ws.state().get("preset", "Quick"), key="preset",
-                              help="Quick: a first model in a minute or two. Best accuracy: more epochs and "
-                                   "augmented copies of every training image; slower.")
-if preset and preset != ws.state().get("preset", "Quick"):
-    common.choose_preset(ws, preset)
-    st.rerun()
+    preset = st.segmented_control("Preset", list(PRESETS), default=ws.state().get("preset", "Quick"), key="preset",
+                                  help="Quick: a first model in a minute or two. Best accuracy: more epochs and "
+                                       "augmented copies of every training image; slower.")
+    if preset and preset != ws.state().get("preset", "Quick"):
+        common.choose_preset(ws, preset)
+        st.rerun()
 
-st.subheader("Backbone")
-backbones = {info.name: info for info in list_backbones()}
-names = list(backbones) + ([config.train.architecture] if config.train.architecture not in backbones else [])
-architecture = st.selectbox(
-    "Pretrained network that turns each photo into features", names, index=names.index(config.train.architecture),
-    format_func=lambda name: name if name not in backbones else
-    f"{name}  (works offline)" if backbones[name].offline else f"{name}  (needs internet once)")
-if architecture in backbones:
-    st.caption(backbones[architecture].description)
-with st.expander("Compare backbones: measured speed, accuracy and size"):
-    st.dataframe(backbone_table(), hide_index=True)
-    st.caption(measured_note())
+    st.subheader("Backbone")
+    backbones = {info.name: info for info in list_backbones()}
+    names = list(backbones) + ([config.train.architecture] if config.train.architecture not in backbones else [])
+    architecture = st.selectbox(
+        "Pretrained network that turns each photo into features", names, index=names.index(config.train.architecture),
+        format_func=lambda name: name if name not in backbones else
+        f"{name}  (works offline)" if backbones[name].offline else f"{name}  (needs internet once)")
+    if architecture in backbones:
+        st.caption(backbones[architecture].description)
+    with st.expander("Compare backbones: measured speed, accuracy and size"):
+        st.dataframe(backbone_table(), hide_index=True)
+        st.caption(measured_note())
 
-st.subheader("Training")
-train_values = {"architecture": architecture}
-columns = st.columns(3)
-for index, name in enumerate(MAIN_TRAIN):
-    with columns[index % 3]:
-        train_values[name] = common.knob_input("train", config.train, name)
-
-st.subheader("Augmentation")
-st.caption("Augmented copies are changed versions of your training photos (mirrored, cropped, brighter…). "
-           "They help with small datasets, and are cached like photos, so later runs reuse them.")
-left, right = st.columns([3, 2])
-augment_values = {}
-with left:
-    inner = st.columns(2)
-    for index, name in enumerate(AUGMENT):
-        with inner[index % 2]:
-            augment_values[name] = common.knob_input("augment", config.augment, name)
-    with st.expander("More transforms"):
-        inner = st.columns(2)
-        for index, name in enumerate(MORE_AUGMENT):
-            with inner[index % 2]:
-                augment_values[name] = common.knob_input("augment", config.augment, name)
-with right:
-    st.markdown("**Preview** — the same code training uses")
-    try:
-        dataset = common.current_dataset(ws)
-    except RetrainError:
-        dataset = None
-    train_rows = dataset.usable()[dataset.usable()["split"] == "train"] if dataset is not None else None
-    if train_rows is None or train_rows.empty:
-        st.caption("Choose a dataset to see augmented copies of one of its photos.")
-    else:
-        if st.button("Another photo", icon=":material/shuffle:", key="preview_next"):
-            st.session_state["preview_index"] = st.session_state.get("preview_index", 0) + 7
-        row = train_rows.iloc[st.session_state.get("preview_index", 0) % len(train_rows)]
-        try:
-            size = backbone_input_size(architecture)  # decoded and cropped at the backbone's size, as in training
-            original = decode_image(read_bytes(row.path), min_side=size)
-            copies = preview_copies(original, AugmentConfig(**augment_values), count=5, size=size)
-        except (ImageProblem, RetrainError, ValueError) as error:
-            st.warning(f"No preview: {error}")
-        else:
-            st.image([prepare_for_model(original, size)] + copies, width=PREVIEW_WIDTH,
-                     caption=["original"] + [f"copy {i + 1}" for i in range(len(copies))])
-            if not copies:
-                st.caption("Turn on a transform (flip, crop, rotation…) to see augmented copies.")
-        st.caption(f"From {common.plain(row.file)}")
-
-st.subheader("Class balancing")
-counts = dataset.class_counts() if dataset is not None else {}
-largest = max([c["train"] for c in counts.values()] or [0])
-balance = st.toggle("Balance classes with augmented copies", value=config.augment.class_size > 0, key="knob.balance",
-                    help="Small classes get more augmented copies of their photos (never fewer photos for big "
-                         "ones), so the model does not lean towards the big classes.")
-augment_values["class_size"] = 0
-if balance:
-    left, right = st.columns([1, 2])
-    with left:
-        st.session_state.setdefault("knob.augment.class_size", config.augment.class_size or max(largest, 1))
-        augment_values["class_size"] = max(common.knob_input("augment", config.augment, "class_size",
-                                                             "Training images per class (about)"), 1)
-        st.caption(f"Balance classes to about {augment_values['class_size']} training images each: a class of "
-                   "n photos gets ⌊N / n⌋ − 1 copies of each. With no transform on, copies are rotated, shifted, "
-                   "zoomed and flipped. Augmented copies (above) are then not made.")
-    if counts:
-        right.plotly_chart(common.balance_figure(balance_counts(counts, AugmentConfig(**augment_values))),
-                           key="balance_chart")
-else:
-    st.caption(f"Off: every class trains on the photos it has (the largest has {largest}).")
-
-with st.expander("Advanced"):
-    train_values["bottleneck_layer"] = common.knob_input("train", config.train, "bottleneck_layer")
+    st.subheader("Training")
+    train_values = {"architecture": architecture}
     columns = st.columns(3)
-    for index, name in enumerate(ADVANCED_TRAIN):
+    for index, name in enumerate(MAIN_TRAIN):
         with columns[index % 3]:
             train_values[name] = common.knob_input("train", config.train, name)
-    export_formats = common.knob_input("output", config.output, "export_formats")
 
-edited = common.edited_config(common.edited_config(config, "train", train_values), "augment", augment_values)
-edited = common.edited_config(edited, "output", {"export_formats": export_formats or ["keras"]})
-if edited != config:
-    save_working_config(ws, edited)
-try:
-    edited.validate()
-except RetrainError as error:
-    st.error(f"This setting must be fixed before training: {error}", icon=":material/error:")
+    st.subheader("Augmentation")
+    st.caption("Augmented copies are changed versions of your training photos (mirrored, cropped, brighter…). "
+               "They help with small datasets, and are cached like photos, so later runs reuse them.")
+    left, right = st.columns([3, 2])
+    augment_values = {}
+    with left:
+        inner = st.columns(2)
+        for index, name in enumerate(AUGMENT):
+            with inner[index % 2]:
+                augment_values[name] = common.knob_input("augment", config.augment, name)
+        with st.expander("More transforms"):
+            inner = st.columns(2)
+            for index, name in enumerate(MORE_AUGMENT):
+                with inner[index % 2]:
+                    augment_values[name] = common.knob_input("augment", config.augment, name)
+    with right:
+        st.markdown("**Preview** — the same code training uses")
+        try:
+            dataset = common.current_dataset(ws)
+        except RetrainError:
+            dataset = None
+        train_rows = dataset.usable()[dataset.usable()["split"] == "train"] if dataset is not None else None
+        if train_rows is None or train_rows.empty:
+            st.caption("Choose a dataset to see augmented copies of one of its photos.")
+        else:
+            if st.button("Another photo", icon=":material/shuffle:", key="preview_next"):
+                st.session_state["preview_index"] = st.session_state.get("preview_index", 0) + 7
+            row = train_rows.iloc[st.session_state.get("preview_index", 0) % len(train_rows)]
+            try:
+                size = backbone_input_size(architecture)  # decoded and cropped at the backbone's size, as in training
+                original = images.decode_image(images.read_bytes(row.path), min_side=size)
+                copies = preview_copies(original, AugmentConfig(**augment_values), count=5, size=size)
+            except (ImageProblem, RetrainError, ValueError) as error:
+                st.warning(f"No preview: {error}")
+            else:
+                st.image([images.prepare_for_model(original, size)] + copies, width=PREVIEW_WIDTH,
+                         caption=["original"] + [f"copy {i + 1}" for i in range(len(copies))])
+                if not copies:
+                    st.caption("Turn on a transform (flip, crop, rotation…) to see augmented copies.")
+            st.caption(f"From {common.plain(row.file)}")
 
-with st.expander("The resolved config.json"):
-    resolved = edited.to_dict()
-    resolved["dataset"].update(ws.state().get("dataset") or {})
-    st.json(resolved, expanded=1)
-    st.download_button("Download config.json", json.dumps(resolved, indent=2), file_name="config.json",
-                       mime="application/json", icon=":material/download:")
+    st.subheader("Class balancing")
+    counts = dataset.class_counts() if dataset is not None else {}
+    largest = max([c["train"] for c in counts.values()] or [0])
+    balance = st.toggle("Balance classes with augmented copies", value=config.augment.class_size > 0,
+                        key="knob.balance",
+                        help="Small classes get more augmented copies of their photos (never fewer photos for big "
+                             "ones), so the model does not lean towards the big classes.")
+    augment_values["class_size"] = 0
+    if balance:
+        left, right = st.columns([1, 2])
+        with left:
+            st.session_state.setdefault("knob.augment.class_size", config.augment.class_size or max(largest, 1))
+            augment_values["class_size"] = max(common.knob_input("augment", config.augment, "class_size",
+                                                                 "Training images per class (about)"), 1)
+            st.caption(f"Balance classes to about {augment_values['class_size']} training images each: a class of "
+                       "n photos gets ⌊N / n⌋ − 1 copies of each. With no transform on, copies are rotated, shifted, "
+                       "zoomed and flipped. Augmented copies (above) are then not made.")
+        if counts:
+            right.plotly_chart(common.balance_figure(balance_counts(counts, AugmentConfig(**augment_values))),
+                               key="balance_chart")
+    else:
+        st.caption(f"Off: every class trains on the photos it has (the largest has {largest}).")
 
-common.next_step("pages/train.py", "Next: Train", "Settings are saved as you change them.")
+    with st.expander("Advanced"):
+        train_values["bottleneck_layer"] = common.knob_input("train", config.train, "bottleneck_layer")
+        columns = st.columns(3)
+        for index, name in enumerate(ADVANCED_TRAIN):
+            with columns[index % 3]:
+                train_values[name] = common.knob_input("train", config.train, name)
+        export_formats = common.knob_input("output", config.output, "export_formats")
+
+    edited = common.edited_config(common.edited_config(config, "train", train_values), "augment", augment_values)
+    edited = common.edited_config(edited, "output", {"export_formats": export_formats or ["keras"]})
+    if edited != config:
+        save_working_config(ws, edited)
+    try:
+        edited.validate()
+    except RetrainError as error:
+        st.error(f"This setting must be fixed before training: {error}", icon=":material/error:")
+
+    with st.expander("The resolved config.json"):
+        resolved = edited.to_dict()
+        resolved["dataset"].update(ws.state().get("dataset") or {})
+        st.json(resolved, expanded=1)
+        st.download_button("Download config.json", json.dumps(resolved, indent=2), file_name="config.json",
+                           mime="application/json", icon=":material/download:")
+
+    common.next_step("train", "Next: Train", "Settings are saved as you change them.")
+
+
+if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py
+    navigation.run_app()

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages import common
+from pages import common, navigation
 from pipeline.bundle import bundle_bytes
 from pipeline.config import RunConfig
 from pipeline.errors import RetrainError
@@ -17,122 +17,132 @@ from pipeline.workspace import cell_images, dataset_root, image_path
 GALLERY = 24
 THUMBNAIL = 140
 
-ws = common.workspace()
-common.header("Evaluate", "Scores on test photos the model never saw while training.")
-run = common.require_finished_run(ws)
-try:
-    report, config = Report.load(run.report), RunConfig.load(run.config)
-except RetrainError as error:  # a damaged report.json or config.json: say which, keep the app working
-    st.error(str(error), icon=":material/error:")
-    st.stop()
-
-
-def gallery(items: list[dict], key: str) -> None:
-    """Thumbnails with true label, prediction and confidence (the report's file names, found under the dataset)."""
+def show() -> None:
+    """The Evaluate page."""
+    ws = common.workspace()
+    common.header("Evaluate", "Scores on test photos the model never saw while training.")
+    run = common.require_finished_run(ws)
     try:
-        root = dataset_root(config.dataset)
-    except RetrainError as error:
-        st.warning(f"The photos cannot be shown: {error}")
-        return
-    paths = [image_path(root, item["file"]) for item in items[:GALLERY]]
-    pictures = common.thumbnails([str(path) for path in paths if path], THUMBNAIL)
-    captions = [f"{item['true_label']} → {item['predicted_label']}" +
-                (f" ({item['confidence']:.0%})" if item.get("confidence") is not None else "")
-                for item, path in zip(items[:GALLERY], paths, strict=True) if path]
-    shown = [(picture, caption) for picture, caption in zip(pictures, captions, strict=True) if picture]
-    if shown:
-        st.image([p for p, _ in shown], caption=[c for _, c in shown], width=THUMBNAIL)
-    if len(items) > GALLERY:
-        st.caption(f"Showing {GALLERY} of {len(items)}.")
+        report, config = Report.load(run.report), RunConfig.load(run.config)
+    except RetrainError as error:  # a damaged report.json or config.json: say which, keep the app working
+        st.error(str(error), icon=":material/error:")
+        st.stop()
 
 
-where = "test" if report.extra.get("evaluated_on", "test") == "test" else "validation (the dataset has no test split)"
-cols = st.columns(4)
-cols[0].metric("Test accuracy", f"{report.test_accuracy:.1%}", border=True)
-if len(report.labels) > 5:  # with 5 classes or fewer every answer is in the top 5: always 100%
-    cols[1].metric("Top-5 accuracy", f"{report.top5_accuracy:.1%}", border=True)
-else:
-    cols[1].metric("Mistakes", len(report.misclassified), border=True)
-cols[2].metric("Test images", report.test_images, border=True)
-cols[3].metric("Classes", len(report.labels), border=True)
-left, right = st.columns([3, 1], vertical_alignment="center")
-backbone = config.train.architecture.rsplit("/", 1)[-1]
-left.caption(f"Run `{run.name}` · scored on the {where} images · backbone {backbone}")
-model_file = run.path / "model.keras"
-if model_file.exists():
-    right.download_button("Download model (.keras)", data=model_file.read_bytes, file_name=f"{run.name}.keras",
-                          mime="application/octet-stream", type="primary", icon=":material/download:",
-                          width="stretch", on_click="ignore", key="download_keras")
-    right.download_button("Download bundle (.zip)", data=lambda: bundle_bytes(run.path), file_name=f"{run.name}.zip",
-                          mime="application/zip", icon=":material/folder_zip:", width="stretch", on_click="ignore",
-                          key="download_bundle", help="Every checked export, labels.txt, report.json and a model card")
-variants = report.extra.get("tflite_variants") or {}
-if variants:
-    st.subheader("Smaller TFLite models")
-    st.caption("Quantized copies for phones and small devices, each scored on the same test photos.")
-    st.dataframe(pd.DataFrame([{"File": "model.keras (full precision)", "Size (MB)": round(model_file.stat().st_size
-                                / 1e6, 2) if model_file.exists() else None, "Test accuracy": report.test_accuracy}]
-                              + [{"File": v["file"], "Size (MB)": v["size_mb"], "Test accuracy": v["test_accuracy"]}
-                                 for v in variants.values()]),
-                 hide_index=True, key="tflite_variants",
-                 column_config={"Test accuracy": st.column_config.NumberColumn(format="percent")})
+    def gallery(items: list[dict], key: str) -> None:
+        """Thumbnails with true label, prediction and confidence (the report's file names, found under the dataset)."""
+        try:
+            root = dataset_root(config.dataset)
+        except RetrainError as error:
+            st.warning(f"The photos cannot be shown: {error}")
+            return
+        paths = [image_path(root, item["file"]) for item in items[:GALLERY]]
+        pictures = common.thumbnails([str(path) for path in paths if path], THUMBNAIL)
+        captions = [f"{item['true_label']} → {item['predicted_label']}" +
+                    (f" ({item['confidence']:.0%})" if item.get("confidence") is not None else "")
+                    for item, path in zip(items[:GALLERY], paths, strict=True) if path]
+        shown = [(picture, caption) for picture, caption in zip(pictures, captions, strict=True) if picture]
+        if shown:
+            st.image([p for p, _ in shown], caption=[c for _, c in shown], width=THUMBNAIL)
+        if len(items) > GALLERY:
+            st.caption(f"Showing {GALLERY} of {len(items)}.")
 
-st.subheader("Per class")
-scores = pd.DataFrame([{"Class": label, "Precision": s.precision, "Recall": s.recall, "F1": s.f1,
-                        "Test images": s.support} for label, s in report.per_class.items()])
-bar = {"min_value": 0.0, "max_value": 1.0, "format": "percent"}
-st.dataframe(scores, hide_index=True, width="stretch", key="per_class", column_config={
-    "Precision": st.column_config.ProgressColumn(help="Of the photos predicted as this class, the share that are",
-                                                 **bar),
-    "Recall": st.column_config.ProgressColumn(help="Of this class's photos, the share found", **bar),
-    "F1": st.column_config.ProgressColumn(help="Precision and recall in one number", **bar)})
 
-st.subheader("Confusion matrix")
-st.caption("Rows are the true class, columns what the model said. Click a cell (or choose below) to see its photos.")
-labels, matrix = report.labels, np.array(report.confusion_matrix)
-cells = [(true, predicted) for true in labels for predicted in labels]
-fig = go.Figure(go.Heatmap(z=matrix, x=labels, y=labels, colorscale="Blues", text=matrix, texttemplate="%{text}",
-                           hoverinfo="skip", showscale=False))
-# Heatmaps cannot be selected in Streamlit; markers on the cells can (invisible until chosen).
-fig.add_trace(go.Scatter(x=[p for _, p in cells], y=[t for t, _ in cells], mode="markers", showlegend=False,
-                         customdata=matrix.flatten(), hovertemplate="true %{y}, predicted %{x}: %{customdata}"
-                         "<extra></extra>", marker={"size": 44, "opacity": 0.01, "symbol": "square"},
-                         selected={"marker": {"opacity": 0.35, "color": "#f59e0b"}},
-                         unselected={"marker": {"opacity": 0.01}}))
-shown = [common.chart_text(label) for label in labels]  # class names as typed, never as chart markup
-fig.update_xaxes(tickvals=labels, ticktext=shown)
-fig.update_yaxes(tickvals=labels, ticktext=shown)
-fig.update_layout(height=min(160 + 60 * len(labels), 720), xaxis_type="category", yaxis_type="category",
-                  margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                  xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed", clickmode="event+select")
-chart_column, cell_column = st.columns([3, 2])
-with chart_column:
-    event = st.plotly_chart(fig, key="confusion", on_select="rerun", selection_mode="points")
-points = (event.get("selection") or {}).get("points") or [] if event else []
-if points and (points[0].get("y"), points[0].get("x")) != st.session_state.get("confusion_clicked"):
-    st.session_state["confusion_clicked"] = (points[0].get("y"), points[0].get("x"))
-    st.session_state["cell_true"], st.session_state["cell_predicted"] = points[0]["y"], points[0]["x"]
-if "cell_true" not in st.session_state or st.session_state["cell_true"] not in labels:
-    off = matrix - np.diag(np.diag(matrix))
-    true_index, predicted_index = np.unravel_index(np.argmax(off), off.shape) if off.any() else (0, 0)
-    st.session_state["cell_true"], st.session_state["cell_predicted"] = labels[true_index], labels[predicted_index]
-with cell_column:
-    left, right = st.columns(2)
-    true_label = left.selectbox("True class", labels, key="cell_true")
-    predicted_label = right.selectbox("Predicted as", labels, key="cell_predicted")
-# Reports from before every prediction was listed hold only the mistakes.
-items = cell_images(report.predictions or report.misclassified, true_label, predicted_label)
-with cell_column:
-    st.markdown(f"**{len(items)} photo(s)** of *{common.plain(true_label)}* predicted as "
-                f"*{common.plain(predicted_label)}*")
-    if not report.predictions and true_label == predicted_label:
-        st.caption("This run's report lists only the mistakes; train again to see the right answers too.")
-    gallery(items, "cell")
+    where = ("test" if report.extra.get("evaluated_on", "test") == "test"
+             else "validation (the dataset has no test split)")
+    cols = st.columns(4)
+    cols[0].metric("Test accuracy", f"{report.test_accuracy:.1%}", border=True)
+    if len(report.labels) > 5:  # with 5 classes or fewer every answer is in the top 5: always 100%
+        cols[1].metric("Top-5 accuracy", f"{report.top5_accuracy:.1%}", border=True)
+    else:
+        cols[1].metric("Mistakes", len(report.misclassified), border=True)
+    cols[2].metric("Test images", report.test_images, border=True)
+    cols[3].metric("Classes", len(report.labels), border=True)
+    left, right = st.columns([3, 1], vertical_alignment="center")
+    backbone = config.train.architecture.rsplit("/", 1)[-1]
+    left.caption(f"Run `{run.name}` · scored on the {where} images · backbone {backbone}")
+    model_file = run.path / "model.keras"
+    if model_file.exists():
+        right.download_button("Download model (.keras)", data=model_file.read_bytes, file_name=f"{run.name}.keras",
+                              mime="application/octet-stream", type="primary", icon=":material/download:",
+                              width="stretch", on_click="ignore", key="download_keras")
+        right.download_button("Download bundle (.zip)", data=lambda: bundle_bytes(run.path),
+                              file_name=f"{run.name}.zip",
+                              mime="application/zip", icon=":material/folder_zip:", width="stretch", on_click="ignore",
+                              key="download_bundle",
+                              help="Every checked export, labels.txt, report.json and a model card")
+    variants = report.extra.get("tflite_variants") or {}
+    if variants:
+        st.subheader("Smaller TFLite models")
+        st.caption("Quantized copies for phones and small devices, each scored on the same test photos.")
+        st.dataframe(pd.DataFrame([{"File": "model.keras (full precision)", "Size (MB)": round(model_file.stat().st_size
+                                    / 1e6, 2) if model_file.exists() else None, "Test accuracy": report.test_accuracy}]
+                                  + [{"File": v["file"], "Size (MB)": v["size_mb"], "Test accuracy": v["test_accuracy"]}
+                                     for v in variants.values()]),
+                     hide_index=True, key="tflite_variants",
+                     column_config={"Test accuracy": st.column_config.NumberColumn(format="percent")})
 
-st.subheader("Mistakes, most confident first")
-if report.misclassified:
-    gallery([m.__dict__ for m in report.misclassified], "mistakes")
-else:
-    st.success("No test photo was misclassified.", icon=":material/check_circle:")
+    st.subheader("Per class")
+    scores = pd.DataFrame([{"Class": label, "Precision": s.precision, "Recall": s.recall, "F1": s.f1,
+                            "Test images": s.support} for label, s in report.per_class.items()])
+    bar = {"min_value": 0.0, "max_value": 1.0, "format": "percent"}
+    st.dataframe(scores, hide_index=True, width="stretch", key="per_class", column_config={
+        "Precision": st.column_config.ProgressColumn(help="Of the photos predicted as this class, the share that are",
+                                                     **bar),
+        "Recall": st.column_config.ProgressColumn(help="Of this class's photos, the share found", **bar),
+        "F1": st.column_config.ProgressColumn(help="Precision and recall in one number", **bar)})
 
-common.next_step("pages/predict.py", "Next: Predict", "Try the model on new photos. All downloads are on Runs.")
+    st.subheader("Confusion matrix")
+    st.caption("Rows are the true class, columns what the model said. Click a cell (or choose below) to see its "
+               "photos.")
+    labels, matrix = report.labels, np.array(report.confusion_matrix)
+    cells = [(true, predicted) for true in labels for predicted in labels]
+    fig = go.Figure(go.Heatmap(z=matrix, x=labels, y=labels, colorscale="Blues", text=matrix, texttemplate="%{text}",
+                               hoverinfo="skip", showscale=False))
+    # Heatmaps cannot be selected in Streamlit; markers on the cells can (invisible until chosen).
+    fig.add_trace(go.Scatter(x=[p for _, p in cells], y=[t for t, _ in cells], mode="markers", showlegend=False,
+                             customdata=matrix.flatten(), hovertemplate="true %{y}, predicted %{x}: %{customdata}"
+                             "<extra></extra>", marker={"size": 44, "opacity": 0.01, "symbol": "square"},
+                             selected={"marker": {"opacity": 0.35, "color": "#f59e0b"}},
+                             unselected={"marker": {"opacity": 0.01}}))
+    shown = [common.chart_text(label) for label in labels]  # class names as typed, never as chart markup
+    fig.update_xaxes(tickvals=labels, ticktext=shown)
+    fig.update_yaxes(tickvals=labels, ticktext=shown)
+    fig.update_layout(height=min(160 + 60 * len(labels), 720), xaxis_type="category", yaxis_type="category",
+                      margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed", clickmode="event+select")
+    chart_column, cell_column = st.columns([3, 2])
+    with chart_column:
+        event = st.plotly_chart(fig, key="confusion", on_select="rerun", selection_mode="points")
+    points = (event.get("selection") or {}).get("points") or [] if event else []
+    if points and (points[0].get("y"), points[0].get("x")) != st.session_state.get("confusion_clicked"):
+        st.session_state["confusion_clicked"] = (points[0].get("y"), points[0].get("x"))
+        st.session_state["cell_true"], st.session_state["cell_predicted"] = points[0]["y"], points[0]["x"]
+    if "cell_true" not in st.session_state or st.session_state["cell_true"] not in labels:
+        off = matrix - np.diag(np.diag(matrix))
+        true_index, predicted_index = np.unravel_index(np.argmax(off), off.shape) if off.any() else (0, 0)
+        st.session_state["cell_true"], st.session_state["cell_predicted"] = labels[true_index], labels[predicted_index]
+    with cell_column:
+        left, right = st.columns(2)
+        true_label = left.selectbox("True class", labels, key="cell_true")
+        predicted_label = right.selectbox("Predicted as", labels, key="cell_predicted")
+    # Reports from before every prediction was listed hold only the mistakes.
+    items = cell_images(report.predictions or report.misclassified, true_label, predicted_label)
+    with cell_column:
+        st.markdown(f"**{len(items)} photo(s)** of *{common.plain(true_label)}* predicted as "
+                    f"*{common.plain(predicted_label)}*")
+        if not report.predictions and true_label == predicted_label:
+            st.caption("This run's report lists only the mistakes; train again to see the right answers too.")
+        gallery(items, "cell")
+
+    st.subheader("Mistakes, most confident first")
+    if report.misclassified:
+        gallery([m.__dict__ for m in report.misclassified], "mistakes")
+    else:
+        st.success("No test photo was misclassified.", icon=":material/check_circle:")
+
+    common.next_step("predict", "Next: Predict", "Try the model on new photos. All downloads are on Runs.")
+
+
+if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py
+    navigation.run_app()

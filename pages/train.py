@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import common
+from pages import common, navigation
 from pipeline.dataset import require_trainable
 from pipeline.errors import RetrainError
 from pipeline.runs import RunDir, cancel_run, refreshed_status
@@ -20,114 +20,121 @@ from pipeline.workspace import (
 
 REFRESH_SECONDS = 1.5
 
-ws = common.workspace()
-common.header("Train", "Training runs on the server in the background: you can close this tab and come back "
-              "with the same address.")
-dataset = common.require_dataset(ws)
-config = working_config(ws)
-summary = ws.state().get("dataset_summary", {})
-preset = ws.state().get("preset", "Quick")
+def show() -> None:
+    """The Train page."""
+    ws = common.workspace()
+    common.header("Train", "Training runs on the server in the background: you can close this tab and come back "
+                  "with the same address.")
+    dataset = common.require_dataset(ws)
+    config = working_config(ws)
+    summary = ws.state().get("dataset_summary", {})
+    preset = ws.state().get("preset", "Quick")
 
-with st.container(border=True):
-    cols = st.columns(4)
-    cols[0].markdown(f"**Dataset**  \n{common.plain(summary.get('name', '—'))}")
-    cols[1].markdown(f"**Photos**  \n{len(dataset.usable()):,} in {len(dataset.classes)} classes")
-    cols[2].markdown(f"**Backbone**  \n{config.train.architecture.rsplit('/', 1)[-1]}")
-    cols[3].markdown(f"**Settings**  \n{preset}: up to {config.train.epochs} epochs")
+    with st.container(border=True):
+        cols = st.columns(4)
+        cols[0].markdown(f"**Dataset**  \n{common.plain(summary.get('name', '—'))}")
+        cols[1].markdown(f"**Photos**  \n{len(dataset.usable()):,} in {len(dataset.classes)} classes")
+        cols[2].markdown(f"**Backbone**  \n{config.train.architecture.rsplit('/', 1)[-1]}")
+        cols[3].markdown(f"**Settings**  \n{preset}: up to {config.train.epochs} epochs")
 
-run = common.current_run_or_notice(ws)
-running = run is not None and is_active(refreshed_status(run))
-left, right = st.columns([3, 1], vertical_alignment="center")
-left.caption("Change the backbone or settings on Configure." if not running else
-             "A run is in progress. Starting another one puts it in the queue.")
-if right.button("Start another run" if running else "Start training", type="secondary" if running else "primary",
-                icon=":material/play_arrow:", width="stretch"):
-    try:
-        require_trainable(dataset)
-        run = start_run(ws, config)  # checks the settings and this workspace's queue first
-    except RetrainError as error:
-        st.error(str(error), icon=":material/error:")
-    else:
-        st.rerun()
-
-
-def draw(run: RunDir) -> dict:
-    """The run's state, progress, numbers and curves, as status.json and metrics.csv say now."""
-    status = refreshed_status(run)
-    state = status.get("state", "")
-    words = common.state_text(status)[1]
-    st.subheader(words, anchor=False)
-    st.caption(f"Run `{run.name}`")
-    if is_waiting_for_slot(status):
-        place = queue_place(run)
-        where = f" {common.queue_words(place).capitalize()}." if place else ""
-        st.info(f"Waiting for a free training slot: another run is training now.{where} This one starts by itself "
-                "when its turn comes.", icon=":material/hourglass_top:")
-    if is_active(status):
-        st.progress(min(max(status.get("progress", 0.0), 0.0), 1.0), text=status.get("step") or words)
-    try:
-        rows = run.read_metrics()
-    except RetrainError as error:
-        st.warning(str(error), icon=":material/warning:")
-        rows = []
-    numbers = st.columns(4)
-    if state in ("caching", "augmenting") and status.get("total"):
-        numbers[0].metric("Images read", f"{status.get('done', 0)} / {status['total']}")
-        numbers[1].metric("Speed", f"{status.get('per_second') or 0:.1f} img/s")
-        numbers[2].metric("Time left", common.duration(status.get("eta_seconds")))
-    elif rows:
-        last = rows[-1]
-        total = status.get("total_steps")
-        numbers[0].metric("Step", f"{int(last['step'])}" + (f" / {total}" if total else ""))
-        numbers[1].metric("Training loss", f"{last['train_loss']:.3f}")
-        accuracy = last["val_accuracy"] if last["val_accuracy"] is not None else last["train_accuracy"]
-        numbers[2].metric("Validation accuracy", f"{accuracy:.1%}")
-        numbers[3].metric("Training time", common.duration(last["elapsed_seconds"]))
-    if rows:
-        left, right = st.columns(2)
-        left.plotly_chart(common.curves_figure(rows, "loss"), key=f"loss-{run.name}")
-        right.plotly_chart(common.curves_figure(rows, "accuracy"), key=f"accuracy-{run.name}")
-    if status.get("damaged"):
-        st.warning(status["message"], icon=":material/warning:")
-    if state == "failed":
-        st.error(f"The run failed: {common.plain(status.get('message') or 'no reason was recorded')}",
-                 icon=":material/error:")
-    elif state == "cancelled":
-        st.warning(f"Cancelled: {status.get('message', '')}", icon=":material/cancel:")
-    elif state == "done":
-        st.success(f"Finished: test accuracy {status.get('test_accuracy', 0):.1%}.", icon=":material/check_circle:")
-    if is_active(status) and st.button("Cancel this run", icon=":material/stop_circle:", key=f"cancel-{run.name}"):
-        cancel_run(run.path)
-        st.toast("Cancelling… the run stops after its current batch; cached images are kept.")
-    return status
+    run = common.current_run_or_notice(ws)
+    running = run is not None and is_active(refreshed_status(run))
+    left, right = st.columns([3, 1], vertical_alignment="center")
+    left.caption("Change the backbone or settings on Configure." if not running else
+                 "A run is in progress. Starting another one puts it in the queue.")
+    if right.button("Start another run" if running else "Start training", type="secondary" if running else "primary",
+                    icon=":material/play_arrow:", width="stretch"):
+        try:
+            require_trainable(dataset)
+            run = start_run(ws, config)  # checks the settings and this workspace's queue first
+        except RetrainError as error:
+            st.error(str(error), icon=":material/error:")
+        else:
+            st.rerun()
 
 
-@st.fragment(run_every=REFRESH_SECONDS)
-def live(run_name: str) -> None:
-    """Redrawn every few seconds while the run works; a full rerun when its stage changes or it ends."""
-    run = find_run(ws, run_name)
-    if run is None:  # deleted in another tab: the full page says so
-        st.rerun()
-    common.keep_queue_moving()
-    status = draw(run)
-    seen, st.session_state["live_state"] = st.session_state.get("live_state"), status.get("state")
-    if not is_active(status) or (seen and seen != status.get("state")):
-        st.rerun()  # a new stage or the end: redraw the whole page, sidebar included
+    def draw(run: RunDir) -> dict:
+        """The run's state, progress, numbers and curves, as status.json and metrics.csv say now."""
+        status = refreshed_status(run)
+        state = status.get("state", "")
+        words = common.state_text(status)[1]
+        st.subheader(words, anchor=False)
+        st.caption(f"Run `{run.name}`")
+        if is_waiting_for_slot(status):
+            place = queue_place(run)
+            where = f" {common.queue_words(place).capitalize()}." if place else ""
+            st.info(f"Waiting for a free training slot: another run is training now.{where} This one starts by itself "
+                    "when its turn comes.", icon=":material/hourglass_top:")
+        if is_active(status):
+            st.progress(min(max(status.get("progress", 0.0), 0.0), 1.0), text=status.get("step") or words)
+        try:
+            rows = run.read_metrics()
+        except RetrainError as error:
+            st.warning(str(error), icon=":material/warning:")
+            rows = []
+        numbers = st.columns(4)
+        if state in ("caching", "augmenting") and status.get("total"):
+            numbers[0].metric("Images read", f"{status.get('done', 0)} / {status['total']}")
+            numbers[1].metric("Speed", f"{status.get('per_second') or 0:.1f} img/s")
+            numbers[2].metric("Time left", common.duration(status.get("eta_seconds")))
+        elif rows:
+            last = rows[-1]
+            total = status.get("total_steps")
+            numbers[0].metric("Step", f"{int(last['step'])}" + (f" / {total}" if total else ""))
+            numbers[1].metric("Training loss", f"{last['train_loss']:.3f}")
+            accuracy = last["val_accuracy"] if last["val_accuracy"] is not None else last["train_accuracy"]
+            numbers[2].metric("Validation accuracy", f"{accuracy:.1%}")
+            numbers[3].metric("Training time", common.duration(last["elapsed_seconds"]))
+        if rows:
+            left, right = st.columns(2)
+            left.plotly_chart(common.curves_figure(rows, "loss"), key=f"loss-{run.name}")
+            right.plotly_chart(common.curves_figure(rows, "accuracy"), key=f"accuracy-{run.name}")
+        if status.get("damaged"):
+            st.warning(status["message"], icon=":material/warning:")
+        if state == "failed":
+            st.error(f"The run failed: {common.plain(status.get('message') or 'no reason was recorded')}",
+                     icon=":material/error:")
+        elif state == "cancelled":
+            st.warning(f"Cancelled: {status.get('message', '')}", icon=":material/cancel:")
+        elif state == "done":
+            st.success(f"Finished: test accuracy {status.get('test_accuracy', 0):.1%}.", icon=":material/check_circle:")
+        if is_active(status) and st.button("Cancel this run", icon=":material/stop_circle:", key=f"cancel-{run.name}"):
+            cancel_run(run.path)
+            st.toast("Cancelling… the run stops after its current batch; cached images are kept.")
+        return status
 
 
-if run is None:
-    st.info("No run yet. Press **Start training** — the first run also prepares the backbone (a few seconds).",
-            icon=":material/model_training:")
-else:
-    st.divider()
-    if running:
-        live(run.name)
-    else:
+    @st.fragment(run_every=REFRESH_SECONDS)
+    def live(run_name: str) -> None:
+        """Redrawn every few seconds while the run works; a full rerun when its stage changes or it ends."""
+        run = find_run(ws, run_name)
+        if run is None:  # deleted in another tab: the full page says so
+            st.rerun()
+        common.keep_queue_moving()
         status = draw(run)
-        if status.get("state") == "done":
-            common.next_step("pages/evaluate.py", "Next: Evaluate", "See how well the model does on photos it "
-                             "never saw.")
-    waiting = [other for other in workspace_runs(ws) if other.name != run.name and is_active(refreshed_status(other))]
-    if waiting:
-        st.caption("Also in this workspace: " + ", ".join(
-            f"`{other.name}` ({common.state_text(refreshed_status(other))[1].lower()})" for other in waiting))
+        seen, st.session_state["live_state"] = st.session_state.get("live_state"), status.get("state")
+        if not is_active(status) or (seen and seen != status.get("state")):
+            st.rerun()  # a new stage or the end: redraw the whole page, sidebar included
+
+
+    if run is None:
+        st.info("No run yet. Press **Start training** — the first run also prepares the backbone (a few seconds).",
+                icon=":material/model_training:")
+    else:
+        st.divider()
+        if running:
+            live(run.name)
+        else:
+            status = draw(run)
+            if status.get("state") == "done":
+                common.next_step("evaluate", "Next: Evaluate", "See how well the model does on photos it "
+                                 "never saw.")
+        waiting = [other for other in workspace_runs(ws)
+                   if other.name != run.name and is_active(refreshed_status(other))]
+        if waiting:
+            st.caption("Also in this workspace: " + ", ".join(
+                f"`{other.name}` ({common.state_text(refreshed_status(other))[1].lower()})" for other in waiting))
+
+
+if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py
+    navigation.run_app()

@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from apptest_pages import open_app
 from imagegen import class_image, make_class_folders, write_truncated_jpeg
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -35,10 +36,7 @@ def token(tmp_path, monkeypatch) -> str:
 
 
 def app(token: str, page: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["ws"] = token
-    at.run()
-    at.switch_page(page).run()
+    at = open_app(page, token)
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -64,7 +62,7 @@ def new_dataset(token: str, name: str = "pets") -> AppTest:
     at.text_input(key="new_dataset").input(name)
     button(at, "Create and start adding photos").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    at.switch_page("pages/builder.py").run()  # AppTest does not follow switch_page by itself
+    assert at.title[0].value == "Build a dataset"  # the button switched page, inside the app's navigation
     return at
 
 

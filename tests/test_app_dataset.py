@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apptest_pages import open_app
 from imagegen import make_class_folders, make_zip, write_labels_csv, write_not_an_image, write_truncated_jpeg
 from streamlit.testing.v1 import AppTest
 
@@ -35,12 +36,7 @@ def data_root(tmp_path, monkeypatch) -> Path:
 
 def app(token: str | None = None, page: str | None = None) -> AppTest:
     """The app, run once on `page` in the workspace of `token`."""
-    at = AppTest.from_file(APP, default_timeout=60)
-    if token:
-        at.query_params["ws"] = token
-    at.run()
-    if page:
-        at.switch_page(page).run()
+    at = open_app(page, token)
     assert not at.exception, [e.value for e in at.exception]
     return at
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from apptest_pages import open_app
 from imagegen import make_class_folders
 from streamlit.testing.v1 import AppTest
 
@@ -44,10 +45,7 @@ def misfiled(tmp_path, monkeypatch, tiny_backbone_file):
 
 def checked(token: str) -> AppTest:
     """Explore, after pressing 'Find likely mistakes'."""
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.query_params["ws"] = token
-    at.run()
-    at.switch_page("pages/explore.py").run()
+    at = open_app("pages/explore.py", token, timeout=120)
     at.button(key="find_mistakes").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]

@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from apptest_pages import open_app
 from imagegen import class_image, make_class_folders
 from streamlit.testing.v1 import AppTest
 
@@ -54,10 +55,7 @@ def studio(tmp_path_factory, tiny_backbone_file):
 
 
 def app(token: str, page: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=90)
-    at.query_params["ws"] = token
-    at.run()
-    at.switch_page(page).run()
+    at = open_app(page, token, timeout=90)
     assert not at.exception, [e.value for e in at.exception]
     return at
 

@@ -7,6 +7,8 @@ page in test-artifacts/; another trains in two browser sessions at once and chec
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -39,10 +41,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`streamlit run app.py` on a free port, with its own data root; its URL."""
-    root = tmp_path_factory.mktemp("data")
+@contextlib.contextmanager
+def running_server(tmp_path_factory, root: Path | None = None):
+    """`streamlit run app.py` on a free port, with its own data root; its URL. Nothing is requested but the health
+    check (which runs no script), so the first page request is the session's first run."""
+    root = root or tmp_path_factory.mktemp("data")
     port = free_port()
     log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w")
     env = {**os.environ, "RETRAIN_STUDIO_DATA_ROOT": str(root), "RETRAIN_STUDIO_MAX_JOBS": "1",
@@ -63,10 +66,18 @@ def server(tmp_path_factory):
     else:
         process.kill()
         pytest.fail(f"streamlit did not answer on {url}; see {log.name}")
-    yield {"url": url, "root": root}
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
+    try:
+        yield {"url": url, "root": root}
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running_server(tmp_path_factory) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -207,4 +218,39 @@ def test_two_sessions_train_at_once_and_stay_apart(server, browser, tmp_path):
         body = page.inner_text("body")
         assert own[0] in body and other[0] not in body, name
         assert name in page.get_by_test_id("stSidebar").inner_text()
+        context.close()
+
+
+def test_a_cold_servers_first_request_is_a_deep_link_and_stays_in_the_apps_navigation(tmp_path_factory, browser,
+                                                                                     monkeypatch):
+    # Streamlit runs the first session of a process in its legacy pages-folder mode (a folder named pages/ sits
+    # beside app.py), which runs pages/train.py by itself: the page must still come inside app.py's navigation.
+    from pipeline.config import DatasetConfig
+    from pipeline.workspace import new_token, open_workspace
+
+    root = tmp_path_factory.mktemp("data")
+    monkeypatch.setenv("RETRAIN_STUDIO_DATA_ROOT", str(root))
+    token = new_token()
+    images = make_class_folders(root / "shapes", {"red": 12, "blue": 12})
+    open_workspace(token).update_state(dataset=dataclasses.asdict(DatasetConfig(image_dir=str(images))))
+    with running_server(tmp_path_factory, root) as cold:
+        context, page = new_page(browser)
+        page.goto(f"{cold['url']}/train?ws={token}")
+        for attempt in ("first request", "reload"):
+            wait_for_text(page, "No run yet")
+            assert page.get_by_role("heading", name="Train").count(), attempt
+            sidebar = page.get_by_test_id("stSidebar")
+            sidebar.get_by_text("shapes").first.wait_for()  # app.py's sidebar: the workspace's dataset
+            assert sidebar.get_by_role("link", name="Configure").count(), attempt  # app.py's navigation
+            assert sidebar.get_by_role("link", name="Runs").count(), attempt
+            assert "/train" in page.url and f"ws={token}" in page.url, (attempt, page.url)
+            if attempt == "first request":
+                page.reload()
+        page.get_by_role("link", name="Dataset").click()
+        wait_for_text(page, "Current dataset: shapes")
+        click(page, "Next: Train")  # the wizard's button switches with the st.Page object
+        wait_for_text(page, "No run yet")
+        assert "/train" in page.url and f"ws={token}" in page.url, page.url
+        assert page.get_by_test_id("stSidebar").get_by_text("shapes").count()
+        shot(page, "deep-link-train")
         context.close()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apptest_pages import open_app
 from imagegen import make_class_folders
 from streamlit.testing.v1 import AppTest
 
@@ -260,10 +261,7 @@ def test_damaged_config_on_the_command_line_is_one_line(studio, restore, tmp_pat
 # ---- The pages keep rendering ------------------------------------------------------------------------------------
 
 def app(token: str, page: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=600)  # generous: the first run imports plotly on a busy machine
-    at.query_params["ws"] = token
-    at.run()
-    at.switch_page(page).run()
+    at = open_app(page, token, timeout=600)  # generous: the first run imports plotly on a busy machine
     assert not at.exception, [e.value for e in at.exception]
     return at
 

@@ -201,8 +201,8 @@ def test_app_runs_wait_in_the_data_roots_queue_and_a_full_queue_refuses(root, mo
 
 
 def test_the_train_page_and_sidebar_show_a_waiting_runs_place(root, monkeypatch):
+    from apptest_pages import open_app
     from imagegen import make_class_folders
-    from streamlit.testing.v1 import AppTest
 
     from pipeline.workspace import app_queue, new_token, open_workspace, start_run, working_config
 
@@ -221,10 +221,7 @@ def test_the_train_page_and_sidebar_show_a_waiting_runs_place(root, monkeypatch)
         workspace = open_workspace(token)
         workspace.update_state(dataset={"image_dir": str(images)})
         run = start_run(workspace, working_config(workspace))
-        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
-        at.query_params["ws"] = token
-        at.run()
-        at.switch_page("pages/train.py").run()
+        at = open_app("pages/train.py", token)
         assert not at.exception, [e.value for e in at.exception]
         shown = " | ".join(str(e.value) for e in at.info)
         assert "another run is training now. Number 1 in line (1 waiting, 1 training); no estimate" in shown, shown
@@ -405,8 +402,8 @@ HOSTILE = ["[click me](https:evil.example)", "![pixel](https:evil.example/p.png)
 
 
 def test_user_supplied_names_are_shown_as_plain_text(root, tmp_path):
+    from apptest_pages import open_app
     from imagegen import make_class_folders, write_labels_csv
-    from streamlit.testing.v1 import AppTest
 
     from pipeline.workspace import new_token, open_workspace
 
@@ -415,15 +412,10 @@ def test_user_supplied_names_are_shown_as_plain_text(root, tmp_path):
     labels = write_labels_csv(images / "labels.csv", rows)
     token = new_token()
     open_workspace(token)
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
-    at.query_params["ws"] = token
-    at.run()
-    at.session_state["server_folder"] = images.name
-    at.run()
     workspace = open_workspace(token)
     workspace.update_state(dataset={"image_dir": str(images), "label_csv": str(labels)})
     for page in ("pages/dataset.py", "pages/explore.py"):
-        at.switch_page(page).run()
+        at = open_app(page, token)
         assert not at.exception, [e.value for e in at.exception]
         markdown = [str(e.value) for kind in ("markdown", "caption", "subheader", "info", "warning", "error")
                     for e in getattr(at, kind)] + [str(e.value) for e in at.sidebar.markdown]
