@@ -30,8 +30,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages import common, navigation
-from pipeline.workspace import use_hosted_defaults
+from pages import navigation, session, widgets
+from pipeline.studio.hosting import use_hosted_defaults
 
 # The favicon is a file of ours: a Material-icon favicon is fetched from the internet by the browser.
 st.set_page_config(page_title="Retrain Studio", page_icon=str(Path(__file__).parent / ".streamlit" / "favicon.png"),
@@ -39,11 +39,11 @@ st.set_page_config(page_title="Retrain Studio", page_icon=str(Path(__file__).par
 
 use_hosted_defaults()  # before any image is decoded; runs started from here inherit it
 page = st.navigation(navigation.sections())
-workspace = common.open_session_workspace()
+workspace = session.open_session_workspace()
 if workspace is not None:
     sidebar = st.sidebar.container()
     try:
         page.run()
     finally:  # drawn after the page, so it shows what the page just changed (also when the page stops early)
         with sidebar:
-            common.sidebar(workspace)
+            widgets.sidebar(workspace)

@@ -28,7 +28,7 @@ from pathlib import Path
 from pipeline.archive import safe_extract
 from pipeline.config import DatasetConfig
 from pipeline.dataset import load_dataset
-from pipeline.workspace import use_hosted_defaults
+from pipeline.studio.hosting import use_hosted_defaults
 use_hosted_defaults()  # as app.py does at start
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 root = safe_extract(Path({zip!r}), Path({target!r}))

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import common, navigation
+from pages import navigation, session, widgets
 from pages.gallery import all_classes, plain
 from pipeline import dataset_builder as builder
 from pipeline.errors import RetrainError
-from pipeline.workspace import dataset_config
+from pipeline.studio.datasets import dataset_config
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp"]
 PHOTOS_SHOWN = 48
 
 def show() -> None:
     """The Builder page."""
-    ws = common.workspace()
-    common.header("Build a dataset", "Add a class for each kind of thing the model should tell apart, then photos of "
+    ws = session.workspace()
+    widgets.header("Build a dataset", "Add a class for each kind of thing the model should tell apart, then photos of "
                   "each: drop files, a zip, or take them with the camera. 20 or more per class is a good start.")
 
 
@@ -25,25 +25,26 @@ def show() -> None:
 
         Either way the upload widgets start fresh, so the rerun does not hand the same files in again.
         """
-        st.session_state["builder_round"] = st.session_state.get("builder_round", 0) + 1
+        state = session.page_state()
+        state.builder_round += 1
         try:
             result = action()
         except RetrainError as error:
-            st.session_state["builder_notice"] = ("error", str(error))
+            state.builder_notice = ("error", str(error))
             return
         if isinstance(result, str):  # a class name: work on that class next
-            st.session_state["builder_select"] = result
+            state.builder_select = result
         if isinstance(result, builder.AddResult):
             done = f"Added {len(result.added)} photo(s)." + (
                 f" {len(result.already_there)} were already there." if result.already_there else "")
             refused = [f"{item['file']}: {item['reason']}" for item in result.refused]
-            st.session_state["builder_notice"] = ("warning" if refused else "success", " ".join([done, *refused]))
+            state.builder_notice = ("warning" if refused else "success", " ".join([done, *refused]))
         elif done:
-            st.session_state["builder_notice"] = ("success", done)
+            state.builder_notice = ("success", done)
 
 
     def use(root) -> None:
-        common.use_dataset(ws, builder.dataset_config_for(root))
+        session.use_dataset(ws, builder.dataset_config_for(root))
         st.rerun()
 
 
@@ -70,11 +71,13 @@ def show() -> None:
 
     counts = builder.class_counts(root)
     notice = st.empty()  # always there, so the page below keeps its place (and its open tab) whether or not it says
-    kind, message = st.session_state.pop("builder_notice", (None, None))
+    state = session.page_state()
+    kind, message = state.builder_notice or (None, None)
+    state.builder_notice = None
     if kind:
         with notice:
             getattr(st, kind)(plain(message))
-    round_ = st.session_state.get("builder_round", 0)
+    round_ = state.builder_round
     top = st.columns([2, 1, 1, 1], vertical_alignment="bottom")
     top[0].text(f"Dataset: {builder.dataset_label(root)}")
     top[1].metric("Classes", len(counts))
@@ -93,7 +96,8 @@ def show() -> None:
         st.stop()
 
     names = list(counts)
-    if (selected := st.session_state.pop("builder_select", None)) in names:
+    selected, state.builder_select = state.builder_select, None
+    if selected in names:
         st.session_state["builder_class"] = selected
     if st.session_state.get("builder_class") not in names:  # deleted or renamed (maybe in another tab)
         st.session_state.pop("builder_class", None)
@@ -137,7 +141,8 @@ def show() -> None:
         config = builder.dataset_config_for(root)
         shown = photos[:PHOTOS_SHOWN]
         pairs = [(image, f"#{i + 1} · {builder.photo_split(p.name, config)}")
-                 for i, (p, image) in enumerate(zip(shown, common.thumbnails([str(p) for p in shown], 96), strict=True))
+                 for i, (p, image) in enumerate(zip(shown, widgets.thumbnails([str(p) for p in shown], 96),
+                                                    strict=True))
                  if image]
         if pairs:
             st.image([image for image, _ in pairs], caption=[caption for _, caption in pairs], width=96)
@@ -151,10 +156,10 @@ def show() -> None:
 
     with st.expander("All classes at a glance", expanded=False):
         try:
-            all_classes(common.current_dataset(ws))
+            all_classes(session.current_dataset(ws))
         except RetrainError as error:
             st.error(plain(error))
-    common.next_step("train", "Next: Train", "Train as soon as every class has a few photos.")
+    widgets.next_step("train", "Next: Train", "Train as soon as every class has a few photos.")
 
 
 if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py

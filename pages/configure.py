@@ -8,14 +8,14 @@ import json
 
 import streamlit as st
 
-from pages import common, navigation
+from pages import charts, navigation, session, widgets
 from pipeline import images
-from pipeline.augment import preview_copies
+from pipeline.augment import balance_counts, preview_copies
 from pipeline.backbones import backbone_input_size, list_backbones
 from pipeline.backbones.measured import backbone_table, measured_note
 from pipeline.config import PRESETS, AugmentConfig, TrainConfig
 from pipeline.errors import ImageProblem, RetrainError
-from pipeline.workspace import balance_counts, save_working_config, working_config
+from pipeline.studio.next_run import resolved_config, save_working_config, working_config
 
 # The settings most people touch; every other field of TrainConfig is under "Advanced".
 MAIN_TRAIN = ["epochs", "learning_rate", "train_batch_size", "early_stopping", "dropout", "class_weights"]
@@ -27,16 +27,16 @@ ADVANCED_TRAIN = [f.name for f in dataclasses.fields(TrainConfig)
 
 def show() -> None:
     """The Configure page."""
-    ws = common.workspace()
-    common.header("Configure", "The recommended settings work well for most photo datasets. Pick a preset, "
+    ws = session.workspace()
+    widgets.header("Configure", "The recommended settings work well for most photo datasets. Pick a preset, "
                   "or change what you need — every setting explains itself when you hover its ?.")
     config = working_config(ws)
 
-    preset = st.segmented_control("Preset", list(PRESETS), default=ws.state().get("preset", "Quick"), key="preset",
+    preset = st.segmented_control("Preset", list(PRESETS), default=session.preset(ws), key="preset",
                                   help="Quick: a first model in a minute or two. Best accuracy: more epochs and "
                                        "augmented copies of every training image; slower.")
-    if preset and preset != ws.state().get("preset", "Quick"):
-        common.choose_preset(ws, preset)
+    if preset and preset != session.preset(ws):
+        session.choose_preset(ws, preset)
         st.rerun()
 
     st.subheader("Backbone")
@@ -57,7 +57,7 @@ def show() -> None:
     columns = st.columns(3)
     for index, name in enumerate(MAIN_TRAIN):
         with columns[index % 3]:
-            train_values[name] = common.knob_input("train", config.train, name)
+            train_values[name] = widgets.knob_input("train", config.train, name)
 
     st.subheader("Augmentation")
     st.caption("Augmented copies are changed versions of your training photos (mirrored, cropped, brighter…). "
@@ -68,16 +68,16 @@ def show() -> None:
         inner = st.columns(2)
         for index, name in enumerate(AUGMENT):
             with inner[index % 2]:
-                augment_values[name] = common.knob_input("augment", config.augment, name)
+                augment_values[name] = widgets.knob_input("augment", config.augment, name)
         with st.expander("More transforms"):
             inner = st.columns(2)
             for index, name in enumerate(MORE_AUGMENT):
                 with inner[index % 2]:
-                    augment_values[name] = common.knob_input("augment", config.augment, name)
+                    augment_values[name] = widgets.knob_input("augment", config.augment, name)
     with right:
         st.markdown("**Preview** — the same code training uses")
         try:
-            dataset = common.current_dataset(ws)
+            dataset = session.current_dataset(ws)
         except RetrainError:
             dataset = None
         train_rows = dataset.usable()[dataset.usable()["split"] == "train"] if dataset is not None else None
@@ -85,8 +85,8 @@ def show() -> None:
             st.caption("Choose a dataset to see augmented copies of one of its photos.")
         else:
             if st.button("Another photo", icon=":material/shuffle:", key="preview_next"):
-                st.session_state["preview_index"] = st.session_state.get("preview_index", 0) + 7
-            row = train_rows.iloc[st.session_state.get("preview_index", 0) % len(train_rows)]
+                session.page_state().preview_index += 7
+            row = train_rows.iloc[session.page_state().preview_index % len(train_rows)]
             try:
                 size = backbone_input_size(architecture)  # decoded and cropped at the backbone's size, as in training
                 original = images.decode_image(images.read_bytes(row.path), min_side=size)
@@ -98,7 +98,7 @@ def show() -> None:
                          caption=["original"] + [f"copy {i + 1}" for i in range(len(copies))])
                 if not copies:
                     st.caption("Turn on a transform (flip, crop, rotation…) to see augmented copies.")
-            st.caption(f"From {common.plain(row.file)}")
+            st.caption(f"From {widgets.plain(row.file)}")
 
     st.subheader("Class balancing")
     counts = dataset.class_counts() if dataset is not None else {}
@@ -112,27 +112,27 @@ def show() -> None:
         left, right = st.columns([1, 2])
         with left:
             st.session_state.setdefault("knob.augment.class_size", config.augment.class_size or max(largest, 1))
-            augment_values["class_size"] = max(common.knob_input("augment", config.augment, "class_size",
+            augment_values["class_size"] = max(widgets.knob_input("augment", config.augment, "class_size",
                                                                  "Training images per class (about)"), 1)
             st.caption(f"Balance classes to about {augment_values['class_size']} training images each: a class of "
                        "n photos gets ⌊N / n⌋ − 1 copies of each. With no transform on, copies are rotated, shifted, "
                        "zoomed and flipped. Augmented copies (above) are then not made.")
         if counts:
-            right.plotly_chart(common.balance_figure(balance_counts(counts, AugmentConfig(**augment_values))),
+            right.plotly_chart(charts.balance_figure(balance_counts(counts, AugmentConfig(**augment_values))),
                                key="balance_chart")
     else:
         st.caption(f"Off: every class trains on the photos it has (the largest has {largest}).")
 
     with st.expander("Advanced"):
-        train_values["bottleneck_layer"] = common.knob_input("train", config.train, "bottleneck_layer")
+        train_values["bottleneck_layer"] = widgets.knob_input("train", config.train, "bottleneck_layer")
         columns = st.columns(3)
         for index, name in enumerate(ADVANCED_TRAIN):
             with columns[index % 3]:
-                train_values[name] = common.knob_input("train", config.train, name)
-        export_formats = common.knob_input("output", config.output, "export_formats")
+                train_values[name] = widgets.knob_input("train", config.train, name)
+        export_formats = widgets.knob_input("output", config.output, "export_formats")
 
-    edited = common.edited_config(common.edited_config(config, "train", train_values), "augment", augment_values)
-    edited = common.edited_config(edited, "output", {"export_formats": export_formats or ["keras"]})
+    edited = widgets.edited_config(widgets.edited_config(config, "train", train_values), "augment", augment_values)
+    edited = widgets.edited_config(edited, "output", {"export_formats": export_formats or ["keras"]})
     if edited != config:
         save_working_config(ws, edited)
     try:
@@ -141,13 +141,12 @@ def show() -> None:
         st.error(f"This setting must be fixed before training: {error}", icon=":material/error:")
 
     with st.expander("The resolved config.json"):
-        resolved = edited.to_dict()
-        resolved["dataset"].update(ws.state().get("dataset") or {})
+        resolved = resolved_config(ws, edited).to_dict()
         st.json(resolved, expanded=1)
         st.download_button("Download config.json", json.dumps(resolved, indent=2), file_name="config.json",
                            mime="application/json", icon=":material/download:")
 
-    common.next_step("train", "Next: Train", "Settings are saved as you change them.")
+    widgets.next_step("train", "Next: Train", "Settings are saved as you change them.")
 
 
 if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py

@@ -4,43 +4,46 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import common, navigation
+from pages import navigation, session, widgets
 from pipeline.config import DatasetConfig
 from pipeline.dataset import require_trainable
 from pipeline.dataset_builder import built_datasets, dataset_config_for, new_dataset
 from pipeline.errors import RetrainError
-from pipeline.workspace import data_root, dataset_from_zip, list_samples, list_server_folders, resolve_server_folder
+from pipeline.studio.hosting import data_root, list_samples
+from pipeline.studio.server_folders import list_server_folders, resolve_server_folder
+from pipeline.studio.uploads import dataset_from_zip
 
 
 def show() -> None:
     """The Dataset page."""
-    ws = common.workspace()
-    common.header("Dataset", "Give Retrain Studio your labelled photos: one folder per class (daisy/, roses/, …), "
+    ws = session.workspace()
+    widgets.header("Dataset", "Give Retrain Studio your labelled photos: one folder per class (daisy/, roses/, …), "
                   "or train/ and val/ folders of them. Nothing is changed in your files.")
 
 
     def load(make_config, what: str) -> None:
         """Unpack (if needed) and check a dataset; errors are shown with the engine's message."""
-        what = common.plain(what)  # holds a file or folder name someone chose
+        what = widgets.plain(what)  # holds a file or folder name someone chose
         try:
             with st.status(f"Reading {what}…", expanded=True) as status:
                 st.write("Unpacking safely…" if "zip" in what else "Listing images…")
                 config = make_config()
-                dataset = common.use_dataset(ws, config)
+                dataset = session.use_dataset(ws, config)
                 status.update(label=f"Read {what}: {len(dataset.usable())} images in {len(dataset.classes)} classes",
                               state="complete", expanded=False)
         except RetrainError as error:
-            st.session_state["dataset_error"] = str(error)
+            session.page_state().dataset_error = str(error)
         else:
-            st.session_state.pop("dataset_error", None)
+            session.page_state().dataset_error = None
 
 
     def on_new_file(key: str, *files) -> bool:
         """True once per new upload (a rerun must not unpack the same file again)."""
         ids = tuple(file.file_id for file in files)
-        if st.session_state.get(key) == ids:
+        handled = session.page_state().uploads_handled
+        if handled.get(key) == ids:
             return False
-        st.session_state[key] = ids
+        handled[key] = ids
         return True
 
 
@@ -66,7 +69,7 @@ def show() -> None:
         typed = st.text_input("Folder (inside the data folder)", value=folders[0] if folders else "",
                               placeholder="e.g. my_photos or projects/cats_vs_dogs", key="server_folder")
         if folders:
-            st.caption("Folders there: " + ", ".join(common.plain(name) for name in folders[:20]))
+            st.caption("Folders there: " + ", ".join(widgets.plain(name) for name in folders[:20]))
         if st.button("Use this folder", icon=":material/folder_open:"):
             load(lambda: DatasetConfig(image_dir=str(resolve_server_folder(typed))), f"folder {typed}")
     with tabs[3]:
@@ -75,8 +78,8 @@ def show() -> None:
             new_name = st.text_input("Name of the new dataset", placeholder="e.g. my plants", key="new_dataset")
             if st.form_submit_button("Create and start adding photos", type="primary", icon=":material/add:"):
                 load(lambda: dataset_config_for(new_dataset(ws, new_name)), "the new dataset")
-                if "dataset_error" not in st.session_state:
-                    common.go("builder")
+                if session.page_state().dataset_error is None:
+                    session.go("builder")
         if built := built_datasets(ws):
             chosen = st.selectbox("Or open a dataset made here", list(built), key="built_dataset")
             if st.button("Open it", icon=":material/folder_open:"):
@@ -85,49 +88,49 @@ def show() -> None:
         with tabs[4]:
             st.caption("Try Retrain Studio on a dataset that is already here.")
             for name, folder in samples.items():
-                if st.button(f"Use the {common.plain(name)} sample", key=f"sample-{name}",
+                if st.button(f"Use the {widgets.plain(name)} sample", key=f"sample-{name}",
                              icon=":material/photo_library:"):
                     load(lambda folder=folder: DatasetConfig(image_dir=str(folder)), f"sample {name}")
 
-    if error := st.session_state.get("dataset_error"):
-        st.error(common.plain(error), icon=":material/error:")
+    if error := session.page_state().dataset_error:
+        st.error(widgets.plain(error), icon=":material/error:")
 
     dataset = None
-    if ws.state().get("dataset"):
+    if session.has_dataset(ws):
         try:
-            dataset = common.current_dataset(ws)
+            dataset = session.current_dataset(ws)
         except RetrainError as error:
-            st.error(f"The current dataset cannot be read any more: {common.plain(error)}", icon=":material/error:")
+            st.error(f"The current dataset cannot be read any more: {widgets.plain(error)}", icon=":material/error:")
 
     if dataset is not None:
-        summary = ws.state().get("dataset_summary", {})
-        st.subheader(f"Current dataset: {common.plain(summary.get('name', ''))}")
+        summary = session.dataset_summary(ws)
+        st.subheader(f"Current dataset: {widgets.plain(summary.get('name', ''))}")
         cols = st.columns(4)
         cols[0].metric("Usable images", f"{len(dataset.usable()):,}", border=True)
         cols[1].metric("Classes", len(dataset.classes), border=True)
         cols[2].metric("Problem files", len(dataset.problems), border=True)
         cols[3].metric("Warnings", len(dataset.warnings), border=True)
-        st.caption("Classes: " + ", ".join(map(common.plain, dataset.classes[:30]))
+        st.caption("Classes: " + ", ".join(map(widgets.plain, dataset.classes[:30]))
                    + (" …" if len(dataset.classes) > 30 else ""))
         if st.button("Add photos or classes", icon=":material/add_photo_alternate:", key="grow_dataset"):
-            common.go("builder")
+            session.go("builder")
         try:
             require_trainable(dataset)
         except RetrainError as error:
-            st.error(f"This dataset cannot be trained on yet: {common.plain(error)}", icon=":material/error:")
-            common.next_step("explore", "Next: see what is wrong", "Explore lists every problem file.")
+            st.error(f"This dataset cannot be trained on yet: {widgets.plain(error)}", icon=":material/error:")
+            widgets.next_step("explore", "Next: see what is wrong", "Explore lists every problem file.")
         else:
             for warning in dataset.warnings[:3]:
-                st.warning(common.plain(warning), icon=":material/warning:")
+                st.warning(widgets.plain(warning), icon=":material/warning:")
             if len(dataset.warnings) > 3:
                 st.caption(f"… and {len(dataset.warnings) - 3} more warnings on the Explore page.")
             st.divider()
             left, middle, right = st.columns([2, 1, 1], vertical_alignment="center")
             left.caption("Look at the data first, or go straight to training with the recommended settings.")
             if middle.button("Explore the data", icon=":material/insights:", width="stretch"):
-                common.go("explore")
+                session.go("explore")
             if right.button("Next: Train", type="primary", icon=":material/arrow_forward:", width="stretch"):
-                common.go("train")
+                session.go("train")
 
 
 if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py

@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
-from pages import common, navigation
+from pages import charts, navigation, session, widgets
 from pipeline.bundle import bundle_bytes
 from pipeline.config import RunConfig
 from pipeline.errors import RetrainError
-from pipeline.evaluate import Report
-from pipeline.workspace import cell_images, dataset_root, image_path
+from pipeline.evaluate import Report, cell_images
+from pipeline.studio.datasets import dataset_root, image_path
 
 GALLERY = 24
 THUMBNAIL = 140
 
 def show() -> None:
     """The Evaluate page."""
-    ws = common.workspace()
-    common.header("Evaluate", "Scores on test photos the model never saw while training.")
-    run = common.require_finished_run(ws)
+    ws = session.workspace()
+    widgets.header("Evaluate", "Scores on test photos the model never saw while training.")
+    run = session.require_finished_run(ws)
     try:
         report, config = Report.load(run.report), RunConfig.load(run.config)
     except RetrainError as error:  # a damaged report.json or config.json: say which, keep the app working
@@ -37,7 +36,7 @@ def show() -> None:
             st.warning(f"The photos cannot be shown: {error}")
             return
         paths = [image_path(root, item["file"]) for item in items[:GALLERY]]
-        pictures = common.thumbnails([str(path) for path in paths if path], THUMBNAIL)
+        pictures = widgets.thumbnails([str(path) for path in paths if path], THUMBNAIL)
         captions = [f"{item['true_label']} → {item['predicted_label']}" +
                     (f" ({item['confidence']:.0%})" if item.get("confidence") is not None else "")
                     for item, path in zip(items[:GALLERY], paths, strict=True) if path]
@@ -96,27 +95,14 @@ def show() -> None:
     st.caption("Rows are the true class, columns what the model said. Click a cell (or choose below) to see its "
                "photos.")
     labels, matrix = report.labels, np.array(report.confusion_matrix)
-    cells = [(true, predicted) for true in labels for predicted in labels]
-    fig = go.Figure(go.Heatmap(z=matrix, x=labels, y=labels, colorscale="Blues", text=matrix, texttemplate="%{text}",
-                               hoverinfo="skip", showscale=False))
-    # Heatmaps cannot be selected in Streamlit; markers on the cells can (invisible until chosen).
-    fig.add_trace(go.Scatter(x=[p for _, p in cells], y=[t for t, _ in cells], mode="markers", showlegend=False,
-                             customdata=matrix.flatten(), hovertemplate="true %{y}, predicted %{x}: %{customdata}"
-                             "<extra></extra>", marker={"size": 44, "opacity": 0.01, "symbol": "square"},
-                             selected={"marker": {"opacity": 0.35, "color": "#f59e0b"}},
-                             unselected={"marker": {"opacity": 0.01}}))
-    shown = [common.chart_text(label) for label in labels]  # class names as typed, never as chart markup
-    fig.update_xaxes(tickvals=labels, ticktext=shown)
-    fig.update_yaxes(tickvals=labels, ticktext=shown)
-    fig.update_layout(height=min(160 + 60 * len(labels), 720), xaxis_type="category", yaxis_type="category",
-                      margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                      xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed", clickmode="event+select")
+    fig = charts.confusion_figure(labels, matrix)
     chart_column, cell_column = st.columns([3, 2])
     with chart_column:
         event = st.plotly_chart(fig, key="confusion", on_select="rerun", selection_mode="points")
     points = (event.get("selection") or {}).get("points") or [] if event else []
-    if points and (points[0].get("y"), points[0].get("x")) != st.session_state.get("confusion_clicked"):
-        st.session_state["confusion_clicked"] = (points[0].get("y"), points[0].get("x"))
+    state = session.page_state()
+    if points and (points[0].get("y"), points[0].get("x")) != state.confusion_clicked:
+        state.confusion_clicked = (points[0].get("y"), points[0].get("x"))
         st.session_state["cell_true"], st.session_state["cell_predicted"] = points[0]["y"], points[0]["x"]
     if "cell_true" not in st.session_state or st.session_state["cell_true"] not in labels:
         off = matrix - np.diag(np.diag(matrix))
@@ -129,8 +115,8 @@ def show() -> None:
     # Reports from before every prediction was listed hold only the mistakes.
     items = cell_images(report.predictions or report.misclassified, true_label, predicted_label)
     with cell_column:
-        st.markdown(f"**{len(items)} photo(s)** of *{common.plain(true_label)}* predicted as "
-                    f"*{common.plain(predicted_label)}*")
+        st.markdown(f"**{len(items)} photo(s)** of *{widgets.plain(true_label)}* predicted as "
+                    f"*{widgets.plain(predicted_label)}*")
         if not report.predictions and true_label == predicted_label:
             st.caption("This run's report lists only the mistakes; train again to see the right answers too.")
         gallery(items, "cell")
@@ -141,7 +127,7 @@ def show() -> None:
     else:
         st.success("No test photo was misclassified.", icon=":material/check_circle:")
 
-    common.next_step("predict", "Next: Predict", "Try the model on new photos. All downloads are on Runs.")
+    widgets.next_step("predict", "Next: Predict", "Try the model on new photos. All downloads are on Runs.")
 
 
 if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py

@@ -4,14 +4,15 @@ which photos are likely in the wrong class (with a map of the whole dataset) —
 from __future__ import annotations
 
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
-from pages import common, navigation
+from pages import charts, navigation, session, widgets
 from pages.gallery import all_classes
 from pipeline.errors import RetrainError
 from pipeline.progress import Progress
-from pipeline.workspace import check_labels, decisions, imbalance_advice, working_config
+from pipeline.studio.datasets import decisions, imbalance_advice
+from pipeline.studio.label_check import check_labels
+from pipeline.studio.next_run import working_config
 
 GALLERY_PAGE = 24
 SUSPECTS_PAGE = 8
@@ -19,10 +20,10 @@ MAP_LAYOUTS = {"Quick": "pca", "Clearer clusters": "tsne"}
 
 def show() -> None:
     """The Explore page."""
-    ws = common.workspace()
-    common.header("Explore", "Check the data before training: balanced classes, the right photos in each class, "
+    ws = session.workspace()
+    widgets.header("Explore", "Check the data before training: balanced classes, the right photos in each class, "
                   "no broken files.")
-    dataset = common.require_dataset(ws)
+    dataset = session.require_dataset(ws)
     counts = dataset.class_counts()
 
     cols = st.columns(4)
@@ -32,20 +33,13 @@ def show() -> None:
     cols[3].metric("Duplicate groups", len(dataset.duplicates), border=True)
 
     st.subheader("Images per class")
-    frame = pd.DataFrame([{"class": label, "split": split, "images": n}
-                          for label, splits in counts.items() for split, n in splits.items()])
-    if not frame.empty:
-        frame["class"] = frame["class"].map(common.chart_text)
-        fig = px.bar(frame, x="class", y="images", color="split", barmode="stack",
-                     category_orders={"split": ["train", "validation", "test"]},
-                     color_discrete_map={"train": "#2563eb", "validation": "#f59e0b", "test": "#10b981"})
-        fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 10, "b": 10}, legend_title_text="")
+    if (fig := charts.class_counts_figure(counts)) is not None:
         st.plotly_chart(fig, key="class_counts")
         st.caption("Training learns from *train*, *validation* picks the best moment to stop, *test* is held out "
                    "for the final score. Images are assigned to a split by their file name, so the split never "
                    "changes.")
     if advice := imbalance_advice(counts):
-        st.warning(common.plain(advice), icon=":material/balance:")
+        st.warning(widgets.plain(advice), icon=":material/balance:")
 
     st.subheader("Photos by class")
     if dataset.classes:
@@ -57,10 +51,10 @@ def show() -> None:
         shown = rows.iloc[(page - 1) * GALLERY_PAGE: page * GALLERY_PAGE]
         names = [file.rsplit("/", 1)[-1].rsplit(".", 1)[0] for file in shown["file"]]
         pairs = [(image, name if len(name) <= 15 else name[:14] + "…")  # one line under a 120-pixel photo
-                 for image, name in zip(common.thumbnails(list(shown["path"])), names, strict=True) if image]
+                 for image, name in zip(widgets.thumbnails(list(shown["path"])), names, strict=True) if image]
         if pairs:
             st.image([image for image, _ in pairs], caption=[caption for _, caption in pairs], width=120)
-        st.caption(f"{len(rows)} usable images in '{common.plain(label)}'.")
+        st.caption(f"{len(rows)} usable images in '{widgets.plain(label)}'.")
 
     st.subheader("All classes at a glance")
     with st.expander(f"A few photos of each of the {len(dataset.classes)} classes, with the split each falls into"):
@@ -82,7 +76,7 @@ def show() -> None:
     if dataset.warnings:
         with st.expander(f"All warnings ({len(dataset.warnings)})"):
             for warning in dataset.warnings:
-                st.markdown(f"- {common.plain(warning)}")
+                st.markdown(f"- {widgets.plain(warning)}")
 
     st.subheader("Likely mistakes")
     st.caption("A model trained on the other photos guesses each photo's class. Photos it puts in another class than "
@@ -93,8 +87,8 @@ def show() -> None:
                                   help="Quick (PCA): instant, distances are honest. Clearer clusters (t-SNE): groups "
                                        "stand out, about 15 s per 3,000 photos; distances between groups mean little.")
     method = MAP_LAYOUTS[layout or "Quick"]
-    check_key = (common.dataset_key(ws), config.train.architecture, config.train.bottleneck_layer, method)
-    check = st.session_state.get("label_check")
+    check_key = (session.current_dataset_key(ws), config.train.architecture, config.train.bottleneck_layer, method)
+    check = session.page_state().label_check
     check = check[1] if check and check[0] == check_key else None
     if st.button("Check again" if check else "Find likely mistakes", icon=":material/search_check:",
                  type="secondary" if check else "primary", key="find_mistakes"):
@@ -110,7 +104,7 @@ def show() -> None:
         except RetrainError as error:
             st.error(f"Cannot check the labels: {error}", icon=":material/error:")
         else:
-            st.session_state["label_check"] = (check_key, check)
+            session.page_state().label_check = (check_key, check)
         bar.empty()
     if check is not None:
         overrides = decisions(ws)
@@ -119,7 +113,7 @@ def show() -> None:
                     + (f" · {decided} decision(s) recorded for the next run" if decided else ""))
         chart, picked = st.columns([3, 2])
         with chart:
-            event = st.plotly_chart(common.map_figure(check.points), key="data_map", on_select="rerun",
+            event = st.plotly_chart(charts.map_figure(check.points), key="data_map", on_select="rerun",
                                     selection_mode="points")
             st.caption("The dataset map: each dot is a photo, placed so that photos the backbone sees as alike are "
                        "close. Ringed dots are likely mistakes. Click a dot to see its photo.")
@@ -132,19 +126,20 @@ def show() -> None:
             else:
                 suspect = next((s for s in check.suspects if s.file == file), None)
                 image = {**rows.iloc[0].to_dict(), **(suspect.__dict__ if suspect else {})}
-                if picture := common.thumbnails([image["path"]], 320)[0]:
+                if picture := widgets.thumbnails([image["path"]], 320)[0]:
                     st.image(picture, width=320)
-                common.decision_row(ws, image, dataset.classes, overrides, key="map", picture=False)
+                widgets.decision_row(ws, image, dataset.classes, overrides, key="map", picture=False)
         if check.suspects:
             pages = -(-len(check.suspects) // SUSPECTS_PAGE)
             page = st.pagination(pages, key="suspects_page") if pages > 1 else 1
             for suspect in check.suspects[(page - 1) * SUSPECTS_PAGE: page * SUSPECTS_PAGE]:
                 with st.container(border=True):
-                    common.decision_row(ws, suspect.__dict__, dataset.classes, overrides, key=f"suspect-{suspect.file}")
+                    widgets.decision_row(ws, suspect.__dict__, dataset.classes, overrides,
+                                         key=f"suspect-{suspect.file}")
         else:
             st.success("No photo looks like it is in the wrong class.", icon=":material/check_circle:")
 
-    common.next_step("configure", "Next: Configure", "Choose the backbone and settings, or keep the "
+    widgets.next_step("configure", "Next: Configure", "Choose the backbone and settings, or keep the "
                      "recommended ones.")
 
 

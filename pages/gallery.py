@@ -9,9 +9,9 @@ import re
 
 import streamlit as st
 
-from pages import common
+from pages import widgets
 from pipeline.dataset import Dataset
-from pipeline.workspace import imbalance_advice
+from pipeline.studio.datasets import imbalance_advice
 
 # Photos shown per class in the all-classes view: enough to see what a class is, few enough for 40 classes.
 PER_CLASS = 6
@@ -37,7 +37,7 @@ def all_classes(dataset: Dataset, per_class: int = PER_CLASS, advice: bool = Tru
         st.markdown(f"**{plain(label)}** · {total} photo(s): " + ", ".join(f"{n} {split}"
                                                                            for split, n in splits.items()))
         rows = usable[usable["label"] == label].head(per_class)
-        pairs = [(image, split) for image, split in zip(common.thumbnails(list(rows["path"]), 96), rows["split"],
+        pairs = [(image, split) for image, split in zip(widgets.thumbnails(list(rows["path"]), 96), rows["split"],
                                                         strict=True) if image]
         if pairs:
             st.image([image for image, _ in pairs], caption=[split for _, split in pairs], width=96)

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import io
-
-import pandas as pd
-import plotly.express as px
 import streamlit as st
 
-from pages import common, navigation
+from pages import charts, navigation, session, widgets
 from pages.gallery import plain
 from pipeline import dataset_builder as builder
 from pipeline.dataset_builder import current_root
 from pipeline.errors import ImageProblem, RetrainError
 from pipeline.images import decode_image
-from pipeline.workspace import predictions_path, save_predictions, save_upload, unpack_upload
+from pipeline.studio.predict_zip import predict_zip, read_predictions
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp"]
 
@@ -28,21 +24,9 @@ def load_predictor(run_path: str, modified: float):
 
 def show() -> None:
     """The Predict page."""
-    ws = common.workspace()
-    common.header("Predict", "Give the model photos it has never seen and look at its top guesses.")
-    run = common.require_finished_run(ws)
-
-
-    def top_k_chart(guesses: list[dict], key: str) -> None:
-        frame = pd.DataFrame(guesses).iloc[::-1]
-        frame["label"] = frame["label"].map(common.chart_text)
-        fig = px.bar(frame, x="score", y="label", orientation="h", text=frame["score"].map("{:.1%}".format))
-        # Room right of 100% for the score written after the longest bar.
-        fig.update_layout(height=60 + 36 * len(frame), margin={"l": 10, "r": 10, "t": 10, "b": 10}, yaxis_title=None,
-                          xaxis={"range": [0, 1.12], "tickvals": [0, 0.25, 0.5, 0.75, 1], "tickformat": ".0%",
-                                 "title": None})
-        fig.update_traces(marker_color="#2563eb", textposition="outside", cliponaxis=False)
-        st.plotly_chart(fig, key=key)
+    ws = session.workspace()
+    widgets.header("Predict", "Give the model photos it has never seen and look at its top guesses.")
+    run = session.require_finished_run(ws)
 
 
     def predict(data: bytes) -> list[dict] | ImageProblem:
@@ -58,13 +42,13 @@ def show() -> None:
         picture, chart = st.columns([1, 2], vertical_alignment="center")
         guesses = predict(data) if guesses is None else guesses
         if isinstance(guesses, ImageProblem):
-            picture.error(f"{common.plain(name)}: {common.plain(guesses)}", icon=":material/broken_image:")
+            picture.error(f"{widgets.plain(name)}: {widgets.plain(guesses)}", icon=":material/broken_image:")
             return
         # Shown upright and small (a phone photo's rotation is in its EXIF; the browser is sent a few KB, not MBs).
         picture.image(decode_image(data, min_side=440), caption=name, width=220)
         with chart:
-            st.markdown(f"**{common.plain(guesses[0]['label'])}** ({guesses[0]['score']:.0%} sure)")
-            top_k_chart(guesses, key)
+            st.markdown(f"**{widgets.plain(guesses[0]['label'])}** ({guesses[0]['score']:.0%} sure)")
+            st.plotly_chart(charts.top_k_figure(guesses), key=key)
             add_to_dataset(name, data, guesses[0]["label"], key)
 
 
@@ -98,7 +82,7 @@ def show() -> None:
     left, right = st.columns([1, 2], vertical_alignment="bottom")
     top = min(5, len(predictor.labels))
     k = left.slider("How many guesses to show", 1, top, min(3, top), key="top_k") if top > 1 else 1
-    right.caption(f"Model from run `{run.name}` · classes: {', '.join(map(common.plain, predictor.labels[:20]))}")
+    right.caption(f"Model from run `{run.name}` · classes: {', '.join(map(widgets.plain, predictor.labels[:20]))}")
     editable = current_root(ws)
     if editable is None:
         st.caption("To add photos from here back into your data, make the dataset editable on the Build page first.")
@@ -123,25 +107,19 @@ def show() -> None:
                                       "their error.")
         if batch is not None:
             try:
-                zip_path = save_upload(ws, batch.name, batch.getvalue())
-                root = unpack_upload(ws, zip_path)
-                csv_path = predictions_path(ws, zip_path, run.name, k)
-                if not csv_path.exists():  # once per zip, run and k: a rerun does not predict again
-                    from pipeline.predict import image_files
-
-                    with st.spinner("Predicting every photo in the zip…"):
-                        save_predictions(predictor.predict_files(image_files(root), k), csv_path, k, root)
+                with st.spinner("Predicting every photo in the zip…"):  # shown only when it takes a while
+                    csv_path = predict_zip(ws, predictor, batch.name, batch.getvalue(), run.name, k)
             except RetrainError as error:
                 st.error(str(error), icon=":material/error:")
             else:
-                table = pd.read_csv(io.BytesIO(csv_path.read_bytes()), keep_default_na=False)
+                table = read_predictions(csv_path)
                 errors = int((table["error"] != "").sum())
                 st.success(f"{len(table)} files: {len(table) - errors} predicted, {errors} with an error.")
                 st.download_button("Download predictions.csv", csv_path.read_bytes(), file_name="predictions.csv",
                                    mime="text/csv", type="primary", icon=":material/download:", on_click="ignore")
                 st.dataframe(table, hide_index=True, width="stretch", key="predictions")
 
-    common.next_step("runs", "Next: Runs and downloads", "Compare runs and download the model in every format.")
+    widgets.next_step("runs", "Next: Runs and downloads", "Compare runs and download the model in every format.")
 
 
 if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py

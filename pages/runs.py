@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages import common, navigation
+from pages import charts, navigation, session, widgets
 from pipeline.errors import RetrainError
 from pipeline.runs import delete_run, refreshed_status
-from pipeline.workspace import config_differences, find_run, run_summary, saved_model_zip, workspace_runs
+from pipeline.studio.run_history import config_differences, find_run, run_summary, saved_model_zip, workspace_runs
 
 DOWNLOADS = [("model.keras", "Keras model", "application/octet-stream"),
              ("model.tflite", "TFLite model", "application/octet-stream"),
@@ -16,15 +16,15 @@ DOWNLOADS = [("model.keras", "Keras model", "application/octet-stream"),
 
 def show() -> None:
     """The Runs page."""
-    ws = common.workspace()
-    common.header("Runs", "Every model trained in this workspace. Open one to evaluate or use it, compare two, "
+    ws = session.workspace()
+    widgets.header("Runs", "Every model trained in this workspace. Open one to evaluate or use it, compare two, "
                   "download, or delete.")
-    current = common.current_run_or_notice(ws)
+    current = session.current_run_or_notice(ws)
     runs = workspace_runs(ws)
     if not runs:
         st.info("No runs yet.", icon=":material/history:")
         if st.button("Go to Train", type="primary", icon=":material/model_training:"):
-            common.go("train")
+            session.go("train")
         st.stop()
 
     summaries = pd.DataFrame([run_summary(run) for run in runs]).rename(columns=str.capitalize)
@@ -41,7 +41,7 @@ def show() -> None:
             st.rerun()
         st.stop()
     status = refreshed_status(run)
-    icon, words = common.state_text(status)
+    icon, words = widgets.state_text(status)
     is_current = bool(current and current.name == run.name)
     st.markdown(f"{icon} **{words}** · `{run.name}`" + (" · current run" if is_current else ""))
     if status.get("damaged"):
@@ -50,16 +50,16 @@ def show() -> None:
     actions = st.columns(4)
     if actions[0].button("Open (make current)", icon=":material/open_in_new:", width="stretch",
                          disabled=bool(current and current.name == run.name)):
-        ws.update_state(run=run.name)
+        session.make_current(ws, run.name)
         st.rerun()
     if status.get("state") == "done" and actions[1].button("Evaluate it", icon=":material/fact_check:",
                                                            width="stretch"):
-        ws.update_state(run=run.name)
-        common.go("evaluate")
+        session.make_current(ws, run.name)
+        session.go("evaluate")
 
 
     def forget_delete() -> None:
-        st.session_state.pop("confirm_delete", None)
+        session.page_state().confirm_delete = None
 
 
     @st.dialog("Delete this run?", on_dismiss=forget_delete)
@@ -78,16 +78,15 @@ def show() -> None:
             except RetrainError as error:
                 st.error(str(error))
                 return
-            if ws.state().get("run") == name:
-                ws.update_state(run=None)
+            session.forget_run(ws, name)
             st.rerun()
 
 
     if actions[3].button("Delete…", icon=":material/delete:", width="stretch"):
-        st.session_state["confirm_delete"] = run.name
+        session.page_state().confirm_delete = run.name
     # Kept in session state so the dialog stays open until answered, whatever reruns in between.
-    if st.session_state.get("confirm_delete") and find_run(ws, st.session_state["confirm_delete"]):
-        confirm_delete(st.session_state["confirm_delete"])
+    if (doomed := session.page_state().confirm_delete) and find_run(ws, doomed):
+        confirm_delete(doomed)
 
     if status.get("state") == "done":
         st.subheader("Downloads")
@@ -116,7 +115,7 @@ def show() -> None:
                 numbers = st.columns(3)
                 accuracy = row["test accuracy"]
                 numbers[0].metric("Test accuracy", "—" if accuracy is None else f"{accuracy:.1f}%")
-                numbers[1].metric("Duration", common.duration(row["duration (s)"]))
+                numbers[1].metric("Duration", widgets.duration(row["duration (s)"]))
                 numbers[2].metric("Backbone", row["backbone"])
                 try:
                     metrics = other.read_metrics()
@@ -124,7 +123,7 @@ def show() -> None:
                     st.warning(str(error), icon=":material/warning:")
                     metrics = []
                 if metrics:
-                    st.plotly_chart(common.curves_figure(metrics, "accuracy"), key=f"compare-{other.name}")
+                    st.plotly_chart(charts.curves_figure(metrics, "accuracy"), key=f"compare-{other.name}")
                 else:
                     st.caption("No training curves yet.")
         differences = config_differences(first, second)
@@ -136,7 +135,7 @@ def show() -> None:
     elif len(names) < 2:
         st.caption("Train a second run to compare them.")
 
-    common.next_step("dataset", "Start over with new data", "Or change settings on Configure and train again.")
+    widgets.next_step("dataset", "Start over with new data", "Or change settings on Configure and train again.")
 
 
 if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py

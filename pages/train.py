@@ -4,40 +4,33 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import common, navigation
-from pipeline.dataset import require_trainable
+from pages import charts, navigation, session, widgets
 from pipeline.errors import RetrainError
 from pipeline.runs import RunDir, cancel_run, refreshed_status
-from pipeline.workspace import (
-    find_run,
-    is_active,
-    is_waiting_for_slot,
-    queue_place,
-    start_run,
-    working_config,
-    workspace_runs,
-)
+from pipeline.studio.launch import queue_place, start_run
+from pipeline.studio.next_run import working_config
+from pipeline.studio.run_history import find_run, is_active, is_waiting_for_slot, workspace_runs
 
 REFRESH_SECONDS = 1.5
 
 def show() -> None:
     """The Train page."""
-    ws = common.workspace()
-    common.header("Train", "Training runs on the server in the background: you can close this tab and come back "
+    ws = session.workspace()
+    widgets.header("Train", "Training runs on the server in the background: you can close this tab and come back "
                   "with the same address.")
-    dataset = common.require_dataset(ws)
+    dataset = session.require_dataset(ws)
     config = working_config(ws)
-    summary = ws.state().get("dataset_summary", {})
-    preset = ws.state().get("preset", "Quick")
+    summary = session.dataset_summary(ws)
+    preset = session.preset(ws)
 
     with st.container(border=True):
         cols = st.columns(4)
-        cols[0].markdown(f"**Dataset**  \n{common.plain(summary.get('name', '—'))}")
+        cols[0].markdown(f"**Dataset**  \n{widgets.plain(summary.get('name', '—'))}")
         cols[1].markdown(f"**Photos**  \n{len(dataset.usable()):,} in {len(dataset.classes)} classes")
         cols[2].markdown(f"**Backbone**  \n{config.train.architecture.rsplit('/', 1)[-1]}")
         cols[3].markdown(f"**Settings**  \n{preset}: up to {config.train.epochs} epochs")
 
-    run = common.current_run_or_notice(ws)
+    run = session.current_run_or_notice(ws)
     running = run is not None and is_active(refreshed_status(run))
     left, right = st.columns([3, 1], vertical_alignment="center")
     left.caption("Change the backbone or settings on Configure." if not running else
@@ -45,8 +38,7 @@ def show() -> None:
     if right.button("Start another run" if running else "Start training", type="secondary" if running else "primary",
                     icon=":material/play_arrow:", width="stretch"):
         try:
-            require_trainable(dataset)
-            run = start_run(ws, config)  # checks the settings and this workspace's queue first
+            run = start_run(ws, config, dataset)  # checks the dataset, settings and this workspace's queue first
         except RetrainError as error:
             st.error(str(error), icon=":material/error:")
         else:
@@ -57,12 +49,12 @@ def show() -> None:
         """The run's state, progress, numbers and curves, as status.json and metrics.csv say now."""
         status = refreshed_status(run)
         state = status.get("state", "")
-        words = common.state_text(status)[1]
+        words = widgets.state_text(status)[1]
         st.subheader(words, anchor=False)
         st.caption(f"Run `{run.name}`")
         if is_waiting_for_slot(status):
             place = queue_place(run)
-            where = f" {common.queue_words(place).capitalize()}." if place else ""
+            where = f" {widgets.queue_words(place).capitalize()}." if place else ""
             st.info(f"Waiting for a free training slot: another run is training now.{where} This one starts by itself "
                     "when its turn comes.", icon=":material/hourglass_top:")
         if is_active(status):
@@ -76,7 +68,7 @@ def show() -> None:
         if state in ("caching", "augmenting") and status.get("total"):
             numbers[0].metric("Images read", f"{status.get('done', 0)} / {status['total']}")
             numbers[1].metric("Speed", f"{status.get('per_second') or 0:.1f} img/s")
-            numbers[2].metric("Time left", common.duration(status.get("eta_seconds")))
+            numbers[2].metric("Time left", widgets.duration(status.get("eta_seconds")))
         elif rows:
             last = rows[-1]
             total = status.get("total_steps")
@@ -84,15 +76,15 @@ def show() -> None:
             numbers[1].metric("Training loss", f"{last['train_loss']:.3f}")
             accuracy = last["val_accuracy"] if last["val_accuracy"] is not None else last["train_accuracy"]
             numbers[2].metric("Validation accuracy", f"{accuracy:.1%}")
-            numbers[3].metric("Training time", common.duration(last["elapsed_seconds"]))
+            numbers[3].metric("Training time", widgets.duration(last["elapsed_seconds"]))
         if rows:
             left, right = st.columns(2)
-            left.plotly_chart(common.curves_figure(rows, "loss"), key=f"loss-{run.name}")
-            right.plotly_chart(common.curves_figure(rows, "accuracy"), key=f"accuracy-{run.name}")
+            left.plotly_chart(charts.curves_figure(rows, "loss"), key=f"loss-{run.name}")
+            right.plotly_chart(charts.curves_figure(rows, "accuracy"), key=f"accuracy-{run.name}")
         if status.get("damaged"):
             st.warning(status["message"], icon=":material/warning:")
         if state == "failed":
-            st.error(f"The run failed: {common.plain(status.get('message') or 'no reason was recorded')}",
+            st.error(f"The run failed: {widgets.plain(status.get('message') or 'no reason was recorded')}",
                      icon=":material/error:")
         elif state == "cancelled":
             st.warning(f"Cancelled: {status.get('message', '')}", icon=":material/cancel:")
@@ -110,9 +102,10 @@ def show() -> None:
         run = find_run(ws, run_name)
         if run is None:  # deleted in another tab: the full page says so
             st.rerun()
-        common.keep_queue_moving()
+        session.keep_queue_moving()
         status = draw(run)
-        seen, st.session_state["live_state"] = st.session_state.get("live_state"), status.get("state")
+        state = session.page_state()
+        seen, state.live_state = state.live_state, status.get("state")
         if not is_active(status) or (seen and seen != status.get("state")):
             st.rerun()  # a new stage or the end: redraw the whole page, sidebar included
 
@@ -127,13 +120,13 @@ def show() -> None:
         else:
             status = draw(run)
             if status.get("state") == "done":
-                common.next_step("evaluate", "Next: Evaluate", "See how well the model does on photos it "
+                widgets.next_step("evaluate", "Next: Evaluate", "See how well the model does on photos it "
                                  "never saw.")
         waiting = [other for other in workspace_runs(ws)
                    if other.name != run.name and is_active(refreshed_status(other))]
         if waiting:
             st.caption("Also in this workspace: " + ", ".join(
-                f"`{other.name}` ({common.state_text(refreshed_status(other))[1].lower()})" for other in waiting))
+                f"`{other.name}` ({widgets.state_text(refreshed_status(other))[1].lower()})" for other in waiting))
 
 
 if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py

@@ -16,6 +16,7 @@ import hashlib
 import math
 
 import numpy as np
+import pandas as pd
 
 from pipeline.config import AugmentConfig
 from pipeline.images import center_square, resize_square
@@ -103,3 +104,11 @@ def preview_copies(rgb: np.ndarray, config: AugmentConfig, count: int, size: int
     if not config.is_active():
         return []
     return [augmented_for_model(rgb, config, copy_seed("preview", k), size) for k in range(1, count + 1)]
+
+
+def balance_counts(class_counts: dict[str, dict[str, int]], augment: AugmentConfig) -> pd.DataFrame:
+    """Training images per class now and with the copies `augment` makes: rows (class, when, images)."""
+    train = {label: counts.get("train", 0) for label, counts in class_counts.items()}
+    copies = copies_per_class(train, augment)
+    return pd.DataFrame([{"class": label, "when": when, "images": count * (1 + copies[label] * (when != "now"))}
+                         for when in ("now", "after balancing") for label, count in train.items()])

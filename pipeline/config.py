@@ -257,6 +257,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "augment": {"flip_left_right": True, "random_crop": 10, "random_brightness": 10, "augment_copies": 2},
     },
 }
+DEFAULT_PRESET = "Quick"  # what a new workspace starts with
 
 
 def apply_preset(config: RunConfig, preset: str) -> RunConfig:

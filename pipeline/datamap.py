@@ -23,7 +23,7 @@ import pandas as pd
 from pipeline.dataset import Dataset
 from pipeline.errors import RetrainError
 from pipeline.progress import ProgressCallback
-from pipeline.suspects import Suspect, dataset_bottlenecks
+from pipeline.suspects import DatasetBottlenecks, Suspect, dataset_bottlenecks
 
 if TYPE_CHECKING:
     from pipeline.backbones import Backbone
@@ -44,6 +44,14 @@ def dataset_map(dataset: Dataset, backbone: Backbone, bottleneck_dir: str | Path
     if method not in METHODS:
         raise RetrainError(f"unknown map method {method!r}; choose one of {', '.join(METHODS)}")
     features = dataset_bottlenecks(dataset, backbone, bottleneck_dir, progress=progress)
+    return map_from_bottlenecks(features, method, suspects, seed)
+
+
+def map_from_bottlenecks(features: DatasetBottlenecks, method: str = "pca", suspects: Sequence[Suspect] | None = None,
+                         seed: int = 0) -> pd.DataFrame:
+    """`dataset_map` on bottlenecks fetched already."""
+    if method not in METHODS:
+        raise RetrainError(f"unknown map method {method!r}; choose one of {', '.join(METHODS)}")
     points = project(features.x, method, seed)
     table = pd.DataFrame({"x": points[:, 0], "y": points[:, 1]})
     for column in ("file", "path", "label", "split"):

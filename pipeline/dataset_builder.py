@@ -39,7 +39,9 @@ from pipeline.files import write_bytes_atomic, write_json_atomic
 from pipeline.images import decode_image
 from pipeline.records import DamagedFile, read_json_record
 from pipeline.splits import split_for_name
-from pipeline.workspace import Workspace, check_quota, dataset_config, dataset_name
+from pipeline.studio.datasets import dataset_config, dataset_name
+from pipeline.studio.quotas import check_quota
+from pipeline.studio.workspaces import Workspace
 
 # The hidden file that marks a folder as a dataset this program made (or adopted) and may change.
 MARKER = ".retrain-studio-dataset.json"

@@ -6,6 +6,7 @@ whether those came from the head on cached bottlenecks or from a fine-tuned whol
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,3 +116,16 @@ def _per_class_scores(confusion: np.ndarray, labels: list[str]) -> dict[str, Cla
         scores[label] = ClassScores(round(float(precision), 4), round(float(recall), 4), round(float(f1), 4),
                                     int(support))
     return scores
+
+
+def cell_images(predictions: list[Prediction], true_label: str, predicted_label: str) -> list[dict[str, Any]]:
+    """The images of one confusion-matrix cell from a report's predictions: [{file, true_label, predicted_label,
+    confidence}].
+
+    Mistakes come most confident first (the ones to look at); correct ones least confident first
+    (the near misses).
+    """
+    items = [dataclasses.asdict(p) for p in predictions
+             if p.true_label == true_label and p.predicted_label == predicted_label]
+    sign = 1 if true_label == predicted_label else -1
+    return sorted(items, key=lambda item: sign * item["confidence"])

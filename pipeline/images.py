@@ -234,3 +234,11 @@ def load_for_model(path: str | Path, size: int) -> np.ndarray:
 
 # Identifies the preprocessing above in cache keys: change it and old bottlenecks are not reused.
 PREPROCESS_ID = "center-square/bilinear/draft/v1"
+
+
+def thumbnail(path: str | Path, size: int = 160) -> np.ndarray:
+    """A small square RGB copy of an image (its centre) for galleries; JPEGs are decoded at reduced size."""
+    from PIL import Image
+
+    return load_image(path, min_side=size, finish=lambda rgb: np.asarray(
+        Image.fromarray(center_square(rgb)).resize((size, size), Image.Resampling.BILINEAR)))

@@ -82,6 +82,11 @@ class DatasetBottlenecks:
     y: np.ndarray             # (n,) index of each row's label in `classes`
     classes: list[str]        # the dataset's classes, sorted (as training numbers them)
 
+    def of_splits(self, splits: Sequence[str]) -> DatasetBottlenecks:
+        """Only the rows of `splits`, in the same order."""
+        keep = self.rows["split"].isin(list(splits)).to_numpy()
+        return DatasetBottlenecks(self.rows[keep].reset_index(drop=True), self.x[keep], self.y[keep], self.classes)
+
 
 def dataset_bottlenecks(dataset: Dataset, backbone: Backbone, bottleneck_dir: str | Path,
                         splits: Sequence[str] | None = None,
@@ -116,11 +121,18 @@ def find_suspects(dataset: Dataset, backbone: Backbone, bottleneck_dir: str | Pa
         raise RetrainError(f"--top is {top}; give a number of suspects, 0 or more")
     _check_folds(folds)
     features = dataset_bottlenecks(dataset, backbone, bottleneck_dir, CHECKED_SPLITS, progress)
+    return suspects_from_bottlenecks(features, dataset.source or str(dataset.root), folds, top, seed, progress)
+
+
+def suspects_from_bottlenecks(features: DatasetBottlenecks, where: str, folds: int = FOLDS, top: int | None = None,
+                              seed: int = 0, progress: ProgressCallback | None = None) -> list[Suspect]:
+    """`find_suspects` on bottlenecks fetched already (of the checked splits only); `where` names the dataset."""
+    _check_folds(folds)
     present = sorted({features.classes[i] for i in features.y})
     if len(present) < 2:
         found = f"only {present[0]!r}" if present else "none"
         raise DatasetError(f"checking labels needs training or validation images of at least two classes; "
-                           f"found {found} in {dataset.source or dataset.root}")
+                           f"found {found} in {where}")
     probabilities = out_of_fold_probabilities(features.x, features.y, len(features.classes), folds, seed,
                                               groups=features.rows["sha256"].to_numpy(), progress=progress)
     order = suspicion_order(probabilities, features.y)

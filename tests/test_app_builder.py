@@ -21,7 +21,8 @@ from streamlit.testing.v1 import AppTest
 from pipeline import dataset_builder as builder
 from pipeline.config import DatasetConfig
 from pipeline.manifest import trained_images
-from pipeline.workspace import dataset_config, new_token, open_workspace
+from pipeline.studio.datasets import dataset_config
+from pipeline.studio.workspaces import new_token, open_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")

@@ -19,7 +19,8 @@ from streamlit.testing.v1 import AppTest
 import pipeline.images
 from pipeline.config import DatasetConfig, TrainConfig
 from pipeline.dataset import load_dataset
-from pipeline.workspace import is_valid_token, new_token, open_workspace, working_config
+from pipeline.studio.next_run import working_config
+from pipeline.studio.workspaces import is_valid_token, new_token, open_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")

@@ -15,7 +15,9 @@ from streamlit.testing.v1 import AppTest
 from pipeline.config import DatasetConfig, RunConfig, apply_preset
 from pipeline.dataset import load_dataset
 from pipeline.splits import split_for_name
-from pipeline.workspace import new_token, open_workspace, start_run, working_config
+from pipeline.studio.launch import start_run
+from pipeline.studio.next_run import working_config
+from pipeline.studio.workspaces import new_token, open_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -83,7 +85,7 @@ def test_the_map_and_the_suspects_are_shown(misfiled):
 
 
 def test_drop_relabel_and_undo_change_the_next_run_not_the_photos(misfiled, monkeypatch):
-    monkeypatch.setattr("pipeline.workspace.dispatch_queue", lambda root=None: [])
+    monkeypatch.setattr("pipeline.studio.launch.dispatch_queue", lambda root=None: [])
     first, second = misfiled["moved"]
     at = checked(misfiled["token"])
     usable = {m.label: m.value for m in at.metric}["Usable images"]

@@ -20,7 +20,8 @@ from streamlit.testing.v1 import AppTest
 
 from pipeline.config import DatasetConfig, RunConfig, apply_preset
 from pipeline.runs import RunDir
-from pipeline.workspace import new_token, open_workspace, workspace_runs
+from pipeline.studio.run_history import workspace_runs
+from pipeline.studio.workspaces import new_token, open_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")

@@ -226,7 +226,7 @@ def test_a_cold_servers_first_request_is_a_deep_link_and_stays_in_the_apps_navig
     # Streamlit runs the first session of a process in its legacy pages-folder mode (a folder named pages/ sits
     # beside app.py), which runs pages/train.py by itself: the page must still come inside app.py's navigation.
     from pipeline.config import DatasetConfig
-    from pipeline.workspace import new_token, open_workspace
+    from pipeline.studio.workspaces import new_token, open_workspace
 
     root = tmp_path_factory.mktemp("data")
     monkeypatch.setenv("RETRAIN_STUDIO_DATA_ROOT", str(root))

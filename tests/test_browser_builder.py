@@ -20,7 +20,8 @@ from pipeline import dataset_builder as builder
 from pipeline.config import RunConfig, apply_preset
 from pipeline.manifest import trained_images
 from pipeline.runs import refreshed_status
-from pipeline.workspace import is_active, new_token, open_workspace, workspace_runs
+from pipeline.studio.run_history import is_active, workspace_runs
+from pipeline.studio.workspaces import new_token, open_workspace
 
 __all__ = ["server"]  # the fixture, shared with test_browser
 FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]

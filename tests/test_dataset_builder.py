@@ -16,7 +16,9 @@ from pipeline.config import DatasetConfig
 from pipeline.dataset import load_dataset, require_trainable
 from pipeline.errors import RetrainError
 from pipeline.manifest import read_manifest, trained_images, write_manifest
-from pipeline.workspace import dataset_from_zip, open_workspace, uploads_size
+from pipeline.studio.quotas import uploads_size
+from pipeline.studio.uploads import dataset_from_zip
+from pipeline.studio.workspaces import open_workspace
 
 
 @pytest.fixture

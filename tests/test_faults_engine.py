@@ -35,7 +35,9 @@ from pipeline.evaluate import Report
 from pipeline.records import DamagedFile, read_labels, read_workspace_state
 from pipeline.retrain import retrain
 from pipeline.runs import RUN_MARKER, RunDir, refreshed_status
-from pipeline.workspace import new_token, open_workspace, run_summary, start_run
+from pipeline.studio.launch import start_run
+from pipeline.studio.run_history import run_summary
+from pipeline.studio.workspaces import new_token, open_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -516,12 +518,12 @@ def test_full_disk_in_the_cache_database_is_one_clear_error(tmp_path, monkeypatc
 
 
 def test_start_training_on_a_full_disk_shows_an_error_on_the_page(studio, monkeypatch):
-    import pipeline.workspace as workspace_module
+    import pipeline.studio.launch as launch_module
 
     def no_space(workspace, run, config, dataset):  # the run folder is made; writing into it fails
         raise OSError(errno.ENOSPC, "No space left on device", str(run.path / "status.json"))
 
-    monkeypatch.setattr(workspace_module, "_write_run", no_space)
+    monkeypatch.setattr(launch_module, "_write_run", no_space)
     with pytest.raises(RetrainError, match="could not be started: the disk holding"):
         start_run(studio["workspace"], RunConfig.from_dict(studio["workspace"].state()["config"]))
     at = app(studio["token"], "pages/train.py")
@@ -573,7 +575,7 @@ def test_names_that_are_not_utf8_and_a_pipe_behind_a_symlink(tmp_path, tiny_back
 
 
 def test_a_server_folder_whose_name_is_not_utf8_is_listed_and_usable(tmp_path, monkeypatch):
-    from pipeline.workspace import list_server_folders, resolve_server_folder
+    from pipeline.studio.server_folders import list_server_folders, resolve_server_folder
 
     monkeypatch.setenv("RETRAIN_STUDIO_DATA_ROOT", str(tmp_path))
     os.mkdir(os.fsencode(tmp_path) + b"/caf\xe9")

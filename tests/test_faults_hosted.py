@@ -182,10 +182,12 @@ def test_a_waiting_run_knows_its_place_and_an_estimate(tmp_path):
 
 def test_app_runs_wait_in_the_data_roots_queue_and_a_full_queue_refuses(root, monkeypatch):
     from pipeline.runs import cancel_run, refreshed_status
-    from pipeline.workspace import app_queue, new_token, open_workspace, queue_place, start_run, working_config
+    from pipeline.studio.launch import app_queue, queue_place, start_run
+    from pipeline.studio.next_run import working_config
+    from pipeline.studio.workspaces import new_token, open_workspace
 
     monkeypatch.setenv("RETRAIN_STUDIO_MAX_QUEUED", "2")
-    monkeypatch.setattr("pipeline.workspace.dispatch_queue", lambda root=None: [])  # every slot is taken
+    monkeypatch.setattr("pipeline.studio.launch.dispatch_queue", lambda root=None: [])  # every slot is taken
     first, second = open_workspace(new_token()), open_workspace(new_token())
     for workspace in (first, second):
         workspace.update_state(dataset={"image_dir": str(root)})
@@ -204,7 +206,9 @@ def test_the_train_page_and_sidebar_show_a_waiting_runs_place(root, monkeypatch)
     from apptest_pages import open_app
     from imagegen import make_class_folders
 
-    from pipeline.workspace import app_queue, new_token, open_workspace, start_run, working_config
+    from pipeline.studio.launch import app_queue, start_run
+    from pipeline.studio.next_run import working_config
+    from pipeline.studio.workspaces import new_token, open_workspace
 
     monkeypatch.setenv("RETRAIN_STUDIO_MAX_JOBS", "1")
     images = make_class_folders(root / "colours", {"red": 3, "blue": 3})
@@ -236,10 +240,13 @@ def test_the_train_page_and_sidebar_show_a_waiting_runs_place(root, monkeypatch)
 # ---- Disk --------------------------------------------------------------------------------------------------------
 
 def test_the_workspace_quota_counts_runs_and_the_server_budget_counts_everyone(root, tmp_path, monkeypatch):
-    from pipeline.workspace import new_token, open_workspace, save_upload, start_run, working_config
+    from pipeline.studio.launch import start_run
+    from pipeline.studio.next_run import working_config
+    from pipeline.studio.uploads import save_upload
+    from pipeline.studio.workspaces import new_token, open_workspace
 
     monkeypatch.setenv("RETRAIN_STUDIO_CACHE", str(tmp_path / "cache"))  # the shared cache counts too: start empty
-    monkeypatch.setattr("pipeline.workspace.dispatch_queue", lambda root=None: [])
+    monkeypatch.setattr("pipeline.studio.launch.dispatch_queue", lambda root=None: [])
     monkeypatch.setenv("RETRAIN_STUDIO_WORKSPACE_QUOTA_MB", "2")
     first = open_workspace(new_token())
     save_upload(first, "a.csv", b"x" * 1_000_000)
@@ -267,7 +274,8 @@ def test_the_workspace_quota_counts_runs_and_the_server_budget_counts_everyone(r
 
 def test_idle_workspaces_expire_but_never_active_or_foreign_folders(root, tmp_path, monkeypatch):
     from pipeline.runs import RunDir
-    from pipeline.workspace import MARKER, STATE_FILE, expire_idle_workspaces, new_token, open_workspace
+    from pipeline.studio.expiry import expire_idle_workspaces
+    from pipeline.studio.workspaces import MARKER, STATE_FILE, new_token, open_workspace
 
     monkeypatch.setenv("RETRAIN_STUDIO_WORKSPACE_TTL_DAYS", "7")
     idle, busy, recent = (open_workspace(new_token()) for _ in range(3))
@@ -344,7 +352,7 @@ sys.path.insert(0, {repo!r})
 from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
 from pipeline.images import decode_image
-from pipeline.workspace import use_hosted_defaults
+from pipeline.studio.hosting import use_hosted_defaults
 use_hosted_defaults()
 buffer = io.BytesIO()
 Image.new("RGBA", (4000, 3000), (10, 200, 30, 100)).save(buffer, "PNG", compress_level=1)
@@ -377,7 +385,9 @@ def test_uploaded_photos_are_cached_per_workspace_so_no_run_reveals_anothers_upl
     from pipeline.bottlenecks import ExtractItem, cache_bottlenecks
     from pipeline.dataset import load_dataset
     from pipeline.runs import cache_root
-    from pipeline.workspace import bottleneck_folder, dataset_from_zip, new_token, open_workspace
+    from pipeline.studio.launch import bottleneck_folder
+    from pipeline.studio.uploads import dataset_from_zip
+    from pipeline.studio.workspaces import new_token, open_workspace
 
     photos = make_zip(make_class_folders(tmp_path / "photos", {"red": 3, "blue": 3}), tmp_path / "photos.zip")
     backbone = load_backbone(str(tiny_backbone_file), "features")
@@ -405,7 +415,7 @@ def test_user_supplied_names_are_shown_as_plain_text(root, tmp_path):
     from apptest_pages import open_app
     from imagegen import make_class_folders, write_labels_csv
 
-    from pipeline.workspace import new_token, open_workspace
+    from pipeline.studio.workspaces import new_token, open_workspace
 
     images = make_class_folders(root / "[home](https:evil.example)", {"red": 3, "blue": 3, "green": 3})
     rows = [(path.name, HOSTILE[index // 3]) for index, path in enumerate(sorted(images.rglob("*.jpg")))]
@@ -430,7 +440,8 @@ def test_user_supplied_names_are_shown_as_plain_text(root, tmp_path):
 def test_a_folder_name_too_long_for_the_file_system_is_a_clear_error(root):
     from streamlit.testing.v1 import AppTest
 
-    from pipeline.workspace import new_token, resolve_server_folder
+    from pipeline.studio.server_folders import resolve_server_folder
+    from pipeline.studio.workspaces import new_token
 
     for name in ("a" * 300, "b" * 200 + "/" + "c" * 300, "x/" * 3000):
         with pytest.raises(RetrainError, match="cannot be used as a folder: File name too long|no such folder") as err:

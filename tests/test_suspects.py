@@ -125,6 +125,26 @@ def test_find_suspects_puts_misfiled_images_first(misfiled, tiny, tmp_path):
     assert find_suspects(dataset, tiny, tmp_path / "bottlenecks", top=1) == suspects[:1]
 
 
+def test_the_label_check_reads_the_bottlenecks_once_for_suspects_and_map(misfiled, tiny, tiny_backbone_file,
+                                                                          tmp_path, monkeypatch):
+    import pipeline.suspects
+    from pipeline.config import TrainConfig
+    from pipeline.studio.label_check import check_labels
+
+    root, moved = misfiled
+    dataset = load_dataset(DatasetConfig(image_dir=str(root)), check_images=False)
+    real, calls = pipeline.suspects.cache_bottlenecks, []
+    monkeypatch.setattr(pipeline.suspects, "cache_bottlenecks", lambda items, *a, **k: calls.append(len(items))
+                        or real(items, *a, **k))
+    check = check_labels(dataset, TrainConfig(architecture=str(tiny_backbone_file), bottleneck_layer="features"),
+                         str(tmp_path / "bottlenecks"))
+    assert calls == [len(dataset.usable())], "one fetch of every usable image"
+    alone = find_suspects(dataset, tiny, tmp_path / "bottlenecks")
+    assert [s.file for s in check.suspects] == [s.file for s in alone], "the same suspects as on their own"
+    assert {s.file for s in check.suspects[:2]} == set(moved)
+    assert len(check.points) == len(dataset.usable()) and check.points["suspect"].sum() == len(check.suspects)
+
+
 def test_relabelled_images_are_no_longer_suspects(misfiled, tiny, tmp_path):
     root, moved = misfiled
     overrides = tmp_path / "overrides.json"

@@ -13,46 +13,40 @@ import numpy as np
 import pytest
 from imagegen import make_class_folders, make_zip, write_labels_csv
 
+from pipeline.augment import balance_counts
 from pipeline.config import AugmentConfig, DatasetConfig, RunConfig
 from pipeline.dataset import load_dataset
 from pipeline.errors import RetrainError
-from pipeline.evaluate import Prediction
+from pipeline.evaluate import Prediction, cell_images
 from pipeline.runs import RunDir
-from pipeline.workspace import (
-    balance_counts,
-    cell_images,
-    config_differences,
-    current_run,
-    data_root,
+from pipeline.studio.datasets import (
     dataset_config,
-    dataset_from_zip,
     dataset_name,
     decision_text,
     decisions,
-    find_run,
-    forget_missing_run,
     image_path,
     imbalance_advice,
-    is_valid_token,
-    is_waiting_for_slot,
-    list_samples,
-    list_server_folders,
-    new_run_name,
-    new_token,
-    open_workspace,
-    predictions_path,
     record_decision,
-    resolve_server_folder,
-    run_summary,
-    safe_upload_name,
-    save_predictions,
-    save_upload,
-    saved_model_zip,
-    start_run,
     undo_decision,
-    working_config,
+)
+from pipeline.studio.hosting import data_root, list_samples
+from pipeline.studio.launch import start_run
+from pipeline.studio.next_run import working_config
+from pipeline.studio.predict_zip import predictions_path, save_predictions
+from pipeline.studio.run_history import (
+    config_differences,
+    current_run,
+    find_run,
+    forget_missing_run,
+    is_waiting_for_slot,
+    new_run_name,
+    run_summary,
+    saved_model_zip,
     workspace_runs,
 )
+from pipeline.studio.server_folders import list_server_folders, resolve_server_folder
+from pipeline.studio.uploads import dataset_from_zip, safe_upload_name, save_upload
+from pipeline.studio.workspaces import is_valid_token, new_token, open_workspace
 
 
 @pytest.fixture
@@ -236,7 +230,7 @@ def test_a_labels_csv_with_a_zip_of_images(root, tmp_path):
 
 def test_runs_belong_to_their_workspace(root, monkeypatch):
     launched = []
-    monkeypatch.setattr("pipeline.workspace.dispatch_queue", lambda root=None: launched.append(root) or [])
+    monkeypatch.setattr("pipeline.studio.launch.dispatch_queue", lambda root=None: launched.append(root) or [])
     first, second = open_workspace(new_token()), open_workspace(new_token())
     with pytest.raises(RetrainError, match="choose a dataset"):
         start_run(first, working_config(first))
@@ -254,7 +248,7 @@ def test_runs_belong_to_their_workspace(root, monkeypatch):
 
 
 def test_a_workspace_may_have_only_a_few_runs_waiting(root, monkeypatch):
-    monkeypatch.setattr("pipeline.workspace.dispatch_queue", lambda root=None: [])  # all stay in the queue
+    monkeypatch.setattr("pipeline.studio.launch.dispatch_queue", lambda root=None: [])  # all stay in the queue
     workspace = open_workspace(new_token())
     workspace.update_state(dataset={"image_dir": str(root)})
     runs = [start_run(workspace, working_config(workspace)) for _ in range(2)]
@@ -267,7 +261,7 @@ def test_a_workspace_may_have_only_a_few_runs_waiting(root, monkeypatch):
 
 
 def test_settings_out_of_range_are_refused_before_a_run_starts(root, monkeypatch):
-    monkeypatch.setattr("pipeline.workspace.dispatch_queue", lambda root=None: pytest.fail("must not launch"))
+    monkeypatch.setattr("pipeline.studio.launch.dispatch_queue", lambda root=None: pytest.fail("must not launch"))
     workspace = open_workspace(new_token())
     workspace.update_state(dataset={"image_dir": str(root)})
     config = working_config(workspace)
@@ -313,7 +307,7 @@ def test_a_queued_run_waits_for_a_slot_only_when_it_says_so():
 
 
 def test_decisions_go_to_the_workspace_and_change_the_next_run_not_the_files(root, tmp_path, monkeypatch):
-    monkeypatch.setattr("pipeline.workspace.dispatch_queue", lambda root=None: [])
+    monkeypatch.setattr("pipeline.studio.launch.dispatch_queue", lambda root=None: [])
     images = make_class_folders(tmp_path / "shapes", {"red": 4, "blue": 4})
     before = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in images.rglob("*.jpg")}
     workspace = open_workspace(new_token())
@@ -417,3 +411,33 @@ def test_image_paths_from_a_report_stay_inside_the_dataset(tmp_path):
     assert image_path(tmp_path / "data", "red/1.jpg") == (tmp_path / "data" / "red" / "1.jpg").resolve()
     assert image_path(tmp_path / "data", "../secret.jpg") is None
     assert image_path(tmp_path / "data", "red/missing.jpg") is None
+
+
+def test_start_run_refuses_an_untrainable_dataset_and_leaves_nothing(root, monkeypatch):
+    from pipeline.studio.datasets import dataset_config
+
+    monkeypatch.setattr("pipeline.studio.launch.dispatch_queue", lambda root=None: pytest.fail("must not launch"))
+    images = make_class_folders(root / "one_class", {"red": 6})
+    workspace = open_workspace(new_token())
+    workspace.update_state(dataset={"image_dir": str(images)})
+    dataset = load_dataset(dataset_config(workspace), check_images=False)
+    with pytest.raises(RetrainError, match="only one class"):
+        start_run(workspace, working_config(workspace), dataset)
+    assert workspace_runs(workspace) == [] and "run" not in workspace.state()
+
+
+def test_configure_shows_the_config_start_run_writes(root, monkeypatch):
+    from pipeline.studio.next_run import resolved_config
+
+    monkeypatch.setattr("pipeline.studio.launch.dispatch_queue", lambda root=None: [])
+    images = make_class_folders(root / "colours", {"red": 6, "blue": 6})
+    workspace = open_workspace(new_token())
+    config = working_config(workspace)
+    assert resolved_config(workspace, config) == config, "no dataset yet: nothing to resolve"
+    workspace.update_state(dataset={"image_dir": str(images)})
+    config.train.epochs = 3
+    shown = resolved_config(workspace, config)
+    run = start_run(workspace, config, load_dataset(shown.dataset, check_images=False))
+    written = RunConfig.load(run.config)
+    assert shown.dataset.image_dir == written.dataset.image_dir == str(images)
+    assert shown.dataset.overrides and shown.train == written.train and written.train.epochs == 3

@@ -1,0 +1,217 @@
+"""The drawing helpers that make the pages look alike: user text made plain, the wizard's header and Next button,
+thumbnails, settings widgets built from the config dataclasses, a photo with its decision buttons, and the sidebar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from typing import Any
+
+import streamlit as st
+
+from pages import session
+from pipeline.config import RunConfig
+from pipeline.errors import ImageProblem
+from pipeline.images import thumbnail
+from pipeline.runs import refreshed_status
+from pipeline.studio.datasets import decision_text, record_decision, undo_decision
+from pipeline.studio.launch import queue_place
+from pipeline.studio.run_history import current_run, is_waiting_for_slot
+from pipeline.studio.workspaces import Workspace
+
+# What each run state means to someone who has never trained a model.
+STATE_TEXT = {
+    "queued": (":material/hourglass_top:", "Queued: waiting to start"),
+    "waiting": (":material/hourglass_top:", "Queued: waiting for a free training slot"),
+    "caching": (":material/memory:", "Reading every image through the backbone"),
+    "augmenting": (":material/auto_awesome:", "Making augmented copies"),
+    "training": (":material/model_training:", "Training"),
+    "evaluating": (":material/fact_check:", "Testing on held-out images"),
+    "exporting": (":material/inventory_2:", "Exporting the model"),
+    "done": (":material/check_circle:", "Finished"),
+    "failed": (":material/error:", "Failed"),
+    "cancelled": (":material/cancel:", "Cancelled"),
+    "unknown": (":material/help:", "Unknown: its status.json is damaged"),
+}
+# What can turn text into a live link, image or styled text in Streamlit's Markdown, backslash-escaped: brackets
+# (links, images, ":red[...]" directives, reference definitions), angle brackets (autolinks, HTML), "@" (e-mail
+# autolinks), backslashes (so no escape is undone); and the ":" of "https:" or "mailto:" and the "." of "www." (GFM
+# autolinks of bare addresses). Everything else stays as typed, so messages read (and compare) as they were.
+LINK_CHARACTERS = re.compile(r"[\\\[\]<>@]")
+BARE_ADDRESS = re.compile(r"\b(https?|mailto|xmpp|www)([:.])", re.IGNORECASE)
+# Float settings whose natural step is not 0.05.
+FLOAT_STEPS = {"learning_rate": 0.0005, "fine_tune_learning_rate": 1e-5, "rotation": 5.0, "shear": 5.0}
+
+
+def plain(value: Any) -> str:
+    """A user-supplied string (class, file, dataset name, or a message holding one) for Markdown: no live links."""
+    text = LINK_CHARACTERS.sub(lambda match: "\\" + match.group(0), str(value))
+    return BARE_ADDRESS.sub(lambda match: f"{match.group(1)}\\{match.group(2)}", text)
+
+
+def code_text(value: Any) -> str:
+    """A user-supplied string as a Markdown code span (shown literally), however many backticks it holds."""
+    text = " ".join(str(value).split())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}" if "`" in text else f"`{text}`"
+
+
+def header(title: str, intro: str) -> None:
+    st.title(title)
+    st.caption(intro)
+
+
+def next_step(page: str, label: str, note: str = "") -> None:
+    """The wizard's 'Next' button at the bottom of a page; `page` is a name in pages/navigation.py."""
+    st.divider()
+    left, right = st.columns([3, 1], vertical_alignment="center")
+    if note:
+        left.caption(note)
+    if right.button(label, type="primary", icon=":material/arrow_forward:", width="stretch", key=f"next-{page}"):
+        session.go(page)
+
+
+@st.cache_data(max_entries=4000, show_spinner=False)
+def cached_thumbnail(path: str, size: int, modified: float) -> bytes:
+    """A gallery thumbnail as JPEG bytes; `modified` makes a changed file a new entry."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(thumbnail(path, size)).save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def thumbnails(paths: list[str], size: int = 120) -> list[bytes | None]:
+    """Thumbnails of image files; None for a file that cannot be shown."""
+    shown = []
+    for path in paths:
+        try:
+            shown.append(cached_thumbnail(str(path), size, os.path.getmtime(path)))
+        except (ImageProblem, OSError):
+            shown.append(None)
+    return shown
+
+
+def queue_words(place) -> str:
+    """'number 2 in line (3 waiting, 1 training), starts in about 4 min' for a pipeline.run_queue.Place."""
+    words = f"number {place.position} in line ({place.waiting} waiting, {place.running} training)"
+    if place.estimate_seconds is None:
+        return words + "; no estimate until a run has finished"
+    if place.estimate_seconds < 30:
+        return words + ", starts any moment now (estimated from recent runs)"
+    return words + f", starts in about {max(round(place.estimate_seconds / 60), 1)} min (estimated from recent runs)"
+
+
+def state_text(status: dict) -> tuple[str, str]:
+    """(icon, words) for a run's state."""
+    state = "waiting" if is_waiting_for_slot(status) else status.get("state", "")
+    return STATE_TEXT.get(state, (":material/radio_button_unchecked:", "Not started"))
+
+
+def sidebar(ws: Workspace) -> None:
+    """Always visible: the current dataset and the current run with its state."""
+    with st.container():
+        if damage := ws.damage():
+            st.warning(f"This workspace's saved state was damaged: {damage}", icon=":material/warning:")
+        st.markdown("##### Dataset")
+        summary = session.dataset_summary(ws)
+        if summary:
+            st.markdown(f":material/folder: **{plain(summary['name'])}**  \n{summary['images']} images · "
+                        f"{summary['classes']} classes")
+        else:
+            st.caption("None yet — start on the Dataset page.")
+        st.markdown("##### Run")
+        session.keep_queue_moving()
+        run = current_run(ws)
+        if run:
+            status = refreshed_status(run)
+            icon, words = state_text(status)
+            st.markdown(f"{icon} **{words}**  \n`{run.name}`")
+            if is_waiting_for_slot(status) and (place := queue_place(run)):
+                st.caption(queue_words(place).capitalize())
+        else:
+            st.caption("No run yet.")
+        st.caption("Bookmark this page's address to come back to your dataset and runs.")
+
+
+def knob_input(section: str, values: Any, name: str, label: str | None = None) -> Any:
+    """One widget for one config field, with the field's own help and range; returns the value chosen."""
+    field = next(f for f in dataclasses.fields(values) if f.name == name)
+    key, help_text, current = f"knob.{section}.{name}", field.metadata.get("help", ""), getattr(values, name)
+    label = label or name.replace("_", " ").capitalize()
+    kind = str(field.type)
+    low, high = field.metadata.get("min"), field.metadata.get("max")
+    if kind in ("int", "float"):
+        number = int if kind == "int" else float
+        low, high = (None if low is None else number(low)), (None if high is None else number(high))
+        current = number(current)
+        current = current if low is None else max(current, low)  # a saved value from before the ranges existed
+        current = current if high is None else min(current, high)
+    if key not in st.session_state:
+        st.session_state[key] = "" if current is None else current
+    if kind == "bool":
+        return st.toggle(label, key=key, help=help_text)
+    if "choices" in field.metadata and kind.startswith("list"):
+        return st.multiselect(label, field.metadata["choices"], key=key, help=help_text)
+    if "choices" in field.metadata:
+        return st.selectbox(label, field.metadata["choices"], key=key, help=help_text)
+    if kind == "int":
+        return int(st.number_input(label, min_value=low, max_value=high, step=1, key=key, help=help_text))
+    if kind == "float":
+        step = FLOAT_STEPS.get(name, 0.05)
+        return float(st.number_input(label, min_value=low, max_value=high, step=step, format="%g", key=key,
+                                     help=help_text))
+    return st.text_input(label, key=key, help=help_text).strip() or None
+
+
+def edited_config(config: RunConfig, section: str, values: dict[str, Any]) -> RunConfig:
+    return dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section), **values)})
+
+
+def decision_row(ws: Workspace, image: dict[str, Any], classes: list[str], overrides: dict, key: str,
+                 picture: bool = True) -> None:
+    """A photo with its label (and the label a model suggests), and buttons to drop it, relabel it, or undo.
+
+    `image` has file, path, label and optionally suggested and suggested_probability. The choice is
+    written to the dataset's decisions file at once (by callbacks, so the page redraws with it).
+    """
+    file, label, suggested = image["file"], image["label"], image.get("suggested")
+    if picture:
+        left, words, actions = st.columns([1, 2.6, 4.4], vertical_alignment="center")
+        if shown := thumbnails([image["path"]], 96)[0]:
+            left.image(shown, width=80)
+    else:
+        words, actions = st.container(), st.container()
+    guess = f" · looks like **{plain(suggested)}** ({image['suggested_probability']:.0%})" if suggested else ""
+    words.markdown(f"{code_text(file)}  \nlabelled **{plain(label)}**{guess}")
+    if decided := decision_text(overrides, file):
+        words.caption(f":material/check_circle: {decided.capitalize()} (your photo is left as it is)")
+        actions.button("Undo", key=f"undo-{key}", icon=":material/undo:", on_click=undo_decision, args=(ws, file))
+        return
+    row = actions.container(horizontal=True)
+    row.button("Drop from training", key=f"drop-{key}", icon=":material/block:", on_click=record_decision,
+               args=(ws, file), kwargs={"drop": True})
+    if suggested:
+        row.button(f"Relabel as {plain(suggested)}", key=f"relabel-{key}", icon=":material/label:",
+                   on_click=record_decision, args=(ws, file), kwargs={"label": suggested})
+    others = [name for name in classes if name not in (label, suggested)]
+    if others:
+        row.menu_button("Another class" if suggested else "Relabel as…", others, key=f"choose-{key}",
+                        on_click=_relabel_as_chosen, args=(ws, file, f"choose-{key}"))
+
+
+def _relabel_as_chosen(ws: Workspace, file: str, key: str) -> None:
+    if chosen := st.session_state.get(key):
+        record_decision(ws, file, label=str(chosen))
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or math.isnan(seconds):
+        return "—"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"

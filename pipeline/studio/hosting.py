@@ -1,0 +1,72 @@
+"""How this server is set up for strangers: the data root, the sample datasets, and the caps that protect it.
+
+Caps that protect the shared server are global: all workspaces together stay under a disk budget, each workspace
+under its own quota, runs wait in one queue of capped length (`pipeline.run_queue`), and idle workspaces expire.
+Every value is read from the environment when it is used, so an operator's change needs no restart of the code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipeline.config import env_whole_number
+
+# Defaults of the per-workspace caps (environment variables of the same purpose override them).
+MAX_QUEUED_PER_WORKSPACE = 2     # RETRAIN_STUDIO_MAX_QUEUED_PER_WORKSPACE: runs queued or training at once
+WORKSPACE_QUOTA_MB = 2048        # RETRAIN_STUDIO_WORKSPACE_QUOTA_MB: one workspace: uploads, unpacked, runs, cache
+DISK_BUDGET_MB = 20480           # RETRAIN_STUDIO_DISK_BUDGET_MB: all workspaces, the queue and the shared cache
+WORKSPACE_TTL_DAYS = 7           # RETRAIN_STUDIO_WORKSPACE_TTL_DAYS: idle workspaces are removed after this (0: never)
+
+
+def data_root() -> Path:
+    """The folder the app may read and write (RETRAIN_STUDIO_DATA_ROOT, default ./data), created if missing."""
+    root = Path(os.environ.get("RETRAIN_STUDIO_DATA_ROOT") or "data").expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def use_hosted_defaults() -> None:
+    """Settings for a server open to strangers, unless the operator set them: a lower image size cap, and
+    freed image memory given back to the system (see pipeline.images), for this process and its runs."""
+    from pipeline.images import HOSTED_MAX_PIXELS, return_freed_memory
+
+    os.environ.setdefault("RETRAIN_STUDIO_MAX_PIXELS", str(HOSTED_MAX_PIXELS))
+    return_freed_memory()
+
+
+def samples_root() -> Path | None:
+    """The folder of sample datasets (RETRAIN_STUDIO_SAMPLES), or None when unset or missing."""
+    value = os.environ.get("RETRAIN_STUDIO_SAMPLES")
+    if not value:
+        return None
+    folder = Path(value).expanduser().resolve()
+    return folder if folder.is_dir() else None
+
+
+def list_samples() -> dict[str, Path]:
+    """{name: folder} of each sample dataset: every visible sub-folder of the samples folder."""
+    root = samples_root()
+    if root is None:
+        return {}
+    return {path.name: path for path in sorted(root.iterdir()) if path.is_dir() and not path.name.startswith(".")}
+
+
+def max_queued_per_workspace() -> int:
+    """How many runs one workspace may have queued or training at once (RETRAIN_STUDIO_MAX_QUEUED_PER_WORKSPACE)."""
+    return max(env_whole_number("RETRAIN_STUDIO_MAX_QUEUED_PER_WORKSPACE", MAX_QUEUED_PER_WORKSPACE), 1)
+
+
+def workspace_quota_bytes() -> int:
+    """How many bytes one workspace may hold, runs and cache included (RETRAIN_STUDIO_WORKSPACE_QUOTA_MB, in MB)."""
+    return env_whole_number("RETRAIN_STUDIO_WORKSPACE_QUOTA_MB", WORKSPACE_QUOTA_MB) << 20
+
+
+def disk_budget_bytes() -> int:
+    """How many bytes all workspaces, the queue and the shared cache may take (RETRAIN_STUDIO_DISK_BUDGET_MB)."""
+    return env_whole_number("RETRAIN_STUDIO_DISK_BUDGET_MB", DISK_BUDGET_MB) << 20
+
+
+def workspace_ttl_seconds() -> float:
+    """How long a workspace may sit unused before it is removed (RETRAIN_STUDIO_WORKSPACE_TTL_DAYS; 0 = forever)."""
+    return env_whole_number("RETRAIN_STUDIO_WORKSPACE_TTL_DAYS", WORKSPACE_TTL_DAYS) * 86400.0
