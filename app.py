@@ -6,22 +6,39 @@ This file only sets the page up, finds the session's workspace, draws the sideba
 the chosen page in pages/. Nothing heavy is imported here (no TensorFlow), so the first page paints
 at once; the pages import the engine (`pipeline/`) as they need it.
 
-Settings are environment variables only:
-    RETRAIN_STUDIO_DATA_ROOT      folder the app reads and writes (default ./data); server folders can be
-                                  chosen only inside it, and each browser session's uploads and runs go to
-                                  DATA_ROOT/workspaces/<random id>/
-    RETRAIN_STUDIO_SAMPLES        folder whose sub-folders are one-click sample datasets (e.g. ../shared/datasets)
-    RETRAIN_STUDIO_MAX_JOBS       training runs at once across all sessions (default 1); others wait in a queue
-    RETRAIN_STUDIO_MAX_QUEUED_PER_WORKSPACE   runs one session may have queued or training at once (default 2)
-    RETRAIN_STUDIO_WORKSPACE_QUOTA_MB         uploads one session may keep, zips and unpacked files (default 2048)
-    RETRAIN_STUDIO_MAX_QUEUED     runs waiting at once across all sessions (default 20); more are refused
-    RETRAIN_STUDIO_WORKSPACE_QUOTA_MB         (above) counts a session's runs and bottleneck cache too
-    RETRAIN_STUDIO_DISK_BUDGET_MB all sessions' workspaces, the queue and the shared cache (default 20480)
-    RETRAIN_STUDIO_WORKSPACE_TTL_DAYS         idle workspaces are removed after this many days (default 7; 0 never)
-    RETRAIN_STUDIO_MAX_PIXELS     largest image decoded (default 50,000,000 in the app, 100,000,000 on the CLI)
-    RETRAIN_STUDIO_DECODE_BUDGET_PIXELS       pixels decoding at once per process (default: MAX_PIXELS)
-    STREAMLIT_SERVER_MAX_UPLOAD_SIZE  largest upload in MB (default 500, from .streamlit/config.toml)
-    RETRAIN_STUDIO_CACHE          shared caches: built backbones, bottlenecks (default ~/.cache/retrain-studio)
+Settings are environment variables only (the list is made by `python -m pipeline.settings docstring`; a test
+checks it against pipeline/settings.py):
+    RETRAIN_STUDIO_DATA_ROOT (default: ./data)
+        folder the app reads and writes: uploads, workspaces and runs (each browser session's in workspaces/ under
+        it, by a random id); server folders can only be chosen inside it
+    RETRAIN_STUDIO_SAMPLES (default: unset)
+        a folder whose sub-folders are offered as one-click sample datasets (e.g. ../shared/datasets)
+    RETRAIN_STUDIO_MAX_JOBS (default: 1)
+        training runs at once across all sessions; the rest wait in a visible queue
+    RETRAIN_STUDIO_MAX_QUEUED (default: 20)
+        runs waiting at once across all sessions; more are refused until some start
+    RETRAIN_STUDIO_MAX_QUEUED_PER_WORKSPACE (default: 2)
+        runs one browser session may have queued or training
+    RETRAIN_STUDIO_WORKSPACE_QUOTA_MB (default: 2048)
+        what one session may hold: uploads, what they unpack to, its runs and its bottleneck cache
+    RETRAIN_STUDIO_DISK_BUDGET_MB (default: 20480)
+        what all sessions together may hold: every workspace, the queue and the shared bottleneck cache
+    RETRAIN_STUDIO_WORKSPACE_TTL_DAYS (default: 7)
+        a workspace unused this long is removed (never while a run of it is queued or working); `0` keeps them
+    STREAMLIT_SERVER_MAX_UPLOAD_SIZE (default: 500 (MB, .streamlit/config.toml))
+        largest upload, in MB (Streamlit's own setting)
+    RETRAIN_STUDIO_MAX_UNZIPPED_MB (default: 2048)
+        zip-bomb cap: the most one zip may unpack to
+    RETRAIN_STUDIO_MAX_ZIP_FILES (default: 50000)
+        zip-bomb cap: the most files and folders in one zip
+    RETRAIN_STUDIO_MAX_PIXELS (default: 50000000 in the app, 100000000 on the CLI)
+        largest image decoded; larger ones are refused as possible decompression bombs
+    RETRAIN_STUDIO_DECODE_BUDGET_PIXELS (default: RETRAIN_STUDIO_MAX_PIXELS)
+        pixels being decoded at once in one process, shared by all its decoding threads
+    RETRAIN_STUDIO_CACHE (default: ~/.cache/retrain-studio)
+        shared caches: built backbones, bottlenecks, unpacked zips
+    RETRAIN_STUDIO_RUNTIME (default: unset)
+        `tensorflow` runs the built-in backbones on TensorFlow instead of LiteRT
 """
 
 from __future__ import annotations

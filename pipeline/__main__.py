@@ -214,7 +214,7 @@ def command_cache(args: argparse.Namespace) -> None:
     from pipeline.backbones import load_backbone
     from pipeline.bottlenecks import ExtractItem, cache_bottlenecks
     from pipeline.dataset import load_dataset
-    from pipeline.runs import cache_root
+    from pipeline.settings import default_bottleneck_dir
 
     config = config_from_args(args)
     if args.engine == "ray":
@@ -224,7 +224,7 @@ def command_cache(args: argparse.Namespace) -> None:
     dataset = load_dataset(config.dataset, check_images=False, progress=cli_progress())
     backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer, config.train.mirror_view)
     items = [ExtractItem(row.path, row.sha256) for row in dataset.usable().itertuples()]
-    result = cache_bottlenecks(items, backbone, config.output.bottleneck_dir or cache_root() / "bottlenecks",
+    result = cache_bottlenecks(items, backbone, config.output.bottleneck_dir or default_bottleneck_dir(),
                                progress=cli_progress())
     for item, problem in result.problems.items():
         print(f"problem: {item.path}: {problem}", file=sys.stderr)
@@ -368,14 +368,14 @@ def command_suspects(args: argparse.Namespace) -> None:
 
     from pipeline.backbones import load_backbone
     from pipeline.dataset import load_dataset
-    from pipeline.runs import cache_root
+    from pipeline.settings import default_bottleneck_dir
     from pipeline.suspects import find_suspects
 
     config = config_from_args(args)
     dataset = load_dataset(config.dataset, check_images=False, progress=cli_progress())
     backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer, config.train.mirror_view)
     started = time.monotonic()
-    suspects = find_suspects(dataset, backbone, config.output.bottleneck_dir or cache_root() / "bottlenecks",
+    suspects = find_suspects(dataset, backbone, config.output.bottleneck_dir or default_bottleneck_dir(),
                              folds=args.folds, top=args.top, seed=config.train.seed, progress=cli_progress())
     for problem in dataset.problems:
         print(f"problem: {problem['file']}: {problem['problem']}", file=sys.stderr)

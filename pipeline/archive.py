@@ -19,13 +19,11 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from pipeline.config import env_whole_number
+from pipeline import settings
 from pipeline.errors import RetrainError
-from pipeline.runs import cache_root
+from pipeline.settings import cache_root
 
 # Caps for one archive; the environment can raise or lower them for a given deployment.
-DEFAULT_MAX_UNZIPPED_MB = 2048     # RETRAIN_STUDIO_MAX_UNZIPPED_MB
-DEFAULT_MAX_FILES = 50_000         # RETRAIN_STUDIO_MAX_ZIP_FILES (files and folders)
 # No dataset nests deeper; a tree 1,000 deep defeats Python's recursive mkdir and rmtree alike.
 MAX_DEPTH = 64
 # Archive clutter from macOS Finder, never part of a dataset.
@@ -65,9 +63,9 @@ def safe_extract(zip_path: str | Path, target_dir: str | Path, max_files: int | 
     """
     zip_path, target_dir = Path(zip_path), Path(target_dir)
     if max_files is None:
-        max_files = env_whole_number("RETRAIN_STUDIO_MAX_ZIP_FILES", DEFAULT_MAX_FILES)
+        max_files = settings.MAX_ZIP_FILES.whole()
     if max_total_bytes is None:
-        max_total_bytes = env_whole_number("RETRAIN_STUDIO_MAX_UNZIPPED_MB", DEFAULT_MAX_UNZIPPED_MB) << 20
+        max_total_bytes = settings.MAX_UNZIPPED_MB.whole() << 20
     target_dir.parent.mkdir(parents=True, exist_ok=True)
     with _open_zip(zip_path) as archive:
         entries = _checked_entries(zip_path, archive)

@@ -10,22 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import RetrainError
-
-
-def env_whole_number(name: str, default: int) -> int:
-    """A whole-number setting from the environment (the app's deployment knobs), or `default` when unset."""
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    if not value.isdigit():
-        raise RetrainError(f"{name}={value!r} is not a whole number; set it to one or unset it")
-    return int(value)
 
 
 def knob(default: Any, help: str, **extra: Any) -> Any:

@@ -26,13 +26,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.config import env_whole_number
+from pipeline import settings
 from pipeline.errors import ImageProblem
 
 # Formats accepted by content, whatever the file is called. MPO is how some cameras store JPEGs.
 SUPPORTED_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP"}
 # A decompression bomb is refused before decoding: a 100 MP photo is large but real; 10x that is not.
-MAX_PIXELS = 100_000_000          # RETRAIN_STUDIO_MAX_PIXELS overrides it (the app lowers it for strangers)
 HOSTED_MAX_PIXELS = 50_000_000    # the app's default: a 50 MP camera photo still passes
 # What a user is told when an image is refused for its size.
 TOO_LARGE = "image too large; possible decompression bomb — resize it if it is real"
@@ -99,8 +98,8 @@ def decode_image(data: bytes, min_side: int | None = None,
 
 
 def max_pixels() -> int:
-    """The largest image decoded, in pixels (RETRAIN_STUDIO_MAX_PIXELS, default MAX_PIXELS)."""
-    return env_whole_number("RETRAIN_STUDIO_MAX_PIXELS", MAX_PIXELS)
+    """The largest image decoded, in pixels (RETRAIN_STUDIO_MAX_PIXELS; the app lowers it for strangers)."""
+    return settings.MAX_PIXELS.whole()
 
 
 class PixelBudget:
@@ -159,7 +158,7 @@ _BUDGETS_LOCK = threading.Lock()
 
 def decode_budget() -> PixelBudget:
     """This process's decode budget (RETRAIN_STUDIO_DECODE_BUDGET_PIXELS, default: one largest image)."""
-    total = env_whole_number("RETRAIN_STUDIO_DECODE_BUDGET_PIXELS", max_pixels())
+    total = settings.DECODE_BUDGET_PIXELS.whole(default=max_pixels())
     with _BUDGETS_LOCK:
         return _BUDGETS.setdefault(total, PixelBudget(total))
 

@@ -13,18 +13,18 @@ import os
 import sys
 from collections.abc import Iterator
 
-QUIET_VARIABLE = "RETRAIN_STUDIO_QUIET"
+from pipeline import settings
 
 
 def silence_native_logs() -> None:
     """From now on (and in child processes), `native_logs_silenced` blocks hide native log lines."""
-    os.environ[QUIET_VARIABLE] = "1"
+    settings.QUIET.set("1")
 
 
 @contextlib.contextmanager
 def native_logs_silenced() -> Iterator[None]:
     """Send descriptor 2 to /dev/null inside the block when quiet mode is on; Python's own errors still raise."""
-    if os.environ.get(QUIET_VARIABLE) != "1":
+    if settings.QUIET.raw() != "1":
         yield
         return
     sys.stderr.flush()

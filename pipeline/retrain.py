@@ -28,7 +28,8 @@ from pipeline.files import describe_write_error, disk_full_message, looks_like_d
 from pipeline.images import load_for_model
 from pipeline.manifest import write_manifest
 from pipeline.progress import Progress, ProgressCallback
-from pipeline.runs import RunDir, cache_root, job_slot, max_jobs, process_started
+from pipeline.runs import RunDir, job_slot, max_jobs, process_started
+from pipeline.settings import cache_root, default_bottleneck_dir
 
 # Share of the progress bar each stage fills, roughly by how long it takes on a cold cache.
 STAGE_SPAN = {"caching": (0.0, 0.6), "augmenting": (0.6, 0.7), "training": (0.7, 0.9),
@@ -238,7 +239,7 @@ class Features:
 
 def _cache_features(context: RunContext, dataset: Dataset, backbone) -> Features:
     config = context.config
-    bottleneck_dir = config.output.bottleneck_dir or str(cache_root() / "bottlenecks")
+    bottleneck_dir = config.output.bottleneck_dir or str(default_bottleneck_dir())
     started = time.monotonic()
     usable = dataset.usable()
     originals = [ExtractItem(row.path, row.sha256) for row in usable.itertuples()]

@@ -31,11 +31,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import settings
 from pipeline.errors import RetrainError
 
 # The environment variables a queued run is started with: where its queue is and which ticket it is.
-QUEUE_ENV, TICKET_ENV = "RETRAIN_STUDIO_QUEUE_DIR", "RETRAIN_STUDIO_QUEUE_TICKET"
-MAX_QUEUED = 20        # RETRAIN_STUDIO_MAX_QUEUED: runs waiting at once across all sessions
+QUEUE_ENV, TICKET_ENV = settings.QUEUE_DIR.name, settings.QUEUE_TICKET.name  # set for the run a ticket starts
 START_ATTEMPTS = 3     # a ticket whose process never gets going is given up after this many starts
 RECENT_RUNS = 10       # how many finished runs the wait estimate averages
 
@@ -57,9 +57,7 @@ CREATE INDEX IF NOT EXISTS tickets_by_state ON tickets (state, id);
 
 def max_queued() -> int:
     """How many runs may wait at once across all sessions (RETRAIN_STUDIO_MAX_QUEUED, default 20)."""
-    from pipeline.config import env_whole_number
-
-    return max(env_whole_number("RETRAIN_STUDIO_MAX_QUEUED", MAX_QUEUED), 1)
+    return max(settings.MAX_QUEUED.whole(), 1)
 
 
 @dataclass(frozen=True)
@@ -219,7 +217,7 @@ class RunQueue:
         with open(self._ticket_lock(ticket), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # free (_settle saw so), or probed for a moment by a page
             env = {**os.environ, QUEUE_ENV: str(self.folder), TICKET_ENV: str(ticket),
-                   "RETRAIN_STUDIO_LOCK_FD": str(lock.fileno())}
+                   settings.LOCK_FD.name: str(lock.fileno())}
             try:
                 with open(run.log, "ab") as log:
                     process = subprocess.Popen([*self.command, str(ticket)], stdout=log, stderr=subprocess.STDOUT,
@@ -347,7 +345,7 @@ def run_ticket(queue: RunQueue, ticket: int, work: Callable[[str], int] | None =
     finally:
         queue.mark_finished(ticket)
         with contextlib.suppress(OSError, ValueError):  # let go of the slot before looking for the next run
-            os.close(int(os.environ.get("RETRAIN_STUDIO_LOCK_FD", "")))
+            os.close(int(settings.LOCK_FD.raw() or ""))
         with contextlib.suppress(Exception):  # the run's own outcome is already in its files
             queue.dispatch(max_jobs())
 

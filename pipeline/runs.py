@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline import settings
 from pipeline.errors import RetrainError, RunCancelled
 from pipeline.files import describe_write_error, display_name, is_disk_full, write_json_atomic, write_json_in_place
 from pipeline.records import DamagedFile, read_metrics, read_status
@@ -37,11 +38,6 @@ METRIC_COLUMNS = ["step", "epoch", "train_loss", "train_accuracy", "val_loss", "
 # The file that makes a folder a run folder: written when a run first claims a folder, and locked by the run
 # writing into it. A folder without it that holds anything is not ours, and nothing in it is touched.
 RUN_MARKER = ".retrain-studio-run"
-
-
-def cache_root() -> Path:
-    """Where shared caches live (built backbones, bottlenecks, unpacked zips)."""
-    return Path(os.environ.get("RETRAIN_STUDIO_CACHE") or Path.home() / ".cache" / "retrain-studio")
 
 
 class RunDir:
@@ -353,7 +349,7 @@ def job_slot(max_jobs: int, slots_dir: str | Path, on_wait: Callable[[], None] |
     Slots are file locks, so they are released by the kernel even when a run is killed. A run that
     the app's queue started (pipeline.run_queue) already holds its slot: its ticket.
     """
-    if os.environ.get("RETRAIN_STUDIO_QUEUE_TICKET"):
+    if settings.QUEUE_TICKET.raw():
         yield -1
         return
     if fcntl is None:
@@ -384,6 +380,4 @@ def job_slot(max_jobs: int, slots_dir: str | Path, on_wait: Callable[[], None] |
 
 def max_jobs() -> int:
     """How many runs may train at once (RETRAIN_STUDIO_MAX_JOBS, default 1 on a small machine)."""
-    from pipeline.config import env_whole_number
-
-    return max(env_whole_number("RETRAIN_STUDIO_MAX_JOBS", 1), 1)
+    return max(settings.MAX_JOBS.whole(), 1)

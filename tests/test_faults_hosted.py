@@ -384,7 +384,7 @@ def test_uploaded_photos_are_cached_per_workspace_so_no_run_reveals_anothers_upl
     from pipeline.backbones import load_backbone
     from pipeline.bottlenecks import ExtractItem, cache_bottlenecks
     from pipeline.dataset import load_dataset
-    from pipeline.runs import cache_root
+    from pipeline.settings import default_bottleneck_dir
     from pipeline.studio.launch import bottleneck_folder
     from pipeline.studio.uploads import dataset_from_zip
     from pipeline.studio.workspaces import new_token, open_workspace
@@ -403,7 +403,7 @@ def test_uploaded_photos_are_cached_per_workspace_so_no_run_reveals_anothers_upl
     server = make_class_folders(root / "shared-photos", {"red": 2, "blue": 2})
     from pipeline.config import DatasetConfig
 
-    assert bottleneck_folder(workspace, DatasetConfig(image_dir=str(server))) == cache_root() / "bottlenecks"
+    assert bottleneck_folder(workspace, DatasetConfig(image_dir=str(server))) == default_bottleneck_dir()
 
 
 # ---- Names ---------------------------------------------------------------------------------------------------------

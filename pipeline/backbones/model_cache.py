@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.runs import cache_root
+from pipeline.settings import cache_root
 
 if TYPE_CHECKING:
     import keras

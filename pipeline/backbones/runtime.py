@@ -21,7 +21,6 @@ import hashlib
 import importlib.util
 import io
 import logging
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pipeline import settings
 from pipeline.backbones import custom
 from pipeline.backbones.model_cache import backbone_cache_dir
 from pipeline.errors import RetrainError
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RUNTIME_ENV = "RETRAIN_STUDIO_RUNTIME"  # "tensorflow" forces TensorFlow; anything else (or unset) prefers LiteRT
+RUNTIME_ENV = settings.RUNTIME.name  # "tensorflow" forces TensorFlow; anything else (or unset) prefers LiteRT
 LITERT, TENSORFLOW = "litert", "tensorflow"
 THREADS = 2  # XNNPACK threads per interpreter: the machines we target have two cores
 TFLITE_VERSION = "tfl1"  # bump whenever the conversion below changes, so stale cached .tflite files are not reused
@@ -57,7 +57,7 @@ def litert_installed() -> bool:
 
 def runtime_for(architecture: str) -> str:
     """Which runtime runs `architecture`'s backbone here: "litert" or "tensorflow"."""
-    if os.environ.get(RUNTIME_ENV, "").strip().lower() == TENSORFLOW or custom.is_model_path(architecture):
+    if (settings.RUNTIME.raw() or "").lower() == TENSORFLOW or custom.is_model_path(architecture):
         return TENSORFLOW
     return LITERT if litert_installed() else TENSORFLOW
 

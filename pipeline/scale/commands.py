@@ -140,9 +140,9 @@ def train_command(config: RunConfig, options: RayOptions) -> None:
 
 
 def _bottleneck_dir(config: RunConfig) -> str:
-    from pipeline.runs import cache_root
+    from pipeline.settings import default_bottleneck_dir
 
-    return config.output.bottleneck_dir or str(cache_root() / "bottlenecks")
+    return config.output.bottleneck_dir or str(default_bottleneck_dir())
 
 
 def _export(config: RunConfig, head, classes: list[str], sample: pd.DataFrame, run_dir) -> dict:

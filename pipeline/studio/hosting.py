@@ -7,21 +7,14 @@ Every value is read from the environment when it is used, so an operator's chang
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from pipeline.config import env_whole_number
-
-# Defaults of the per-workspace caps (environment variables of the same purpose override them).
-MAX_QUEUED_PER_WORKSPACE = 2     # RETRAIN_STUDIO_MAX_QUEUED_PER_WORKSPACE: runs queued or training at once
-WORKSPACE_QUOTA_MB = 2048        # RETRAIN_STUDIO_WORKSPACE_QUOTA_MB: one workspace: uploads, unpacked, runs, cache
-DISK_BUDGET_MB = 20480           # RETRAIN_STUDIO_DISK_BUDGET_MB: all workspaces, the queue and the shared cache
-WORKSPACE_TTL_DAYS = 7           # RETRAIN_STUDIO_WORKSPACE_TTL_DAYS: idle workspaces are removed after this (0: never)
+from pipeline import settings
 
 
 def data_root() -> Path:
     """The folder the app may read and write (RETRAIN_STUDIO_DATA_ROOT, default ./data), created if missing."""
-    root = Path(os.environ.get("RETRAIN_STUDIO_DATA_ROOT") or "data").expanduser().resolve()
+    root = settings.DATA_ROOT.path().resolve()
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -31,16 +24,16 @@ def use_hosted_defaults() -> None:
     freed image memory given back to the system (see pipeline.images), for this process and its runs."""
     from pipeline.images import HOSTED_MAX_PIXELS, return_freed_memory
 
-    os.environ.setdefault("RETRAIN_STUDIO_MAX_PIXELS", str(HOSTED_MAX_PIXELS))
+    settings.MAX_PIXELS.set_default(HOSTED_MAX_PIXELS)
     return_freed_memory()
 
 
 def samples_root() -> Path | None:
     """The folder of sample datasets (RETRAIN_STUDIO_SAMPLES), or None when unset or missing."""
-    value = os.environ.get("RETRAIN_STUDIO_SAMPLES")
-    if not value:
+    folder = settings.SAMPLES.path()
+    if folder is None:
         return None
-    folder = Path(value).expanduser().resolve()
+    folder = folder.resolve()
     return folder if folder.is_dir() else None
 
 
@@ -54,19 +47,19 @@ def list_samples() -> dict[str, Path]:
 
 def max_queued_per_workspace() -> int:
     """How many runs one workspace may have queued or training at once (RETRAIN_STUDIO_MAX_QUEUED_PER_WORKSPACE)."""
-    return max(env_whole_number("RETRAIN_STUDIO_MAX_QUEUED_PER_WORKSPACE", MAX_QUEUED_PER_WORKSPACE), 1)
+    return max(settings.MAX_QUEUED_PER_WORKSPACE.whole(), 1)
 
 
 def workspace_quota_bytes() -> int:
     """How many bytes one workspace may hold, runs and cache included (RETRAIN_STUDIO_WORKSPACE_QUOTA_MB, in MB)."""
-    return env_whole_number("RETRAIN_STUDIO_WORKSPACE_QUOTA_MB", WORKSPACE_QUOTA_MB) << 20
+    return settings.WORKSPACE_QUOTA_MB.whole() << 20
 
 
 def disk_budget_bytes() -> int:
     """How many bytes all workspaces, the queue and the shared cache may take (RETRAIN_STUDIO_DISK_BUDGET_MB)."""
-    return env_whole_number("RETRAIN_STUDIO_DISK_BUDGET_MB", DISK_BUDGET_MB) << 20
+    return settings.DISK_BUDGET_MB.whole() << 20
 
 
 def workspace_ttl_seconds() -> float:
     """How long a workspace may sit unused before it is removed (RETRAIN_STUDIO_WORKSPACE_TTL_DAYS; 0 = forever)."""
-    return env_whole_number("RETRAIN_STUDIO_WORKSPACE_TTL_DAYS", WORKSPACE_TTL_DAYS) * 86400.0
+    return settings.WORKSPACE_TTL_DAYS.whole() * 86400.0

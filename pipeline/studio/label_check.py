@@ -14,7 +14,7 @@ import pandas as pd
 from pipeline.config import TrainConfig
 from pipeline.dataset import Dataset
 from pipeline.progress import Progress, ProgressCallback
-from pipeline.runs import cache_root
+from pipeline.settings import default_bottleneck_dir
 
 if TYPE_CHECKING:
     from pipeline.suspects import Suspect
@@ -39,7 +39,7 @@ def check_labels(dataset: Dataset, train: TrainConfig, bottleneck_dir: str | Non
     from pipeline.suspects import CHECKED_SPLITS, dataset_bottlenecks, suspects_from_bottlenecks
 
     backbone = load_backbone(train.architecture, train.bottleneck_layer, train.mirror_view)
-    folder = bottleneck_dir or cache_root() / "bottlenecks"  # the app passes bottleneck_folder(...)
+    folder = bottleneck_dir or default_bottleneck_dir()  # the app passes bottleneck_folder(...)
     # One pass over every usable image: the suspects use the checked splits of it, the map all of it.
     features = dataset_bottlenecks(dataset, backbone, folder, progress=progress)
     suspects = suspects_from_bottlenecks(features.of_splits(CHECKED_SPLITS), dataset.source or str(dataset.root),

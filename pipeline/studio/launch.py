@@ -12,7 +12,8 @@ from pipeline.dataset import Dataset, require_trainable
 from pipeline.errors import RetrainError
 from pipeline.files import describe_write_error
 from pipeline.run_queue import RunQueue
-from pipeline.runs import RunDir, cache_root, max_jobs, refreshed_status
+from pipeline.runs import RunDir, max_jobs, refreshed_status
+from pipeline.settings import default_bottleneck_dir
 from pipeline.studio.datasets import dataset_config
 from pipeline.studio.hosting import data_root, max_queued_per_workspace
 from pipeline.studio.next_run import resolved_config
@@ -84,7 +85,7 @@ def bottleneck_folder(workspace: Workspace, dataset: DatasetConfig) -> Path:
     sources = [value for value in (dataset.image_dir, dataset.zip, dataset.label_csv) if value]
     if any(Path(value).resolve().is_relative_to(workspace.path.resolve()) for value in sources):
         return workspace.path / "cache" / "bottlenecks"
-    return cache_root() / "bottlenecks"
+    return default_bottleneck_dir()
 
 
 def app_queue(root: Path | None = None) -> RunQueue:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from pipeline.errors import RetrainError
-from pipeline.runs import cache_root
+from pipeline.settings import default_bottleneck_dir
 from pipeline.studio.hosting import data_root, disk_budget_bytes, workspace_quota_bytes
 from pipeline.studio.workspaces import WORKSPACES, Workspace
 
@@ -35,7 +35,7 @@ def uploads_size(workspace: Workspace) -> int:
 def server_disk_use(root: Path | None = None) -> int:
     """Bytes the app has written, all sessions together: every workspace, the queue and the shared cache."""
     root = root or data_root()
-    return sum(folder_size(folder) for folder in (root / WORKSPACES, root / "queue", cache_root() / "bottlenecks"))
+    return sum(folder_size(folder) for folder in (root / WORKSPACES, root / "queue", default_bottleneck_dir()))
 
 
 def check_quota(workspace: Workspace, adding: int, what: str) -> None:
