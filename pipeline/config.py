@@ -113,7 +113,8 @@ class TrainConfig:
     early_stopping: int = knob(8, "Stop after this many validations without improvement (0: never).", min=0, max=1000)
     seed: int = knob(0, "Random seed; the same seed and data give the same model.", min=0, max=2**31 - 1)
     fine_tune_layers: int = knob(
-        0, "Unfreeze the top N backbone layers after the head converges (slow).", min=0, max=1000
+        0, "Unfreeze the top N backbone layers, rounded up to whole blocks, after the head converges (slow).",
+        min=0, max=1000
     )
     fine_tune_epochs: int = knob(2, "Epochs of fine-tuning when --fine_tune_layers is set.", min=1, max=1000)
     fine_tune_learning_rate: float = knob(1e-5, "Learning rate while fine-tuning.", min=1e-08, max=0.1)

@@ -8,6 +8,7 @@ change as the backbone does — so it is slow on a CPU, and off by default.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 import keras
@@ -20,18 +21,44 @@ from pipeline.errors import RetrainError, RunCancelled
 from pipeline.export import build_classifier
 from pipeline.train import MetricsRecorder, make_optimizer
 
+# A layer's block: the start of its name up to the block's number ("block15" of block15_project_bn, "block_16" of
+# MobileNetV2's block_16_expand, "block7a" of EfficientNet's block7a_se_reduce). A layer outside numbered blocks
+# (stem_conv, head_conv) is a block of its own.
+BLOCK_NAME = re.compile(r"^(.*?\d+[a-z]?)_")
+
+
+def weighted_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers with weights, bottom to top, looking inside nested models (through their public `layers`)."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found += weighted_layers(layer)
+        elif layer.weights:
+            found.append(layer)
+    return found
+
+
+def block_of(layer: keras.layers.Layer) -> str:
+    """The name of the block a layer belongs to (see BLOCK_NAME)."""
+    match = BLOCK_NAME.match(layer.name)
+    return match.group(1) if match else layer.name
+
 
 def unfreeze_top_layers(backbone_model: keras.Model, count: int) -> int:
-    """Make the top `count` weighted layers trainable, BatchNorm excepted; returns how many were."""
-    weighted = [layer for layer in backbone_model._flatten_layers(include_self=False, recursive=True)
-                if layer.weights and not isinstance(layer, keras.Model)]
+    """Make the top `count` weighted layers trainable, rounded up to whole blocks, BatchNorm excepted; returns how
+    many layers were made trainable.
+
+    A block is trained whole or not at all: half a block tuned against its frozen other half gains little.
+    """
+    weighted = weighted_layers(backbone_model)
     if count > len(weighted):
         raise RetrainError(f"--fine_tune_layers {count} is more than the backbone's {len(weighted)} layers "
                            "with weights; choose a smaller number")
+    blocks = {block_of(layer) for layer in weighted[len(weighted) - count:]} if count else set()
     backbone_model.trainable = True
-    for index, layer in enumerate(weighted):
+    for layer in weighted:
         # Frozen BatchNorm runs in inference mode in Keras 3, keeping its statistics intact.
-        layer.trainable = index >= len(weighted) - count and not isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = block_of(layer) in blocks and not isinstance(layer, keras.layers.BatchNormalization)
     return sum(layer.trainable for layer in weighted)
 
 

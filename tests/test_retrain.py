@@ -286,6 +286,29 @@ def test_unfreeze_top_layers_keeps_batchnorm_and_lower_layers_frozen():
         unfreeze_top_layers(model, 10)
 
 
+def test_unfreeze_top_layers_unfreezes_whole_blocks_through_nested_models():
+    import keras
+
+    from pipeline.finetune import unfreeze_top_layers, weighted_layers
+
+    inner_in = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(4, 1, name="block2_expand")(inner_in)
+    x = keras.layers.Conv2D(4, 1, name="block2_project")(x)
+    inner = keras.Model(inner_in, keras.layers.BatchNormalization(name="block2_project_bn")(x), name="nested")
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 1, name="block1_expand")(inputs)
+    x = keras.layers.Conv2D(4, 1, name="block1_project")(x)
+    model = keras.Model(inputs, inner(x))
+    model.trainable = False
+    assert [layer.name for layer in weighted_layers(model)] == ["block1_expand", "block1_project", "block2_expand",
+                                                               "block2_project", "block2_project_bn"]
+    # The top layer is block2's BatchNorm: all of block2 is trained but that BatchNorm, nothing of block1.
+    assert unfreeze_top_layers(model, 1) == 2
+    assert [layer.trainable for layer in weighted_layers(model)] == [False, False, True, True, False]
+    assert unfreeze_top_layers(model, 4) == 4  # reaches into block1: all of it
+    assert unfreeze_top_layers(model, 0) == 0
+
+
 def test_run_with_a_broken_config_fails_with_the_reason_in_status(tmp_path):
     run = RunDir(tmp_path / "run")
     run.path.mkdir()
