@@ -13,7 +13,7 @@ from typing import Any
 import streamlit as st
 
 from pages import session
-from pipeline.config import RunConfig
+from pipeline.config import RunConfig, knob_of
 from pipeline.errors import ImageProblem
 from pipeline.images import thumbnail
 from pipeline.runs import refreshed_status
@@ -141,32 +141,30 @@ def sidebar(ws: Workspace) -> None:
 
 def knob_input(section: str, values: Any, name: str, label: str | None = None) -> Any:
     """One widget for one config field, with the field's own help and range; returns the value chosen."""
-    field = next(f for f in dataclasses.fields(values) if f.name == name)
-    key, help_text, current = f"knob.{section}.{name}", field.metadata.get("help", ""), getattr(values, name)
+    knob = knob_of(values, name)
+    key, current = f"knob.{section}.{name}", getattr(values, name)
     label = label or name.replace("_", " ").capitalize()
-    kind = str(field.type)
-    low, high = field.metadata.get("min"), field.metadata.get("max")
-    if kind in ("int", "float"):
-        number = int if kind == "int" else float
+    low, high = knob.low, knob.high
+    if knob.kind in ("int", "float") and current is not None:
+        number = int if knob.kind == "int" else float
         low, high = (None if low is None else number(low)), (None if high is None else number(high))
         current = number(current)
         current = current if low is None else max(current, low)  # a saved value from before the ranges existed
         current = current if high is None else min(current, high)
     if key not in st.session_state:
         st.session_state[key] = "" if current is None else current
-    if kind == "bool":
-        return st.toggle(label, key=key, help=help_text)
-    if "choices" in field.metadata and kind.startswith("list"):
-        return st.multiselect(label, field.metadata["choices"], key=key, help=help_text)
-    if "choices" in field.metadata:
-        return st.selectbox(label, field.metadata["choices"], key=key, help=help_text)
-    if kind == "int":
-        return int(st.number_input(label, min_value=low, max_value=high, step=1, key=key, help=help_text))
-    if kind == "float":
+    if knob.kind == "bool":
+        return st.toggle(label, key=key, help=knob.help)
+    if knob.choices is not None:
+        chooser = st.multiselect if knob.kind == "list" else st.selectbox
+        return chooser(label, knob.choices, key=key, help=knob.help)
+    if knob.kind == "int":
+        return int(st.number_input(label, min_value=low, max_value=high, step=1, key=key, help=knob.help))
+    if knob.kind == "float":
         step = FLOAT_STEPS.get(name, 0.05)
         return float(st.number_input(label, min_value=low, max_value=high, step=step, format="%g", key=key,
-                                     help=help_text))
-    return st.text_input(label, key=key, help=help_text).strip() or None
+                                     help=knob.help))
+    return st.text_input(label, key=key, help=knob.help).strip() or None
 
 
 def edited_config(config: RunConfig, section: str, values: dict[str, Any]) -> RunConfig:

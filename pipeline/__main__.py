@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import AugmentConfig, DatasetConfig, OutputConfig, RunConfig, TrainConfig
+from pipeline.config import AugmentConfig, DatasetConfig, OutputConfig, RunConfig, TrainConfig, knob_of
 from pipeline.errors import RetrainError, RunCancelled
 from pipeline.progress import cli_progress
 
@@ -59,18 +59,18 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: list[str]) -> No
     for section in sections:
         group = parser.add_argument_group(section)
         for field in dataclasses.fields(SECTIONS[section]):
-            help_text = (field.metadata.get("help") or "").replace("%", "%%")  # argparse formats help with %
-            kwargs: dict[str, Any] = {"dest": f"{section}.{field.name}", "default": argparse.SUPPRESS,
-                                      "help": help_text}
-            if "choices" in field.metadata:
-                kwargs["choices"] = field.metadata["choices"]
-            if field.type in ("bool", bool):
+            knob = knob_of(SECTIONS[section], field.name)
+            kwargs: dict[str, Any] = {"dest": f"{section}.{knob.name}", "default": argparse.SUPPRESS,
+                                      "help": knob.help.replace("%", "%%")}  # argparse formats help with %
+            if knob.choices is not None:
+                kwargs["choices"] = knob.choices
+            if knob.kind == "bool":
                 kwargs["action"] = argparse.BooleanOptionalAction
-            elif field.type.startswith("list"):
+            elif knob.kind == "list":
                 kwargs["nargs"] = "+"
             else:
-                kwargs["type"] = {"int": int, "float": float}.get(field.type.split(" ")[0], str)
-            group.add_argument(f"--{field.name}", **kwargs)
+                kwargs["type"] = {"int": int, "float": float}.get(knob.kind, str)
+            group.add_argument(f"--{knob.name}", **kwargs)
 
 
 def add_retired_flags(parser: argparse.ArgumentParser, retired: dict[str, str],

@@ -9,7 +9,6 @@ place only when complete — a failure leaves nothing behind.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -21,13 +20,13 @@ from pathlib import Path, PurePosixPath
 
 from pipeline import settings
 from pipeline.errors import RetrainError
+from pipeline.files import MACOS_ZIP_FOLDER, file_sha256, is_hidden, megabytes
 from pipeline.settings import cache_root
 
 # Caps for one archive; the environment can raise or lower them for a given deployment.
 # No dataset nests deeper; a tree 1,000 deep defeats Python's recursive mkdir and rmtree alike.
 MAX_DEPTH = 64
 # Archive clutter from macOS Finder, never part of a dataset.
-_IGNORED_DIR = "__MACOSX"
 _IGNORED_FILES = {".DS_Store"}
 _CHUNK = 1 << 20
 # General-purpose flag bit 11: the entry's name is UTF-8 (APPNOTE 4.4.4).
@@ -47,7 +46,7 @@ def unpack_dataset_zip(zip_path: str | Path, workdir: str | Path | None = None) 
     zip_path = Path(zip_path).expanduser()
     if not zip_path.is_file():
         raise RetrainError(f"{zip_path}: zip file not found")
-    target = Path(workdir or default_workdir()) / _file_sha256(zip_path)[:16]
+    target = Path(workdir or default_workdir()) / file_sha256(zip_path)[:16]
     if target.is_dir():
         return archive_root(target)
     return safe_extract(zip_path, target)
@@ -93,8 +92,8 @@ def archive_root(folder: str | Path) -> Path:
     A lone top folder holding only files is a class, not a wrapper, so it is not unwrapped.
     """
     folder = Path(folder)
-    top = [p for p in folder.iterdir() if not p.name.startswith(".") and p.name != _IGNORED_DIR]
-    if len(top) == 1 and top[0].is_dir() and any(p.is_dir() and not p.name.startswith(".")
+    top = [p for p in folder.iterdir() if not is_hidden(p.name)]
+    if len(top) == 1 and top[0].is_dir() and any(p.is_dir() and not is_hidden(p.name)
                                                   for p in top[0].iterdir()):
         return top[0]
     return folder
@@ -118,7 +117,7 @@ def _checked_entries(zip_path: Path, archive: zipfile.ZipFile) -> list[tuple[zip
     for info in archive.infolist():
         info.filename = _entry_name(info)
         relative = _safe_relative_path(zip_path, info.filename)
-        if relative is None or relative.parts[0] == _IGNORED_DIR or relative.name in _IGNORED_FILES:
+        if relative is None or relative.parts[0] == MACOS_ZIP_FOLDER or relative.name in _IGNORED_FILES:
             continue
         if relative in seen and not info.is_dir():  # the second would silently replace the first photo
             raise RetrainError(f"{zip_path}: two entries are named {info.filename!r}; make the zip again from the "
@@ -185,7 +184,8 @@ def _check_declared_totals(zip_path: Path, entries: list[tuple[zipfile.ZipInfo, 
                            "upload a smaller dataset (or raise RETRAIN_STUDIO_MAX_ZIP_FILES)")
     declared = sum(info.file_size for info, _ in entries)
     if declared > max_total_bytes:
-        raise RetrainError(f"{zip_path}: unpacks to {_mib(declared)}, over the limit of {_mib(max_total_bytes)}; "
+        raise RetrainError(f"{zip_path}: unpacks to {megabytes(declared)}, over the limit of "
+                           f"{megabytes(max_total_bytes)}; "
                            "upload a smaller dataset (or raise RETRAIN_STUDIO_MAX_UNZIPPED_MB)")
 
 
@@ -204,7 +204,7 @@ def _extract_entries(zip_path: Path, archive: zipfile.ZipFile, entries: list[tup
                 while chunk := source.read(_CHUNK):
                     written += len(chunk)
                     if written > max_total_bytes:
-                        raise RetrainError(f"{zip_path}: unpacks to more than {_mib(max_total_bytes)} (entry "
+                        raise RetrainError(f"{zip_path}: unpacks to more than {megabytes(max_total_bytes)} (entry "
                                            f"{info.filename!r} is larger than declared); upload a smaller dataset")
                     sink.write(chunk)
         except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as err:
@@ -215,13 +215,4 @@ def _extract_entries(zip_path: Path, archive: zipfile.ZipFile, entries: list[tup
                                "check free disk space, or make the zip again if two entries share a name") from None
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
-
-def _mib(n_bytes: int) -> str:
-    return f"{n_bytes / (1 << 20):,.0f} MB"

@@ -233,9 +233,25 @@ def _typed(section: str, spec: dataclasses.Field, value: Any) -> Any:
     return value
 
 
-def knob_help(section: Any, name: str) -> str:
-    """The one-line help of a setting, for CLI flags and app widgets alike."""
-    return next(f.metadata.get("help", "") for f in dataclasses.fields(section) if f.name == name)
+@dataclass(frozen=True)
+class Knob:
+    """What the CLI and the app both need to offer one config field: its kind, help, choices and range."""
+
+    name: str
+    kind: str                   # "bool", "int", "float", "list" or "text" (the field's type, read once here)
+    help: str
+    choices: list | None = None
+    low: float | None = None
+    high: float | None = None
+
+
+def knob_of(section: Any, name: str) -> Knob:
+    """The Knob of one field of a config dataclass (or an instance of one)."""
+    field_ = next(f for f in dataclasses.fields(section) if f.name == name)
+    type_name = str(field_.type).split(" ")[0]  # "int | None" is an int field that may be unset
+    kind = "list" if type_name.startswith("list") else type_name if type_name in ("bool", "int", "float") else "text"
+    meta = field_.metadata
+    return Knob(name, kind, meta.get("help", ""), meta.get("choices"), meta.get("min"), meta.get("max"))
 
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {

@@ -31,7 +31,7 @@ import pandas as pd
 from pipeline.archive import unpack_dataset_zip
 from pipeline.config import DatasetConfig
 from pipeline.errors import DatasetError, ImageProblem, RetrainError
-from pipeline.files import display_name, write_json_atomic
+from pipeline.files import display_name, is_hidden, write_json_atomic
 from pipeline.images import decode_image, load_image
 from pipeline.progress import ProgressCallback, ProgressMeter
 from pipeline.records import read_overrides
@@ -206,7 +206,7 @@ def _walk(root: Path, folder: Path, all_files: bool = False) -> list[tuple[Path,
             found.append((current, f"cannot read the folder ({err.strerror or err})"))
             continue
         for entry in entries:
-            if entry.name.startswith(".") or entry.name == "__MACOSX":
+            if is_hidden(entry.name):
                 continue
             path = Path(entry.path)
             if entry.is_symlink():
@@ -266,7 +266,7 @@ def _list_class_folders(root: Path, folder: Path, split: str | None) -> tuple[li
                                      path.suffix.lower() in IMAGE_EXTENSIONS, problem))
     warnings = [f"{loose} image(s) directly in {folder} are not in a class folder and are ignored; move them into "
                 "a folder named after their class"] if loose else []
-    class_folders = {display_name(p.name) for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+    class_folders = {display_name(p.name) for p in folder.iterdir() if p.is_dir() and not is_hidden(p.name)
                      and p.name != "__MACOSX"}
     return candidates, warnings, class_folders
 
@@ -281,7 +281,7 @@ def _list_pre_split(root: Path, split_folders: dict[str, Path]) -> tuple[list[_C
         class_folders |= found_folders
     used = {folder.name for folder in split_folders.values()}
     for path in sorted(root.iterdir()):
-        if path.is_dir() and path.name not in used and not path.name.startswith(".") and path.name != "__MACOSX":
+        if path.is_dir() and path.name not in used and not is_hidden(path.name):
             warnings.append(f"folder '{path.name}' is ignored: a pre-split dataset is read from train/, val/ and "
                             "test/ only")
     return candidates, warnings, class_folders

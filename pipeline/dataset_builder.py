@@ -35,7 +35,7 @@ from pipeline.archive import safe_extract
 from pipeline.config import DatasetConfig
 from pipeline.dataset import SPLITS, load_dataset
 from pipeline.errors import ImageProblem, RetrainError
-from pipeline.files import write_bytes_atomic, write_json_atomic
+from pipeline.files import has_hidden_part, is_hidden, write_bytes_atomic, write_json_atomic
 from pipeline.images import decode_image
 from pipeline.records import DamagedFile, read_json_record
 from pipeline.splits import split_for_name
@@ -82,9 +82,9 @@ def validate_name(name: str, what: str = "class name") -> str:
         raise RetrainError(f"the {what} is empty; type a name")
     if "/" in text or "\\" in text:
         raise RetrainError(f"{what} {text!r} contains a slash; use a name without '/' or '\\'")
-    if text.startswith("."):
-        raise RetrainError(f"{what} {text!r} starts with '.', which hides the folder (and '.' and '..' are not "
-                           "names); start it with a letter or digit")
+    if is_hidden(text):
+        raise RetrainError(f"{what} {text!r} starts with '.' (or is __MACOSX), which hides the folder (and '.' and "
+                           "'..' are not names); start it with a letter or digit")
     if any(unicodedata.category(char) in ("Cc", "Cs") for char in text):
         raise RetrainError(f"{what} {text!r} contains a control character (newline, tab, …); type it again without")
     if len(text) > MAX_NAME_CHARS or len(text.encode("utf-8")) > _MAX_NAME_BYTES:
@@ -208,13 +208,13 @@ def dataset_config_for(root: Path) -> DatasetConfig:
 def class_names(root: Path) -> list[str]:
     """The class folders of a built dataset, sorted (hidden leftovers are not classes)."""
     _clean_leftovers(root)
-    return sorted(path.name for path in Path(root).iterdir() if path.is_dir() and not path.name.startswith("."))
+    return sorted(path.name for path in Path(root).iterdir() if path.is_dir() and not is_hidden(path.name))
 
 
 def class_photos(root: Path, name: str) -> list[Path]:
     """The photos of one class, sorted by name (hidden temp files are not photos)."""
     folder = _class_folder(root, name)
-    return sorted(path for path in folder.iterdir() if path.is_file() and not path.name.startswith("."))
+    return sorted(path for path in folder.iterdir() if path.is_file() and not is_hidden(path.name))
 
 
 def class_counts(root: Path) -> dict[str, int]:
@@ -347,7 +347,7 @@ def add_zip(workspace: Workspace, root: Path, name: str, zip_name: str, zip_byte
         unpacked = safe_extract(zip_path, scratch / "files")
         zip_path.unlink()
         files = sorted(path for path in unpacked.rglob("*") if path.is_file() and not path.is_symlink()
-                       and not any(part.startswith(".") for part in path.relative_to(unpacked).parts))
+                       and not has_hidden_part(path.relative_to(unpacked)))
         if not files:
             raise RetrainError(f"{zip_name}: the zip holds no files")
         return add_photos(workspace, root, name,
@@ -395,7 +395,7 @@ def _editable(workspace: Workspace, root: Path) -> Path:
 def _class_folder(root: Path, name: str) -> Path:
     """root/name when `name` is one of the dataset's classes (checked against the listing, never joined blindly)."""
     for path in Path(root).iterdir():
-        if path.name == name and path.is_dir() and not path.is_symlink() and not name.startswith("."):
+        if path.name == name and path.is_dir() and not path.is_symlink() and not is_hidden(name):
             return path
     raise RetrainError(f"there is no class '{name}' in this dataset (renamed or deleted in another tab?)")
 

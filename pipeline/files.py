@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -155,3 +156,33 @@ def looks_like_labels_file(path: Path) -> bool:
     data = path.read_bytes()
     return (len(data) < (1 << 20) and data.endswith(b"\n") and b"\0" not in data
             and all(line.strip() for line in data.decode("utf-8").splitlines()))
+
+
+# ---- Small rules every reader of folders and sizes shares ---------------------------------------------------------
+
+# What macOS's zip tool adds beside the files (resource forks): never part of a dataset.
+MACOS_ZIP_FOLDER = "__MACOSX"
+
+
+def is_hidden(name: str) -> bool:
+    """True for names never read as data: hidden files and folders (".DS_Store", ".git") and macOS's __MACOSX."""
+    return name.startswith(".") or name == MACOS_ZIP_FOLDER
+
+
+def has_hidden_part(relative: str | Path) -> bool:
+    """True when any part of a relative path is hidden (`is_hidden`): the file is not data."""
+    return any(is_hidden(part) for part in Path(relative).parts)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes as hex, read in 1 MB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def megabytes(n_bytes: float, digits: int = 0) -> str:
+    """A size in MB as people read it: "1,234 MB" (MB = 2**20 bytes)."""
+    return f"{n_bytes / (1 << 20):,.{digits}f} MB"

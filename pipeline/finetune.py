@@ -19,7 +19,7 @@ from pipeline.bottlenecks import ExtractItem, load_item_for_model
 from pipeline.config import AugmentConfig, TrainConfig
 from pipeline.errors import RetrainError, RunCancelled
 from pipeline.export import build_classifier
-from pipeline.train import MetricsRecorder, make_optimizer
+from pipeline.train import MetricsRecorder, make_optimizer, one_hot
 
 # A layer's block: the start of its name up to the block's number ("block15" of block15_project_bn, "block_16" of
 # MobileNetV2's block_16_expand, "block7a" of EfficientNet's block7a_se_reduce). A layer outside numbered blocks
@@ -65,7 +65,7 @@ def unfreeze_top_layers(backbone_model: keras.Model, count: int) -> int:
 def image_dataset(items: Sequence[ExtractItem], labels: Sequence[int], num_classes: int, size: int,
                   augment: AugmentConfig | None, batch_size: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
     """Decoded (and for copies, augmented) images with one-hot labels, through the training decode path."""
-    targets = np.eye(num_classes, dtype=np.float32)[np.asarray(labels, dtype=int)]
+    targets = one_hot(np.asarray(labels), num_classes)
 
     def load(index: np.int64) -> np.ndarray:
         return load_item_for_model(items[int(index)], size, augment).astype(np.float32)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ImageProblem, RetrainError
-from pipeline.files import display_name, write_bytes_atomic
+from pipeline.files import display_name, has_hidden_part, write_bytes_atomic
 from pipeline.images import bytes_for_model, load_for_model, prepare_for_model
 from pipeline.progress import ProgressCallback, ProgressMeter
 from pipeline.records import load_model_and_labels
@@ -165,7 +165,7 @@ def image_files(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise RetrainError(f"{folder}: not a folder")
     return sorted(path for path in folder.rglob("*")
-                  if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts))
+                  if path.is_file() and not has_hidden_part(path.relative_to(folder)))
 
 
 def write_predictions_csv(results: list[dict], output_csv: str | Path, k: int, root: str | Path | None = None) -> None:

@@ -103,7 +103,7 @@ def train_head(data: HeadData, config: TrainConfig, on_metrics: MetricsCallback 
     head.compile(optimizer=make_optimizer(config),
                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
                  metrics=["accuracy"], steps_per_execution=interval)
-    train = (tf.data.Dataset.from_tensor_slices((data.x_train, _one_hot(data.y_train, data.num_classes)))
+    train = (tf.data.Dataset.from_tensor_slices((data.x_train, one_hot(data.y_train, data.num_classes)))
              .shuffle(len(data.x_train), seed=config.seed, reshuffle_each_iteration=True)
              .repeat().batch(config.train_batch_size))
     has_validation = len(data.x_val) > 0
@@ -112,7 +112,7 @@ def train_head(data: HeadData, config: TrainConfig, on_metrics: MetricsCallback 
     if has_validation and config.early_stopping > 0:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping,
                                                        restore_best_weights=True))
-    validation = (data.x_val, _one_hot(data.y_val, data.num_classes)) if has_validation else None
+    validation = (data.x_val, one_hot(data.y_val, data.num_classes)) if has_validation else None
     head.fit(train, steps_per_epoch=interval, epochs=rounds, validation_data=validation,
              validation_batch_size=max(len(data.x_val), 1) if config.validation_batch_size < 0
              else config.validation_batch_size,
@@ -123,7 +123,8 @@ def train_head(data: HeadData, config: TrainConfig, on_metrics: MetricsCallback 
     return head, recorder.rows
 
 
-def _one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Class indices as one-hot float32 rows, the targets every head is trained on."""
     return np.eye(num_classes, dtype=np.float32)[np.asarray(labels, dtype=int)]
 
 

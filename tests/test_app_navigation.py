@@ -11,21 +11,14 @@ from pathlib import Path
 
 import pytest
 from apptest_pages import APP, open_app
+from test_app_dataset import data_root  # noqa: F401 (the same empty data root)
 
 from pages import navigation
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("data_root")  # every test in an empty data root
 TITLES = {"dataset": "Dataset", "builder": "Build a dataset", "explore": "Explore", "configure": "Configure",
           "train": "Train", "evaluate": "Evaluate", "predict": "Predict", "runs": "Runs"}
-
-
-@pytest.fixture
-def data_root(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "data"
-    root.mkdir()
-    monkeypatch.setenv("RETRAIN_STUDIO_DATA_ROOT", str(root))
-    monkeypatch.delenv("RETRAIN_STUDIO_SAMPLES", raising=False)
-    return root
 
 
 def test_no_private_streamlit_api_in_our_code():
@@ -48,7 +41,7 @@ def test_every_page_is_registered_once_with_its_own_module():
 
 
 @pytest.mark.parametrize("name", list(TITLES))
-def test_each_page_opens_inside_the_app(data_root, name):
+def test_each_page_opens_inside_the_app(name):
     at = open_app(f"pages/{name}.py")
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value == TITLES[name]
@@ -57,7 +50,7 @@ def test_each_page_opens_inside_the_app(data_root, name):
         assert "Dataset" in " ".join(str(e.value) for e in at.sidebar.markdown)  # app.py's sidebar, drawn after it
 
 
-def test_a_deep_link_as_a_processes_first_run_goes_through_app_py(data_root):
+def test_a_deep_link_as_a_processes_first_run_goes_through_app_py():
     # A fresh interpreter, as a server's first session has: Streamlit's pages-folder mode runs pages/configure.py
     # by itself; it must hand over to app.py (sidebar, workspace), and its buttons must switch inside the app.
     script = ("import json; from streamlit.testing.v1 import AppTest; "
@@ -74,7 +67,7 @@ def test_a_deep_link_as_a_processes_first_run_goes_through_app_py(data_root):
     assert result["after"] == ["Train"] and not result["after_exceptions"], result
 
 
-def test_the_wizard_button_switches_page_and_keeps_the_workspace(data_root):
+def test_the_wizard_button_switches_page_and_keeps_the_workspace():
     at = open_app("pages/runs.py")
     token = at.query_params["ws"]
     assert at.title[0].value == "Runs"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import RetrainError
+from pipeline.files import file_sha256
 
 if TYPE_CHECKING:
     import keras
@@ -98,8 +99,4 @@ def weights_fingerprint(model: keras.Model) -> str:
 
 def file_fingerprint(path: str, length: int = 12) -> str:
     """A hash of a file's bytes (`length` hex digits; 64 for the full sha256)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:length]
+    return file_sha256(path)[:length]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.errors import RetrainError
+from pipeline.files import is_hidden
 from pipeline.scale.storage import _short, filesystem_for, join
 
 SHARD_FOLDER = "parquet"  # under --bottleneck_dir, beside the SQLite cache of the local engine
@@ -97,7 +98,7 @@ def scan_shards(bottleneck_dir: str) -> ShardScan:
             from None
     for entry in sorted(entries, key=lambda e: e.path):
         name = entry.path.rsplit("/", 1)[-1]
-        if entry.type != fs.FileType.File or name.startswith(".") or not name.endswith(SUFFIX):
+        if entry.type != fs.FileType.File or is_hidden(name) or not name.endswith(SUFFIX):
             continue
         try:
             column = pq.read_table(entry.path, columns=["key"], filesystem=filesystem)["key"]

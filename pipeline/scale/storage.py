@@ -11,6 +11,7 @@ import os
 from pathlib import PurePosixPath
 
 from pipeline.errors import ImageProblem, RetrainError
+from pipeline.files import has_hidden_part
 
 TIMEOUT_SECONDS = 10.0  # connect and request timeouts for object stores
 RETRIES = 2
@@ -68,7 +69,7 @@ def list_files(location: str) -> list[str]:
     files = []
     for entry in entries:
         relative = PurePosixPath(entry.path).relative_to(PurePosixPath(base))
-        if entry.type == fs.FileType.File and not any(part.startswith(".") for part in relative.parts):
+        if entry.type == fs.FileType.File and not has_hidden_part(relative):
             files.append(entry.path)
     return sorted(files)
 

@@ -143,7 +143,7 @@ def train_head_from_shards(bottleneck_dir: str, train: ShardSplit, validation: S
     """
     import keras
 
-    from pipeline.train import MetricsRecorder, build_head, class_weights, make_optimizer, schedule
+    from pipeline.train import MetricsRecorder, build_head, class_weights, make_optimizer, one_hot, schedule
 
     if len(train) == 0:
         raise RetrainError("no training images with bottlenecks in the shards; check the dataset's problems")
@@ -157,7 +157,7 @@ def train_head_from_shards(bottleneck_dir: str, train: ShardSplit, validation: S
     validation_data = None
     x_val, y_val = validation_arrays(bottleneck_dir, validation) if len(validation) else (None, [])
     if len(y_val):
-        validation_data = (x_val, np.eye(num_classes, dtype=np.float32)[y_val])
+        validation_data = (x_val, one_hot(y_val, num_classes))
     recorder = MetricsRecorder(interval, on_metrics, should_stop)
     callbacks: list = [recorder]
     if validation_data is not None and config.early_stopping > 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline import settings
+from pipeline.files import is_hidden
 
 
 def data_root() -> Path:
@@ -42,7 +43,7 @@ def list_samples() -> dict[str, Path]:
     root = samples_root()
     if root is None:
         return {}
-    return {path.name: path for path in sorted(root.iterdir()) if path.is_dir() and not path.name.startswith(".")}
+    return {path.name: path for path in sorted(root.iterdir()) if path.is_dir() and not is_hidden(path.name)}
 
 
 def max_queued_per_workspace() -> int:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from pipeline.errors import RetrainError
+from pipeline.files import megabytes
 from pipeline.settings import default_bottleneck_dir
 from pipeline.studio.hosting import data_root, disk_budget_bytes, workspace_quota_bytes
 from pipeline.studio.workspaces import WORKSPACES, Workspace
@@ -45,14 +46,13 @@ def check_quota(workspace: Workspace, adding: int, what: str) -> None:
     """
     quota, used = workspace_quota_bytes(), folder_size(workspace.path)
     if used + adding > quota:
-        raise RetrainError(f"{what}: this workspace would take {_mb(used + adding)}, over its quota of "
-                           f"{_mb(quota)} ({_mb(used)} used by uploads, runs and cache). Delete old runs on the Runs "
-                           "page, or start a new workspace by opening the app's address without '?ws=…'")
+        raise RetrainError(f"{what}: this workspace would take {megabytes(used + adding)}, over its quota of "
+                           f"{megabytes(quota)} ({megabytes(used)} used by uploads, runs and cache). Delete old runs "
+                           "on the Runs page, or start a new workspace by opening the app's address without '?ws=…'")
     budget, everyone = disk_budget_bytes(), server_disk_use(workspace.path.parents[1])
     if everyone + adding > budget:
-        raise RetrainError(f"{what}: the server's disk space for all users is used up ({_mb(everyone)} of "
-                           f"{_mb(budget)}); try again later, when idle workspaces have expired")
+        raise RetrainError(f"{what}: the server's disk space for all users is used up ({megabytes(everyone)} of "
+                           f"{megabytes(budget)}); try again later, when idle workspaces have expired")
 
 
-def _mb(n_bytes: int) -> str:
-    return f"{n_bytes / (1 << 20):,.0f} MB"
+

@@ -7,7 +7,7 @@ import contextlib
 from pathlib import Path
 
 from pipeline.errors import RetrainError
-from pipeline.files import display_name, from_display_name
+from pipeline.files import display_name, from_display_name, is_hidden
 from pipeline.studio.hosting import data_root
 from pipeline.studio.workspaces import WORKSPACES
 
@@ -57,5 +57,5 @@ def list_server_folders(root: Path | None = None) -> list[str]:
     """Top-level folders under the data root that could be datasets (not workspaces/ or hidden ones)."""
     root = (root or data_root()).resolve()
     return [display_name(path.name) for path in sorted(root.iterdir())
-            if path.is_dir() and path.name != WORKSPACES and not path.name.startswith(".")
+            if path.is_dir() and path.name != WORKSPACES and not is_hidden(path.name)
             and path.resolve().is_relative_to(root) and not (root / WORKSPACES).is_relative_to(path.resolve())]
