@@ -237,7 +237,7 @@ def test_a_cold_servers_first_request_is_a_deep_link_and_stays_in_the_apps_navig
         context, page = new_page(browser)
         page.goto(f"{cold['url']}/train?ws={token}")
         for attempt in ("first request", "reload"):
-            wait_for_text(page, "No run yet")
+            page.get_by_role("button", name="Start training").wait_for(timeout=60_000)  # the Train page's own
             assert page.get_by_role("heading", name="Train").count(), attempt
             sidebar = page.get_by_test_id("stSidebar")
             sidebar.get_by_text("shapes").first.wait_for()  # app.py's sidebar: the workspace's dataset
@@ -249,8 +249,8 @@ def test_a_cold_servers_first_request_is_a_deep_link_and_stays_in_the_apps_navig
         page.get_by_role("link", name="Dataset").click()
         wait_for_text(page, "Current dataset: shapes")
         click(page, "Next: Train")  # the wizard's button switches with the st.Page object
-        wait_for_text(page, "No run yet")
-        assert "/train" in page.url and f"ws={token}" in page.url, page.url
+        page.get_by_role("button", name="Start training").wait_for(timeout=60_000)
+        page.wait_for_url(f"**/train?ws={token}", timeout=10_000)
         assert page.get_by_test_id("stSidebar").get_by_text("shapes").count()
         shot(page, "deep-link-train")
         context.close()
