@@ -322,8 +322,11 @@ def _run_and_print(config: RunConfig, run_dir: str) -> None:
         print("\nmisclassified test images:")
         for wrong in report.misclassified:
             print(f"  {wrong.file}: {wrong.true_label} → {wrong.predicted_label} ({wrong.confidence:.2f})")
+    if warning := report.extra.get("test_split_warning"):
+        print(f"\nwarning: {warning}")
     print(json.dumps({"run_dir": run_dir, "test_accuracy": report.test_accuracy,
-                      "top5_accuracy": report.top5_accuracy, "export_parity": report.extra.get("export_parity")}))
+                      "top5_accuracy": report.top5_accuracy, "export_parity": report.extra.get("export_parity"),
+                      "test_split_warning": report.extra.get("test_split_warning")}))
 
 
 def command_predict(args: argparse.Namespace) -> None:

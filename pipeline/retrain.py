@@ -23,11 +23,12 @@ from pipeline.bottlenecks import CacheResult, ExtractItem, cache_bottlenecks
 from pipeline.config import RunConfig
 from pipeline.dataset import Dataset, load_dataset, require_trainable
 from pipeline.errors import RetrainError, RunCancelled
-from pipeline.evaluate import Report, build_report
+from pipeline.evaluate import Report, build_report, small_test_split_warning
 from pipeline.files import describe_write_error, disk_full_message, looks_like_disk_full
 from pipeline.images import load_for_model
 from pipeline.manifest import write_manifest
 from pipeline.progress import Progress, ProgressCallback
+from pipeline.run_dataset import summarize_dataset, write_run_dataset
 from pipeline.runs import RunDir, cache_root, job_slot, max_jobs, process_started
 
 # Share of the progress bar each stage fills, roughly by how long it takes on a cold cache.
@@ -148,8 +149,10 @@ def _retrain(config: RunConfig, run: RunDir, echo: ProgressCallback | None) -> R
         run.write_status("failed", message=f"internal error ({type(error).__name__}: {error}); see run.log",
                          **_settled_exports(context, "failed"))
         raise
+    warning = {"test_split_warning": report.extra["test_split_warning"]} \
+        if "test_split_warning" in report.extra else {}
     run.write_status("done", 1.0, "done", f"test accuracy {report.test_accuracy:.1%}",
-                     test_accuracy=report.test_accuracy, exports=dict(context.exports))
+                     test_accuracy=report.test_accuracy, exports=dict(context.exports), **warning)
     return report
 
 
@@ -175,6 +178,7 @@ def _run_stages(context: RunContext) -> Report:
     context.status("caching", 0.0, "reading the dataset")
     dataset = load_dataset(config.dataset, check_images=False, workdir=cache_root() / "datasets")
     write_manifest(dataset, context.run.path)  # the run's record of its data, whatever the folder becomes later
+    write_run_dataset(context.run.path, summarize_dataset(dataset, config.dataset))  # what every view shows
     require_trainable(dataset)
     context.status("caching", 0.0, f"loading the {config.train.architecture} backbone")
     backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer, config.train.mirror_view)
@@ -188,6 +192,9 @@ def _run_stages(context: RunContext) -> Report:
     context.status("evaluating", 0.0, "evaluating on the test images")
     report = _evaluate(dataset, features, head, labels, classifier, backbone.input_size,
                        config.train.test_batch_size)
+    percentage = None if dataset.layout == "pre_split" else config.dataset.testing_percentage
+    if warning := small_test_split_warning(report, percentage):
+        report.extra["test_split_warning"] = warning
     context.check_stop()
     export_started = time.monotonic()
     exporter = Exporter(context, backbone, head, labels, dataset, features, classifier)
@@ -196,6 +203,7 @@ def _run_stages(context: RunContext) -> Report:
         exporter.build(name)
     context.timings["model_ready_seconds"] = time.monotonic() - started
     report.extra.update(_report_extras(context, dataset, head_data, backbone))
+    report.extra["dataset"] = summarize_dataset(dataset, config.dataset)
     report.extra["cache"] = features.cache_summary
     report.extra["input_size"] = backbone.input_size
     report.extra["export_parity"] = exporter.rounded_parity()
