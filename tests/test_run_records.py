@@ -25,17 +25,17 @@ def small_run(tmp_path_factory, tiny_backbone_file):
     import contextlib
     import io
 
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(["train", "--image_dir", str(images), "--output_dir", str(run_dir), "--architecture",
                      str(tiny_backbone_file), "--bottleneck_layer", "features", "--bottleneck_dir", str(tmp / "bn"),
                      "--how_many_training_steps", "20", "--export_formats", "keras"])
-    assert code == 0
-    return run_dir, out.getvalue()
+    assert code == 0, err.getvalue()
+    return run_dir, out.getvalue(), err.getvalue()
 
 
 def test_a_run_records_its_dataset_in_its_folder_and_report(small_run):
-    run_dir, _ = small_run
+    run_dir = small_run[0]
     summary = run_dataset_summary(run_dir)
     assert summary["known"] and summary["name"] == "bees-and-ants"
     assert summary["images"] == 16 and summary["classes"] == 2 and len(summary["signature"]) == 64
@@ -45,7 +45,7 @@ def test_a_run_records_its_dataset_in_its_folder_and_report(small_run):
 
 
 def test_a_small_test_split_is_said_in_the_report_the_status_and_the_cli(small_run):
-    run_dir, printed = small_run
+    run_dir, printed = small_run[:2]
     report = json.loads((run_dir / "report.json").read_text())
     warning = report["test_split_warning"]
     assert "rough guess" in warning and "test percentage (now 10%)" in warning
