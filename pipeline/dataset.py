@@ -34,13 +34,13 @@ from pipeline.errors import DatasetError, ImageProblem, RetrainError
 from pipeline.file_checks import CheckStore, FileCheck, content_signature, file_stamp
 from pipeline.files import display_name, write_json_atomic
 from pipeline.images import decode_image, load_image
-from pipeline.near_duplicates import dhash
+from pipeline.near_duplicates import perceptual_hash
 from pipeline.progress import ProgressCallback, ProgressMeter
 from pipeline.records import read_overrides
 from pipeline.splits import split_for_name, validate_percentages
 
 SPLITS = ("train", "validation", "test")
-COLUMNS = ["path", "file", "label", "split", "sha256", "status", "problem", "dhash"]
+COLUMNS = ["path", "file", "label", "split", "sha256", "status", "problem", "phash"]
 # Fewer usable images than this in a class gets a warning (training still runs from 2).
 RECOMMENDED_PER_CLASS = 20
 # A file named like this but not an image inside is reported; any other non-image is ignored quietly.
@@ -430,7 +430,7 @@ def _examine_all(candidates: list[_Candidate], check_images: bool, progress: Pro
                          "label": display_name(candidate.label),
                          "split": candidate.split or "", "sha256": check.sha256,
                          "status": "problem" if check.problem else "ok", "problem": display_name(check.problem),
-                         "dhash": check.dhash})
+                         "phash": check.phash})
     _refuse_names_shown_alike(candidates, rows)
     return rows, content_signature(stamps), len(to_open)
 
@@ -467,7 +467,7 @@ def _examine(candidate: _Candidate, check_images: bool) -> FileCheck:
         return FileCheck(True, sha256, "", False)
     try:
         # What load_image does, without reading the file a second time; the hash is taken while it is decoded.
-        perceptual = decode_image(data, finish=dhash)
+        perceptual = decode_image(data, finish=perceptual_hash)
     except ImageProblem as problem:
         return FileCheck(True, sha256, str(problem), True)
     return FileCheck(True, sha256, "", True, perceptual)

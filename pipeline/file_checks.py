@@ -32,7 +32,7 @@ from pipeline.files import write_bytes_atomic
 from pipeline.runs import cache_root
 
 FORMAT = "retrain-studio/file-checks"
-VERSION = 1
+VERSION = 2
 # Verdicts on files modified this close to when they were stored are not trusted (one coarse clock tick and more).
 RACY_NS = 2_000_000_000
 # Stores kept on the whole server; each is about 150 bytes per image.
@@ -50,7 +50,7 @@ class FileCheck:
     sha256: str         # "" when the file was not read whole
     problem: str        # "" when usable
     decoded: bool       # the verdict includes a full decode (check_images)
-    dhash: str = ""     # perceptual hash, 16 hex digits; "" when not decoded or not an image
+    phash: str = ""     # perceptual hash, 16 hex digits; "" when not decoded or not an image
 
 
 def file_stamp(path: str | Path) -> Stamp | None:
@@ -110,7 +110,7 @@ class CheckStore:
             previous = self.entries.get(file)
             # A verdict reused unchanged keeps the time it was first stored: that is what the racy rule compares.
             written = previous[2] if previous and tuple(previous[0]) == stamp and previous[1] == check else now
-            entries[file] = [list(stamp), check.is_image, check.sha256, check.problem, check.decoded, check.dhash,
+            entries[file] = [list(stamp), check.is_image, check.sha256, check.problem, check.decoded, check.phash,
                              written]
         data = {"format": FORMAT, "version": VERSION, "root": self.root, "entries": entries}
         try:
@@ -144,13 +144,13 @@ class CheckStore:
 
 
 def _entry(value: list) -> tuple[Stamp, FileCheck, int]:
-    stamp, is_image, sha256, problem, decoded, dhash, written = value
+    stamp, is_image, sha256, problem, decoded, phash, written = value
     if not (isinstance(stamp, list) and len(stamp) == 4 and all(type(n) is int for n in stamp)):
         raise ValueError(f"stamp {stamp!r}")
     if not (isinstance(is_image, bool) and isinstance(decoded, bool) and type(written) is int
-            and all(isinstance(text, str) for text in (sha256, problem, dhash))):
+            and all(isinstance(text, str) for text in (sha256, problem, phash))):
         raise ValueError(f"entry {value!r}")
-    return tuple(stamp), FileCheck(is_image, sha256, problem, decoded, dhash), written
+    return tuple(stamp), FileCheck(is_image, sha256, problem, decoded, phash), written
 
 
 def _prune(folder: Path) -> None:

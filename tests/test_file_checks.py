@@ -59,7 +59,7 @@ def test_second_load_decodes_nothing_and_gives_the_same_table(photos, tmp_path, 
     assert second.table.equals(first.table)
     assert second.signature == first.signature
     assert "broken.jpg" in [problem["file"].split("/")[-1] for problem in second.problems]
-    assert (second.table.loc[second.table["status"] == "ok", "dhash"] != "").all()
+    assert (second.table.loc[second.table["status"] == "ok", "phash"] != "").all()
 
 
 def test_only_a_changed_or_new_file_is_checked_again(photos, tmp_path, decodes):
@@ -99,7 +99,7 @@ def test_a_decode_check_is_not_satisfied_by_a_listing_without_decode(photos, tmp
 
 
 @pytest.mark.parametrize("damage", [b"", b'{"format": "retrain-studio/file-checks", "vers', b"\xff\xfe garbage",
-                                    b"[1, 2, 3]", b'{"format": "retrain-studio/file-checks", "version": 1, '
+                                    b"[1, 2, 3]", b'{"format": "retrain-studio/file-checks", "version": 2, '
                                     b'"root": "ROOT", "entries": {"red/red_000.jpg": [1, 2]}}'])
 def test_a_damaged_store_is_ignored_with_a_log_line_and_rebuilt(photos, tmp_path, decodes, caplog, damage):
     store = tmp_path / "store"
