@@ -24,6 +24,7 @@ from pipeline.config import RunConfig
 from pipeline.dataset import Dataset, load_dataset, require_trainable
 from pipeline.errors import RetrainError, RunCancelled
 from pipeline.evaluate import Report, build_report, small_test_split_warning
+from pipeline.familiarity import fit_familiarity, save_familiarity
 from pipeline.files import describe_write_error, disk_full_message, looks_like_disk_full
 from pipeline.images import load_for_model
 from pipeline.manifest import write_manifest
@@ -230,6 +231,9 @@ def _run_stages(context: RunContext) -> Report:
     features = _cache_features(context, dataset, backbone)
     labels = dataset.classes  # sorted, and kept current when images fail to decode
     head, head_data = _train(context, dataset, features, labels)
+    if config.train.fine_tune_layers == 0:  # fine-tuning changes the backbone: the cached features no longer apply
+        x_train, y_train, _ = _split_arrays(dataset, features, labels, "train")
+        save_familiarity(fit_familiarity(x_train, y_train, labels), context.run.path)
     classifier = _fine_tune(context, dataset, features, labels, backbone, head) \
         if config.train.fine_tune_layers > 0 else None
     context.stage_begin("evaluating", "evaluating", 0.0, "on the test images")
