@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -314,16 +315,24 @@ def command_run(args: argparse.Namespace) -> None:
 
 
 def _run_and_print(config: RunConfig, run_dir: str) -> None:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from pipeline.retrain import retrain
 
-    report = retrain(config, run_dir, echo=cli_progress())
+    # TensorFlow's and absl's Python log lines go through tqdm, above the bars, instead of over them.
+    with logging_redirect_tqdm(loggers=[logging.getLogger(), logging.getLogger("tensorflow"),
+                                        logging.getLogger("absl")]):
+        report = retrain(config, run_dir, echo=cli_progress())
     print(report.table())
     if config.output.print_misclassified_test_images:
         print("\nmisclassified test images:")
         for wrong in report.misclassified:
             print(f"  {wrong.file}: {wrong.true_label} → {wrong.predicted_label} ({wrong.confidence:.2f})")
+    if warning := report.extra.get("test_split_warning"):
+        print(f"\nwarning: {warning}")
     print(json.dumps({"run_dir": run_dir, "test_accuracy": report.test_accuracy,
-                      "top5_accuracy": report.top5_accuracy, "export_parity": report.extra.get("export_parity")}))
+                      "top5_accuracy": report.top5_accuracy, "export_parity": report.extra.get("export_parity"),
+                      "test_split_warning": report.extra.get("test_split_warning")}))
 
 
 def command_predict(args: argparse.Namespace) -> None:

@@ -31,14 +31,16 @@ import pandas as pd
 from pipeline.archive import unpack_dataset_zip
 from pipeline.config import DatasetConfig
 from pipeline.errors import DatasetError, ImageProblem, RetrainError
+from pipeline.file_checks import CheckStore, FileCheck, content_signature, file_stamp
 from pipeline.files import display_name, is_hidden, write_json_atomic
 from pipeline.images import decode_image, load_image
+from pipeline.near_duplicates import perceptual_hash
 from pipeline.progress import ProgressCallback, ProgressMeter
 from pipeline.records import read_overrides
 from pipeline.splits import split_for_name, validate_percentages
 
 SPLITS = ("train", "validation", "test")
-COLUMNS = ["path", "file", "label", "split", "sha256", "status", "problem"]
+COLUMNS = ["path", "file", "label", "split", "sha256", "status", "problem", "phash"]
 # Fewer usable images than this in a class gets a warning (training still runs from 2).
 RECOMMENDED_PER_CLASS = 20
 # A file named like this but not an image inside is reported; any other non-image is ignored quietly.
@@ -76,6 +78,8 @@ class Dataset:
     duplicates: list[dict]           # [{"sha256": h, "files": [...], "labels": [...]}]
     layout: str = "class_folders"    # "class_folders", "pre_split" or "csv"
     source: str = ""                 # the folder or zip as the user gave it
+    signature: str = ""              # content signature of the listed files (file_checks.content_signature)
+    files_checked: int = 0           # files opened by this load (the rest were trusted from the check store)
 
     def usable(self) -> pd.DataFrame:
         """The rows training may use (status "ok")."""
@@ -112,16 +116,19 @@ class _Candidate:
 
 
 def load_dataset(config: DatasetConfig, check_images: bool = True, workdir: str | Path | None = None,
-                 progress: ProgressCallback | None = None) -> Dataset:
+                 progress: ProgressCallback | None = None, check_store: str | Path | bool = True) -> Dataset:
     """List, label, split and check the images of a dataset (folder, zip or CSV) into a Dataset.
 
     `check_images` decodes every image (slow, finds every broken file); without it, files are
     chosen by their first bytes only. Zips are extracted into `workdir` once, keyed by content.
+    Verdicts are kept in a check store (`pipeline.file_checks`; True: the default folder under the
+    cache, a path: that folder, False: none), so files unchanged since they were checked are not opened.
     """
     validate_percentages(config.validation_percentage, config.testing_percentage)
     root, source = _dataset_root(config, workdir)
     layout, candidates, warnings, class_folders = _list_candidates(config, root)
-    rows = _examine_all(candidates, check_images, progress)
+    store = None if check_store is False else CheckStore(root, None if check_store is True else check_store)
+    rows, signature, opened = _examine_all(candidates, check_images, progress, store)
     warnings += _empty_folder_warnings(class_folders, rows) + _unsupported_type_warnings(candidates, rows)
     _assign_splits(rows, config.validation_percentage, config.testing_percentage)
     warnings += _apply_overrides(rows, load_overrides(config.overrides))
@@ -134,7 +141,7 @@ def load_dataset(config: DatasetConfig, check_images: bool = True, workdir: str 
     warnings = [display_name(warning) for warning in warnings]
     problems = [{"file": file, "problem": display_name(problem)} for file, problem
                 in table.loc[table["status"] == "problem", ["file", "problem"]].itertuples(index=False)]
-    return Dataset(root, table, classes, problems, warnings, duplicates, layout, source)
+    return Dataset(root, table, classes, problems, warnings, duplicates, layout, source, signature, opened)
 
 
 def _refuse_unprintable_labels(rows: list[dict[str, Any]]) -> None:
@@ -394,23 +401,38 @@ def _extension_rank(relative: str) -> tuple[int, str]:
 
 # ---- Which candidates are images --------------------------------------------------------------------------------
 
-def _examine_all(candidates: list[_Candidate], check_images: bool,
-                 progress: ProgressCallback | None) -> list[dict[str, Any]]:
-    """Open every candidate once (in threads: reading, hashing and Pillow all release the GIL) into rows."""
-    meter = ProgressMeter("checking", len(candidates), progress)
+def _examine_all(candidates: list[_Candidate], check_images: bool, progress: ProgressCallback | None,
+                 store: CheckStore | None) -> tuple[list[dict[str, Any]], str, int]:
+    """(rows, content signature, files opened): open every candidate the store cannot vouch for, once.
+
+    Opened in threads: reading, hashing and Pillow all release the GIL.
+    """
+    stamps = {candidate.file: None if candidate.problem else file_stamp(candidate.path) for candidate in candidates}
+    checks: dict[str, FileCheck | None] = {
+        candidate.file: store.lookup(candidate.file, stamps[candidate.file], check_images) if store else None
+        for candidate in candidates if not candidate.problem}
+    to_open = [candidate for candidate in candidates if not candidate.problem and checks[candidate.file] is None]
+    meter = ProgressMeter("checking", len(to_open), progress)
+    if candidates and not to_open:  # a stage with nothing to do says so, rather than "0/0"
+        meter.report("all files unchanged since they were checked")
     workers = min(8, 2 * (os.cpu_count() or 1))
-    rows = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda candidate: _examine(candidate, check_images), candidates)
-        for candidate, (is_image, sha256, problem) in zip(candidates, results, strict=True):
+        for candidate, check in zip(to_open, pool.map(lambda c: _examine(c, check_images), to_open), strict=True):
             meter.advance()
-            if is_image:  # names shown and stored as text: bytes that are not UTF-8 become \xNN
-                rows.append({"path": str(candidate.path), "file": display_name(candidate.file),
-                             "label": display_name(candidate.label),
-                             "split": candidate.split or "", "sha256": sha256,
-                             "status": "problem" if problem else "ok", "problem": display_name(problem)})
+            checks[candidate.file] = check
+    if store is not None:
+        store.save({file: (stamps[file], check) for file, check in checks.items() if check is not None})
+    rows = []
+    for candidate in candidates:
+        check = FileCheck(True, "", candidate.problem, False) if candidate.problem else checks[candidate.file]
+        if check.is_image:  # names shown and stored as text: bytes that are not UTF-8 become \xNN
+            rows.append({"path": str(candidate.path), "file": display_name(candidate.file),
+                         "label": display_name(candidate.label),
+                         "split": candidate.split or "", "sha256": check.sha256,
+                         "status": "problem" if check.problem else "ok", "problem": display_name(check.problem),
+                         "phash": check.phash})
     _refuse_names_shown_alike(candidates, rows)
-    return rows
+    return rows, content_signature(stamps), len(to_open)
 
 
 def _refuse_names_shown_alike(candidates: list[_Candidate], rows: list[dict[str, Any]]) -> None:
@@ -427,28 +449,28 @@ def _refuse_names_shown_alike(candidates: list[_Candidate], rows: list[dict[str,
                               "not UTF-8); rename one of them so their photos are not mixed")
 
 
-def _examine(candidate: _Candidate, check_images: bool) -> tuple[bool, str, str]:
-    """(belongs in the table, sha256, problem) for one candidate, reading the file once."""
-    if candidate.problem:
-        return True, "", candidate.problem
+def _examine(candidate: _Candidate, check_images: bool) -> FileCheck:
+    """What one candidate is (belongs in the table, sha256, problem, perceptual hash), reading the file once."""
     try:
         with _open_regular(candidate.path) as handle:
             head = handle.read(16)
             if not _has_image_signature(head):
-                return candidate.expected_image, "", _why_not_an_image(candidate.path) \
-                    if candidate.expected_image else ""
+                return FileCheck(candidate.expected_image, "", _why_not_an_image(candidate.path)
+                                 if candidate.expected_image else "", check_images)
             data = head + handle.read()
     except _NotRegular:
-        return True, "", SPECIAL_FILE
-    except OSError as err:
-        return candidate.expected_image, "", f"cannot read the file ({err.strerror or err})"
+        return FileCheck(True, "", SPECIAL_FILE, check_images)
+    except OSError as err:  # not stored as decoded: a permission fixed later changes no stat we compare
+        return FileCheck(candidate.expected_image, "", f"cannot read the file ({err.strerror or err})", False)
     sha256 = hashlib.sha256(data).hexdigest()
-    if check_images:
-        try:
-            decode_image(data)  # what load_image does, without reading the file a second time
-        except ImageProblem as problem:
-            return True, sha256, str(problem)
-    return True, sha256, ""
+    if not check_images:
+        return FileCheck(True, sha256, "", False)
+    try:
+        # What load_image does, without reading the file a second time; the hash is taken while it is decoded.
+        perceptual = decode_image(data, finish=perceptual_hash)
+    except ImageProblem as problem:
+        return FileCheck(True, sha256, str(problem), True)
+    return FileCheck(True, sha256, "", True, perceptual)
 
 
 class _NotRegular(OSError):

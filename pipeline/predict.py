@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ImageProblem, RetrainError
+from pipeline.familiarity import caution, load_familiarity
 from pipeline.files import display_name, has_hidden_part, write_bytes_atomic
 from pipeline.images import bytes_for_model, load_for_model, prepare_for_model
 from pipeline.progress import ProgressCallback, ProgressMeter
@@ -40,13 +41,38 @@ class Predictor:
                                     input_signature=[tf.TensorSpec((None, self.input_size, self.input_size, 3),
                                                                    tf.float32)])
         self._split = split_for_runtime(self.model, self.input_size)
+        # What a photo unlike the training photos is measured against (None: only the "unsure" check).
+        self.familiarity = load_familiarity(model_path.parent, self.labels)
+        self._parts = _compiled_parts(self.model, self.input_size) if self.familiarity and not self._split else None
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities for a batch of prepared (N, S, S, 3) uint8 images."""
+        return self.probabilities_and_features(images)[0]
+
+    def probabilities_and_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(class probabilities, bottleneck features or None when the model cannot be split) for a batch."""
         if self._split is not None:  # the backbone on LiteRT, the small head on TensorFlow
             backbone, head = self._split
-            return head(backbone(images)).numpy()
-        return self._forward(images.astype(np.float32)).numpy()
+            features = backbone(images)
+            return head(features).numpy(), np.asarray(features)
+        if self._parts is not None:
+            backbone, head = self._parts
+            features = backbone(images.astype(np.float32))
+            return head(features).numpy(), features.numpy()
+        return self._forward(images.astype(np.float32)).numpy(), None
+
+    def judged(self, probabilities: np.ndarray, features: np.ndarray | None, k: int) -> dict:
+        """{"predictions": top-k, "caution": {unsure, unlike_training, notes, distance}} for one image."""
+        distance = None
+        if self.familiarity is not None and features is not None:
+            distance = float(self.familiarity.distances(features[None])[0])
+        return {"predictions": self.top_k(probabilities, k),
+                "caution": caution(probabilities, self.labels, distance, self.familiarity)}
+
+    def predict_bytes_judged(self, data: bytes, k: int = 5) -> dict:
+        """Top-k for one image file's bytes, with whether to doubt it (see pipeline.familiarity)."""
+        probabilities, features = self.probabilities_and_features(bytes_for_model(data, self.input_size)[None])
+        return self.judged(probabilities[0], None if features is None else features[0], k)
 
     def top_k(self, probabilities: np.ndarray, k: int) -> list[dict]:
         order = np.argsort(-probabilities)[:max(1, min(k, len(self.labels)))]
@@ -79,11 +105,30 @@ class Predictor:
             except ImageProblem as problem:
                 results.append({"file": str(path), "error": str(problem)})
         if images:
-            probabilities = iter(self.probabilities(np.stack(images)))
+            probabilities, features = self.probabilities_and_features(np.stack(images))
+            answers = iter(range(len(images)))
             for result in results:
                 if "error" not in result:
-                    result["predictions"] = self.top_k(next(probabilities), k)
+                    i = next(answers)
+                    result.update(self.judged(probabilities[i], None if features is None else features[i], k))
         return results
+
+
+def _compiled_parts(model, input_size: int):
+    """(backbone, head) as compiled functions for a backbone → head classifier (what runs export), else None."""
+    import keras
+    import tensorflow as tf
+
+    parts = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if len(parts) != 2 or not all(isinstance(part, keras.Model) for part in parts):
+        return None
+    backbone, head = parts
+    if len(backbone.outputs) != 1 or len(backbone.output.shape) != 2:
+        return None
+    image = tf.TensorSpec((None, input_size, input_size, 3), tf.float32)
+    vector = tf.TensorSpec((None, int(backbone.output.shape[-1])), tf.float32)
+    return (tf.function(lambda x: backbone(x, training=False), reduce_retracing=True, input_signature=[image]),
+            tf.function(lambda x: head(x, training=False), reduce_retracing=True, input_signature=[vector]))
 
 
 def split_for_runtime(model, input_size: int):

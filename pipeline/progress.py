@@ -16,6 +16,7 @@ class Progress:
     per_second: float            # items per second so far
     eta_seconds: float | None    # None until there is a rate to go on
     message: str = ""
+    indeterminate: bool = False  # work that cannot be counted (loading a backbone, writing an export)
 
     @property
     def fraction(self) -> float:
@@ -54,6 +55,9 @@ class ProgressMeter:
 
 def print_progress(progress: Progress) -> None:
     """The CLI's progress line on stderr: stage, count, rate and ETA (one line per report; for logs)."""
+    if progress.indeterminate or progress.total == 0:  # nothing to count: say what it is doing, or that it is skipped
+        print(f"{progress.stage}: {progress.message or 'working'}", file=sys.stderr, flush=True)
+        return
     eta = f", ETA {progress.eta_seconds:.0f}s" if progress.eta_seconds is not None else ""
     end = "\n" if progress.done >= progress.total else "\r"
     print(f"{progress.stage}: {progress.done}/{progress.total} ({progress.per_second:.1f}/s{eta}) {progress.message}",
@@ -73,6 +77,21 @@ class ProgressBars:
     def __call__(self, progress: Progress) -> None:
         from tqdm import tqdm
 
+        if self.bar is not None and self.bar.total is None and progress.stage == self.stage \
+                and not progress.indeterminate:  # the uncounted stage ended: its line keeps the time it took
+            self.bar.set_postfix_str(progress.message, refresh=False)
+            self.close()
+            return
+        if progress.indeterminate:  # no bar, only the time taken (shown when the stage ends)
+            self.close()
+            self.stage = progress.stage
+            self.bar = tqdm(total=None, desc=progress.stage, file=sys.stderr, dynamic_ncols=True, leave=True,
+                            bar_format="{desc}: {elapsed} {postfix}", postfix=progress.message)
+            return
+        if progress.total == 0:  # nothing to do: one line, not an empty bar
+            self.close()
+            tqdm.write(f"{progress.stage}: {progress.message or 'nothing to do'}", file=sys.stderr)
+            return
         if self.bar is None or progress.stage != self.stage or progress.total != self.bar.total:
             self.close()
             self.stage = progress.stage

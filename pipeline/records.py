@@ -97,7 +97,7 @@ def require_type(path: str | Path, data: dict, key: str, kinds: tuple[type, ...]
 
 STATUS_FIX = "the run is shown as unknown; delete it or rerun it"
 _STATUS_NUMBERS = ("progress", "updated", "started", "finished", "test_accuracy", "done", "total", "per_second",
-                   "eta_seconds", "step_number", "total_steps")
+                   "eta_seconds", "step_number", "total_steps", "working_since")
 
 
 def read_status(path: str | Path, states: tuple[str, ...]) -> dict[str, Any]:
@@ -109,7 +109,7 @@ def read_status(path: str | Path, states: tuple[str, ...]) -> dict[str, Any]:
         raise DamagedFile(path, f"is damaged (state {status.get('state')!r} is not a run state)", STATUS_FIX)
     for key in _STATUS_NUMBERS:
         require_type(path, status, key, (int, float), STATUS_FIX)
-    for key in ("step", "message", "pid_started"):
+    for key in ("step", "message", "pid_started", "test_split_warning"):
         require_type(path, status, key, (str,), STATUS_FIX)
     require_type(path, status, "pid", (int,), STATUS_FIX)
     require_type(path, status, "waiting", (bool,), STATUS_FIX)

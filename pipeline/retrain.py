@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +23,16 @@ from pipeline.bottlenecks import CacheResult, ExtractItem, cache_bottlenecks
 from pipeline.config import RunConfig
 from pipeline.dataset import Dataset, load_dataset, require_trainable
 from pipeline.errors import RetrainError, RunCancelled
-from pipeline.evaluate import Report, build_report
+from pipeline.evaluate import Report, build_report, small_test_split_warning
+from pipeline.familiarity import fit_familiarity, save_familiarity
 from pipeline.files import describe_write_error, disk_full_message, looks_like_disk_full
 from pipeline.images import load_for_model
 from pipeline.manifest import write_manifest
 from pipeline.progress import Progress, ProgressCallback
+from pipeline.run_dataset import summarize_dataset, write_run_dataset
 from pipeline.runs import RunDir, job_slot, max_jobs, process_started
 from pipeline.settings import cache_root, default_bottleneck_dir
+from pipeline.stage_progress import EXPORT_PREFIX, StageBoard, run_stage_keys, stage_title
 
 # Share of the progress bar each stage fills, roughly by how long it takes on a cold cache.
 STAGE_SPAN = {"caching": (0.0, 0.6), "augmenting": (0.6, 0.7), "training": (0.7, 0.9),
@@ -69,21 +72,51 @@ class RunContext:
     echo: ProgressCallback | None
     timings: dict[str, float] = field(default_factory=dict)
     exports: dict[str, str] = field(default_factory=dict)  # format → pending, building, ready, failed, ...
+    board: StageBoard | None = None  # each stage's own line (pipeline.stage_progress), written with every status
 
     def status(self, state: str, fraction: float, step: str, message: str = "", **details) -> None:
         low, high = STAGE_SPAN.get(state, (0.0, 1.0))
         if self.exports:
             details["exports"] = dict(self.exports)
+        if self.board is not None:
+            details.update(self.board.to_status())
         self.run.write_status(state, low + (high - low) * min(max(fraction, 0.0), 1.0), step, message, **details)
 
-    def progress_to_status(self, progress: Progress) -> None:
-        eta = f", about {progress.eta_seconds:.0f}s left" if progress.eta_seconds is not None else ""
-        self.status(progress.stage, progress.fraction,
-                    f"{progress.stage} {progress.done}/{progress.total} images ({progress.per_second:.1f} img/s{eta})",
-                    done=progress.done, total=progress.total, per_second=round(progress.per_second, 2),
-                    eta_seconds=None if progress.eta_seconds is None else round(progress.eta_seconds, 1))
+    def stage_progress(self, key: str, state: str, unit: str = "images") -> ProgressCallback:
+        """A ProgressCallback for one stage: its line on the board, status.json and the CLI."""
+        def report(progress: Progress) -> None:
+            self.board.from_progress(key, progress, unit)
+            if progress.total == 0:
+                step = f"{stage_title(key)}: nothing to do" + (f" ({progress.message})" if progress.message else "")
+                self.status(state, 1.0, step)
+            else:
+                eta = f", about {progress.eta_seconds:.0f}s left" if progress.eta_seconds is not None else ""
+                self.status(state, progress.fraction, f"{stage_title(key)} {progress.done}/{progress.total} {unit} "
+                            f"({progress.per_second:.1f}/s{eta})", done=progress.done, total=progress.total,
+                            per_second=round(progress.per_second, 2),
+                            eta_seconds=None if progress.eta_seconds is None else round(progress.eta_seconds, 1))
+            if self.echo:
+                self.echo(replace(progress, stage=stage_title(key)))
+        return report
+
+    def stage_begin(self, key: str, state: str, fraction: float, message: str = "") -> None:
+        """A stage whose work cannot be counted: its line shows the time so far, the CLI a running timer."""
+        self.board.begin(key, message=message)
+        self.status(state, fraction, f"{stage_title(key)}" + (f": {message}" if message else ""))
         if self.echo:
-            self.echo(progress)
+            self.echo(Progress(stage_title(key), 0, 0, 0.0, None, message, indeterminate=True))
+
+    def stage_end(self, key: str, state: str, fraction: float, message: str = "") -> None:
+        self.board.end(key, message)
+        self.status(state, fraction, f"{stage_title(key)} done" + (f": {message}" if message else ""))
+        if self.echo:
+            self.echo(Progress(stage_title(key), 1, 1, 0.0, 0.0, message or "done"))
+
+    def stage_skip(self, key: str, state: str, fraction: float, why: str) -> None:
+        self.board.skip(key, why)
+        self.status(state, fraction, f"{stage_title(key)}: skipped ({why})")
+        if self.echo:
+            self.echo(Progress(stage_title(key), 0, 0, 0.0, None, f"skipped: {why}"))
 
     def check_stop(self) -> None:
         if self.stop.is_set():
@@ -137,7 +170,9 @@ def _retrain(config: RunConfig, run: RunDir, echo: ProgressCallback | None) -> R
 
         with StopFlag(run.cancel_request) as stop, \
                 job_slot(max_jobs(), cache_root() / "jobs", on_wait=waiting, should_stop=stop.is_set):
-            context = RunContext(config, run, stop, echo)
+            keys = run_stage_keys(config.output.export_formats, augmenting=True,
+                                  fine_tuning=config.train.fine_tune_layers > 0)
+            context = RunContext(config, run, stop, echo, board=StageBoard(keys))
             report = _run_stages(context)
     except RunCancelled as cancelled:
         run.write_status("cancelled", message=str(cancelled), **_settled_exports(context, "cancelled"))
@@ -149,17 +184,25 @@ def _retrain(config: RunConfig, run: RunDir, echo: ProgressCallback | None) -> R
         run.write_status("failed", message=f"internal error ({type(error).__name__}: {error}); see run.log",
                          **_settled_exports(context, "failed"))
         raise
+    warning = {"test_split_warning": report.extra["test_split_warning"]} \
+        if "test_split_warning" in report.extra else {}
     run.write_status("done", 1.0, "done", f"test accuracy {report.test_accuracy:.1%}",
-                     test_accuracy=report.test_accuracy, exports=dict(context.exports))
+                     test_accuracy=report.test_accuracy, exports=dict(context.exports), **warning,
+                     **context.board.to_status())
     return report
 
 
 def _settled_exports(context: RunContext | None, ending: str) -> dict:
-    """Export states for a run that ends early: what was being built did not finish, the rest was not built."""
-    if context is None or not context.exports:
+    """Export states (and stage lines) for a run that ends early: what was being built did not finish, the rest
+    was not built."""
+    if context is None:
         return {}
+    context.board.settle(ending)
+    if not context.exports:
+        return context.board.to_status()
     settled = {"building": ending, "pending": "not built"}
-    return {"exports": {name: settled.get(state, state) for name, state in context.exports.items()}}
+    return {"exports": {name: settled.get(state, state) for name, state in context.exports.items()},
+            **context.board.to_status()}
 
 
 def _refuse_foreign_folder(folder: str | None) -> None:
@@ -173,22 +216,34 @@ def _run_stages(context: RunContext) -> Report:
     from pipeline.backbones import load_backbone
 
     config, started = context.config, time.monotonic()
-    context.status("caching", 0.0, "reading the dataset")
-    dataset = load_dataset(config.dataset, check_images=False, workdir=cache_root() / "datasets")
+    context.stage_begin("dataset", "caching", 0.0, "listing the images")
+    dataset = load_dataset(config.dataset, check_images=False, workdir=cache_root() / "datasets",
+                           progress=context.stage_progress("dataset", "caching", "files"))
     write_manifest(dataset, context.run.path)  # the run's record of its data, whatever the folder becomes later
+    summary = summarize_dataset(dataset, config.dataset)
+    write_run_dataset(context.run.path, summary)  # what every view of this run shows as its dataset
     require_trainable(dataset)
-    context.status("caching", 0.0, f"loading the {config.train.architecture} backbone")
+    context.stage_end("dataset", "caching", 0.0, f"{summary['images']} images, {summary['classes']} classes")
+    context.stage_begin("backbone", "caching", 0.0, Path(config.train.architecture).name)
     backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer, config.train.mirror_view)
+    context.stage_end("backbone", "caching", 0.0)
     context.run.needed_mb = _space_needed_mb(dataset, backbone, config)
     context.check_stop()
     features = _cache_features(context, dataset, backbone)
     labels = dataset.classes  # sorted, and kept current when images fail to decode
     head, head_data = _train(context, dataset, features, labels)
+    if config.train.fine_tune_layers == 0:  # fine-tuning changes the backbone: the cached features no longer apply
+        x_train, y_train, _ = _split_arrays(dataset, features, labels, "train")
+        save_familiarity(fit_familiarity(x_train, y_train, labels), context.run.path)
     classifier = _fine_tune(context, dataset, features, labels, backbone, head) \
         if config.train.fine_tune_layers > 0 else None
-    context.status("evaluating", 0.0, "evaluating on the test images")
+    context.stage_begin("evaluating", "evaluating", 0.0, "on the test images")
     report = _evaluate(dataset, features, head, labels, classifier, backbone.input_size,
                        config.train.test_batch_size)
+    context.stage_end("evaluating", "evaluating", 1.0, f"{report.test_images} images")
+    percentage = None if dataset.layout == "pre_split" else config.dataset.testing_percentage
+    if warning := small_test_split_warning(report, percentage):
+        report.extra["test_split_warning"] = warning
     context.check_stop()
     export_started = time.monotonic()
     exporter = Exporter(context, backbone, head, labels, dataset, features, classifier)
@@ -197,6 +252,7 @@ def _run_stages(context: RunContext) -> Report:
         exporter.build(name)
     context.timings["model_ready_seconds"] = time.monotonic() - started
     report.extra.update(_report_extras(context, dataset, head_data, backbone))
+    report.extra["dataset"] = summarize_dataset(dataset, config.dataset)
     report.extra["cache"] = features.cache_summary
     report.extra["input_size"] = backbone.input_size
     report.extra["export_parity"] = exporter.rounded_parity()
@@ -243,22 +299,36 @@ def _cache_features(context: RunContext, dataset: Dataset, backbone) -> Features
     started = time.monotonic()
     usable = dataset.usable()
     originals = [ExtractItem(row.path, row.sha256) for row in usable.itertuples()]
-    result = cache_bottlenecks(originals, backbone, bottleneck_dir, progress=context.progress_to_status,
-                               should_stop=context.stop.is_set)
+    result = cache_bottlenecks(originals, backbone, bottleneck_dir,
+                               progress=context.stage_progress("caching", "caching"), should_stop=context.stop.is_set)
     context.check_stop()
     _record_problems(dataset, result)
+    context.stage_end("caching", "caching", 1.0, _cache_words(result))
     context.timings["caching_seconds"] = time.monotonic() - started
     augment = effective_augment(config.augment)
     copies = _copy_items(dataset.usable(), augment)
-    augmented = cache_bottlenecks([item for group in copies.values() for item in group], backbone, bottleneck_dir,
-                                  augment=augment, progress=context.progress_to_status,
+    wanted = [item for group in copies.values() for item in group]
+    if not wanted:
+        context.stage_skip("augmenting", "augmenting", 1.0, "no augmented copies asked for")
+    augmented = cache_bottlenecks(wanted, backbone, bottleneck_dir, augment=augment,
+                                  progress=context.stage_progress("augmenting", "augmenting") if wanted else None,
                                   should_stop=context.stop.is_set)
     context.check_stop()
+    if wanted:
+        context.stage_end("augmenting", "augmenting", 1.0, _cache_words(augmented))
     context.timings["augmenting_seconds"] = time.monotonic() - started - context.timings["caching_seconds"]
     vectors = {**result.vectors, **augmented.vectors}
     copies = {path: [item for item in group if item in vectors] for path, group in copies.items()}
     summary = {"originals": result.summary(), "augmented": augmented.summary(), "bottleneck_dir": bottleneck_dir}
     return Features(vectors, copies, summary)
+
+
+def _cache_words(result: CacheResult) -> str:
+    """What caching did, in words: "all 397 reused from the cache" rather than a bar at 0/0."""
+    if result.computed == 0 and not result.problems:
+        return f"all {result.reused} reused from the cache"
+    problems = f", {len(result.problems)} unreadable" if result.problems else ""
+    return f"{result.computed} computed, {result.reused} reused{problems}"
 
 
 def _record_problems(dataset: Dataset, result: CacheResult) -> None:
@@ -313,15 +383,21 @@ def _train(context: RunContext, dataset: Dataset, features: Features, labels: li
         context.run.append_metrics(row)
         _write_summaries(writer, row)
         accuracy = row["val_accuracy"] if row["val_accuracy"] is not None else row["train_accuracy"]
+        rate = row["step"] / max(row["elapsed_seconds"], 1e-9)
+        eta = (total_steps - row["step"]) / rate if rate > 0 else None
+        context.board.advance("training", row["step"], total_steps, rate, eta, f"loss {row['train_loss']:.3f}",
+                              "steps")
         context.status("training", row["step"] / total_steps,
                        f"training step {row['step']}/{total_steps}, loss {row['train_loss']:.3f}, "
                        f"accuracy {accuracy:.1%}", step_number=row["step"], total_steps=total_steps)
         if context.echo:
-            context.echo(Progress("training", row["step"], total_steps, row["step"] / max(row["elapsed_seconds"], 1e-9),
-                                  None, f"loss {row['train_loss']:.3f} val_acc {row['val_accuracy']}"))
+            context.echo(Progress(stage_title("training"), row["step"], total_steps, rate, eta,
+                                  f"loss {row['train_loss']:.3f} val_acc {row['val_accuracy']}"))
 
+    context.board.begin("training", total_steps, "steps", f"{len(x_train)} examples")
     context.status("training", 0.0, f"training the head on {len(x_train)} examples")
     head, _ = train_head(data, config.train, on_metrics, context.stop.is_set)
+    context.stage_end("training", "training", 1.0)
     context.timings["training_seconds"] = time.monotonic() - started
     return head, data
 
@@ -338,13 +414,19 @@ def _fine_tune(context: RunContext, dataset: Dataset, features: Features, labels
 
     def on_metrics(row: dict) -> None:  # fine-tuning's rows continue the head's step count
         context.run.append_metrics({**row, "step": head_steps + row["step"]})
+        elapsed = time.monotonic() - started
+        rate = row["epoch"] / max(elapsed, 1e-9)
+        context.board.advance("fine-tuning", row["epoch"], epochs, rate, (epochs - row["epoch"]) / rate,
+                              unit="epochs")
         context.status("training", 0.9 + 0.1 * row["epoch"] / epochs,
                        f"fine-tuning (slow) epoch {row['epoch']}/{epochs}, loss {row['train_loss']:.3f}")
 
+    context.board.begin("fine-tuning", epochs, "epochs", f"top {config.train.fine_tune_layers} backbone layers")
     context.status("training", 0.9, f"fine-tuning the top {config.train.fine_tune_layers} backbone layers "
                                     f"on {len(train_items)} images (slow on a CPU)")
     classifier = fine_tune(backbone, head, (train_items, train_targets), (val_items, val_targets), len(labels),
                            config.train, effective_augment(config.augment), on_metrics, context.stop.is_set)
+    context.stage_end("fine-tuning", "training", 1.0)
     context.timings["fine_tune_seconds"] = time.monotonic() - started
     return classifier
 
@@ -457,9 +539,7 @@ class Exporter:
         started = time.monotonic()
         done = sum(state == "ready" for state in context.exports.values())
         context.exports[name] = "building"
-        context.status("exporting", done / len(context.exports), f"exporting and checking {name}")
-        if context.echo:
-            context.echo(Progress("exporting", done, len(context.exports), 0.0, None, name))
+        context.stage_begin(EXPORT_PREFIX + name, "exporting", done / len(context.exports), "writing and checking")
         try:
             representative = self._images(self.training, REPRESENTATIVE_IMAGES) if name == "tflite_int8" else None
             write_export(name, self.classifier, self.labels, context.run.path, representative)
@@ -477,9 +557,7 @@ class Exporter:
         context.exports[name] = "ready"
         context.timings[f"export_{name}_seconds"] = time.monotonic() - started
         done += 1
-        context.status("exporting", done / len(context.exports), f"{name} ready")
-        if context.echo:
-            context.echo(Progress("exporting", done, len(context.exports), 0.0, None, f"{name} ready"))
+        context.stage_end(EXPORT_PREFIX + name, "exporting", done / len(context.exports), f"{name} ready")
 
     def _images(self, rows, limit: int | None = None) -> np.ndarray:
         """Prepared images of some dataset rows (evenly spaced when limited)."""

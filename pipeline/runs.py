@@ -57,7 +57,7 @@ class RunDir:
 
     # What a run writes; cleared when a run starts again in the same folder, so old and new never mix.
     OUTPUTS = ("metrics.csv", "report.json", "model.keras", "model.tflite", "labels.txt", "saved_model", "logs",
-               "dataset_manifest.csv")
+               "dataset_manifest.csv", "dataset.json", "familiarity.json")
 
     def is_ours(self) -> bool:
         """True when the folder carries our run marker."""
@@ -158,6 +158,11 @@ class RunDir:
                   "pid": previous.get("pid", os.getpid())}
         if "pid" in previous and "pid" not in details and previous.get("pid_started"):
             status["pid_started"] = previous["pid_started"]  # what tells the run's process from a reused pid
+        # When the work began, after any wait in a queue: durations shown count from here, the wait apart.
+        working_since = None if state == "queued" else previous.get("working_since") or (
+            None if state in FINISHED else now)
+        if working_since:
+            status["working_since"] = working_since
         if state in FINISHED:
             status["finished"] = now
         status.update(details)
