@@ -41,6 +41,8 @@ GOALS = {
     "flowers_test_accuracy_lite2": Goal(">=", 0.95),
     "grocery_test_accuracy_lite2": Goal(">=", 0.85),
     "hostile_zip_peak_rss_mb": Goal("<", 1500),
+    "flowers_bytes_top1_agreement": Goal(">=", 0.99),
+    "flowers_bytes_max_prob_diff": Goal("<=", 0.02),
 }
 
 

@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Our runs must not queue for a training slot behind someone else's run: waiting is not speed.
 os.environ.setdefault("RETRAIN_STUDIO_MAX_JOBS", "64")
 
-from bench import backbones, extraction, hostile_zip, training, whole_runs  # noqa: E402
+from bench import backbones, export_parity, extraction, hostile_zip, training, whole_runs  # noqa: E402
 from bench.modes import (  # noqa: E402
     DEFAULT_BACKBONE,
     GROCERY,
@@ -53,12 +53,12 @@ FIGURES = ["forward_images_per_second", "extract_images_per_second", "extract_vs
            "head_4000_steps_seconds", "warm_rerun_seconds", "augmented_warm_vs_plain_warm", "flowers_test_accuracy",
            "flowers_test_accuracy_seed0", "flowers_first_model_seconds", "predict_p50_ms", "predict_p95_ms",
            "cache_peak_rss_mb", "flowers_test_accuracy_lite2", "grocery_test_accuracy_lite2",
-           "hostile_zip_peak_rss_mb"]
+           "hostile_zip_peak_rss_mb", "flowers_bytes_top1_agreement", "flowers_bytes_max_prob_diff"]
 
 
 # Every stage, in the order they run (`--stages` picks some; a figure of a stage not run is "not measured").
-STAGES = ["extraction", "first_model", "reruns", "head_steps", "frozen_fit", "prediction", "cache_memory",
-          "backbones", "grocery", "hostile_zip"]
+STAGES = ["extraction", "first_model", "reruns", "head_steps", "frozen_fit", "prediction", "export_parity",
+          "cache_memory", "backbones", "grocery", "hostile_zip"]
 
 
 class Benchmark:
@@ -262,6 +262,23 @@ class Benchmark:
         how = f"file bytes → `Predictor.predict_bytes` top-5, as the Predict page does; {len(times)} images"
         self.record("predict_p50_ms", whole_runs.percentile(times, 50), how)
         self.record("predict_p95_ms", whole_runs.percentile(times, 95), how)
+
+    def measure_export_parity(self) -> None:
+        test = self.rows[self.rows["split"] == "test"]
+        run_dir = self.first_run_dir
+        self.stage(f"exports against predict on the {len(test)} test images"
+                   + ("" if run_dir else ", after a default run (no first model)"))
+        if run_dir is None:
+            run_dir = whole_runs.timed_run(self.config(), self.workdir / "runs" / "exports").run_dir
+        whole_runs.add_onnx_export(run_dir)
+        figures = export_parity.measure(run_dir, list(test["path"]))
+        where = f"the {len(test)} test images of {self.describe_dataset()}, the first model"
+        self.record(self.name("flowers_bytes_top1_agreement"), figures.pop("bytes_top1_agreement"),
+                    f"SavedModel `serving_bytes` (TensorFlow decodes) vs `predict` (Pillow): same top-1; {where}")
+        self.record(self.name("flowers_bytes_max_prob_diff"), figures.pop("bytes_max_prob_diff"),
+                    f"largest difference in any probability, same comparison; {where}")
+        for name, value in figures.items():  # model.keras on whole photos vs predict's pixel path; the rest prepared
+            self.record(self.name(f"flowers_{name}"), value, f"vs predict; {where}", extra=True)
 
     def measure_cache_memory(self) -> None:
         self.stage(f"memory: a cold `python -m pipeline cache` over {len(self.rows)} images as a child process")

@@ -107,3 +107,18 @@ def cache_command_usage(image_dir: Path, workdir: Path, architecture: str, bottl
 MEASURE_CHILD = ("import os, subprocess, sys; child = subprocess.Popen(sys.argv[1:], stdout=sys.stderr); "
                  "_, status, usage = os.wait4(child.pid, 0); print(usage.ru_maxrss); "
                  "sys.exit(os.waitstatus_to_exitcode(status))")
+
+
+def add_onnx_export(run_dir: Path) -> bool:
+    """Convert a finished run's model to ONNX beside it when the optional extra is installed (else False)."""
+    import importlib.util
+
+    if (run_dir / "model.onnx").exists() or not all(importlib.util.find_spec(name) for name in ("tf2onnx",
+                                                                                                 "onnxruntime")):
+        return (run_dir / "model.onnx").exists()
+    from pipeline.export import fixed_size_model, write_export
+    from pipeline.records import load_model_and_labels
+
+    model, labels = load_model_and_labels(run_dir / "model.keras", run_dir / "labels.txt")
+    write_export("onnx", fixed_size_model(model), labels, run_dir)
+    return True

@@ -323,6 +323,8 @@ def _run_and_print(config: RunConfig, run_dir: str) -> None:
     with logging_redirect_tqdm(loggers=[logging.getLogger(), logging.getLogger("tensorflow"),
                                         logging.getLogger("absl")]):
         report = retrain(config, run_dir, echo=cli_progress())
+    for name, why in report.extra.get("exports_unavailable", {}).items():
+        note(f"{name} export not made: {why}")
     print(report.table())
     if config.output.print_misclassified_test_images:
         print("\nmisclassified test images:")

@@ -18,22 +18,25 @@ from pipeline.runs import RunDir
 
 PREPROCESSING = (
     "RGB photos; the largest centred square is cropped and resized (bilinear, antialiased) to {size}x{size}; "
-    "values stay 0-255 (the model scales them itself). `saved_model/1/` also has `serving_bytes` (encoded "
-    "image files in) and `serving_pixels` (uint8 pixels of any size in), which do the crop and resize "
-    "themselves and answer class names next to the probabilities."
+    "values stay 0-255 (the model scales them itself). `model.keras` takes pixels of any size and does the "
+    "crop and resize itself (Keras's `Resizing` layer; pixels may differ from ours by one level). "
+    "`saved_model/1/` has `serving_bytes` (encoded image files in) and `serving_pixels` (uint8 pixels of any "
+    "size in), which do the crop and resize themselves and answer class names next to the probabilities. "
+    "The TFLite and ONNX files take prepared images: `preprocessing.json` says exactly how to prepare them."
 )
 
 
 def ready_files(run: RunDir) -> list[Path]:
     """The run's files a bundle may hold: labels, report, and every export marked ready."""
-    from pipeline.export import FILES
+    from pipeline.export import FILES, PREPROCESSING_FILE
 
     status = run.status()
     exports = status.get("exports")
     if not isinstance(exports, dict):  # a run from before per-export states: only a done run's exports
         exports = {name: "ready" for name in FILES} if status.get("state") == "done" else {}
     ready = [run.path / FILES[name] for name, state in exports.items() if state == "ready" and name in FILES]
-    return [run.path / "labels.txt", run.report] + [path for path in ready if path.exists()]
+    described = [run.path / PREPROCESSING_FILE] if (run.path / PREPROCESSING_FILE).is_file() else []
+    return [run.path / "labels.txt", run.report, *described] + [path for path in ready if path.exists()]
 
 
 def model_card(run: RunDir) -> str:

@@ -129,8 +129,9 @@ class OutputConfig:
     saved_model_dir: str | None = knob(None, "Also write the SavedModel here.")
     export_formats: list[str] = knob(
         ["keras", "saved_model", "tflite"],
-        "Formats to export (quantized TFLite: tflite_float16, tflite_dynamic, tflite_int8).",
-        choices=["keras", "saved_model", "tflite", "tflite_float16", "tflite_dynamic", "tflite_int8"],
+        "Formats to export (quantized TFLite: tflite_float16, tflite_dynamic, tflite_int8; onnx needs the onnx "
+        "extra).",
+        choices=["keras", "saved_model", "tflite", "tflite_float16", "tflite_dynamic", "tflite_int8", "onnx"],
     )
     print_misclassified_test_images: bool = knob(False, "Print every misclassified test image.")
 

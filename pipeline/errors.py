@@ -23,3 +23,7 @@ class BackboneUnavailable(RetrainError):
 
 class RunCancelled(RetrainError):
     """The run was cancelled (SIGTERM or the app's Cancel button)."""
+
+
+class ExportUnavailable(RetrainError):
+    """An optional export format cannot be made here (its converter is not installed, or it failed to convert)."""

@@ -5,17 +5,22 @@ RGB images with values 0-255 at the backbone's input size and does its own scali
 SavedModel also carries the rest of our preprocessing, so a client never has to copy it: a
 `serving_bytes` signature takes encoded image files (`{"b64": ...}` over TF Serving's REST API)
 and `serving_pixels` takes uint8 pixels of any size; both centre-crop and resize inside, and
-answer class names next to the probabilities. Each format is written on its own, then loaded
-back and compared with the in-memory model on real test images; a difference beyond tolerance
-fails the run, and only a checked export is ever marked ready.
+answer class names next to the probabilities. model.keras takes pixels of any size too, cropping
+and resizing with Keras's own `Resizing` layer (so it loads in safe mode with no code of ours);
+TFLite and ONNX have no builtin operator for an antialiased resize, so they take prepared
+images and `preprocessing.json` beside them says exactly how to prepare them. Each format is
+written on its own, then loaded back and compared with the in-memory model on real test images;
+a difference beyond tolerance fails the run, and only a checked export is ever marked ready.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -31,11 +36,13 @@ from pipeline.quiet import native_logs_silenced
 # exported whole model on the same images: batched and single-image convolutions round differently.
 # `saved_model_pixels` is the pixel signature on already prepared images (its crop and resize are
 # then the identity); `saved_model_bytes` decodes in TensorFlow, not Pillow, and decoders differ.
+# `keras_any_size` is model.keras on whole decoded photos against the in-memory model behind the same
+# Keras `Resizing` (how far that resize is from training's Pillow one is measured in bench/, not here).
 # Quantized TFLite variants trade exactness for size: their bound only catches a broken conversion;
 # what they cost in accuracy is measured on the whole test split and reported per variant.
-TOLERANCE = {"keras": 1e-4, "saved_model": 1e-4, "saved_model_pixels": 1e-5, "saved_model_bytes": 0.02,
-             "tflite": 1e-3, "cached_bottlenecks": 1e-3, "tflite_float16": 0.02, "tflite_dynamic": 0.2,
-             "tflite_int8": 0.4}
+TOLERANCE = {"keras": 1e-4, "keras_any_size": 1e-4, "saved_model": 1e-4, "saved_model_pixels": 1e-5,
+             "saved_model_bytes": 0.02, "tflite": 1e-3, "cached_bottlenecks": 1e-3, "tflite_float16": 0.02,
+             "tflite_dynamic": 0.2, "tflite_int8": 0.4, "onnx": 1e-4}
 # Exports are written into a folder of this name inside the run, then moved into place; a run killed
 # meanwhile leaves one behind, which the next run in that folder removes (pipeline.runs.RunDir.clear_outputs).
 STAGING_PREFIX = ".staging-"
@@ -44,12 +51,21 @@ CLASSIFIER_NAME = "classifier"
 SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "serving_bytes"
 PIXELS_SIGNATURE = "serving_pixels"
-# The order they are built in: keras is quick; the TFLite ones convert the SavedModel.
-FORMATS = ("keras", "saved_model", "tflite", "tflite_float16", "tflite_dynamic", "tflite_int8")
+# The order they are built in: keras is quick; the TFLite ones convert the SavedModel; ONNX is optional.
+FORMATS = ("keras", "saved_model", "tflite", "tflite_float16", "tflite_dynamic", "tflite_int8", "onnx")
 FILES = {"keras": "model.keras", "saved_model": "saved_model", "tflite": "model.tflite",
          "tflite_float16": "model_float16.tflite", "tflite_dynamic": "model_dynamic.tflite",
-         "tflite_int8": "model_int8.tflite"}
+         "tflite_int8": "model_int8.tflite", "onnx": "model.onnx"}
 TFLITE = ("tflite", "tflite_float16", "tflite_dynamic", "tflite_int8")
+# Formats whose converter is an optional extra: one that cannot be made here is reported, and the run goes on.
+OPTIONAL = ("onnx",)
+# What a client reads to prepare images for the formats that take prepared ones (TFLite, ONNX).
+PREPROCESSING_FILE = "preprocessing.json"
+# model.keras's own preprocessing layer, and the archive entry that carries the class names inside the file.
+RESIZE_LAYER = "centre_crop_and_resize"
+KERAS_LABELS_ENTRY = "labels.txt"
+# model.keras's any-size check: a few whole photos (each runs at its own size), none larger than this.
+ANY_SIZE_CHECK_IMAGES, ANY_SIZE_CHECK_PIXELS = 4, 4_000_000
 
 
 @dataclass
@@ -59,6 +75,28 @@ class ExportCheck:
     images: np.ndarray        # (N, S, S, 3) uint8, prepared by pipeline.images (our decode, crop and resize)
     encoded: list[bytes]      # the same images' file bytes, for the SavedModel's bytes signature
     expected: np.ndarray      # (N, classes) probabilities of the in-memory model on `images`
+    originals: list[np.ndarray] = field(default_factory=list)  # whole decoded photos, for any-size inputs
+    originals_expected: np.ndarray | None = None  # the in-memory model on each, behind model.keras's own resize
+
+
+def originals_for_check(classifier: keras.Model, encoded: list[bytes]) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """A few whole decoded photos and what the in-memory model answers on them through model.keras's own resize."""
+    from PIL import Image
+
+    from pipeline.images import decode_image
+
+    originals = []
+    for data in encoded:
+        with Image.open(io.BytesIO(data)) as image:  # the header only: a huge photo is never decoded here
+            if image.size[0] * image.size[1] > ANY_SIZE_CHECK_PIXELS:
+                continue
+        originals.append(decode_image(data))
+        if len(originals) == ANY_SIZE_CHECK_IMAGES:
+            break
+    if not originals:
+        return [], None
+    any_size = any_size_classifier(classifier)  # shares the classifier's weights
+    return originals, np.concatenate([eager_probabilities(any_size, rgb[None]) for rgb in originals])
 
 
 def build_classifier(backbone_model: keras.Model, head: keras.Model, input_size: int) -> keras.Model:
@@ -66,6 +104,68 @@ def build_classifier(backbone_model: keras.Model, head: keras.Model, input_size:
     inputs = keras.Input((input_size, input_size, 3), name="image")
     probabilities = head(backbone_model(inputs))
     return keras.Model(inputs, probabilities, name=CLASSIFIER_NAME)
+
+
+def any_size_classifier(classifier: keras.Model) -> keras.Model:
+    """The classifier behind Keras's own centre crop and resize: (batch, H, W, 3) RGB 0-255 of any size → probabilities.
+
+    `Resizing(crop_to_aspect_ratio=True)` cuts the same centred square as pipeline.images and resizes
+    it bilinear, antialiased; unlike Pillow it does not round to whole values, so pixels differ by up
+    to one level (an image already at the model's size passes through unchanged). A built-in layer
+    keeps the file loadable with `safe_mode=True` and no code of ours, on any Keras backend.
+    """
+    size = int(classifier.input_shape[1])
+    pixels = keras.Input((None, None, 3), name="pixels")
+    square = keras.layers.Resizing(size, size, interpolation="bilinear", crop_to_aspect_ratio=True, antialias=True,
+                                   name=RESIZE_LAYER)(pixels)
+    return keras.Model(pixels, classifier(square), name=CLASSIFIER_NAME)
+
+
+def fixed_size_model(model: keras.Model) -> keras.Model:
+    """The (S, S) classifier inside our any-size model.keras (a model from an older run, or a user's, as it is)."""
+    if model.input_shape[1] is not None:
+        return model
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model) and layer.input_shape[1] is not None]
+    if len(inner) != 1:
+        raise RetrainError(f"model {model.name!r} takes images of any size and holds no fixed-size classifier; "
+                           "give a model.keras that Retrain Studio exported")
+    return inner[0]
+
+
+def keras_labels(path: str | Path) -> list[str] | None:
+    """The class names stored inside a model.keras we wrote (None for a file without them)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.read(KERAS_LABELS_ENTRY).decode().splitlines()
+    except (zipfile.BadZipFile, KeyError, OSError, UnicodeDecodeError):
+        return None
+
+
+def preprocessing_description(labels: list[str], size: int) -> dict:
+    """preprocessing.json: what each format takes, and how to prepare an image for those that take prepared ones."""
+    prepared = {"input": "image", "shape": [None, size, size, 3], "dtype": "float32", "range": [0, 255],
+                "preprocessing": "yours: see prepare"}
+    return {
+        "labels": labels, "input_size": size,
+        "prepare": {"color": "RGB (EXIF orientation applied; transparent pixels laid on white)",
+                    "crop": "the largest centred square: side = min(H, W), top = (H - side) // 2, "
+                            "left = (W - side) // 2",
+                    "resize": f"to {size}x{size}, bilinear, antialiased on the way down, rounded to whole values "
+                              "(Pillow's Image.resize(..., Image.BILINEAR))",
+                    "scale": "none: values stay 0-255 and the model scales them itself",
+                    "jpeg": f"decoded at the reduced scale Pillow's draft('RGB', ({size}, {size})) picks"},
+        "formats": {
+            "model.keras": {"input": "pixels", "shape": [None, None, None, 3], "dtype": "float32 (uint8 accepted)",
+                            "range": [0, 255], "preprocessing": "inside: centre crop and resize (keras Resizing)",
+                            "labels": f"{KERAS_LABELS_ENTRY} inside the .keras archive, and labels.txt beside"},
+            "saved_model/1": {"signatures": {SIGNATURE: "image: as model.tflite",
+                                             BYTES_SIGNATURE: "image_bytes: encoded JPEG/PNG/GIF/BMP/WebP files",
+                                             PIXELS_SIGNATURE: "pixels: uint8 RGB of any one size"},
+                              "labels": "output `classes` of serving_bytes and serving_pixels; assets/labels.txt"},
+            **{FILES[name]: {**prepared, "labels": "labels.txt beside"} for name in TFLITE},
+            "model.onnx": {**prepared, "labels": "metadata_props `labels` (JSON), and labels.txt beside"},
+        },
+    }
 
 
 def looks_like_our_model(path: Path) -> bool:
@@ -95,6 +195,11 @@ def write_export(name: str, classifier: keras.Model, labels: list[str], run_dir:
         raise RetrainError(f"unknown export format {name!r}; choose from {list(FORMATS)}")
     if name in TFLITE:
         _write_tflite(classifier, Path(run_dir), name, representative)
+    elif name == "onnx":
+        from pipeline.onnx_export import write_onnx
+
+        size = int(classifier.input_shape[1])
+        write_onnx(classifier, Path(run_dir) / FILES[name], labels, preprocessing_description(labels, size))
     else:
         {"keras": _write_keras, "saved_model": _write_saved_model}[name](classifier, labels, Path(run_dir))
 
@@ -106,7 +211,12 @@ def check_export(name: str, run_dir: str | Path, check: ExportCheck) -> dict[str
         return {name: 0.0}
     differences = {}
     if name == "keras":
-        differences["keras"] = _difference(predict_keras(run_dir, images), check.expected)
+        model = keras.saving.load_model(run_dir / "model.keras")
+        differences["keras"] = _difference(eager_probabilities(model, images), check.expected)
+        if check.originals:  # whole photos of any size through the model's own crop and resize
+            differences["keras_any_size"] = max(
+                _difference(eager_probabilities(model, rgb[None]), expected[None])
+                for rgb, expected in zip(check.originals, check.originals_expected, strict=True))
     elif name == "saved_model":
         loaded = tf.saved_model.load(str(run_dir / "saved_model" / "1"))  # once: loading is the slow part
         differences["saved_model"] = _difference(predict_saved_model(loaded, images), check.expected)
@@ -118,6 +228,10 @@ def check_export(name: str, run_dir: str | Path, check: ExportCheck) -> dict[str
         differences["tflite"] = _difference(predict_tflite(run_dir, images), check.expected)
     elif name in TFLITE:
         differences[name] = _difference(tflite_probabilities(run_dir / FILES[name], images), check.expected)
+    elif name == "onnx":
+        from pipeline.onnx_export import onnx_probabilities
+
+        differences[name] = _difference(onnx_probabilities(run_dir / FILES[name], images), check.expected)
     return differences
 
 
@@ -144,9 +258,16 @@ def _difference(predicted: np.ndarray, expected: np.ndarray) -> float:
 
 
 def _write_keras(classifier: keras.Model, labels: list[str], run_dir: Path) -> None:
+    """model.keras: any-size pixels in; the class names ride inside the archive (Keras's loader ignores the entry).
+
+    Not in the model's config: Keras layer names must be valid TensorFlow scope names (no spaces or
+    quotes), and the one built-in layer made to hold strings (StringLookup) runs only on TensorFlow.
+    """
     with tempfile.TemporaryDirectory(dir=run_dir, prefix=STAGING_PREFIX) as tmp:
         staged = Path(tmp) / "model.keras"
-        classifier.save(staged)
+        any_size_classifier(classifier).save(staged)
+        with zipfile.ZipFile(staged, "a") as archive:
+            archive.writestr(KERAS_LABELS_ENTRY, "\n".join(labels) + "\n")
         staged.replace(run_dir / "model.keras")
 
 

@@ -32,9 +32,14 @@ class Predictor:
     def __init__(self, model: str | Path, labels: str | Path | None = None):
         import tensorflow as tf
 
+        from pipeline.export import fixed_size_model
+
         model_path, labels_path, self.note = resolve_model(model, labels)
         # Refused when labels.txt does not name exactly the model's outputs: never a silently wrong answer.
-        self.model, self.labels = load_model_and_labels(model_path, labels_path)
+        loaded, self.labels = load_model_and_labels(model_path, labels_path)
+        # The model behind model.keras's own crop and resize: images here are prepared by pipeline.images,
+        # the exact preprocessing of training (Pillow), and the backbone may run on LiteRT.
+        self.model = fixed_size_model(loaded)
         self.input_size = int(self.model.input_shape[1])
         # One compiled graph for any batch size: no per-call retracing, ~ms per image.
         self._forward = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True,

@@ -8,6 +8,7 @@ batch with everything cached so far kept.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -22,7 +23,7 @@ from pipeline.augment import copies_per_class, effective_augment
 from pipeline.bottlenecks import CacheResult, ExtractItem, cache_bottlenecks
 from pipeline.config import RunConfig
 from pipeline.dataset import Dataset, load_dataset, require_trainable
-from pipeline.errors import RetrainError, RunCancelled
+from pipeline.errors import ExportUnavailable, RetrainError, RunCancelled
 from pipeline.evaluate import Report, build_report, small_test_split_warning
 from pipeline.familiarity import fit_familiarity, save_familiarity
 from pipeline.files import describe_write_error, disk_full_message, looks_like_disk_full
@@ -262,11 +263,13 @@ def _run_stages(context: RunContext) -> Report:
         report.extra["export_parity"] = exporter.rounded_parity()
         if exporter.variants:
             report.extra["tflite_variants"] = exporter.variants
+        if exporter.unavailable:
+            report.extra["exports_unavailable"] = exporter.unavailable
     context.timings["export_seconds"] = time.monotonic() - export_started
     context.timings["total_seconds"] = time.monotonic() - started
     report.extra["timings"] = {k: round(v, 2) for k, v in context.timings.items()}
     report.save(context.run.report)
-    unready = {name: state for name, state in context.exports.items() if state != "ready"}
+    unready = {name: state for name, state in context.exports.items() if state not in ("ready", "unavailable")}
     if unready:  # cannot happen without an error above; a run is done only when every export passed
         raise RetrainError(f"exports not ready: {unready}")
     return report
@@ -488,7 +491,7 @@ class Exporter:
 
     def __init__(self, context: RunContext, backbone, head, labels: list[str], dataset: Dataset,
                  features: Features, classifier=None) -> None:
-        from pipeline.export import ExportCheck, build_classifier, eager_probabilities
+        from pipeline.export import ExportCheck, build_classifier, eager_probabilities, originals_for_check
         from pipeline.images import read_bytes
 
         self.context, self.labels, self.input_size = context, labels, backbone.input_size
@@ -496,13 +499,17 @@ class Exporter:
         self.evaluated = usable[usable["split"] == _evaluation_split(dataset)]
         self.training = usable[usable["split"] == "train"]
         self.variants: dict[str, dict] = {}  # quantized TFLite files: size and test accuracy
+        self.unavailable: dict[str, str] = {}  # optional formats that could not be made here, and why
         self.evaluated_images: np.ndarray | None = None
         sample = self.evaluated.head(PARITY_IMAGES)
         images = np.stack([load_for_model(path, backbone.input_size) for path in sample["path"]])
         fine_tuned = classifier is not None
         self.classifier = classifier or build_classifier(backbone.model, head, backbone.input_size)
         expected = eager_probabilities(self.classifier, images)
-        self.check = ExportCheck(images, [read_bytes(path) for path in sample["path"]], expected)
+        encoded = [read_bytes(path) for path in sample["path"]]
+        originals = originals_for_check(self.classifier, encoded) if "keras" in context.config.output.export_formats \
+            else ([], None)
+        self.check = ExportCheck(images, encoded, expected, *originals)
         self.parity: dict[str, float] = {}
         if not fine_tuned:
             # The exported model must also agree with what evaluation measured: the head on cached bottlenecks.
@@ -511,7 +518,15 @@ class Exporter:
 
     def plan(self) -> tuple[list[str], list[str]]:
         """(quick formats, heavier formats) of those requested, in build order; all start pending."""
-        from pipeline.export import FORMATS, remove_export, require_parity, write_labels
+        from pipeline.export import (
+            FORMATS,
+            PREPROCESSING_FILE,
+            preprocessing_description,
+            remove_export,
+            require_parity,
+            write_labels,
+        )
+        from pipeline.files import write_bytes_atomic
 
         require_parity(self.parity)
         wanted = self.context.config.output.export_formats
@@ -519,6 +534,9 @@ class Exporter:
         if unknown:
             raise RetrainError(f"unknown export formats {unknown}; choose from {list(FORMATS)}")
         write_labels(self.labels, self.context.run.path / "labels.txt")
+        description = preprocessing_description(self.labels, self.input_size)
+        write_bytes_atomic(self.context.run.path / PREPROCESSING_FILE,
+                           (json.dumps(description, indent=1, ensure_ascii=False) + "\n").encode())
         if self.context.config.output.output_labels:
             from pipeline.files import looks_like_labels_file, refuse_to_replace
 
@@ -532,7 +550,7 @@ class Exporter:
 
     def build(self, name: str) -> None:
         """Write, reload and check one format; mark it ready only when it passed and no cancel came."""
-        from pipeline.export import check_export, remove_export, require_parity, write_export
+        from pipeline.export import OPTIONAL, check_export, remove_export, require_parity, write_export
 
         context = self.context
         context.check_stop()
@@ -547,6 +565,12 @@ class Exporter:
             differences = check_export(name, context.run.path, self.check)
             require_parity(differences)
             context.check_stop()
+        except ExportUnavailable as why:
+            remove_export(name, context.run.path)
+            if name not in OPTIONAL:
+                raise
+            self._skip(name, str(why))
+            return
         except BaseException:
             remove_export(name, context.run.path)
             raise
@@ -558,6 +582,14 @@ class Exporter:
         context.timings[f"export_{name}_seconds"] = time.monotonic() - started
         done += 1
         context.stage_end(EXPORT_PREFIX + name, "exporting", done / len(context.exports), f"{name} ready")
+
+    def _skip(self, name: str, why: str) -> None:
+        """An optional format that cannot be made here: said in one line, and the run goes on without it."""
+        self.context.exports[name] = "unavailable"
+        self.unavailable[name] = why  # report.json keeps why; the CLI prints it once the run is done
+        done = sum(state == "ready" for state in self.context.exports.values())
+        self.context.stage_skip(EXPORT_PREFIX + name, "exporting", done / len(self.context.exports),
+                                f"unavailable: {why}")
 
     def _images(self, rows, limit: int | None = None) -> np.ndarray:
         """Prepared images of some dataset rows (evenly spaced when limited)."""

@@ -57,7 +57,7 @@ class RunDir:
 
     # What a run writes; cleared when a run starts again in the same folder, so old and new never mix.
     OUTPUTS = ("metrics.csv", "report.json", "model.keras", "model.tflite", "labels.txt", "saved_model", "logs",
-               "dataset_manifest.csv", "dataset.json", "familiarity.json")
+               "dataset_manifest.csv", "dataset.json", "familiarity.json", "model.onnx", "preprocessing.json")
 
     def is_ours(self) -> bool:
         """True when the folder carries our run marker."""

@@ -10,7 +10,8 @@ FIGURES = {"forward_images_per_second", "extract_images_per_second", "extract_vs
            "per_image_images_per_second", "extract_vs_per_image", "frozen_fit_epoch_seconds", "cache_vs_frozen_fit",
            "head_4000_steps_seconds", "warm_rerun_seconds", "augmented_warm_vs_plain_warm",
            "quick_flowers_test_accuracy", "quick_flowers_first_model_seconds", "predict_p50_ms", "predict_p95_ms",
-           "cache_peak_rss_mb", "quick_flowers_test_accuracy_seed0", "hostile_zip_peak_rss_mb"}
+           "cache_peak_rss_mb", "quick_flowers_test_accuracy_seed0", "hostile_zip_peak_rss_mb",
+           "quick_flowers_bytes_top1_agreement", "quick_flowers_bytes_max_prob_diff"}
 # Figures the smoke run cannot have: its tiny backbone runs on TensorFlow only, and it has no Lite2 or grocery run.
 NOT_IN_SMOKE = {"litert_extract_vs_tf_forward", "quick_flowers_test_accuracy_lite2", "grocery_test_accuracy_lite2"}
 

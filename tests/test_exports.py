@@ -1,5 +1,6 @@
 """Exports: loaded by clients we did not write, in a fresh process with no project code; export states."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ from pipeline.retrain import retrain
 from pipeline.runs import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
+ONNX_INSTALLED = all(importlib.util.find_spec(name) for name in ("tf2onnx", "onnxruntime"))
 
 # Runs with only the venv's packages: `-I` ignores PYTHONPATH and the current folder, and the
 # working folder is a temporary one, so `pipeline` cannot be imported (the script checks).
@@ -39,6 +41,18 @@ out["pixels_any_size"] = loaded.signatures["serving_pixels"](pixels=tf.constant(
     "probabilities"].numpy().tolist()
 model = keras.saving.load_model(run + "/model.keras", safe_mode=True)
 out["keras"] = model.predict(arrays["prepared"].astype("float32"), verbose=0).tolist()
+out["keras_uint8_any_size"] = model.predict(arrays["raw"], verbose=0).tolist()  # uint8, not the model's size
+out["keras_large"] = model.predict(arrays["large"][None], verbose=0).tolist()
+import zipfile
+out["keras_labels"] = zipfile.ZipFile(run + "/model.keras").read("labels.txt").decode().splitlines()
+out["preprocessing"] = json.load(open(run + "/preprocessing.json"))
+try:
+    import onnxruntime
+    session = onnxruntime.InferenceSession(run + "/model.onnx", providers=["CPUExecutionProvider"])
+    out["onnx"] = session.run(["probabilities"], {"image": arrays["prepared"].astype("float32")})[0].tolist()
+    out["onnx_labels"] = json.loads(session.get_modelmeta().custom_metadata_map["labels"])
+except ImportError:
+    out["onnx"] = None
 try:
     from ai_edge_litert.interpreter import Interpreter
     out["tflite_runtime"] = "ai_edge_litert"
@@ -67,7 +81,8 @@ def exported(tmp_path_factory, tiny_backbone_file):
     config = RunConfig(dataset=DatasetConfig(image_dir=str(images)),
                        train=TrainConfig(architecture=str(tiny_backbone_file), bottleneck_layer="features",
                                          epochs=20, learning_rate=0.01),
-                       output=OutputConfig(bottleneck_dir=str(tmp / "bottlenecks")))
+                       output=OutputConfig(bottleneck_dir=str(tmp / "bottlenecks"),
+                                           export_formats=["keras", "saved_model", "tflite", "onnx"]))
     retrain(config, tmp / "run")
     photos = [images / "red" / "red_000.jpg", images / "green" / "green_001.jpg", images / "blue" / "blue_002.jpg"]
     large = write_image(tmp / "large.jpg", class_image("green", 3, size=(300, 200)))  # exercises draft decoding
@@ -81,7 +96,7 @@ def clients(exported):
     run = tmp / "run"
     raw = np.stack([decode_image(photo.read_bytes()) for photo in photos[:3]])  # 40x40: same size, any size
     prepared = np.stack([load_for_model(photo, 32) for photo in photos])
-    np.savez(tmp / "pixels.npz", raw=raw, prepared=prepared)
+    np.savez(tmp / "pixels.npz", raw=raw, prepared=prepared, large=decode_image(photos[3].read_bytes()))
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     scratch = tmp / "elsewhere"
     scratch.mkdir()
@@ -97,9 +112,11 @@ def test_run_is_done_with_every_export_ready_and_readable_by_others(exported):
     run = RunDir(tmp / "run")
     status = run.status()
     assert status["state"] == "done"
-    assert status["exports"] == {"keras": "ready", "saved_model": "ready", "tflite": "ready"}
+    onnx = "ready" if ONNX_INSTALLED else "unavailable"
+    assert status["exports"] == {"keras": "ready", "saved_model": "ready", "tflite": "ready", "onnx": onnx}
     mode = 0o666 & ~current_umask()
-    for name in ("labels.txt", "model.tflite", "report.json", "status.json"):
+    for name in ("labels.txt", "model.tflite", "report.json", "status.json", "preprocessing.json") + \
+            (("model.onnx",) if ONNX_INSTALLED else ()):
         assert (run.path / name).stat().st_mode & 0o777 == mode, name
     assert (run.path / "saved_model" / "1" / "assets" / "labels.txt").read_text().split() == ["blue", "green", "red"]
     timings = json.loads(run.report.read_text())["timings"]
@@ -137,6 +154,66 @@ def test_keras_safe_mode_and_tflite_agree_with_predict(clients):
     assert np.abs(np.array(answers["tflite"]) - expected).max() <= 1e-3
 
 
+def test_keras_takes_uint8_pixels_of_any_size_and_carries_its_labels(clients, exported):
+    answers, predictor, _, raw = clients
+    photos = exported[3]
+    # Keras's Resizing does not round to whole values as Pillow does: close, not identical.
+    expected = np.stack([predictor.probabilities(load_for_model_rgb(rgb))[0] for rgb in raw])
+    assert np.abs(np.array(answers["keras_uint8_any_size"]) - expected).max() <= 0.02
+    large = decode_image(photos[3].read_bytes())
+    assert large.shape[:2] == (200, 300)
+    expected_large = predictor.probabilities(load_for_model_rgb(large))[0]
+    assert np.abs(np.array(answers["keras_large"])[0] - expected_large).max() <= 0.02
+    assert answers["keras_labels"] == predictor.labels
+    parity = json.loads((exported[0] / "run" / "report.json").read_text())["export_parity"]
+    assert parity["keras_any_size"] <= 1e-4  # the file reproduces the in-memory model behind the same resize
+
+
+def test_preprocessing_json_says_what_each_format_takes(clients):
+    described, predictor = clients[0]["preprocessing"], clients[1]
+    assert described["labels"] == predictor.labels and described["input_size"] == 32
+    assert described["formats"]["model.tflite"]["shape"] == [None, 32, 32, 3]
+    assert described["formats"]["model.keras"]["shape"] == [None, None, None, 3]
+    assert "centred square" in described["prepare"]["crop"]
+
+
+@pytest.mark.skipif(not ONNX_INSTALLED, reason="the optional onnx extra (requirements-onnx.txt) is not installed")
+def test_onnx_runtime_agrees_with_predict_and_carries_the_labels(clients):
+    answers, predictor, prepared, _ = clients
+    assert np.abs(np.array(answers["onnx"]) - predictor.probabilities(prepared)).max() <= 1e-5
+    assert answers["onnx_labels"] == predictor.labels
+
+
+def test_onnx_without_its_converter_is_reported_and_the_run_still_finishes(exported, tmp_path, monkeypatch):
+    _, _, config, _ = exported
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if the optional extra were not installed
+    config = RunConfig.from_dict(config.to_dict())
+    config.output.export_formats = ["keras", "onnx"]
+    report = retrain(config, tmp_path / "run")
+    status = RunDir(tmp_path / "run").status()
+    assert status["state"] == "done"
+    assert status["exports"] == {"keras": "ready", "onnx": "unavailable"}
+    assert "requirements-onnx.txt" in report.extra["exports_unavailable"]["onnx"]
+    assert not (tmp_path / "run" / "model.onnx").exists()
+
+
+def test_onnx_that_predicts_differently_fails_the_run(exported, tmp_path, monkeypatch):
+    if not ONNX_INSTALLED:
+        pytest.skip("the optional onnx extra (requirements-onnx.txt) is not installed")
+    import pipeline.onnx_export as onnx_export
+
+    _, _, config, _ = exported
+    original = onnx_export.onnx_probabilities
+    monkeypatch.setattr(onnx_export, "onnx_probabilities", lambda *args: original(*args)[:, ::-1])
+    config = RunConfig.from_dict(config.to_dict())
+    config.output.export_formats = ["keras", "onnx"]
+    with pytest.raises(RetrainError, match="onnx differs"):
+        retrain(config, tmp_path / "run")
+    status = RunDir(tmp_path / "run").status()
+    assert status["state"] == "failed" and status["exports"]["onnx"] == "failed"
+    assert not (tmp_path / "run" / "model.onnx").exists()
+
+
 def test_tensorboard_reads_train_and_validation_as_two_runs(clients, exported):
     answers = clients[0]
     rows = RunDir(exported[0] / "run").read_metrics()
@@ -164,7 +241,8 @@ def test_cancel_during_export_ends_cancelled_and_never_offers_the_partial(export
         retrain(config, run.path)
     status = run.status()
     assert status["state"] == "cancelled"
-    assert status["exports"] == {"keras": "ready", "saved_model": "cancelled", "tflite": "not built"}
+    assert status["exports"] == {"keras": "ready", "saved_model": "cancelled", "tflite": "not built",
+                                 "onnx": "not built"}
     assert not (run.path / "saved_model").exists() and not (run.path / "model.tflite").exists()
     predictor = Predictor(run.path)  # the checked model.keras is usable, but never silently
     assert "ended cancelled" in predictor.note
@@ -242,3 +320,20 @@ def test_bundle_holds_checked_exports_labels_report_and_a_model_card(exported, t
     partial.write_status("cancelled", exports={"keras": "ready", "saved_model": "cancelled", "tflite": "not built"})
     names = zipfile.ZipFile(io.BytesIO(bundle_bytes(partial.path))).namelist()
     assert "run/model.keras" in names and not any("saved_model" in n or n.endswith(".tflite") for n in names)
+
+
+def test_cli_says_in_one_line_that_onnx_was_not_made(exported, tmp_path, tiny_backbone_file):
+    _, images, _, _ = exported
+    blocker = tmp_path / "blocked"  # shadows the real package: as if the onnx extra were not installed
+    (blocker / "tf2onnx").mkdir(parents=True)
+    (blocker / "tf2onnx" / "__init__.py").write_text("raise ImportError('no tf2onnx here')\n")
+    env = {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{REPO}"}
+    result = subprocess.run([sys.executable, "-m", "pipeline", "train", "--image_dir", str(images),
+                             "--architecture", str(tiny_backbone_file), "--bottleneck_layer", "features",
+                             "--bottleneck_dir", str(tmp_path / "bottlenecks"), "--output_dir", str(tmp_path / "run"),
+                             "--export_formats", "keras", "onnx"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    notes = [line for line in result.stderr.splitlines() if "onnx export not made" in line]
+    assert len(notes) == 1 and "requirements-onnx.txt" in notes[0], result.stderr[-3000:]
+    assert RunDir(tmp_path / "run").status()["exports"] == {"keras": "ready", "onnx": "unavailable"}

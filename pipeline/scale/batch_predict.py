@@ -56,8 +56,10 @@ def _input_size(model_dir: str) -> int:
 
     try:
         with zipfile.ZipFile(Path(model_dir) / "model.keras") as archive:
-            config = json.loads(archive.read("config.json"))
-        return int(config["config"]["layers"][0]["config"]["batch_shape"][1])
+            layers = json.loads(archive.read("config.json"))["config"]["layers"]
+        # model.keras takes any size and resizes to the classifier's side itself (older runs' files take that side).
+        resize = [layer["config"] for layer in layers if layer["class_name"] == "Resizing"]
+        return int(resize[0]["height"] if resize else layers[0]["config"]["batch_shape"][1])
     except (OSError, KeyError, IndexError, TypeError, ValueError, zipfile.BadZipFile) as error:
         raise RetrainError(f"{Path(model_dir) / 'model.keras'} cannot be read ({error}); re-export the run") from None
 
