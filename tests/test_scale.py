@@ -211,28 +211,32 @@ def test_s3_without_credentials_fails_fast_with_one_line(monkeypatch, tmp_path):
 
 
 TRAIN_FROM_SHARDS = """
-import resource, sys
+import json, resource, sys
 import keras, numpy as np
 from pipeline.config import TrainConfig
 from pipeline.scale.shards import scan_shards
-from pipeline.scale.stream import split_from_shards, train_head_from_shards
+from pipeline.scale.stream import StreamLimits, split_from_shards, train_head_from_shards
 
 def rss_mb():
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
 
-folder = sys.argv[1]
-keys = scan_shards(folder).keys
-labels = {key: int(key[0], 16) % 4 for key in keys}
-train = split_from_shards(folder, {k: v for k, v in labels.items() if k[1] != "0"})
-validation = split_from_shards(folder, {k: v for k, v in labels.items() if k[1] == "0"})
+folder, limits = sys.argv[1], StreamLimits(**json.loads(sys.argv[2]))
+scan = scan_shards(folder)
+held_out = set(scan.keys_by_shard[scan.paths[0]])  # validation: the first shard's keys (more than the cap)
+labels = {key: int(key[0], 16) % 4 for key in scan.keys}
+train = split_from_shards(folder, {k: v for k, v in labels.items() if k not in held_out})
+validation = split_from_shards(folder, {k: v for k, v in labels.items() if k in held_out})
 keras.layers.Dense(2)(np.zeros((1, 3), np.float32))  # TensorFlow fully up before the baseline
 baseline = rss_mb()
-config = TrainConfig(how_many_training_steps=len(train) // 1000, train_batch_size=1000, eval_step_interval=50,
+config = TrainConfig(how_many_training_steps=len(train) // 1000, train_batch_size=1000, eval_step_interval=20,
                      early_stopping=0)  # random labels: a plateau must not end the one pass early
-head, rows = train_head_from_shards(folder, train, validation, 1280, 4, config)
-print(len(keys), baseline, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, rows[-1]["step"])
+head, rows = train_head_from_shards(folder, train, validation, 1280, 4, config, limits=limits)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"vectors": len(train), "growth_mb": peak - baseline, "steps": rows[-1]["step"]}))
 """
+STREAM_LIMITS = {"shuffle_buffer": 4096, "record_batch": 2048, "validation_cap": 1024}  # small: a quick test
+ALLOWANCE_MB = 32  # allocator noise between two processes
 
 
 def _write_synthetic_shards(folder, shards_count: int, rows: int = 2_000, dim: int = 1280) -> float:
@@ -246,29 +250,37 @@ def _write_synthetic_shards(folder, shards_count: int, rows: int = 2_000, dim: i
     return rows * shards_count * dim * 4 / 2**20
 
 
-def _train_in_subprocess(folder) -> tuple[int, float]:
-    """(vectors in the set, MB the training process grew by from its baseline to its peak)."""
+def _peak_growth_mb(folder) -> float:
+    """MB a process training one full pass over the shards grew by, from its baseline to its peak."""
     import subprocess
 
     from conftest import REPO
 
-    done = subprocess.run([sys.executable, "-c", TRAIN_FROM_SHARDS, str(folder)], cwd=REPO, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", TRAIN_FROM_SHARDS, str(folder), json.dumps(STREAM_LIMITS)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    vectors, baseline, peak, steps = done.stdout.split()[-4:]
-    assert int(steps) >= int(vectors) * 0.9 // 1000  # one full pass over the training split
-    return int(vectors), float(peak) - float(baseline)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["steps"] >= result["vectors"] // 1000  # one full pass over the training split
+    return result["growth_mb"]
 
 
-def test_training_streams_shards_in_bounded_memory(tmp_path):
-    """A full pass over ~1 GB of vectors while the process grows by well under that (streamed, not loaded)."""
-    data_mb = _write_synthetic_shards(tmp_path, 100)
-    vectors, growth = _train_in_subprocess(tmp_path)
-    assert vectors == 200_000
-    print(f"peak RSS growth {growth:.0f} MB training on {data_mb:.0f} MB of vectors")
-    if growth >= 0.7 * data_mb:
-        # Known defect (issue 15 open): some full passes grow to about twice the data, others stay under 0.7x.
-        pytest.xfail(f"streamed training grew {growth:.0f} MB on {data_mb:.0f} MB of vectors: not yet bounded")
+def test_training_streams_shards_in_memory_set_by_the_limits_not_the_data(tmp_path):
+    """A full pass over 50x more vectors grows the process by no more than the configured buffers.
+
+    The floor (a set of one training shard) is what TensorFlow and Keras take to train at all; beyond it a
+    larger set may add only what `StreamLimits` holds, whatever its size.
+    """
+    from pipeline.scale.stream import StreamLimits
+
+    _write_synthetic_shards(tmp_path / "tiny", 2)
+    floor = _peak_growth_mb(tmp_path / "tiny")
+    data_mb = _write_synthetic_shards(tmp_path / "large", 50)
+    growth = _peak_growth_mb(tmp_path / "large")
+    held_mb = StreamLimits(**STREAM_LIMITS).held_vectors(1000) * 1280 * 4 / 2**20
+    print(f"peak RSS growth {growth:.0f} MB on {data_mb:.0f} MB of vectors, {floor:.0f} MB on 10 MB; "
+          f"the limits hold {held_mb:.0f} MB")
+    assert growth - floor <= held_mb + ALLOWANCE_MB
+    assert held_mb + ALLOWANCE_MB < data_mb / 4  # the set is large enough that loading it could not pass
 
 
 def test_ray_trained_run_predicts_on_ray_as_the_local_predict_does(ray_local, images, tmp_path, tiny_backbone_file):
