@@ -295,10 +295,22 @@ def test_ray_trained_run_predicts_on_ray_as_the_local_predict_does(ray_local, im
     run_dir = tmp_path / "run"  # trained by the Ray engine: extraction on Ray, the head streamed from shards
     code = main(["train", "--engine", "ray", "--image_dir", str(images), "--output_dir", str(run_dir), "--architecture",
                  str(tiny_backbone_file), "--bottleneck_layer", "features", "--bottleneck_dir", str(tmp_path / "bn"),
-                 "--how_many_training_steps", "30", "--export_formats", "keras"])
+                 "--how_many_training_steps", "30", "--export_formats", "keras", "saved_model", "tflite",
+                 "tflite_int8", "--saved_model_dir", str(tmp_path / "exported")])
     assert code == 0
     report = json.loads((run_dir / "report.json").read_text())
-    assert report["engine"] == "ray" and report["export_parity"]["keras"] < 1e-4 and report["test_images"] > 0
+    assert report["engine"] == "ray" and report["test_images"] > 0
+    # Every format through the local engine's exporter: written, reloaded and checked against the model,
+    # and the model against the head on the cached (here: sharded) bottlenecks.
+    assert set(report["export_parity"]) >= {"keras", "saved_model", "tflite", "tflite_int8", "cached_bottlenecks"}
+    assert report["export_parity"]["keras"] < 1e-4 and report["export_parity"]["cached_bottlenecks"] < 1e-4
+    assert "tflite_int8" in report["tflite_variants"]
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "done"
+    assert status["exports"] == dict.fromkeys(["keras", "saved_model", "tflite", "tflite_int8"], "ready")
+    for name in ("model.keras", "model.tflite", "model_int8.tflite", "labels.txt", "saved_model"):
+        assert (run_dir / name).exists(), name
+    assert (tmp_path / "exported" / "saved_model.pb").is_file()
     assert len((run_dir / "metrics.csv").read_text().splitlines()) >= 2
     local = Predictor(run_dir).predict_files(image_files(images), 3)
     write_predictions_csv(local, tmp_path / "local.csv", 3, root=images)
@@ -320,3 +332,53 @@ def test_ray_trained_run_predicts_on_ray_as_the_local_predict_does(ray_local, im
     table = pq.read_table(tmp_path / "local.parquet").to_pylist()
     assert [row["file"] for row in table] == [row["file"] for row in local_rows]
     assert [row["label"] or "" for row in table] == [row["label"] for row in local_rows]
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--flip_left_right"], "augmented copies"),  # distortions switch copies on, as in retrain.py
+    (["--augment_copies", "2", "--random_crop", "10"], "augmented copies"),
+    (["--class_size", "50"], "augmented copies"),
+    (["--fine_tune_layers", "5"], "fine-tuning"),
+])
+def test_ray_training_refuses_local_only_settings_up_front(flags, says, images, tmp_path, capsys):
+    from pipeline.__main__ import main
+
+    run_dir = tmp_path / "run"
+    assert main(["train", "--engine", "ray", "--image_dir", str(images), "--output_dir", str(run_dir), *flags]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: --engine ray") and says in error and "--engine local" in error
+    assert not run_dir.exists()  # refused before anything was written
+
+
+def test_ray_training_is_cancelled_as_a_local_run_is(images, tmp_path, tiny_backbone_file):
+    """`pipeline.runs.cancel_run` (the app's Cancel: a cancel file and SIGTERM) stops a Ray run mid-extraction."""
+    import subprocess
+    import time
+
+    from conftest import REPO
+
+    from pipeline.runs import RunDir, cancel_run
+
+    run_dir, bottlenecks = tmp_path / "run", tmp_path / "bn"
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "train", "--engine", "ray", "--image_dir",
+                                str(images), "--output_dir", str(run_dir), "--architecture", str(tiny_backbone_file),
+                                "--bottleneck_layer", "features", "--bottleneck_dir", str(bottlenecks),
+                                "--ray_batch_size", "2"], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    run = RunDir(run_dir)
+    try:
+        deadline = time.monotonic() + 300
+        while "total" not in run.status() and process.poll() is None:  # extraction has begun
+            assert time.monotonic() < deadline, "the run never reported extraction progress"
+            time.sleep(0.1)
+        cancel_run(run_dir)
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 3, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1].startswith("cancelled:")
+    status = run.status()
+    assert status["state"] == "cancelled" and "shard" in status["message"]
+    assert not (run_dir / "model.keras").exists() and not (run_dir / "report.json").exists()
+    assert not shards.scan_shards(str(bottlenecks)).damaged  # what was written is whole, for a rerun to reuse

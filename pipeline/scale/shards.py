@@ -130,7 +130,8 @@ def read_vectors(bottleneck_dir: str, keys: Sequence[str] | None = None) -> dict
     """Every vector (or those of `keys`) by key: for sets that fit in memory (tests, the parity check)."""
     wanted = set(keys) if keys is not None else None
     found: dict[str, np.ndarray] = {}
-    for path in scan_shards(bottleneck_dir).paths:
+    scan = scan_shards(bottleneck_dir)  # keys only: then just the shards that hold a wanted key are read
+    for path in (path for path in scan.paths if wanted is None or wanted.intersection(scan.keys_by_shard[path])):
         for batch_keys, vectors in iter_shard(bottleneck_dir, path):
             for key, vector in zip(batch_keys, vectors, strict=True):
                 if wanted is None or key in wanted:
