@@ -192,6 +192,13 @@ def test_missing_ray_says_how_to_install_the_extra(monkeypatch, images, tmp_path
         cluster.require_ray()
     assert main(["cache", "--engine", "ray", "--image_dir", str(images), "--bottleneck_dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"error: {cluster.INSTALL_HINT}"]
+    run_dir = tmp_path / "run"
+    assert main(["train", "--engine", "ray", "--image_dir", str(images), "--output_dir", str(run_dir)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {cluster.INSTALL_HINT}"]
+    assert not run_dir.exists()  # refused before the run folder was made
+    assert main(["predict", "--engine", "ray", "--model", str(run_dir), "--image_dir", str(images), "--output",
+                 str(tmp_path / "p.csv")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {cluster.INSTALL_HINT}"]
 
 
 def test_s3_without_credentials_fails_fast_with_one_line(monkeypatch, tmp_path):
@@ -208,6 +215,30 @@ def test_s3_without_credentials_fails_fast_with_one_line(monkeypatch, tmp_path):
         load_remote_dataset("s3://retrain-studio-no-such-bucket/flowers", 10, 10)
     assert "\n" not in str(raised.value)
     assert time.monotonic() - started < 30
+
+
+def test_unusable_storage_is_one_line_before_ray_starts(images, tmp_path, capsys, monkeypatch, tiny_backbone_file):
+    """A bottleneck or output location that cannot work is refused before a Ray instance is started."""
+    from pipeline.__main__ import main
+
+    monkeypatch.setattr(cluster, "ray_session", None)  # reaching Ray at all would fail this test
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    backbone = ["--architecture", str(tiny_backbone_file), "--bottleneck_layer", "features"]
+    for location, says in (("nosuch://x/bottlenecks", "cannot open nosuch://x/bottlenecks"),
+                           ("s3://retrain-studio-no-such-bucket/bn", "cannot reach s3://retrain-studio-no-such-bucket")):
+        assert main(["cache", "--engine", "ray", "--image_dir", str(images), "--bottleneck_dir", location,
+                     *backbone]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+        assert line.startswith(f"error: {says}")
+
+    theirs = tmp_path / "notes.csv"  # a file of the user's where predictions would go: never replaced
+    theirs.write_text("my,own\nnotes,here\n")
+    for output, says in ((str(theirs), "is not a predictions CSV"), ("s3://bucket/p.parquet", "give a local file")):
+        assert main(["predict", "--engine", "ray", "--model", str(tmp_path), "--image_dir", str(images), "--output",
+                     output]) == 2
+        assert says in capsys.readouterr().err
+    assert theirs.read_text() == "my,own\nnotes,here\n"
 
 
 TRAIN_FROM_SHARDS = """

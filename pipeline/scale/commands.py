@@ -48,6 +48,7 @@ def extract_with_ray(config: RunConfig, options: RayOptions, progress: ProgressC
     from pipeline.backbones.runtime import feature_identity
     from pipeline.scale.cluster import ray_session, require_ray
     from pipeline.scale.extract import ExtractJob, extract_to_shards
+    from pipeline.scale.storage import probe
 
     require_ray()  # before any work: without the extra, say how to install it and nothing else
     table, image_root, classes, problems = dataset_table(config)
@@ -57,6 +58,7 @@ def extract_with_ray(config: RunConfig, options: RayOptions, progress: ProgressC
     job = ExtractJob(config.train.architecture, config.train.bottleneck_layer, bottleneck_dir,
                      feature_identity(backbone), backbone.input_size, options.batch_size, options.actors,
                      config.train.mirror_view)
+    probe(bottleneck_dir)  # a wrong bucket or missing credentials: one line now, not after Ray has started
     with ray_session(options.address, options.object_store_mb):
         summary = extract_to_shards(table, image_root, job, progress=progress, should_stop=should_stop)
     summary.feature_dim = backbone.feature_dim
@@ -77,8 +79,9 @@ def cache_command(config: RunConfig, options: RayOptions) -> None:
 def predict_command(model_dir: str, image_dir: str, output: str | None, top_k: int, options: RayOptions) -> None:
     """`predict --engine ray --image_dir DIR|URI --output FILE.csv|.parquet`: one summary line of JSON."""
     from pipeline.errors import RetrainError
-    from pipeline.scale.batch_predict import predict_folder, write_predictions
+    from pipeline.scale.batch_predict import predict_folder, refuse_foreign_predictions, write_predictions
     from pipeline.scale.cluster import ray_session, require_ray
+    from pipeline.scale.storage import is_uri, probe
 
     require_ray()
     if not image_dir or not output:
@@ -86,8 +89,13 @@ def predict_command(model_dir: str, image_dir: str, output: str | None, top_k: i
                            "--output FILE.csv or FILE.parquet")
     if not output.endswith((".csv", ".parquet")):
         raise RetrainError(f"--output {output}: name a .csv or .parquet file")
+    if is_uri(output):  # the driver writes it: a URI would become a strange local folder
+        raise RetrainError(f"--output {output}: give a local file; copy it to object storage afterwards")
+    refuse_foreign_predictions(output)  # before any work, and again just before writing
+    probe(image_dir)
     with ray_session(options.address, options.object_store_mb):
         results = predict_folder(model_dir, image_dir, top_k, options.actors)
+    refuse_foreign_predictions(output)
     write_predictions(results, output, top_k, image_dir)
     print(json.dumps({"images": len(results), "errors": sum("error" in r for r in results), "output": output}))
 
