@@ -41,6 +41,7 @@ GOALS = {
     "flowers_test_accuracy_lite2": Goal(">=", 0.95),
     "grocery_test_accuracy_lite2": Goal(">=", 0.85),
     "hostile_zip_peak_rss_mb": Goal("<", 1500),
+    "ray_vs_local_extract": Goal(">=", 0.8),
 }
 
 
