@@ -43,6 +43,7 @@ GOALS = {
     "hostile_zip_peak_rss_mb": Goal("<", 1500),
     "flowers_bytes_top1_agreement": Goal(">=", 0.99),
     "flowers_bytes_max_prob_diff": Goal("<=", 0.02),
+    "ray_vs_local_extract": Goal(">=", 0.8),
 }
 
 

@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Our runs must not queue for a training slot behind someone else's run: waiting is not speed.
 os.environ.setdefault("RETRAIN_STUDIO_MAX_JOBS", "64")
 
-from bench import backbones, export_parity, extraction, hostile_zip, training, whole_runs  # noqa: E402
+from bench import backbones, export_parity, extraction, hostile_zip, scale, training, whole_runs  # noqa: E402
 from bench.modes import (  # noqa: E402
     DEFAULT_BACKBONE,
     GROCERY,
@@ -54,11 +54,12 @@ FIGURES = ["forward_images_per_second", "extract_images_per_second", "extract_vs
            "flowers_test_accuracy_seed0", "flowers_first_model_seconds", "predict_p50_ms", "predict_p95_ms",
            "cache_peak_rss_mb", "flowers_test_accuracy_lite2", "grocery_test_accuracy_lite2",
            "hostile_zip_peak_rss_mb", "flowers_bytes_top1_agreement", "flowers_bytes_max_prob_diff"]
+FIGURES += list(scale.FIGURES)  # the Ray engine's (bench/scale.py): null when the scale extra is not installed
 
 
 # Every stage, in the order they run (`--stages` picks some; a figure of a stage not run is "not measured").
 STAGES = ["extraction", "first_model", "reruns", "head_steps", "frozen_fit", "prediction", "export_parity",
-          "cache_memory", "backbones", "grocery", "hostile_zip"]
+          "cache_memory", "backbones", "grocery", "hostile_zip", "scale"]
 
 
 class Benchmark:
@@ -338,6 +339,26 @@ class Benchmark:
         result = whole_runs.timed_run(config, self.workdir / "runs" / "grocery-lite2")
         self.record("grocery_test_accuracy_lite2", result.report.test_accuracy,
                     f"default settings, efficientnet_lite2, seed 0, official split; whole run {result.seconds:.0f} s")
+
+    # ---- The Ray engine (bench/scale.py): its overhead, 1 vs 2 actors, a simulated two-node cluster --------------
+
+    def measure_scale(self) -> None:
+        from pipeline.errors import RetrainError
+        from pipeline.scale.cluster import require_ray
+
+        try:
+            require_ray()
+        except RetrainError as missing:  # an optional extra: its figures stay null, nothing failed
+            log(f"scale: skipped, its figures stay null: {missing}")
+            return
+        images, batch = scale.MODES[self.mode.name]
+        self.stage(f"scale: {images} images on a local Ray instance (1 and 2 actors) and the local engine, "
+                   "then on a simulated two-node cluster")
+        figures = scale.measure(self.image_dir, images, self.architecture, self.layer, batch)
+        for name, value in figures.items():
+            if isinstance(value, int | float) and name != "cores":
+                self.record(name, value, scale.FIGURES.get(name, "bench/scale.py (see its docstring)"),
+                            extra=name not in scale.FIGURES)
 
     def describe_dataset(self) -> str:
         if self.mode.per_class is None:

@@ -134,12 +134,16 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
                        "default: start a local Ray instance")
     group.add_argument("--ray_actors", type=int, default=None, help="Model actors (default: sized from the "
                        "cluster's CPUs and GPUs)")
+    group.add_argument("--ray_batch_size", type=int, default=128, help="Images per actor call and per Parquet "
+                       "shard (default 128)")
 
 
 def ray_options(args: argparse.Namespace):
     from pipeline.scale.commands import RayOptions
 
-    return RayOptions(address=args.ray_address, actors=args.ray_actors)
+    if args.ray_batch_size < 1:
+        raise RetrainError(f"--ray_batch_size is {args.ray_batch_size}; it must be at least 1")
+    return RayOptions(address=args.ray_address, actors=args.ray_actors, batch_size=args.ray_batch_size)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,13 +256,14 @@ def command_train(args: argparse.Namespace) -> None:
     if args.engine == "ray":
         from pipeline.scale.commands import train_command
 
-        return train_command(config, ray_options(args))
-    from pipeline.runs import RunDir
+        train_command(config, ray_options(args))
+    else:
+        from pipeline.runs import RunDir
 
-    run = RunDir(config.output.output_dir)
-    if run.is_ours():  # a folder that is not a run is refused by retrain, untouched
-        run.cancel_request.unlink(missing_ok=True)  # a new run from the command line
-    _run_and_print(config, config.output.output_dir)
+        run = RunDir(config.output.output_dir)
+        if run.is_ours():  # a folder that is not a run is refused by retrain, untouched
+            run.cancel_request.unlink(missing_ok=True)  # a new run from the command line
+        _run_and_print(config, config.output.output_dir)
     if output_graph:
         _copy_model(Path(config.output.output_dir) / "model.keras", keras_beside(output_graph))
 

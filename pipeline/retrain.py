@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from pipeline.errors import ExportUnavailable, RetrainError, RunCancelled
 from pipeline.evaluate import Report, build_report, small_test_split_warning
 from pipeline.familiarity import fit_familiarity, save_familiarity
 from pipeline.files import describe_write_error, disk_full_message, looks_like_disk_full
-from pipeline.images import load_for_model
+from pipeline.images import bytes_for_model
 from pipeline.manifest import write_manifest
 from pipeline.progress import Progress, ProgressCallback
 from pipeline.run_dataset import summarize_dataset, write_run_dataset
@@ -47,8 +48,9 @@ class StopFlag:
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self, cancel_request: Path) -> None:
-        self.event = threading.Event()
+    def __init__(self, cancel_request: Path, event: threading.Event | None = None) -> None:
+        # A shared `event` puts the handlers back for a flag already in use (after a library replaced them).
+        self.event = event or threading.Event()
         self.cancel_request = cancel_request
         self.previous: dict = {}
 
@@ -73,14 +75,14 @@ class RunContext:
     echo: ProgressCallback | None
     timings: dict[str, float] = field(default_factory=dict)
     exports: dict[str, str] = field(default_factory=dict)  # format → pending, building, ready, failed, ...
-    board: StageBoard | None = None  # each stage's own line (pipeline.stage_progress), written with every status
+    # each stage's own line (pipeline.stage_progress), written with every status
+    board: StageBoard = field(default_factory=lambda: StageBoard([]))
 
     def status(self, state: str, fraction: float, step: str, message: str = "", **details) -> None:
         low, high = STAGE_SPAN.get(state, (0.0, 1.0))
         if self.exports:
             details["exports"] = dict(self.exports)
-        if self.board is not None:
-            details.update(self.board.to_status())
+        details.update(self.board.to_status())
         self.run.write_status(state, low + (high - low) * min(max(fraction, 0.0), 1.0), step, message, **details)
 
     def stage_progress(self, key: str, state: str, unit: str = "images") -> ProgressCallback:
@@ -164,7 +166,7 @@ def _retrain(config: RunConfig, run: RunDir, echo: ProgressCallback | None) -> R
     context: RunContext | None = None
     try:
         config.validate()
-        _refuse_foreign_folder(config.output.saved_model_dir)
+        refuse_foreign_folder(config.output.saved_model_dir)
 
         def waiting() -> None:
             run.write_status("queued", 0.0, "waiting for a free training slot", waiting=True)
@@ -176,14 +178,14 @@ def _retrain(config: RunConfig, run: RunDir, echo: ProgressCallback | None) -> R
             context = RunContext(config, run, stop, echo, board=StageBoard(keys))
             report = _run_stages(context)
     except RunCancelled as cancelled:
-        run.write_status("cancelled", message=str(cancelled), **_settled_exports(context, "cancelled"))
+        run.write_status("cancelled", message=str(cancelled), **settled_exports(context, "cancelled"))
         raise
     except RetrainError as error:
-        run.write_status("failed", message=str(error), **_settled_exports(context, "failed"))
+        run.write_status("failed", message=str(error), **settled_exports(context, "failed"))
         raise
     except Exception as error:
         run.write_status("failed", message=f"internal error ({type(error).__name__}: {error}); see run.log",
-                         **_settled_exports(context, "failed"))
+                         **settled_exports(context, "failed"))
         raise
     warning = {"test_split_warning": report.extra["test_split_warning"]} \
         if "test_split_warning" in report.extra else {}
@@ -193,7 +195,7 @@ def _retrain(config: RunConfig, run: RunDir, echo: ProgressCallback | None) -> R
     return report
 
 
-def _settled_exports(context: RunContext | None, ending: str) -> dict:
+def settled_exports(context: RunContext | None, ending: str) -> dict:
     """Export states (and stage lines) for a run that ends early: what was being built did not finish, the rest
     was not built."""
     if context is None:
@@ -206,7 +208,7 @@ def _settled_exports(context: RunContext | None, ending: str) -> dict:
             **context.board.to_status()}
 
 
-def _refuse_foreign_folder(folder: str | None) -> None:
+def refuse_foreign_folder(folder: str | None) -> None:
     """--saved_model_dir must be new or empty: a copy must never overwrite a user's other files."""
     if folder and Path(folder).exists() and any(Path(folder).iterdir()) \
             and not (Path(folder) / "saved_model.pb").exists():
@@ -247,7 +249,7 @@ def _run_stages(context: RunContext) -> Report:
         report.extra["test_split_warning"] = warning
     context.check_stop()
     export_started = time.monotonic()
-    exporter = Exporter(context, backbone, head, labels, dataset, features, classifier)
+    exporter = Exporter(context, backbone, head, labels, _export_data(dataset, features, classifier), classifier)
     quick, rest = exporter.plan()
     for name in quick:  # the model a user waits for: quick to write and check
         exporter.build(name)
@@ -480,6 +482,30 @@ def _evaluate(dataset: Dataset, features: Features, head, labels: list[str], cla
     return report
 
 
+@dataclass
+class ExportData:
+    """The images exports are checked on, wherever they live (the local engine's and the Ray engine's runs)."""
+
+    evaluated: pd.DataFrame  # the evaluation split's rows (path, label): parity sample, quantized variants' scores
+    training: pd.DataFrame  # the training split's rows (path): full-int8 calibration
+    read: Callable[[str], bytes]  # a file's bytes by its path (a local file, or one behind a URI)
+    # The head's input for some rows as training saw it (the bottleneck cache); None for a fine-tuned
+    # model, whose features are no longer the cache's.
+    cached_vectors: Callable[[pd.DataFrame], np.ndarray] | None = None
+
+
+def _export_data(dataset: Dataset, features: Features, classifier) -> ExportData:
+    from pipeline.images import read_bytes
+
+    usable = dataset.usable()
+
+    def cached_vectors(rows: pd.DataFrame) -> np.ndarray:
+        return np.stack([features.vectors[ExtractItem(row.path, row.sha256)] for row in rows.itertuples()])
+
+    return ExportData(usable[usable["split"] == _evaluation_split(dataset)], usable[usable["split"] == "train"],
+                      read_bytes, None if classifier is not None else cached_vectors)
+
+
 class Exporter:
     """Builds the requested formats one at a time, each written, reloaded and checked before it is ready.
 
@@ -489,31 +515,27 @@ class Exporter:
     marked ready.
     """
 
-    def __init__(self, context: RunContext, backbone, head, labels: list[str], dataset: Dataset,
-                 features: Features, classifier=None) -> None:
+    def __init__(self, context: RunContext, backbone, head, labels: list[str], data: ExportData,
+                 classifier=None) -> None:
         from pipeline.export import ExportCheck, build_classifier, eager_probabilities, originals_for_check
-        from pipeline.images import read_bytes
 
         self.context, self.labels, self.input_size = context, labels, backbone.input_size
-        usable = dataset.usable()
-        self.evaluated = usable[usable["split"] == _evaluation_split(dataset)]
-        self.training = usable[usable["split"] == "train"]
+        self.evaluated, self.training, self.read = data.evaluated, data.training, data.read
         self.variants: dict[str, dict] = {}  # quantized TFLite files: size and test accuracy
         self.unavailable: dict[str, str] = {}  # optional formats that could not be made here, and why
         self.evaluated_images: np.ndarray | None = None
         sample = self.evaluated.head(PARITY_IMAGES)
-        images = np.stack([load_for_model(path, backbone.input_size) for path in sample["path"]])
-        fine_tuned = classifier is not None
+        raw = [self.read(path) for path in sample["path"]]
+        images = np.stack([bytes_for_model(data, backbone.input_size) for data in raw])
         self.classifier = classifier or build_classifier(backbone.model, head, backbone.input_size)
         expected = eager_probabilities(self.classifier, images)
-        encoded = [read_bytes(path) for path in sample["path"]]
-        originals = originals_for_check(self.classifier, encoded) if "keras" in context.config.output.export_formats \
+        originals = originals_for_check(self.classifier, raw) if "keras" in context.config.output.export_formats \
             else ([], None)
-        self.check = ExportCheck(images, encoded, expected, *originals)
+        self.check = ExportCheck(images, raw, expected, *originals)
         self.parity: dict[str, float] = {}
-        if not fine_tuned:
+        if data.cached_vectors is not None:
             # The exported model must also agree with what evaluation measured: the head on cached bottlenecks.
-            cached = np.stack([features.vectors[ExtractItem(row.path, row.sha256)] for row in sample.itertuples()])
+            cached = data.cached_vectors(sample)
             self.parity["cached_bottlenecks"] = float(np.abs(head.predict(cached, verbose=0) - expected).max())
 
     def plan(self) -> tuple[list[str], list[str]]:
@@ -595,7 +617,7 @@ class Exporter:
         """Prepared images of some dataset rows (evenly spaced when limited)."""
         if limit and len(rows) > limit:
             rows = rows.iloc[np.linspace(0, len(rows) - 1, limit).astype(int)]
-        return np.stack([load_for_model(path, self.input_size) for path in rows["path"]])
+        return np.stack([bytes_for_model(self.read(path), self.input_size) for path in rows["path"]])
 
     def _variant_scores(self, name: str) -> dict:
         """A quantized variant's file size and accuracy on the whole evaluation split, so a user picks knowingly."""

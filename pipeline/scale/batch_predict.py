@@ -118,6 +118,26 @@ def write_predictions(results: list[dict], output: str, top_k: int, root: str) -
         raise RetrainError(f"--output {output}: name a .csv or .parquet file")
 
 
+def refuse_foreign_predictions(output: str) -> None:
+    """Stop before --output replaces a file that is not a predictions file of ours (a rerun may replace one)."""
+    from pipeline.files import refuse_to_replace
+    from pipeline.predict import looks_like_predictions_csv
+
+    if output.endswith(".parquet"):
+        refuse_to_replace(output, _looks_like_predictions_parquet, "a predictions Parquet file")
+    else:
+        refuse_to_replace(output, looks_like_predictions_csv, "a predictions CSV")
+
+
+def _looks_like_predictions_parquet(path) -> bool:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path).names[:4] == ["file", "label", "score", "error"]
+    except Exception:  # not Parquet at all: not ours
+        return False
+
+
 def _relative(path: str, root: str) -> str:
     base = filesystem_for(root)[1].rstrip("/") + "/"
     return path[len(base):] if path.startswith(base) else path

@@ -16,13 +16,14 @@ import hashlib
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from pipeline.bottlenecks import ExtractItem, entry_key
-from pipeline.errors import ImageProblem
+from pipeline.errors import ImageProblem, RunCancelled
 from pipeline.progress import ProgressCallback, ProgressMeter
 from pipeline.scale.cluster import PoolPlan, cluster_plan
 from pipeline.scale.shards import scan_shards, write_shard
@@ -54,6 +55,7 @@ class ExtractSummary:
     keys: dict[str, str] = field(default_factory=dict)  # path → key, for every image that has a vector
     seconds: float = 0.0
     actors: int = 0
+    nodes: int = 0  # Ray nodes whose actors computed vectors (a multi-node job shows it ran on them)
     damaged_shards: int = 0
     feature_dim: int = 0  # length of one vector (set by the caller, which has the backbone)
     steady_images_per_second: float = 0.0  # after the first batch: the pool's rate without its start-up
@@ -62,16 +64,18 @@ class ExtractSummary:
     def to_dict(self) -> dict:
         return {"images": self.images, "computed": self.computed, "reused": self.reused,
                 "problems": len(self.problems), "damaged_shards": self.damaged_shards, "actors": self.actors,
+                "nodes": self.nodes,
                 "seconds": round(self.seconds, 3),
                 "images_per_second": round(self.computed / self.seconds, 2) if self.seconds > 0 else 0.0,
                 "steady_images_per_second": round(self.steady_images_per_second, 2)}
 
 
-def extract_to_shards(table: pd.DataFrame, image_root: str, job: ExtractJob,
-                      progress: ProgressCallback | None = None) -> ExtractSummary:
+def extract_to_shards(table: pd.DataFrame, image_root: str, job: ExtractJob, progress: ProgressCallback | None = None,
+                      should_stop: Callable[[], bool] | None = None) -> ExtractSummary:
     """Have a shard entry for every image of `table` (columns path, and sha256 when known, else "").
 
-    Must run inside `cluster.ray_session()`. Bad images become `problems`, never a failed job.
+    Must run inside `cluster.ray_session()`. Bad images become `problems`, never a failed job. `should_stop`
+    is polled as each batch comes back; when it says stop, RunCancelled ends the job (its shards are kept).
     """
 
     started = time.monotonic()
@@ -93,6 +97,7 @@ def extract_to_shards(table: pd.DataFrame, image_root: str, job: ExtractJob,
         summary.actors = plan.actors
         unknown_done = done if (todo["sha256"] == "").any() else set()
         finished: dict[str, list[float]] = {}  # actor → when it finished each image's batch (its own clock)
+        nodes: set[str] = set()
         for batch in _pipeline(todo, image_root, job, plan, unknown_done).iter_batches(batch_size=None,
                                                                                          batch_format="pandas"):
             for path, key, problem in zip(batch["path"], batch["key"], batch["problem"], strict=True):
@@ -103,10 +108,14 @@ def extract_to_shards(table: pd.DataFrame, image_root: str, job: ExtractJob,
                     summary.computed += key not in done
                     summary.reused += key in done
             meter.advance(len(batch))
-            for actor, when in zip(batch["actor"], batch["finished"], strict=True):
+            if should_stop and should_stop():
+                raise RunCancelled("cancelled; every shard written so far is kept (a rerun skips their images)")
+            for actor, node, when in zip(batch["actor"], batch["node"], batch["finished"], strict=True):
                 if when == when:  # not NaN: an image this actor computed
                     finished.setdefault(actor, []).append(when)
+                    nodes.add(node)
         summary.steady_images_per_second = sum(_steady_rate(times) for times in finished.values())
+        summary.nodes = len(nodes)
     _spread_to_twins(table, job, summary)
     summary.seconds = time.monotonic() - started
     return summary
@@ -173,6 +182,8 @@ class BackboneActor:
 
     def __init__(self, architecture: str, bottleneck_layer: str | None, bottleneck_dir: str, identity: str,
                  mirror_view: bool = False):
+        import ray
+
         from pipeline.backbones import load_backbone
         from pipeline.backbones.runtime import backbone_forward, feature_identity
 
@@ -185,6 +196,7 @@ class BackboneActor:
         self.forward = backbone_forward(self.backbone)  # the local engine's runtime, so vectors match its cache
         self.bottleneck_dir = bottleneck_dir
         self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         todo = (batch["problem"] == "") & ~batch["done"].astype(bool)
@@ -195,7 +207,8 @@ class BackboneActor:
             write_shard(self.bottleneck_dir, list(batch["key"][todo]), np.concatenate(vectors))
         finished = np.where(todo, time.time(), np.nan)  # each computed image's batch end, for the steady rate
         return {"path": batch["path"], "key": batch["key"], "problem": batch["problem"], "finished": finished,
-                "actor": np.full(len(todo), self.name, dtype=object)}
+                "actor": np.full(len(todo), self.name, dtype=object),
+                "node": np.full(len(todo), self.node, dtype=object)}
 
 
 def _steady_rate(finished: list[float]) -> float:

@@ -48,6 +48,26 @@ def filesystem_for(location: str):
         raise RetrainError(f"cannot open {location}: {_short(error)}") from None
 
 
+def probe(location: str) -> None:
+    """One line, in seconds, when a folder or URI cannot be reached (no such scheme or bucket, no credentials).
+
+    A location that does not exist yet is fine (shards create their folder); only failing to ask is refused.
+    """
+    from pyarrow import fs
+
+    filesystem, base = filesystem_for(location)
+    # On an object store the first part is the bucket: a prefix may be new, a bucket must exist.
+    bucket = base.split("/", 1)[0] if not isinstance(filesystem, fs.LocalFileSystem) else None
+    try:
+        filesystem.get_file_info(base)
+        missing = bucket and filesystem.get_file_info(bucket).type == fs.FileType.NotFound
+    except Exception as error:
+        raise RetrainError(f"cannot reach {location}: {_short(error)}; check the name and your credentials") \
+            from None
+    if missing:
+        raise RetrainError(f"cannot reach {location}: no such bucket ({bucket}); check the name and your credentials")
+
+
 def join(base: str, *parts: str) -> str:
     return str(PurePosixPath(base, *parts))
 
