@@ -83,8 +83,8 @@ def _stages(config: RunConfig, options, run):
         # back in after it, so a cancel stops at the next batch with every shard written so far kept.
         with ray_session(options.address, options.object_store_mb), StopFlag(run.cancel_request, stop.event):
             context.check_stop()
-            summary, table, classes = extract_with_ray(config, options, progress=context.stage_progress("caching", "caching"),
-                                                       should_stop=stop.is_set)
+            progress = context.stage_progress("caching", "caching")
+            summary, table, classes = extract_with_ray(config, options, progress=progress, should_stop=stop.is_set)
         context.timings["caching_seconds"] = time.monotonic() - started
         with StopFlag(run.cancel_request, stop.event):
             context.check_stop()
