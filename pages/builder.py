@@ -21,7 +21,7 @@ common.header("Build a dataset", "Add a class for each kind of thing the model s
 def act(action, done: str | None = None) -> None:
     """Run one engine change; say what happened (after the rerun that shows it) or why it was refused.
 
-    Either way the upload widgets start fresh, so the rerun does not hand the same files in again.
+    Either way the photo picker for removing starts fresh (the numbers it held may now be other photos).
     """
     st.session_state["builder_round"] = st.session_state.get("builder_round", 0) + 1
     try:
@@ -32,12 +32,32 @@ def act(action, done: str | None = None) -> None:
     if isinstance(result, str):  # a class name: work on that class next
         st.session_state["builder_select"] = result
     if isinstance(result, builder.AddResult):
-        done = f"Added {len(result.added)} photo(s)." + (
-            f" {len(result.already_there)} were already there." if result.already_there else "")
-        refused = [f"{item['file']}: {item['reason']}" for item in result.refused]
-        st.session_state["builder_notice"] = ("warning" if refused else "success", " ".join([done, *refused]))
+        st.session_state["builder_notice"] = ("warning" if result.refused else "success", result.summary())
     elif done:
         st.session_state["builder_notice"] = ("success", done)
+
+
+def take(key: str, root, what: str) -> None:
+    """on_change of a drop zone or the camera: add what came in, to the class shown, before the page reruns.
+
+    The drop zones keep one key for good: a zone given a fresh key after each drop (or 'Add class') was replaced
+    in the browser while files dropped on it were still uploading, and those files never arrived. So a zone
+    lists what was dropped on it; files taken before (by id) are skipped. The camera gets a fresh key after
+    each shot, which is what makes it ready for the next one.
+    """
+    taken = st.session_state.setdefault("builder_taken", set())
+    value = st.session_state.get(key)
+    files = [file for file in (value if isinstance(value, list) else [value]) if file and file.file_id not in taken]
+    taken.update(file.file_id for file in files)
+    if what == "shot":
+        st.session_state["builder_shots"] = st.session_state.get("builder_shots", 0) + 1
+    name = st.session_state.get("builder_class")
+    if files and what == "zip":
+        with st.spinner("Unpacking safely and checking every photo…"):
+            act(lambda: builder.add_zip(ws, root, name, files[0].name, files[0].getvalue()))
+    elif files:
+        act(lambda: builder.add_photos(ws, root, name, [("camera photo" if what == "shot" else file.name,
+                                                         file.getvalue()) for file in files]))
 
 
 def use(root) -> None:
@@ -100,24 +120,15 @@ st.text(f"{chosen}: {counts[chosen]} photos")
 drop, camera, from_zip, manage = st.tabs(["Drop photos", "Camera", "A zip of photos", "Rename or delete"],
                                          key="builder_tab", on_change="rerun")
 with drop:
-    files = st.file_uploader("Drop photos of this class", type=IMAGE_TYPES, accept_multiple_files=True,
-                             key=f"builder_files_{round_}")
-    if files:
-        act(lambda: builder.add_photos(ws, root, chosen, [(file.name, file.getvalue()) for file in files]))
-        st.rerun()
+    st.file_uploader("Drop photos of this class", type=IMAGE_TYPES, accept_multiple_files=True,
+                     key="builder_files", on_change=take, args=("builder_files", root, "files"))
 with camera:
     if st.toggle("Use the camera", key="builder_camera", help="Your browser asks for permission first."):
-        shot = st.camera_input("Take a photo of this class", key=f"builder_shot_{round_}")
-        if shot is not None:  # the fresh camera after the rerun is ready for the next shot, same class
-            act(lambda: builder.add_photos(ws, root, chosen, [("camera photo", shot.getvalue())]))
-            st.rerun()
+        key = f"builder_shot_{st.session_state.get('builder_shots', 0)}"
+        st.camera_input("Take a photo of this class", key=key, on_change=take, args=(key, root, "shot"))
 with from_zip:
-    upload = st.file_uploader("Drop a zip: every photo in it joins this class", type=["zip"],
-                              key=f"builder_zip_{round_}")
-    if upload is not None:
-        with st.spinner("Unpacking safely and checking every photo…"):
-            act(lambda: builder.add_zip(ws, root, chosen, upload.name, upload.getvalue()))
-        st.rerun()
+    st.file_uploader("Drop a zip: every photo in it joins this class", type=["zip"], key="builder_zip",
+                     on_change=take, args=("builder_zip", root, "zip"))
 with manage:
     with st.form("rename_class", border=False):
         new_name = st.text_input("New name", value=chosen, key=f"rename_to_{chosen}")

@@ -65,6 +65,14 @@ class AddResult:
     added: list[str] = field(default_factory=list)
     refused: list[dict[str, str]] = field(default_factory=list)   # [{"file": upload name, "reason": message}]
     already_there: list[str] = field(default_factory=list)        # upload names whose photo was already in the class
+    name: str = ""                                                  # the class they were added to
+
+    def summary(self) -> str:
+        """What happened, in one line for the page: every drop gets one, so a drop that went nowhere shows."""
+        lines = [f"Added {len(self.added)} photo(s) to class '{self.name}'."]
+        if self.already_there:
+            lines.append(f"{len(self.already_there)} were already there.")
+        return " ".join(lines + [f"{item['file']}: {item['reason']}" for item in self.refused])
 
 
 # ---- Names ------------------------------------------------------------------------------------------------------
@@ -292,7 +300,7 @@ def add_photos(workspace: Workspace, root: Path, name: str, files: list[tuple[st
     """
     root = _editable(workspace, root)
     folder = _class_folder(root, name)
-    result, accepted = AddResult(), {}
+    result, accepted = AddResult(name=folder.name), {}
     known = _photos_by_hash(root)
     for upload_name, data in files:
         shown = upload_name or "photo"
