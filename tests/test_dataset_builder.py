@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def test_duplicate_class_names_are_refused_any_case(ws):
     assert builder.class_names(root) == ["cats"]
 
 
-def test_add_photos_checks_every_file_and_names_them_by_content(ws, tmp_path):
+def test_add_photos_checks_every_file_and_keeps_its_name_with_a_content_hash(ws, tmp_path):
     root = builder.new_dataset(ws, "d")
     builder.add_class(ws, root, "cats")
     broken = write_truncated_jpeg(tmp_path / "broken.jpg").read_bytes()
@@ -91,9 +92,9 @@ def test_add_photos_checks_every_file_and_names_them_by_content(ws, tmp_path):
     assert "not an image" in reasons["notes.jpg"] and "empty" in reasons["empty.png"]
     assert "truncated" in reasons["broken.jpg"]
     stored = sorted(path.name for path in (root / "cats").iterdir())
-    assert len(stored) == 5 and all(len(name.split(".")[0]) == 20 for name in stored)
-    assert {Path(name).suffix for name in stored} == {".jpg", ".png"}
-    assert not (tmp_path / "etc").exists() and not list(ws.path.rglob("passwd*"))
+    assert [re.sub(r"-[0-9a-f]{12}\.", ".", name) for name in stored] == \
+        ["cats 0.jpg", "cats 1.jpg", "cats 2.jpg", "passwd.jpg", "pic.png"]
+    assert not (tmp_path / "etc").exists() and [p.parent for p in ws.path.rglob("passwd*")] == [root / "cats"]
 
 
 def test_same_photo_in_two_classes_is_refused(ws):
@@ -224,6 +225,39 @@ def test_export_zip_round_trips_as_a_dataset(ws, tmp_path):
     assert "pets/empty/" in names and not any(builder.MARKER in name for name in names)
     assert load_dataset(DatasetConfig(image_dir=str(tmp_path / "out" / "pets"))).class_counts().keys() == \
         {"cats", "dogs"}
+
+
+def test_export_keeps_the_names_photos_were_added_with(ws, tmp_path):
+    root = builder.new_dataset(ws, "pets: mine?")
+    builder.add_class(ws, root, "cats")
+    odd = [("IMG_0001.JPG", photo("cats", 1)), ("IMG_0001.JPG", photo("cats", 2)), ("img_0001.jpg", photo("cats", 3)),
+           ("a\udcff\u202e<b>.jpeg", photo("cats", 4)), ("C:\\Users\\me\\.hidden.png", photo("cats", 5, "PNG")),
+           ("", photo("cats", 6)), ("x" * 300 + ".jpg", photo("cats", 7)), ("camera photo", photo("cats", 8)),
+           ("seems.png", photo("cats", 9))]  # JPEG content: the name says so, so the name's extension changes
+    assert len(builder.add_photos(ws, root, "cats", odd).added) == 9
+    names = [archive_name.split("/")[-1] for archive_name in zipfile.ZipFile(io.BytesIO(builder.export_zip(root)))
+             .namelist() if not archive_name.endswith("/")]
+    assert len(names) == 9 and len({name.casefold() for name in names}) == 9  # unique on any disk
+    assert {"IMG_0001.JPG", "a___b_.jpeg", "hidden.png", "photo.jpg", "camera photo.jpg", "seems.jpg"} <= set(names)
+    assert {n.casefold() for n in names if n.casefold().startswith("img_0001")} == \
+        {"img_0001.jpg", "img_0001 (2).jpg", "img_0001 (3).jpg"}  # which one is "(2)" follows the stored names
+    assert max(len(name.encode()) for name in names) < 200
+    assert names == [archive_name.split("/")[-1] for archive_name in zipfile.ZipFile(io.BytesIO(
+        builder.export_zip(root))).namelist() if not archive_name.endswith("/")]  # the same names every time
+    assert zipfile.ZipFile(io.BytesIO(builder.export_zip(root))).namelist()[0] == "pets_ mine_/cats/"
+
+
+def test_an_adopted_upload_exports_its_own_names_made_safe(ws, tmp_path):
+    folder = make_class_folders(tmp_path / "up", {"a": 2})
+    (folder / "a" / "a_000.jpg").rename(folder / "a" / "Holiday.JPG")
+    zip_path = make_zip(folder, tmp_path / "up.zip")
+    config = dataset_from_zip(ws, "trip.zip", zip_path.read_bytes())
+    root = builder.editable_root(ws, config)
+    os.rename(root / "a" / "a_001.jpg", os.fsencode(root / "a") + b"/caf\xe9.jpg")  # a Latin-1 name from an old zip
+    builder.add_photos(ws, root, "a", [("holiday.jpg", photo("a", 30))])
+    names = sorted(name.split("/")[-1] for name in zipfile.ZipFile(io.BytesIO(builder.export_zip(root))).namelist()
+                   if not name.endswith("/"))
+    assert names == ["Holiday.JPG", "caf_.jpg", "holiday (2).jpg"]
 
 
 def test_a_crash_mid_delete_leaves_no_class_and_is_cleaned(ws):
