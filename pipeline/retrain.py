@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from pipeline.errors import RetrainError, RunCancelled
 from pipeline.evaluate import Report, build_report
 from pipeline.files import describe_write_error, disk_full_message, looks_like_disk_full
 from pipeline.images import load_for_model
-from pipeline.manifest import write_manifest
+from pipeline.manifest import as_queued, write_manifest
 from pipeline.progress import Progress, ProgressCallback
 from pipeline.runs import RunDir, cache_root, job_slot, max_jobs, process_started
 
@@ -174,6 +175,11 @@ def _run_stages(context: RunContext) -> Report:
     config, started = context.config, time.monotonic()
     context.status("caching", 0.0, "reading the dataset")
     dataset = load_dataset(config.dataset, check_images=False, workdir=cache_root() / "datasets")
+    dataset, gone = as_queued(dataset, context.run.path)  # the photos as they were when the run was queued
+    if gone:
+        print(f"note: {gone} photo(s) of the dataset as it was queued were deleted or changed since; the run "
+              "trains without them", file=sys.stderr, flush=True)
+        dataset.warnings.append(f"{gone} photo(s) were deleted or changed after the run was queued; left out")
     write_manifest(dataset, context.run.path)  # the run's record of its data, whatever the folder becomes later
     require_trainable(dataset)
     context.status("caching", 0.0, f"loading the {config.train.architecture} backbone")

@@ -309,3 +309,60 @@ def test_a_copy_whose_labels_cannot_be_folders_is_refused_before_anything_is_mad
     with pytest.raises(RetrainError, match="slash"):
         builder.editable_root(ws, DatasetConfig(image_dir=str(tmp_path / "flat"), label_csv=str(csv_path)))
     assert builder.built_datasets(ws) == {}
+
+
+def test_a_queued_run_trains_on_the_photos_there_were_when_it_was_queued(ws, monkeypatch, capsys,
+                                                                         tiny_backbone_file):
+    import dataclasses
+
+    from pipeline.config import RunConfig, apply_preset
+    from pipeline.manifest import QUEUED
+    from pipeline.retrain import retrain
+    from pipeline.workspace import start_run, with_overrides
+
+    monkeypatch.setattr("pipeline.workspace.dispatch_queue", lambda root=None: [])  # it waits in the queue
+    root = builder.new_dataset(ws, "d")
+    for name in ("cats", "dogs"):
+        builder.add_class(ws, root, name)
+        builder.add_photos(ws, root, name, photos(name, 10))
+    ws.update_state(dataset=dataclasses.asdict(with_overrides(ws, builder.dataset_config_for(root))))
+    config = apply_preset(RunConfig(), "Quick")
+    config.train.architecture, config.train.bottleneck_layer = str(tiny_backbone_file), "features"
+    config.train.epochs, config.output.export_formats = 3, ["keras"]
+    run = start_run(ws, config)
+    assert len(read_manifest(run.path, QUEUED)) == 20
+
+    builder.add_photos(ws, root, "cats", photos("cats", 5, start=50))   # added while it waits: not trained on
+    builder.rename_class(ws, root, "dogs", "hounds")                     # moved: found by content, label kept
+    builder.remove_photos(ws, root, "cats", [builder.class_photos(root, "cats")[0].name])  # gone: counted
+    retrain(RunConfig.load(run.config), run.path)
+
+    table = read_manifest(run.path)
+    assert trained_images(run.path) == 19 and set(table["label"]) == {"cats", "dogs"}
+    assert (table["label"] == "dogs").sum() == 10
+    assert "note: 1 photo(s) of the dataset as it was queued were deleted or changed" in capsys.readouterr().err
+    assert builder.class_counts(root) == {"cats": 14, "hounds": 10}  # the dataset itself is as the user left it
+
+
+def test_a_damaged_queue_record_fails_the_run_with_its_name(ws, tmp_path):
+    from pipeline.manifest import QUEUED, as_queued
+
+    root = builder.new_dataset(ws, "d")
+    builder.add_class(ws, root, "cats")
+    builder.add_photos(ws, root, "cats", photos("cats", 3))
+    dataset = load_dataset(builder.dataset_config_for(root))
+    run = tmp_path / "run"
+    run.mkdir()
+    assert as_queued(dataset, run) == (dataset, 0)  # a CLI run: no record, the dataset as it is
+    (run / QUEUED).write_bytes(b"file,label\n")
+    with pytest.raises(RetrainError, match="queued_dataset.csv: the run's dataset manifest has columns"):
+        as_queued(dataset, run)
+
+
+def test_a_manifest_keeps_file_names_that_are_not_utf8(ws, tmp_path):
+    folder = make_class_folders(tmp_path / "up", {"a": 2, "b": 2})
+    os.rename(folder / "a" / "a_000.jpg", os.fsencode(folder / "a") + b"/caf\xe9.jpg")
+    dataset = load_dataset(DatasetConfig(image_dir=str(folder)))
+    write_manifest(dataset, tmp_path / "run")
+    assert sorted(read_manifest(tmp_path / "run")["file"]) == sorted(dataset.table["file"])
+    assert "a/caf\\xe9.jpg" in set(read_manifest(tmp_path / "run")["file"])  # the table's printable form
