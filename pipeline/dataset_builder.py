@@ -34,13 +34,13 @@ from pathlib import Path
 
 from pipeline.archive import safe_extract
 from pipeline.config import DatasetConfig
-from pipeline.dataset import SPLITS, load_dataset
+from pipeline.dataset import SPLITS, load_dataset, load_overrides
 from pipeline.errors import ImageProblem, RetrainError
-from pipeline.files import write_bytes_atomic, write_json_atomic
+from pipeline.files import display_name, write_bytes_atomic, write_json_atomic
 from pipeline.images import decode_image
 from pipeline.records import DamagedFile, read_json_record
 from pipeline.splits import split_for_name
-from pipeline.workspace import Workspace, check_quota, dataset_config, dataset_name
+from pipeline.workspace import Workspace, check_quota, dataset_config, dataset_name, overrides_path
 
 # The hidden file that marks a folder as a dataset this program made (or adopted) and may change.
 MARKER = ".retrain-studio-dataset.json"
@@ -258,31 +258,33 @@ def rename_class(workspace: Workspace, root: Path, old: str, new: str, merge: bo
 
     A rename is one atomic folder rename. A merge moves photo by photo (each move atomic, none
     overwritten: same name means same content here), so a crash leaves every photo in one of the
-    two classes and merging again finishes the job.
+    two classes and merging again finishes the job. Drop and relabel decisions follow the photos.
     """
     root = _editable(workspace, root)
     source = _class_folder(root, old)
     new = validate_name(new)
     clash = _existing_class(root, new)
-    if clash == old:  # the same class, maybe with other capitals
+    if clash and clash != old and not merge:
+        raise RetrainError(f"there is already a class '{clash}'; choose another name, or merge '{old}' into it")
+    if not clash or clash == old:  # a new name, or the same class with other capitals
+        moves = {photo.name: photo.name for photo in class_photos(root, old)}
         if new != old:
             os.rename(source, root / new)
+        _follow_decisions(workspace, root, old, new, moves)
         return new
-    if clash and not merge:
-        raise RetrainError(f"there is already a class '{clash}'; choose another name, or merge '{old}' into it")
-    if not clash:
-        os.rename(source, root / new)
-        return new
-    target = root / clash
+    target, moves = root / clash, {}
     for photo in class_photos(root, old):
         destination = target / photo.name
         if destination.exists():
             if _same_content(photo, destination):
                 photo.unlink()
+                moves[photo.name] = destination.name
                 continue
             destination = target / f"{photo.stem}-{secrets.token_hex(3)}{photo.suffix}"
         os.rename(photo, destination)
+        moves[photo.name] = destination.name
     _remove_folder(source)
+    _follow_decisions(workspace, root, old, clash, moves)
     return clash
 
 
@@ -514,6 +516,40 @@ def _unique(names: list[str]) -> list[str]:
         unique.append(candidate)
     return unique
 
+
+
+def _follow_decisions(workspace: Workspace, root: Path, old: str, new: str, moves: dict[str, str]) -> None:
+    """Decisions (drop, relabel) about photos of class `old` follow them to class `new` ({old name: new name}
+    in `moves`), and photos relabelled as `old` are now relabelled as `new`.
+
+    Decisions are keyed by the photo's path in the dataset, so without this a rename would silently undo
+    them. Every decisions file of this dataset in the workspace is updated; a damaged one is left for the
+    page that reads it to report. (Runs keep their own copy, made when they were started.)
+    """
+    renamed = {display_name(f"{old}/{name}"): display_name(f"{new}/{moved}") for name, moved in moves.items()}
+    for path in _decision_files(workspace, root):
+        try:
+            decisions = load_overrides(path)
+        except DamagedFile:
+            continue
+        drop = {renamed.get(file, file) for file in decisions["drop"]}
+        relabel = {}
+        for file, label in decisions["relabel"].items():  # a photo's own decision wins over one merged onto it
+            if file not in renamed or renamed[file] not in decisions["relabel"]:
+                relabel[renamed.get(file, file)] = new if label == old else label
+        if drop != set(decisions["drop"]) or relabel != decisions["relabel"]:
+            write_json_atomic(path, {"drop": sorted(drop), "relabel": dict(sorted(relabel.items()))})
+
+
+def _decision_files(workspace: Workspace, root: Path) -> set[Path]:
+    """The workspace's decisions files of this dataset: the one for its folder, and the current dataset's
+    when that is this folder under another spelling (an upload chosen before it was adopted)."""
+    files = {overrides_path(workspace, dataset_config_for(root))}
+    current = dataset_config(workspace)
+    if current and current.overrides and current.image_dir and not current.label_csv \
+            and Path(current.image_dir).resolve() == Path(root).resolve():
+        files.add(Path(current.overrides))
+    return {path for path in files if path.is_file()}
 
 
 def _same_content(first: Path, second: Path) -> bool:

@@ -366,3 +366,34 @@ def test_a_manifest_keeps_file_names_that_are_not_utf8(ws, tmp_path):
     write_manifest(dataset, tmp_path / "run")
     assert sorted(read_manifest(tmp_path / "run")["file"]) == sorted(dataset.table["file"])
     assert "a/caf\\xe9.jpg" in set(read_manifest(tmp_path / "run")["file"])  # the table's printable form
+
+
+def test_decisions_follow_a_class_rename_and_a_merge(ws):
+    import dataclasses
+
+    from pipeline.workspace import dataset_config, decisions, record_decision, with_overrides
+
+    root = builder.new_dataset(ws, "d")
+    for name in ("cats", "dogs", "foxes"):
+        builder.add_class(ws, root, name)
+    builder.add_photos(ws, root, "cats", photos("cats", 3))
+    builder.add_photos(ws, root, "dogs", photos("dogs", 3))
+    builder.add_photos(ws, root, "foxes", photos("foxes", 2))
+    ws.update_state(dataset=dataclasses.asdict(with_overrides(ws, builder.dataset_config_for(root))))
+    dog, cat, fox = (builder.class_photos(root, name)[0].name for name in ("dogs", "cats", "foxes"))
+    record_decision(ws, f"dogs/{dog}", drop=True)
+    record_decision(ws, f"cats/{cat}", label="dogs")  # a cat photo that is really a dog
+    record_decision(ws, f"foxes/{fox}", label="cats")
+
+    builder.rename_class(ws, root, "dogs", "hounds")
+    assert decisions(ws) == {"drop": [f"hounds/{dog}"], "relabel": {f"cats/{cat}": "hounds", f"foxes/{fox}": "cats"}}
+    table = load_dataset(dataset_config(ws), check_images=False).table.set_index("file")
+    assert table.loc[f"hounds/{dog}", "status"] == "dropped" and table.loc[f"cats/{cat}", "label"] == "hounds"
+
+    builder.rename_class(ws, root, "cats", "Cats")  # only the capitals change
+    assert decisions(ws)["relabel"] == {f"Cats/{cat}": "hounds", f"foxes/{fox}": "Cats"}
+    builder.rename_class(ws, root, "hounds", "cats", merge=True)  # into 'Cats', any case
+    assert decisions(ws) == {"drop": [f"Cats/{dog}"], "relabel": {f"Cats/{cat}": "Cats", f"foxes/{fox}": "Cats"}}
+    table = load_dataset(dataset_config(ws), check_images=False).table.set_index("file")
+    assert table.loc[f"Cats/{dog}", "status"] == "dropped" and table.loc[f"foxes/{fox}", "label"] == "Cats"
+    assert not [w for w in load_dataset(dataset_config(ws), check_images=False).warnings if "override" in w]
