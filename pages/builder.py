@@ -93,19 +93,21 @@ if kind:
     with notice:
         getattr(st, kind)(plain(message))
 round_ = st.session_state.get("builder_round", 0)
-top = st.columns([2, 1, 1, 1], vertical_alignment="bottom")
-top[0].text(f"Dataset: {builder.dataset_label(root)}")
-top[1].metric("Classes", len(counts))
-top[2].metric("Photos", sum(counts.values()))
-top[3].download_button("Export as zip", lambda: builder.export_zip(root), file_name="dataset.zip",
-                       mime="application/zip", icon=":material/download:", on_click="ignore")
+st.text(f"Dataset: {builder.dataset_label(root)}")
+# One row, also on a phone (columns stack there, one per line, pushing the drop zone a screen down).
+top = st.container(horizontal=True, vertical_alignment="bottom", gap="large")
+top.metric("Classes", len(counts), width="content")
+top.metric("Photos", sum(counts.values()), width="content")
+top.download_button("Export as zip", lambda: builder.export_zip(root), file_name="dataset.zip",
+                    mime="application/zip", icon=":material/download:", on_click="ignore")
 
 with st.form("add_class", clear_on_submit=True, border=False):
     left, right = st.columns([3, 1], vertical_alignment="bottom")
-    new_class = left.text_input("New class", placeholder="e.g. cats", key="new_class_name")
-    if right.form_submit_button("Add class", icon=":material/add:", width="stretch"):
-        act(lambda: builder.add_class(ws, root, new_class), "Class added.")
-        st.rerun()
+    left.text_input("New class", placeholder="e.g. cats", key="new_class_name")
+    # Changes run as callbacks, before the page: an st.rerun() from mid-page made the browser drop and redraw
+    # every widget below it — with a drop zone that files were being uploaded to.
+    right.form_submit_button("Add class", icon=":material/add:", width="stretch", on_click=act, args=(
+        lambda: builder.add_class(ws, root, st.session_state["new_class_name"]), "Class added."))
 if not counts:
     st.info("Add a first class: type its name above.", icon=":material/add:")
     st.stop()
@@ -131,15 +133,14 @@ with from_zip:
                      on_change=take, args=("builder_zip", root, "zip"))
 with manage:
     with st.form("rename_class", border=False):
-        new_name = st.text_input("New name", value=chosen, key=f"rename_to_{chosen}")
-        merge = st.checkbox("If a class has that name, merge this one into it", key="merge")
-        if st.form_submit_button("Rename", icon=":material/edit:"):
-            act(lambda: builder.rename_class(ws, root, chosen, new_name, merge), "Class renamed.")
-            st.rerun()
+        st.text_input("New name", value=chosen, key=f"rename_to_{chosen}")
+        st.checkbox("If a class has that name, merge this one into it", key="merge")
+        st.form_submit_button("Rename", icon=":material/edit:", on_click=act, args=(
+            lambda old=chosen: builder.rename_class(ws, root, old, st.session_state[f"rename_to_{old}"],
+                                                    st.session_state["merge"]), "Class renamed."))
     sure = st.checkbox(f"Yes, delete this class and its {counts[chosen]} photos", key="confirm_delete_class")
-    if st.button("Delete class", icon=":material/delete:", disabled=not sure):
-        act(lambda: builder.delete_class(ws, root, chosen), "Class deleted.")
-        st.rerun()
+    st.button("Delete class", icon=":material/delete:", disabled=not sure, on_click=act,
+              args=(lambda old=chosen: builder.delete_class(ws, root, old), "Class deleted."))
 
 photos = builder.class_photos(root, chosen)
 if photos:
@@ -152,11 +153,11 @@ if photos:
         st.image([image for image, _ in pairs], caption=[caption for _, caption in pairs], width=96)
     if len(photos) > PHOTOS_SHOWN:
         st.caption(f"The first {PHOTOS_SHOWN} of {len(photos)} photos.")
-    numbers = st.multiselect("Photos to remove", range(1, len(shown) + 1), format_func=lambda n: f"#{n}",
-                             key=f"remove_{chosen}_{round_}")
-    if st.button("Remove selected photos", icon=":material/delete:", disabled=not numbers):
-        act(lambda: builder.remove_photos(ws, root, chosen, [shown[n - 1].name for n in numbers]), "Removed.")
-        st.rerun()
+    picker = f"remove_{chosen}_{round_}"
+    numbers = st.multiselect("Photos to remove", range(1, len(shown) + 1), format_func=lambda n: f"#{n}", key=picker)
+    st.button("Remove selected photos", icon=":material/delete:", disabled=not numbers, on_click=act, args=(
+        lambda old=chosen, listed=shown, key=picker: builder.remove_photos(
+            ws, root, old, [listed[n - 1].name for n in st.session_state[key]]), "Removed."))
 
 with st.expander("All classes at a glance", expanded=False):
     try:
