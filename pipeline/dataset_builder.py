@@ -5,13 +5,14 @@ other), kept under the workspace's uploads/ so it counts against the same quota,
 the program's own by a hidden file in its root. Only marked folders are ever changed here: a
 server folder or a sample is never written to — growing one makes an editable copy first.
 
-The trade-off that shaped it: a photo is stored under a name derived from its content
-(`<sha256 prefix>.<format>`), not the name it was uploaded with. Odd, hostile or clashing upload
-names can never become paths, the same photo added twice is the same file, and its split (which
-`pipeline.splits` derives from the file name) is fixed by its content — at the price of the
-user's own file names, which a class folder does not need. Every photo goes through
-`pipeline.images.decode_image` before it is kept, and every write is a temp file renamed into
-place, so a crash mid-add leaves no half photo.
+The trade-off that shaped it: a photo is stored as `<its upload name, made safe>-<12 hex of its
+sha256>.<format>`. The name is the user's (and comes back out of `export_zip` without the hash);
+the hash makes two photos both called IMG_0001.jpg two files, and lets the same photo added twice
+be found. The name lives in the file name rather than in a side file of original names: it is
+written in the same atomic rename as the photo, so no crash, second tab or class rename can part
+a photo from its name. A hostile upload name is made safe before it is joined to any path.
+Every photo goes through `pipeline.images.decode_image` before it is kept, and every write is a
+temp file renamed into place, so a crash mid-add leaves no half photo.
 
 Nothing here imports Streamlit or TensorFlow.
 """
@@ -33,13 +34,13 @@ from pathlib import Path
 
 from pipeline.archive import safe_extract
 from pipeline.config import DatasetConfig
-from pipeline.dataset import SPLITS, load_dataset
+from pipeline.dataset import SPLITS, load_dataset, load_overrides
 from pipeline.errors import ImageProblem, RetrainError
-from pipeline.files import has_hidden_part, is_hidden, write_bytes_atomic, write_json_atomic
+from pipeline.files import display_name, has_hidden_part, is_hidden, write_bytes_atomic, write_json_atomic
 from pipeline.images import decode_image
 from pipeline.records import DamagedFile, read_json_record
 from pipeline.splits import split_for_name
-from pipeline.studio.datasets import dataset_config, dataset_name
+from pipeline.studio.datasets import dataset_config, dataset_name, overrides_path
 from pipeline.studio.quotas import check_quota
 from pipeline.studio.workspaces import Workspace
 
@@ -53,6 +54,15 @@ _MAX_NAME_BYTES = 240
 # File extension by the format that the first bytes show (the photo is decoded before it is kept anyway).
 _SIGNATURES = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"), (b"GIF87a", ".gif"), (b"GIF89a", ".gif"),
                (b"BM", ".bmp"))
+# Hex digits of the content hash in a stored photo's name (48 bits: no two photos of one dataset share them).
+HASH_CHARS = 12
+# Longest stem kept of an upload's name, in UTF-8 bytes (a folder entry holds 255; the hash and format follow).
+_MAX_STEM_BYTES = 150
+# Characters a zip entry or a Windows, macOS or Linux file name cannot hold; each becomes "_".
+_UNSAFE_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]')
+# Upload extensions kept as typed when the content is of that format (".jpeg" stays ".jpeg").
+_ALIASES = {".jpg": {".jpg", ".jpeg", ".jpe"}, ".png": {".png"}, ".gif": {".gif"}, ".bmp": {".bmp"},
+            ".webp": {".webp"}}
 # Leftovers of an interrupted delete or zip import start with these (hidden, so no reader lists them).
 _TRASH_PREFIX = ".deleting-"
 _IMPORT_PREFIX = ".importing-"
@@ -67,6 +77,14 @@ class AddResult:
     added: list[str] = field(default_factory=list)
     refused: list[dict[str, str]] = field(default_factory=list)   # [{"file": upload name, "reason": message}]
     already_there: list[str] = field(default_factory=list)        # upload names whose photo was already in the class
+    name: str = ""                                                  # the class they were added to
+
+    def summary(self) -> str:
+        """What happened, in one line for the page: every drop gets one, so a drop that went nowhere shows."""
+        lines = [f"Added {len(self.added)} photo(s) to class '{self.name}'."]
+        if self.already_there:
+            lines.append(f"{len(self.already_there)} were already there.")
+        return " ".join(lines + [f"{item['file']}: {item['reason']}" for item in self.refused])
 
 
 # ---- Names ------------------------------------------------------------------------------------------------------
@@ -242,31 +260,33 @@ def rename_class(workspace: Workspace, root: Path, old: str, new: str, merge: bo
 
     A rename is one atomic folder rename. A merge moves photo by photo (each move atomic, none
     overwritten: same name means same content here), so a crash leaves every photo in one of the
-    two classes and merging again finishes the job.
+    two classes and merging again finishes the job. Drop and relabel decisions follow the photos.
     """
     root = _editable(workspace, root)
     source = _class_folder(root, old)
     new = validate_name(new)
     clash = _existing_class(root, new)
-    if clash == old:  # the same class, maybe with other capitals
+    if clash and clash != old and not merge:
+        raise RetrainError(f"there is already a class '{clash}'; choose another name, or merge '{old}' into it")
+    if not clash or clash == old:  # a new name, or the same class with other capitals
+        moves = {photo.name: photo.name for photo in class_photos(root, old)}
         if new != old:
             os.rename(source, root / new)
+        _follow_decisions(workspace, root, old, new, moves)
         return new
-    if clash and not merge:
-        raise RetrainError(f"there is already a class '{clash}'; choose another name, or merge '{old}' into it")
-    if not clash:
-        os.rename(source, root / new)
-        return new
-    target = root / clash
+    target, moves = root / clash, {}
     for photo in class_photos(root, old):
         destination = target / photo.name
         if destination.exists():
             if _same_content(photo, destination):
                 photo.unlink()
+                moves[photo.name] = destination.name
                 continue
             destination = target / f"{photo.stem}-{secrets.token_hex(3)}{photo.suffix}"
         os.rename(photo, destination)
+        moves[photo.name] = destination.name
     _remove_folder(source)
+    _follow_decisions(workspace, root, old, clash, moves)
     return clash
 
 
@@ -286,7 +306,7 @@ def delete_class(workspace: Workspace, root: Path, name: str) -> int:
 
 def add_photos(workspace: Workspace, root: Path, name: str, files: list[tuple[str, bytes]]) -> AddResult:
     """Check and add photos to a class: each is decoded first (bad ones refused with the reason), then
-    written atomically as <sha256 prefix>.<format>.
+    written atomically as <upload name made safe>-<sha256 prefix>.<format>.
 
     A photo already in this class is reported, not added twice; one already in another class is
     refused (a photo can only be one thing). The whole batch is checked against the quota before
@@ -294,22 +314,23 @@ def add_photos(workspace: Workspace, root: Path, name: str, files: list[tuple[st
     """
     root = _editable(workspace, root)
     folder = _class_folder(root, name)
-    result, accepted = AddResult(), {}
+    result, accepted = AddResult(name=folder.name), {}
     known = _photos_by_hash(root)
     for upload_name, data in files:
         shown = upload_name or "photo"
         try:
-            stored = _checked_photo_name(data)
+            stored = _checked_photo_name(upload_name, data)
         except ImageProblem as problem:
             result.refused.append({"file": shown, "reason": str(problem)})
             continue
-        digest = stored.split(".")[0]
+        digest = _content_hash(stored)
         if digest in known and known[digest] != folder.name:
             result.refused.append({"file": shown, "reason": f"the same photo is already in class '{known[digest]}'"})
-        elif digest in known or stored in accepted:
+        elif digest in known:
             result.already_there.append(shown)
         else:
             accepted[stored] = data
+            known[digest] = folder.name  # the same photo twice in one drop is kept once
     check_quota(workspace, sum(len(data) for data in accepted.values()), f"adding {len(accepted)} photo(s)")
     for stored, data in accepted.items():
         write_bytes_atomic(folder / stored, data)
@@ -361,16 +382,49 @@ def add_zip(workspace: Workspace, root: Path, name: str, zip_name: str, zip_byte
 
 
 def export_zip(root: Path) -> bytes:
-    """The dataset as zip bytes of <dataset name>/<class>/<photo>: what the user built is theirs to keep."""
-    top = re.sub(r"[\\/]", "_", dataset_label(Path(root))).lstrip(".") or "dataset"
+    """The dataset as zip bytes of <dataset name>/<class>/<photo>: what the user built is theirs to keep.
+
+    Photos carry the names they were added with (see `export_names`); class and dataset names are made
+    safe for any disk the zip is unpacked on.
+    """
+    top = safe_file_name(dataset_label(Path(root)), "dataset")
     buffer = io.BytesIO()
     # Photos are already compressed: stored, not deflated (same size, far less CPU).
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for name in class_names(root):
-            archive.writestr(f"{top}/{name}/", b"")
-            for photo in class_photos(root, name):
-                archive.write(photo, f"{top}/{name}/{photo.name}")
+        classes = class_names(root)
+        for name, folder in zip(classes, _unique([safe_file_name(name, "class") for name in classes]), strict=True):
+            archive.writestr(f"{top}/{folder}/", b"")
+            for photo, exported in export_names(class_photos(root, name)).items():
+                archive.write(photo, f"{top}/{folder}/{exported}")
     return buffer.getvalue()
+
+
+def export_names(photos: list[Path]) -> dict[Path, str]:
+    """{photo: the name it leaves in}: the name it was added with (the content hash taken off), made safe, and
+    unique within its class ignoring case — a repeat gets " (2)", " (3)"... in the order of the stored names,
+    so the same dataset always exports the same names."""
+    wanted = [safe_file_name(original_name(photo.name), "photo") for photo in sorted(photos)]
+    return dict(zip(sorted(photos), _unique(wanted), strict=True))
+
+
+def original_name(stored: str) -> str:
+    """The name a photo was added with: `<stem>-<hash>.<ext>` → `<stem>.<ext>`; other names as they are."""
+    stem, suffix = os.path.splitext(stored)
+    head, _, digest = stem.rpartition("-")
+    return head + suffix if head and _is_hash(digest) else stored
+
+
+def safe_file_name(name: str, fallback: str) -> str:
+    """`name` as one file or folder name any disk and zip tool takes: Unicode NFC, no path separators, control
+    or reserved characters and undecodable bytes (each becomes "_"), no leading dots or spaces, no trailing
+    dots or spaces, at most _MAX_STEM_BYTES of UTF-8 before the extension; `fallback` if nothing is left."""
+    text = unicodedata.normalize("NFC", "".join("_" if "\ud800" <= char <= "\udfff" else char for char in name))
+    text = _UNSAFE_CHARS.sub("_", text).strip(" ").lstrip(".").rstrip(". ")
+    stem, suffix = os.path.splitext(text)
+    if len(suffix) > 8 or not suffix[1:].isalnum():
+        stem, suffix = text, ""
+    stem = stem.encode("utf-8")[:_MAX_STEM_BYTES].decode("utf-8", "ignore").rstrip(". ")
+    return (stem or fallback) + suffix
 
 
 def split_counts(root: Path, config: DatasetConfig) -> dict[str, dict[str, int]]:
@@ -407,8 +461,9 @@ def _existing_class(root: Path, name: str) -> str | None:
     return next((existing for existing in class_names(root) if existing.casefold() == wanted), None)
 
 
-def _checked_photo_name(data: bytes) -> str:
-    """<sha256 prefix>.<format> for image bytes the one decode path accepts; ImageProblem otherwise."""
+def _checked_photo_name(upload_name: str, data: bytes) -> str:
+    """<upload name made safe>-<sha256 prefix>.<format> for image bytes the one decode path accepts;
+    ImageProblem otherwise. The upload's extension is kept when it names the content's format."""
     if not data:
         raise ImageProblem("empty file (0 bytes)")
     decode_image(data)
@@ -417,17 +472,86 @@ def _checked_photo_name(data: bytes) -> str:
         extension = ".webp"
     if extension is None:  # decodable, but the dataset reader would not list it (it sniffs these signatures)
         raise ImageProblem("image type not read in datasets; convert it to JPEG or PNG")
-    return hashlib.sha256(data).hexdigest()[:20] + extension
+    # A zip's entries and some browsers give a path: only its last part is the name.
+    base = safe_file_name(re.split(r"[\\/]", upload_name or "")[-1], "photo")
+    stem, suffix = os.path.splitext(base)
+    if suffix.lower() in _ALIASES[extension]:
+        extension = suffix
+    return f"{stem}-{hashlib.sha256(data).hexdigest()[:HASH_CHARS]}{extension}"
+
+
+def _content_hash(stored: str) -> str | None:
+    """The sha256 prefix a stored photo's name carries: `<stem>-<hash>.<ext>`, or `<hash>.<ext>` as photos
+    were first named; None for other names (an adopted upload's own files)."""
+    stem = os.path.splitext(stored)[0]
+    digest = stem.rpartition("-")[2]
+    if _is_hash(digest):
+        return digest
+    return stem[:HASH_CHARS] if len(stem) == 20 and _is_hash(stem[:HASH_CHARS]) else None
+
+
+def _is_hash(text: str) -> bool:
+    return len(text) == HASH_CHARS and all(char in "0123456789abcdef" for char in text)
 
 
 def _photos_by_hash(root: Path) -> dict[str, str]:
-    """{content-name prefix: class} for photos stored under content names (adopted uploads' own names are
-    not content names and are not matched)."""
+    """{content-hash prefix: class} for photos whose names carry one (adopted uploads' own names do not,
+    and are not matched)."""
     found = {}
     for name in class_names(root):
         for photo in class_photos(root, name):
-            found.setdefault(photo.stem, name)
+            if digest := _content_hash(photo.name):
+                found.setdefault(digest, name)
     return found
+
+
+def _unique(names: list[str]) -> list[str]:
+    """`names` with repeats (ignoring case: Windows and macOS disks do) made unique as "a (2).jpg", in order."""
+    seen, unique = set(), []
+    for name in names:
+        stem, suffix = os.path.splitext(name)
+        candidate, number = name, 1
+        while candidate.casefold() in seen:
+            number += 1
+            candidate = f"{stem} ({number}){suffix}"
+        seen.add(candidate.casefold())
+        unique.append(candidate)
+    return unique
+
+
+
+def _follow_decisions(workspace: Workspace, root: Path, old: str, new: str, moves: dict[str, str]) -> None:
+    """Decisions (drop, relabel) about photos of class `old` follow them to class `new` ({old name: new name}
+    in `moves`), and photos relabelled as `old` are now relabelled as `new`.
+
+    Decisions are keyed by the photo's path in the dataset, so without this a rename would silently undo
+    them. Every decisions file of this dataset in the workspace is updated; a damaged one is left for the
+    page that reads it to report. (Runs keep their own copy, made when they were started.)
+    """
+    renamed = {display_name(f"{old}/{name}"): display_name(f"{new}/{moved}") for name, moved in moves.items()}
+    for path in _decision_files(workspace, root):
+        try:
+            decisions = load_overrides(path)
+        except DamagedFile:
+            continue
+        drop = {renamed.get(file, file) for file in decisions["drop"]}
+        relabel = {}
+        for file, label in decisions["relabel"].items():  # a photo's own decision wins over one merged onto it
+            if file not in renamed or renamed[file] not in decisions["relabel"]:
+                relabel[renamed.get(file, file)] = new if label == old else label
+        if drop != set(decisions["drop"]) or relabel != decisions["relabel"]:
+            write_json_atomic(path, {"drop": sorted(drop), "relabel": dict(sorted(relabel.items()))})
+
+
+def _decision_files(workspace: Workspace, root: Path) -> set[Path]:
+    """The workspace's decisions files of this dataset: the one for its folder, and the current dataset's
+    when that is this folder under another spelling (an upload chosen before it was adopted)."""
+    files = {overrides_path(workspace, dataset_config_for(root))}
+    current = dataset_config(workspace)
+    if current and current.overrides and current.image_dir and not current.label_csv \
+            and Path(current.image_dir).resolve() == Path(root).resolve():
+        files.add(Path(current.overrides))
+    return {path for path in files if path.is_file()}
 
 
 def _same_content(first: Path, second: Path) -> bool:

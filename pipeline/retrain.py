@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from pipeline.evaluate import Report, build_report, small_test_split_warning
 from pipeline.familiarity import fit_familiarity, save_familiarity
 from pipeline.files import describe_write_error, disk_full_message, looks_like_disk_full
 from pipeline.images import bytes_for_model
-from pipeline.manifest import write_manifest
+from pipeline.manifest import as_queued, write_manifest
 from pipeline.progress import Progress, ProgressCallback
 from pipeline.run_dataset import summarize_dataset, write_run_dataset
 from pipeline.runs import RunDir, job_slot, max_jobs, process_started
@@ -222,6 +223,11 @@ def _run_stages(context: RunContext) -> Report:
     context.stage_begin("dataset", "caching", 0.0, "listing the images")
     dataset = load_dataset(config.dataset, check_images=False, workdir=cache_root() / "datasets",
                            progress=context.stage_progress("dataset", "caching", "files"))
+    dataset, gone = as_queued(dataset, context.run.path)  # the photos as they were when the run was queued
+    if gone:
+        print(f"note: {gone} photo(s) of the dataset as it was queued were deleted or changed since; the run "
+              "trains without them", file=sys.stderr, flush=True)
+        dataset.warnings.append(f"{gone} photo(s) were deleted or changed after the run was queued; left out")
     write_manifest(dataset, context.run.path)  # the run's record of its data, whatever the folder becomes later
     summary = summarize_dataset(dataset, config.dataset)
     write_run_dataset(context.run.path, summary)  # what every view of this run shows as its dataset

@@ -138,8 +138,15 @@ class RunQueue:
     # ---- Submitting -------------------------------------------------------------------------------------------------
 
     def submit(self, run_dir: str | Path, owner: str = "", limit: int | None = None) -> int:
-        """Add a run to the end of the line and return its ticket; RetrainError when the line is full."""
+        """Add a run to the end of the line and return its ticket; RetrainError when the line is full.
+
+        The run's dataset is recorded first (`pipeline.manifest.freeze_dataset`): a run trains on the
+        photos there were when it was queued, not on what was added while it waited.
+        """
+        from pipeline.manifest import freeze_dataset
+
         limit = max_queued() if limit is None else limit
+        freeze_dataset(run_dir)
         with self._db() as db:
             waiting = db.execute("SELECT COUNT(*) FROM tickets WHERE state = 'queued'").fetchone()[0]
             if waiting >= limit:

@@ -73,7 +73,7 @@ def add_class(at: AppTest, name: str) -> AppTest:
 
 
 def drop(at: AppTest, *files: tuple[str, bytes]) -> AppTest:
-    uploader = next(u for u in at.get("file_uploader") if u.key.startswith("builder_files_"))
+    uploader = next(u for u in at.get("file_uploader") if u.key == "builder_files")
     for name, data in files:
         uploader.upload(name, data, "image/jpeg")
     return at.run()
@@ -143,11 +143,11 @@ def test_camera_shots_in_a_row_and_a_zip(token):
     with zipfile.ZipFile(buffer, "w") as archive:
         for index in range(2, 5):
             archive.writestr(f"more/{index}.jpg", jpeg("red", index))
-    uploader = next(u for u in at.get("file_uploader") if u.key.startswith("builder_zip_"))
+    uploader = next(u for u in at.get("file_uploader") if u.key == "builder_zip")
     at = uploader.upload("more.zip", buffer.getvalue(), "application/zip").run()
     assert "Added 3 photo(s)" in texts(at.success)
     assert builder.class_counts(root_of(token)) == {"red": 5}
-    uploader = next(u for u in at.get("file_uploader") if u.key.startswith("builder_zip_"))
+    uploader = next(u for u in at.get("file_uploader") if u.key == "builder_zip")
     at = uploader.upload("broken.zip", b"PK nope", "application/zip").run()
     assert "broken.zip: not a readable zip" in texts(at.error)
 

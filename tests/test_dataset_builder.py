@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def test_duplicate_class_names_are_refused_any_case(ws):
     assert builder.class_names(root) == ["cats"]
 
 
-def test_add_photos_checks_every_file_and_names_them_by_content(ws, tmp_path):
+def test_add_photos_checks_every_file_and_keeps_its_name_with_a_content_hash(ws, tmp_path):
     root = builder.new_dataset(ws, "d")
     builder.add_class(ws, root, "cats")
     broken = write_truncated_jpeg(tmp_path / "broken.jpg").read_bytes()
@@ -93,9 +94,9 @@ def test_add_photos_checks_every_file_and_names_them_by_content(ws, tmp_path):
     assert "not an image" in reasons["notes.jpg"] and "empty" in reasons["empty.png"]
     assert "truncated" in reasons["broken.jpg"]
     stored = sorted(path.name for path in (root / "cats").iterdir())
-    assert len(stored) == 5 and all(len(name.split(".")[0]) == 20 for name in stored)
-    assert {Path(name).suffix for name in stored} == {".jpg", ".png"}
-    assert not (tmp_path / "etc").exists() and not list(ws.path.rglob("passwd*"))
+    assert [re.sub(r"-[0-9a-f]{12}\.", ".", name) for name in stored] == \
+        ["cats 0.jpg", "cats 1.jpg", "cats 2.jpg", "passwd.jpg", "pic.png"]
+    assert not (tmp_path / "etc").exists() and [p.parent for p in ws.path.rglob("passwd*")] == [root / "cats"]
 
 
 def test_same_photo_in_two_classes_is_refused(ws):
@@ -228,6 +229,39 @@ def test_export_zip_round_trips_as_a_dataset(ws, tmp_path):
         {"cats", "dogs"}
 
 
+def test_export_keeps_the_names_photos_were_added_with(ws, tmp_path):
+    root = builder.new_dataset(ws, "pets: mine?")
+    builder.add_class(ws, root, "cats")
+    odd = [("IMG_0001.JPG", photo("cats", 1)), ("IMG_0001.JPG", photo("cats", 2)), ("img_0001.jpg", photo("cats", 3)),
+           ("a\udcff\u202e<b>.jpeg", photo("cats", 4)), ("C:\\Users\\me\\.hidden.png", photo("cats", 5, "PNG")),
+           ("", photo("cats", 6)), ("x" * 300 + ".jpg", photo("cats", 7)), ("camera photo", photo("cats", 8)),
+           ("seems.png", photo("cats", 9))]  # JPEG content: the name says so, so the name's extension changes
+    assert len(builder.add_photos(ws, root, "cats", odd).added) == 9
+    names = [archive_name.split("/")[-1] for archive_name in zipfile.ZipFile(io.BytesIO(builder.export_zip(root)))
+             .namelist() if not archive_name.endswith("/")]
+    assert len(names) == 9 and len({name.casefold() for name in names}) == 9  # unique on any disk
+    assert {"IMG_0001.JPG", "a___b_.jpeg", "hidden.png", "photo.jpg", "camera photo.jpg", "seems.jpg"} <= set(names)
+    assert {n.casefold() for n in names if n.casefold().startswith("img_0001")} == \
+        {"img_0001.jpg", "img_0001 (2).jpg", "img_0001 (3).jpg"}  # which one is "(2)" follows the stored names
+    assert max(len(name.encode()) for name in names) < 200
+    assert names == [archive_name.split("/")[-1] for archive_name in zipfile.ZipFile(io.BytesIO(
+        builder.export_zip(root))).namelist() if not archive_name.endswith("/")]  # the same names every time
+    assert zipfile.ZipFile(io.BytesIO(builder.export_zip(root))).namelist()[0] == "pets_ mine_/cats/"
+
+
+def test_an_adopted_upload_exports_its_own_names_made_safe(ws, tmp_path):
+    folder = make_class_folders(tmp_path / "up", {"a": 2})
+    (folder / "a" / "a_000.jpg").rename(folder / "a" / "Holiday.JPG")
+    zip_path = make_zip(folder, tmp_path / "up.zip")
+    config = dataset_from_zip(ws, "trip.zip", zip_path.read_bytes())
+    root = builder.editable_root(ws, config)
+    os.rename(root / "a" / "a_001.jpg", os.fsencode(root / "a") + b"/caf\xe9.jpg")  # a Latin-1 name from an old zip
+    builder.add_photos(ws, root, "a", [("holiday.jpg", photo("a", 30))])
+    names = sorted(name.split("/")[-1] for name in zipfile.ZipFile(io.BytesIO(builder.export_zip(root))).namelist()
+                   if not name.endswith("/"))
+    assert names == ["Holiday.JPG", "caf_.jpg", "holiday (2).jpg"]
+
+
 def test_a_crash_mid_delete_leaves_no_class_and_is_cleaned(ws):
     root = builder.new_dataset(ws, "d")
     builder.add_class(ws, root, "cats")
@@ -277,3 +311,92 @@ def test_a_copy_whose_labels_cannot_be_folders_is_refused_before_anything_is_mad
     with pytest.raises(RetrainError, match="slash"):
         builder.editable_root(ws, DatasetConfig(image_dir=str(tmp_path / "flat"), label_csv=str(csv_path)))
     assert builder.built_datasets(ws) == {}
+
+
+def test_a_queued_run_trains_on_the_photos_there_were_when_it_was_queued(ws, monkeypatch, capsys,
+                                                                         tiny_backbone_file):
+    import dataclasses
+
+    from pipeline.config import RunConfig, apply_preset
+    from pipeline.manifest import QUEUED
+    from pipeline.retrain import retrain
+    from pipeline.studio.datasets import with_overrides
+    from pipeline.studio.launch import start_run
+
+    monkeypatch.setattr("pipeline.studio.launch.dispatch_queue", lambda root=None: [])  # it waits in the queue
+    root = builder.new_dataset(ws, "d")
+    for name in ("cats", "dogs"):
+        builder.add_class(ws, root, name)
+        builder.add_photos(ws, root, name, photos(name, 10))
+    ws.update_state(dataset=dataclasses.asdict(with_overrides(ws, builder.dataset_config_for(root))))
+    config = apply_preset(RunConfig(), "Quick")
+    config.train.architecture, config.train.bottleneck_layer = str(tiny_backbone_file), "features"
+    config.train.epochs, config.output.export_formats = 3, ["keras"]
+    run = start_run(ws, config)
+    assert len(read_manifest(run.path, QUEUED)) == 20
+
+    builder.add_photos(ws, root, "cats", photos("cats", 5, start=50))   # added while it waits: not trained on
+    builder.rename_class(ws, root, "dogs", "hounds")                     # moved: found by content, label kept
+    builder.remove_photos(ws, root, "cats", [builder.class_photos(root, "cats")[0].name])  # gone: counted
+    retrain(RunConfig.load(run.config), run.path)
+
+    table = read_manifest(run.path)
+    assert trained_images(run.path) == 19 and set(table["label"]) == {"cats", "dogs"}
+    assert (table["label"] == "dogs").sum() == 10
+    assert "note: 1 photo(s) of the dataset as it was queued were deleted or changed" in capsys.readouterr().err
+    assert builder.class_counts(root) == {"cats": 14, "hounds": 10}  # the dataset itself is as the user left it
+
+
+def test_a_damaged_queue_record_fails_the_run_with_its_name(ws, tmp_path):
+    from pipeline.manifest import QUEUED, as_queued
+
+    root = builder.new_dataset(ws, "d")
+    builder.add_class(ws, root, "cats")
+    builder.add_photos(ws, root, "cats", photos("cats", 3))
+    dataset = load_dataset(builder.dataset_config_for(root))
+    run = tmp_path / "run"
+    run.mkdir()
+    assert as_queued(dataset, run) == (dataset, 0)  # a CLI run: no record, the dataset as it is
+    (run / QUEUED).write_bytes(b"file,label\n")
+    with pytest.raises(RetrainError, match="queued_dataset.csv: the run's dataset manifest has columns"):
+        as_queued(dataset, run)
+
+
+def test_a_manifest_keeps_file_names_that_are_not_utf8(ws, tmp_path):
+    folder = make_class_folders(tmp_path / "up", {"a": 2, "b": 2})
+    os.rename(folder / "a" / "a_000.jpg", os.fsencode(folder / "a") + b"/caf\xe9.jpg")
+    dataset = load_dataset(DatasetConfig(image_dir=str(folder)))
+    write_manifest(dataset, tmp_path / "run")
+    assert sorted(read_manifest(tmp_path / "run")["file"]) == sorted(dataset.table["file"])
+    assert "a/caf\\xe9.jpg" in set(read_manifest(tmp_path / "run")["file"])  # the table's printable form
+
+
+def test_decisions_follow_a_class_rename_and_a_merge(ws):
+    import dataclasses
+
+    from pipeline.studio.datasets import dataset_config, decisions, record_decision, with_overrides
+
+    root = builder.new_dataset(ws, "d")
+    for name in ("cats", "dogs", "foxes"):
+        builder.add_class(ws, root, name)
+    builder.add_photos(ws, root, "cats", photos("cats", 3))
+    builder.add_photos(ws, root, "dogs", photos("dogs", 3))
+    builder.add_photos(ws, root, "foxes", photos("foxes", 2))
+    ws.update_state(dataset=dataclasses.asdict(with_overrides(ws, builder.dataset_config_for(root))))
+    dog, cat, fox = (builder.class_photos(root, name)[0].name for name in ("dogs", "cats", "foxes"))
+    record_decision(ws, f"dogs/{dog}", drop=True)
+    record_decision(ws, f"cats/{cat}", label="dogs")  # a cat photo that is really a dog
+    record_decision(ws, f"foxes/{fox}", label="cats")
+
+    builder.rename_class(ws, root, "dogs", "hounds")
+    assert decisions(ws) == {"drop": [f"hounds/{dog}"], "relabel": {f"cats/{cat}": "hounds", f"foxes/{fox}": "cats"}}
+    table = load_dataset(dataset_config(ws), check_images=False).table.set_index("file")
+    assert table.loc[f"hounds/{dog}", "status"] == "dropped" and table.loc[f"cats/{cat}", "label"] == "hounds"
+
+    builder.rename_class(ws, root, "cats", "Cats")  # only the capitals change
+    assert decisions(ws)["relabel"] == {f"Cats/{cat}": "hounds", f"foxes/{fox}": "Cats"}
+    builder.rename_class(ws, root, "hounds", "cats", merge=True)  # into 'Cats', any case
+    assert decisions(ws) == {"drop": [f"Cats/{dog}"], "relabel": {f"Cats/{cat}": "Cats", f"foxes/{fox}": "Cats"}}
+    table = load_dataset(dataset_config(ws), check_images=False).table.set_index("file")
+    assert table.loc[f"Cats/{dog}", "status"] == "dropped" and table.loc[f"foxes/{fox}", "label"] == "Cats"
+    assert not [w for w in load_dataset(dataset_config(ws), check_images=False).warnings if "override" in w]
