@@ -132,15 +132,6 @@ def fixed_size_model(model: keras.Model) -> keras.Model:
     return inner[0]
 
 
-def keras_labels(path: str | Path) -> list[str] | None:
-    """The class names stored inside a model.keras we wrote (None for a file without them)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.read(KERAS_LABELS_ENTRY).decode().splitlines()
-    except (zipfile.BadZipFile, KeyError, OSError, UnicodeDecodeError):
-        return None
-
-
 def preprocessing_description(labels: list[str], size: int) -> dict:
     """preprocessing.json: what each format takes, and how to prepare an image for those that take prepared ones."""
     prepared = {"input": "image", "shape": [None, size, size, 3], "dtype": "float32", "range": [0, 255],
@@ -170,7 +161,6 @@ def preprocessing_description(labels: list[str], size: int) -> dict:
 
 def looks_like_our_model(path: Path) -> bool:
     """A .keras file holding a model `build_classifier` made (a rerun may replace it; a user's own model not)."""
-    import zipfile
 
     try:
         with zipfile.ZipFile(path) as archive:
