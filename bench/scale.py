@@ -49,7 +49,7 @@ BATCH = 32  # images per actor call (and shard): the local engine's batch, so st
 # (photos per job, images per actor call) in each of bench/run.py's modes; smoke's small batches give each
 # actor several, so even its figures come from the same code path.
 MODES = {"full": (192, BATCH), "quick": (96, BATCH), "smoke": (24, 4)}
-TWO_NODE_IMAGES = 32  # the two-node run proves placement, not speed: a few batches per actor
+TWO_NODE_BATCHES = 8  # batches in the two-node run: a few per actor, so both get work once batches queue
 # The figures bench/run.py puts in its last-line JSON (None when the scale extra is not installed), and what each is.
 FIGURES = {
     "ray_vs_local_extract": "steady-state images/s of the better Ray pool (1 or 2 actors) / the local engine's, "
@@ -128,7 +128,7 @@ def measure(image_dir: Path = FLOWERS, images: int = 192, architecture: str = DE
     figures["ray_vs_local_extract_whole_job"] = (figures[f"{best}_whole_job_images_per_second"]
                                                  / figures["local_extract_whole_job_images_per_second"])
     figures["ray_vs_local_actors"] = 1 if best == "ray_1_actor" else 2  # the pool both ratios are of
-    figures.update(two_node_run(table.head(TWO_NODE_IMAGES), job_for(2), workdir))
+    figures.update(two_node_run(table.head(TWO_NODE_BATCHES * batch_size), job_for(2), workdir))
     figures["cores"] = os.cpu_count()
     figures["load_after"] = load_average()
     return {key: round(value, 3) if isinstance(value, float) else value for key, value in figures.items()}

@@ -11,7 +11,8 @@ Modules, in the order data flows:
     storage     local folders and pyarrow-filesystem URIs (s3://, gs://, ...): listing, reading, fast failure
     shards      Parquet bottleneck shards (key, vector): atomic writes, the keys already done, reading back
     extract     the Ray Data job: read+decode tasks → backbone actors → shards (resumable)
-    stream      training a head from shards with tf.data, without loading them all
+    stream      training a head from shards with tf.data, in the memory `StreamLimits` sets
+    run         `train --engine ray`: one run start to finish, in a run folder as `pipeline.retrain` keeps one
     batch_predict  `predict --engine ray`: a run's model.keras over a folder or URI, to CSV or Parquet
     commands    what the CLI's `--engine ray` runs
 """

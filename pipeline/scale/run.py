@@ -36,9 +36,10 @@ def refuse_local_only_settings(config: RunConfig) -> None:
 
 def train_run(config: RunConfig, options) -> Report:
     """Claim the run folder, extract on Ray, train from the shards, evaluate, export; returns the report."""
-    from pipeline.retrain import refuse_foreign_folder, settled_exports
+    from pipeline.retrain import RunContext, StopFlag, refuse_foreign_folder, settled_exports
     from pipeline.runs import RunDir, process_started
     from pipeline.scale.cluster import require_ray
+    from pipeline.stage_progress import StageBoard, run_stage_keys
 
     refuse_local_only_settings(config)
     if not config.output.output_dir:
@@ -52,43 +53,41 @@ def train_run(config: RunConfig, options) -> Report:
         run.clear_outputs()
         config.save(run.config)
         run.write_status("caching", 0.0, "starting Ray", pid=os.getpid(), pid_started=process_started(os.getpid()))
-        context = None
-        try:
-            context, report = _stages(config, options, run)
-        except RunCancelled as cancelled:
-            run.write_status("cancelled", message=str(cancelled), **settled_exports(context, "cancelled"))
-            raise
-        except RetrainError as error:
-            run.write_status("failed", message=str(error), **settled_exports(context, "failed"))
-            raise
-        except Exception as error:
-            run.write_status("failed", message=f"internal error ({type(error).__name__}: {error})",
-                             **settled_exports(context, "failed"))
-            raise
+        with StopFlag(run.cancel_request) as stop:
+            keys = run_stage_keys(config.output.export_formats, augmenting=False, fine_tuning=False)
+            context = RunContext(config, run, stop, print_progress, board=StageBoard(keys))
+            try:
+                report = _stages(context, options)
+            except RunCancelled as cancelled:
+                run.write_status("cancelled", message=str(cancelled), **settled_exports(context, "cancelled"))
+                raise
+            except RetrainError as error:
+                run.write_status("failed", message=str(error), **settled_exports(context, "failed"))
+                raise
+            except Exception as error:
+                run.write_status("failed", message=f"internal error ({type(error).__name__}: {error})",
+                                 **settled_exports(context, "failed"))
+                raise
         run.write_status("done", 1.0, "done", f"test accuracy {report.test_accuracy:.1%}",
-                         test_accuracy=report.test_accuracy, exports=dict(context.exports))
+                         test_accuracy=report.test_accuracy, exports=dict(context.exports), **context.board.to_status())
         return report
 
 
-def _stages(config: RunConfig, options, run):
-    from pipeline.retrain import RunContext, StopFlag
+def _stages(context, options) -> Report:
+    from pipeline.retrain import StopFlag
     from pipeline.scale.cluster import ray_session
-    from pipeline.stage_progress import StageBoard, run_stage_keys
 
-    started = time.monotonic()
-    with StopFlag(run.cancel_request) as stop:
-        keys = run_stage_keys(config.output.export_formats, augmenting=False, fine_tuning=False)
-        context = RunContext(config, run, stop, print_progress, board=StageBoard(keys))
-        # ray.init puts in a SIGTERM handler of its own (exit at once), which outlives the session: ours go
-        # back in after it, so a cancel stops at the next batch with every shard written so far kept.
-        with ray_session(options.address, options.object_store_mb), StopFlag(run.cancel_request, stop.event):
-            context.check_stop()
-            progress = context.stage_progress("caching", "caching")
-            summary, table, classes = extract_with_ray(config, options, progress=progress, should_stop=stop.is_set)
-        context.timings["caching_seconds"] = time.monotonic() - started
-        with StopFlag(run.cancel_request, stop.event):
-            context.check_stop()
-            return context, _train_evaluate_export(context, summary, table, classes, started)
+    config, run, started = context.config, context.run, time.monotonic()
+    # ray.init puts in a SIGTERM handler of its own (exit at once), which outlives the session: ours go
+    # back in after it, so a cancel stops at the next batch with every shard written so far kept.
+    with ray_session(options.address, options.object_store_mb), StopFlag(run.cancel_request, context.stop.event):
+        context.check_stop()
+        progress = context.stage_progress("caching", "caching")
+        summary, table, classes = extract_with_ray(config, options, progress=progress, should_stop=context.stop.is_set)
+    context.timings["caching_seconds"] = time.monotonic() - started
+    with StopFlag(run.cancel_request, context.stop.event):
+        context.check_stop()
+        return _train_evaluate_export(context, summary, table, classes, started)
 
 
 def _train_evaluate_export(context, summary, table: pd.DataFrame, classes: list[str], started: float) -> Report:
