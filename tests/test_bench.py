@@ -1,5 +1,6 @@
 """The benchmark cannot rot: its smoke mode runs every measurement end to end in well under a minute."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -35,6 +36,9 @@ def test_smoke_run_prints_every_figure_and_writes_the_table(tmp_path):
     assert "| figure | value | goal | met? |" in table and "## Per backbone" in table
     for name in FIGURES:
         assert f"`{name}`" in table, name
+    if importlib.util.find_spec("ai_edge_litert"):  # predict latency with the backbone on each runtime, side by side
+        for name in ("predict_p50_ms_litert", "predict_p50_ms_tensorflow", "predict_tensorflow_vs_litert"):
+            assert f"`{name}`" in table, name
     for field in ("cpu", "cores", "tensorflow", "date", "command"):
         assert f"| {field} |" in table, field
     assert (results.read_bytes() if results.exists() else None) == before, "smoke must not touch bench/results.md"
