@@ -30,7 +30,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Our runs must not queue for a training slot behind someone else's run: waiting is not speed.
 os.environ.setdefault("RETRAIN_STUDIO_MAX_JOBS", "64")
 
-from bench import backbones, export_parity, extraction, hostile_zip, scale, training, whole_runs  # noqa: E402
+from bench import (  # noqa: E402
+    backbones,
+    export_parity,
+    extraction,
+    hostile_zip,
+    predict_runtimes,
+    scale,
+    training,
+    whole_runs,
+)
 from bench.modes import (  # noqa: E402
     DEFAULT_BACKBONE,
     GROCERY,
@@ -263,6 +272,22 @@ class Benchmark:
         how = f"file bytes → `Predictor.predict_bytes` top-5, as the Predict page does; {len(times)} images"
         self.record("predict_p50_ms", whole_runs.percentile(times, 50), how)
         self.record("predict_p95_ms", whole_runs.percentile(times, 95), how)
+        self.measure_predict_runtimes(paths)
+
+    def measure_predict_runtimes(self, paths: list[str]) -> None:
+        """The same photos with the backbone on LiteRT and on TensorFlow, alternately (extras; no goal)."""
+        if runtime_for("classifier") != LITERT:
+            log("prediction on LiteRT not measured: ai-edge-litert is not installed here")
+            return
+        times = predict_runtimes.latencies_by_runtime(self.first_run_dir, paths)
+        p50 = {name: whole_runs.percentile(values, 50) for name, values in times.items()}
+        how = f"`Predictor.predict_bytes` top-5, {len(paths)} photos, the two Predictors alternating photo by photo"
+        self.record("predict_p50_ms_litert", p50["litert"], f"backbone on LiteRT, head on TensorFlow; {how}",
+                    extra=True)
+        self.record("predict_p50_ms_tensorflow", p50["tensorflow"], f"the whole model on TensorFlow; {how}",
+                    extra=True)
+        self.record("predict_tensorflow_vs_litert", p50["tensorflow"] / p50["litert"],
+                    "predict p50 on TensorFlow / on LiteRT (above 1: LiteRT answers sooner)", extra=True)
 
     def measure_export_parity(self) -> None:
         test = self.rows[self.rows["split"] == "test"]

@@ -51,6 +51,9 @@ def test_smoke_run_prints_every_figure_and_writes_the_table(tmp_path):
     if RAY_INSTALLED:
         assert "`ray_init_seconds`" in table  # the stage's other figures, kept for the record
         assert "| `two_node_nodes` | 2 |" in table and "| `two_node_actors` | 2 |" in table
+    if importlib.util.find_spec("ai_edge_litert"):  # predict latency with the backbone on each runtime, side by side
+        for name in ("predict_p50_ms_litert", "predict_p50_ms_tensorflow", "predict_tensorflow_vs_litert"):
+            assert f"`{name}`" in table, name
     for field in ("cpu", "cores", "tensorflow", "date", "command"):
         assert f"| {field} |" in table, field
     assert (results.read_bytes() if results.exists() else None) == before, "smoke must not touch bench/results.md"
