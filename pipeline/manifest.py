@@ -78,7 +78,7 @@ def freeze_dataset(run_dir: str | Path) -> Path | None:
     """
     from pipeline.config import RunConfig
     from pipeline.dataset import load_dataset
-    from pipeline.runs import cache_root
+    from pipeline.settings import cache_root
 
     run = Path(run_dir)
     if not (run / "config.json").is_file():
