@@ -358,3 +358,21 @@ def test_a_broken_onnx_install_is_unavailable_not_a_failed_run(tmp_path, monkeyp
         else:
             write_onnx(None, tmp_path / "model.onnx", ["a", "b"], {})
     assert "AttributeError" in str(raised.value) and "requirements-onnx.txt" in str(raised.value)
+
+
+def test_the_any_size_model_answers_the_same_when_called_directly():
+    """`model(x)` is how most people call a Keras model. With Keras's Resizing in front, Keras 3 ran the head's
+    Dropout in training mode on a plain call: a different answer on every call (attack2)."""
+    import keras
+
+    from pipeline.export import any_size_classifier
+
+    image = keras.Input((8, 8, 3), name="image")
+    features = keras.layers.GlobalAveragePooling2D()(image)
+    vector = keras.Input((3,))
+    head = keras.Model(vector, keras.layers.Dense(2)(keras.layers.Dropout(0.5)(vector)))
+    model = any_size_classifier(keras.Model(image, head(features), name="classifier"))
+    pixels = np.random.default_rng(0).integers(0, 255, (2, 13, 9, 3)).astype(np.float32)
+    answers = [np.asarray(model(pixels)) for _ in range(4)]
+    assert all(np.array_equal(answers[0], answer) for answer in answers)
+    assert np.allclose(answers[0], model.predict(pixels, verbose=0), atol=1e-5)
