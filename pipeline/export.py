@@ -118,7 +118,9 @@ def any_size_classifier(classifier: keras.Model) -> keras.Model:
     pixels = keras.Input((None, None, 3), name="pixels")
     square = keras.layers.Resizing(size, size, interpolation="bilinear", crop_to_aspect_ratio=True, antialias=True,
                                    name=RESIZE_LAYER)(pixels)
-    return keras.Model(pixels, classifier(square), name=CLASSIFIER_NAME)
+    # training=False is recorded in the graph: with Resizing in front, Keras 3 otherwise runs the head's Dropout
+    # on a plain `model(x)` call, a different answer each time (`predict` was unaffected). An export is for inference.
+    return keras.Model(pixels, classifier(square, training=False), name=CLASSIFIER_NAME)
 
 
 def fixed_size_model(model: keras.Model) -> keras.Model:

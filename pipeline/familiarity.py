@@ -39,6 +39,16 @@ class Familiarity:
     labels: list[str]
     centroids: np.ndarray   # (classes, features), unit length
     threshold: float        # PERCENTILE of the training photos' distance to their nearest centre
+    source: str = ""        # the file it was read from, for a log line
+
+    def distance(self, feature: np.ndarray) -> float | None:
+        """Cosine distance of one feature vector to its nearest class centre; None (logged) when the vector's
+        length is not the centres' — a familiarity.json edited or of another backbone."""
+        if feature.ndim != 1 or feature.shape[0] != self.centroids.shape[1]:
+            log.warning("%s holds class centres of %d features, the model gives %s; predictions are made without "
+                        "the unlike-training check", self.source or FILE, self.centroids.shape[1], feature.shape)
+            return None
+        return float(self.distances(feature[None])[0])
 
     def distances(self, features: np.ndarray) -> np.ndarray:
         """Cosine distance of each feature row to its nearest class centre."""
@@ -87,7 +97,7 @@ def load_familiarity(folder: str | Path, labels: list[str]) -> Familiarity | Non
     except (KeyError, TypeError, ValueError) as error:
         log.warning("%s is damaged (%s); predictions are made without the unlike-training check", path, error)
         return None
-    return Familiarity(labels, centroids, threshold)
+    return Familiarity(labels, centroids, threshold, str(path))
 
 
 def caution(probabilities: np.ndarray, labels: list[str], distance: float | None,

@@ -24,6 +24,8 @@ import hashlib
 import json
 import logging
 import os
+import re
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,10 @@ VERSION = 2
 RACY_NS = 2_000_000_000
 # Stores kept on the whole server; each is about 150 bytes per image.
 MAX_STORES = 200
+# A store larger than this is not ours (150 bytes an image: over a million images): ignored unread.
+MAX_STORE_BYTES = 256 << 20
+_SHA256 = re.compile(r"(?:[0-9a-f]{64})?")
+_PHASH = re.compile(r"(?:[0-9a-f]{16})?")
 _log = logging.getLogger(__name__)
 
 Stamp = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
@@ -124,6 +130,11 @@ class CheckStore:
 
     def _read(self) -> dict[str, tuple[Stamp, FileCheck, int]]:
         try:
+            info = os.stat(self.path)
+            if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):  # a FIFO would block forever
+                return self._ignored("is not a regular file (a pipe or a device)")
+            if info.st_size > MAX_STORE_BYTES:
+                return self._ignored(f"is {info.st_size:,} bytes, far more than a store ever holds")
             data = json.loads(self.path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             return {}
@@ -150,6 +161,9 @@ def _entry(value: list) -> tuple[Stamp, FileCheck, int]:
     if not (isinstance(is_image, bool) and isinstance(decoded, bool) and type(written) is int
             and all(isinstance(text, str) for text in (sha256, problem, phash))):
         raise ValueError(f"entry {value!r}")
+    # Hashes are compared and parsed later (duplicates, near-duplicates): a malformed one is damage, not a value.
+    if not _SHA256.fullmatch(sha256) or not _PHASH.fullmatch(phash):
+        raise ValueError(f"hashes {sha256!r:.70} {phash!r:.20}")
     return tuple(stamp), FileCheck(is_image, sha256, problem, decoded, phash), written
 
 

@@ -38,6 +38,11 @@ from pipeline.records import DamagedFile, read_json_record
 from pipeline.runs import job_slot, max_jobs, process_alive, process_started
 from pipeline.settings import cache_root
 
+try:
+    import fcntl
+except ImportError:
+    fcntl = None
+
 FORMAT = "retrain-studio/label-check"
 PER_PAGE = 20
 ACTIVE = ("queued", "running")
@@ -67,6 +72,12 @@ def start_label_check(folder: str | Path, dataset: DatasetConfig, train: TrainCo
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    with _start_lock(folder):  # two tabs pressing at once: the second sees the first's "queued", not "none"
+        return _start(folder, dataset, train, bottleneck_dir, method)
+
+
+def _start(folder: Path, dataset: DatasetConfig, train: TrainConfig, bottleneck_dir: str | Path | None,
+           method: str) -> int:
     if label_check_status(folder)["state"] in ACTIVE:
         raise RetrainError("a check for likely mistakes is already running; wait for it or cancel it")
     (folder / "cancel-requested").unlink(missing_ok=True)
@@ -80,6 +91,16 @@ def start_label_check(folder: str | Path, dataset: DatasetConfig, train: TrainCo
                                    cwd=Path(__file__).resolve().parents[1])
     _write_status(folder, "queued", "starting", pid=process.pid, pid_started=process_started(process.pid))
     return process.pid
+
+
+@contextlib.contextmanager
+def _start_lock(folder: Path):
+    if fcntl is None:  # Windows: the app runs on POSIX servers
+        yield
+        return
+    with open(folder / ".start.lock", "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        yield
 
 
 def cancel_label_check(folder: str | Path) -> None:
@@ -102,6 +123,11 @@ def label_check_status(folder: str | Path) -> dict[str, Any]:
     if status.get("state") not in (*ACTIVE, "done", "failed", "cancelled"):
         return {"state": "damaged", "message": f"{folder / 'status.json'}: is damaged (no known state); {_FIX}"}
     pid, started = status.get("pid"), status.get("pid_started")
+    # pid -1 or true would ask os.kill about every process or init (always "alive": a check running forever).
+    if pid is not None and (type(pid) is not int or not 0 <= pid < 2**31) \
+            or started is not None and not isinstance(started, str):
+        return {"state": "damaged", "message": f"{folder / 'status.json'}: is damaged (pid {pid!r:.30} is not a "
+                                               f"process id); {_FIX}"}
     if status["state"] in ACTIVE and pid and not process_alive(pid, started) and \
             read_json_record(folder / "status.json", _FIX, default={}).get("state") in ACTIVE:
         return {**status, "state": "failed", "message": f"the check stopped unexpectedly; see {folder / 'job.log'}"}
@@ -124,8 +150,10 @@ def suspects_page(folder: str | Path, page: int = 1, per_page: int = PER_PAGE) -
     RetrainError when there are no results yet."""
     results = _read_results(Path(folder))
     suspects = results["suspects"]
+    per_page = max(1, int(per_page))
     pages = max(1, -(-len(suspects) // per_page))
-    page = min(max(page, 1), pages)
+    # A page number from a widget may be a float (or NaN): clamped into 1..pages, never an error.
+    page = min(max(int(page), 1), pages) if isinstance(page, (int, float)) and math.isfinite(page) else 1
     return SuspectsPage(suspects[(page - 1) * per_page: page * per_page], page, pages, len(suspects),
                         results["checked_images"], results["signature"], results["architecture"])
 
@@ -211,8 +239,14 @@ def _read_results(folder: Path) -> dict[str, Any]:
     for suspect in results["suspects"]:
         if not isinstance(suspect, dict) or not all(isinstance(suspect.get(k), t) for k, t in keys.items()):
             raise DamagedFile(path, f"is damaged (a suspect is malformed: {suspect!r:.80})", _FIX)
+    point_keys = {"x": (int, float), "y": (int, float), "file": str, "path": str, "label": str}
+    for point in results["points"]:
+        if not isinstance(point, dict) or not all(isinstance(point.get(k), t) for k, t in point_keys.items()):
+            raise DamagedFile(path, f"is damaged (a map point is malformed: {point!r:.80})", _FIX)
     results.setdefault("signature", "")
     results.setdefault("architecture", "")
+    if not isinstance(results["signature"], str) or not isinstance(results["architecture"], str):
+        raise DamagedFile(path, "is damaged (its dataset signature or backbone is not text)", _FIX)
     return results
 
 

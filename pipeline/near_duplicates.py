@@ -17,6 +17,7 @@ Dropping or merging a group produces the same override decisions the drop featur
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
@@ -114,7 +115,14 @@ def drop_duplicates(overrides_path, group: Sequence[str], keep: str) -> list[str
 def merge_label(overrides_path, group: Sequence[str], label: str) -> None:
     """Give every file of a group one label (a group split across classes is one photo): relabel decisions."""
     from pipeline.dataset import save_override
+    from pipeline.errors import RetrainError
 
+    # Checked before anything is written: "" would erase the group's decisions, and a control character makes
+    # the loader set every photo of the group aside as a problem (labels.txt holds one label a line).
+    if not isinstance(label, str) or not label.strip():
+        raise RetrainError("the label to merge the group into is empty; choose one of the classes")
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in label):
+        raise RetrainError(f"the label {label!r} contains a control character (newline, tab, ...); choose another")
     for file in group:
         save_override(overrides_path, file, label=label)
 

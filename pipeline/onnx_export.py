@@ -32,6 +32,8 @@ def write_onnx(classifier, path: Path, labels: list[str], preprocessing: dict) -
     except ImportError:
         raise ExportUnavailable(f"ONNX export needs tf2onnx and onnxruntime, which are not installed: {INSTALL}") \
             from None
+    except Exception as error:  # installed against another numpy/protobuf: AttributeError, OSError from a .so, ...
+        raise _broken(error) from None
     import tensorflow as tf
 
     size = int(classifier.input_shape[1])
@@ -55,5 +57,12 @@ def onnx_probabilities(path: str | Path, images: np.ndarray) -> np.ndarray:
     except ImportError:  # a model nobody here can check is never offered
         raise ExportUnavailable(f"checking the ONNX export needs onnxruntime, which is not installed: {INSTALL}") \
             from None
+    except Exception as error:
+        raise _broken(error) from None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(["probabilities"], {"image": images.astype(np.float32)})[0]
+
+
+def _broken(error: Exception) -> ExportUnavailable:
+    return ExportUnavailable(f"the ONNX extra is installed but broken and cannot be loaded ({type(error).__name__}: "
+                             f"{str(error)[:200]}); reinstall it: {INSTALL}. The other formats are unaffected")

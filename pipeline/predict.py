@@ -70,7 +70,7 @@ class Predictor:
         """{"predictions": top-k, "caution": {unsure, unlike_training, notes, distance}} for one image."""
         distance = None
         if self.familiarity is not None and features is not None:
-            distance = float(self.familiarity.distances(features[None])[0])
+            distance = self.familiarity.distance(features)
         return {"predictions": self.top_k(probabilities, k),
                 "caution": caution(probabilities, self.labels, distance, self.familiarity)}
 

@@ -76,7 +76,7 @@ def _checked(data: Any) -> dict[str, Any] | None:
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         return None
     images, classes = data.get("images"), data.get("classes")
-    if type(images) is not int or type(classes) is not int:
+    if type(images) is not int or type(classes) is not int or images < 0 or classes < 0:
         return None
     signature = data.get("signature") if isinstance(data.get("signature"), str) else ""
     return {"name": display_name(data["name"]), "images": images, "classes": classes, "signature": signature}

@@ -8,6 +8,7 @@ waited ten minutes for a training slot does not look ten minutes slower; the wai
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from pipeline.run_dataset import dataset_line, run_dataset_summary
 from pipeline.runs import FINISHED, RunDir, refreshed_status
 
 MISSING = "—"
+# A duration past this is a damaged status.json (or a clock set wrong), not a run: shown as missing.
+MAX_SHOWN_SECONDS = 365 * 24 * 3600
 
 
 def format_percent(fraction: float | None) -> str:
@@ -24,8 +27,8 @@ def format_percent(fraction: float | None) -> str:
 
 
 def format_duration(seconds: float | None) -> str:
-    """42 → "42 s", 185 → "3 min 05 s", 3720 → "1 h 02 min"; None or negative → "—"."""
-    if seconds is None or seconds < 0:
+    """42 → "42 s", 185 → "3 min 05 s", 3720 → "1 h 02 min"; None, negative, NaN or over a year → "—"."""
+    if seconds is None or not math.isfinite(seconds) or not 0 <= seconds <= MAX_SHOWN_SECONDS:
         return MISSING
     seconds = round(seconds)
     if seconds < 60:
@@ -64,8 +67,18 @@ def run_row(run: RunDir, now: float | None = None) -> dict[str, str]:
         "queue wait": format_duration(times["queued_seconds"]),
         "backbone": Path(config.get("train", {}).get("architecture") or "").name or MISSING,
         "epochs": MISSING if epochs is None else str(epochs),
-        "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else MISSING,
+        "started": format_time(started),
     }
+
+
+def format_time(stamp: float | None) -> str:
+    """A wall-clock time as "2026-11-30 11:25"; "—" when missing or out of the platform's range (a damaged file)."""
+    if not stamp:
+        return MISSING
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
+    except (OverflowError, OSError, ValueError):
+        return MISSING
 
 
 def _config(run: RunDir) -> dict[str, Any]:

@@ -15,7 +15,8 @@ bytes may arrive in a URL), finds the index entry by hash, and then compares the
 workspace's list in constant time (`hmac.compare_digest`); revoking removes it from both, and a
 token whose entry is in only one of them is refused, so a half-finished revoke never leaves a link
 working. Every file is read back through `pipeline.records`; damaged → the link is refused with a
-message, never a traceback.
+message, never a traceback. A damaged shares.json is renamed aside (kept) by the next create, which starts
+a new list: the links it held stay refused, since the new list does not hold them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import logging
+import math
 import os
 import re
 import secrets
@@ -45,6 +48,7 @@ FORMAT = "retrain-studio/shares"
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}")
 MAX_SHARES_PER_WORKSPACE = 20
 _FIX = "create a new share link"
+_log = logging.getLogger(__name__)
 REFUSED = "this share link is not valid: it was revoked, or never existed; ask its owner for a new one"
 
 
@@ -73,7 +77,7 @@ def create_share(workspace: str | Path, run: str, root: str | Path) -> Share:
     workspace, root = Path(workspace), Path(root)
     run_dir = _run_dir(workspace, run)
     with _locked(workspace):
-        shares = _read_shares(workspace)
+        shares = _read_shares_or_set_aside(workspace)
         if len(shares) >= MAX_SHARES_PER_WORKSPACE:
             raise RetrainError(f"this workspace already has {len(shares)} share links, the most it may have; "
                                "revoke one first")
@@ -95,8 +99,13 @@ def list_shares(workspace: str | Path, run: str | None = None) -> list[Share]:
 def revoke_share(workspace: str | Path, token: str, root: str | Path) -> bool:
     """Stop a share link from working; False when the workspace had no such link."""
     workspace = Path(workspace)
+    if not isinstance(token, str):
+        return False
     with _locked(workspace):
-        shares = _read_shares(workspace)
+        try:
+            shares = _read_shares(workspace)
+        except DamagedFile:  # every link of a damaged list is refused already; the next create sets it aside
+            return False
         kept = [share for share in shares if not _same(share.token, token)]
         if len(kept) == len(shares):
             return False
@@ -123,8 +132,13 @@ def resolve_share(token: object, root: str | Path) -> SharedRun:
                            "owner for a new one") from None
     if entry is None or not isinstance(entry.get("workspace"), str) or not isinstance(entry.get("run"), str):
         raise ShareRefused(REFUSED)
-    workspace = (root / entry["workspace"]).resolve()
-    if not workspace.is_relative_to(root.resolve()) or not workspace.is_dir():
+    try:
+        workspace = (root / entry["workspace"]).resolve()
+        usable = workspace.is_relative_to(root.resolve()) and workspace.is_dir()
+    except (OSError, ValueError):  # a NUL byte or a name too long: an index entry no real path could give
+        raise ShareRefused("this share link cannot be opened: its record on the server is damaged; ask its "
+                           "owner for a new one") from None
+    if not usable:
         raise ShareRefused("the workspace this link shared no longer exists")
     try:
         live = _read_shares(workspace)
@@ -141,8 +155,10 @@ def resolve_share(token: object, root: str | Path) -> SharedRun:
     return SharedRun(run_dir, run_dir.name)
 
 
-def _same(known: str, given: str) -> bool:
+def _same(known: str, given: object) -> bool:
     """Constant-time equality of two tokens (any text: a visitor's bytes may not be ASCII)."""
+    if not isinstance(given, str):
+        return False
     return hmac.compare_digest(known.encode("utf-8", "surrogatepass"), given.encode("utf-8", "surrogatepass"))
 
 
@@ -152,11 +168,15 @@ def _run_dir(workspace: Path, run: str) -> Path:
     """The run folder `run` inside workspace/runs (a name, never a path), which must be one of ours."""
     if not isinstance(run, str) or not run or "/" in run or "\\" in run or run in (".", "..") or "\0" in run:
         raise RetrainError(f"{run!r} is not a run name")
-    runs = (workspace / "runs").resolve()
-    run_dir = runs / run
-    if run_dir.is_symlink() or not run_dir.is_dir() or not (run_dir / ".retrain-studio-run").exists() \
-            or not run_dir.resolve().is_relative_to(runs):
-        raise RetrainError(f"run {run} is not in this workspace")
+    try:
+        runs = (workspace / "runs").resolve()
+        run_dir = runs / run
+        ours = not run_dir.is_symlink() and run_dir.is_dir() and (run_dir / ".retrain-studio-run").exists() \
+            and run_dir.resolve().is_relative_to(runs)
+    except (OSError, ValueError):  # a name too long for the disk, a loop of links
+        ours = False
+    if not ours:
+        raise RetrainError(f"run {run:.80} is not in this workspace")
     return run_dir
 
 
@@ -169,10 +189,25 @@ def _read_shares(workspace: Path) -> list[Share]:
     for item in data["shares"]:
         if not isinstance(item, dict) or not isinstance(item.get("token"), str) \
                 or not TOKEN_PATTERN.fullmatch(item["token"]) or not isinstance(item.get("run"), str) \
-                or not isinstance(item.get("created"), (int, float)):
+                or not isinstance(item.get("created"), (int, float)) or not math.isfinite(item["created"]):
             raise DamagedFile(path, f"is damaged (a share link is malformed: {item!r:.60})", _FIX)
         shares.append(Share(item["token"], item["run"], float(item["created"])))
     return shares
+
+
+def _read_shares_or_set_aside(workspace: Path) -> list[Share]:
+    """The live links; a damaged list is renamed aside (kept, never deleted) and a new one starts empty. Its links
+    stay refused: a token opens only when the list and the index both hold it."""
+    try:
+        return _read_shares(workspace)
+    except DamagedFile as damaged:
+        aside = workspace / f"{SHARES_FILE}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        try:
+            os.replace(workspace / SHARES_FILE, aside)
+        except OSError:
+            raise damaged from None
+        _log.warning("%s; kept as %s, and a new list of links is started", damaged, aside.name)
+        return []
 
 
 def _write_shares(workspace: Path, shares: list[Share]) -> None:

@@ -15,6 +15,7 @@ no estimate, the total is a lower bound and says "at least".
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -28,6 +29,8 @@ PENDING, RUNNING, DONE, SKIPPED, NOT_REACHED = "pending", "running", "done", "sk
 TITLES = {"dataset": "reading the dataset", "backbone": "loading the backbone", "caching": "caching bottlenecks",
           "augmenting": "augmenting", "training": "training", "fine-tuning": "fine-tuning", "evaluating": "evaluating"}
 EXPORT_PREFIX = "export "
+# Durations past this (a year) are not a run's: a status.json damaged or written by a broken clock. Not shown.
+MAX_SHOWN_SECONDS = 365 * 24 * 3600
 
 
 @dataclass
@@ -150,7 +153,8 @@ def stage_line(stage: dict[str, Any], now: float | None = None) -> str:
     if state == SKIPPED:
         return f"{title}: skipped — {message}" if message else f"{title}: skipped"
     if state == DONE:
-        took = f" in {format_seconds(finished - started)}" if started is not None and finished is not None else ""
+        took = _duration(finished - started) if started is not None and finished is not None else None
+        took = "" if took is None else f" in {format_seconds(took)}"
         return f"{title}: done{took}" + (f" — {message}" if message else "")
     if state == PENDING:
         return f"{title}: waiting"
@@ -158,13 +162,14 @@ def stage_line(stage: dict[str, Any], now: float | None = None) -> str:
         return f"{title}: {state}"
     total, done = _number(stage.get("total")), _number(stage.get("done")) or 0
     if total is None:  # not countable: time so far only
-        so_far = f", {format_seconds(now - started)} so far" if started is not None else ""
+        elapsed = _duration(now - started) if started is not None else None
+        so_far = "" if elapsed is None else f", {format_seconds(elapsed)} so far"
         return f"{title}: working{so_far}" + (f" — {message}" if message else "")
     unit = f" {stage['unit']}" if isinstance(stage.get("unit"), str) and stage["unit"] else ""
     details = []
     if (rate := _number(stage.get("per_second"))) is not None and rate > 0:
         details.append(f"{rate:.1f}/s")
-    if (eta := _number(stage.get("eta_seconds"))) is not None:
+    if (eta := _duration(stage.get("eta_seconds"))) is not None:
         details.append(f"about {format_seconds(eta)} left")
     line = f"{title}: {int(done)}/{int(total)}{unit}" + (f" ({', '.join(details)})" if details else "")
     return line + (f" — {message}" if message else "")
@@ -183,7 +188,7 @@ def stage_lines(status: dict[str, Any], now: float | None = None) -> list[str]:
 
 def run_estimate_line(status: dict[str, Any]) -> str:
     """"about 2 min 10 s left", "at least 40 s left" or "" when there is nothing honest to say."""
-    eta = _number(status.get("run_eta_seconds"))
+    eta = _duration(status.get("run_eta_seconds"))
     if eta is None:
         return ""
     prefix = "at least" if status.get("run_eta_is_lower_bound") else "about"
@@ -191,4 +196,13 @@ def run_estimate_line(status: dict[str, Any]) -> str:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """A finite number from status.json (which Python's json lets hold NaN and Infinity), else None."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _duration(value: Any) -> float | None:
+    """A number of seconds worth showing: finite, not negative, under MAX_SHOWN_SECONDS; else None."""
+    seconds = _number(value)
+    return seconds if seconds is not None and 0 <= seconds <= MAX_SHOWN_SECONDS else None

@@ -337,3 +337,42 @@ def test_cli_says_in_one_line_that_onnx_was_not_made(exported, tmp_path, tiny_ba
     notes = [line for line in result.stderr.splitlines() if "onnx export not made" in line]
     assert len(notes) == 1 and "requirements-onnx.txt" in notes[0], result.stderr[-3000:]
     assert RunDir(tmp_path / "run").status()["exports"] == {"keras": "ready", "onnx": "unavailable"}
+
+
+@pytest.mark.parametrize("module", ["tf2onnx", "onnx", "onnxruntime"])
+def test_a_broken_onnx_install_is_unavailable_not_a_failed_run(tmp_path, monkeypatch, module):
+    """An extra installed against another numpy raises AttributeError (or OSError from its .so) on import, not
+    ImportError: that failed the whole run with a traceback (attack2)."""
+    from pipeline.errors import ExportUnavailable
+    from pipeline.onnx_export import onnx_probabilities, write_onnx
+
+    broken = tmp_path / "site" / module
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise AttributeError(\"module 'numpy' has no attribute 'object'\")\n")
+    for name in [name for name in sys.modules if name == module or name.startswith(module + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    with pytest.raises(ExportUnavailable, match="broken|cannot be loaded") as raised:
+        if module == "onnxruntime":
+            onnx_probabilities(tmp_path / "model.onnx", np.zeros((1, 32, 32, 3)))
+        else:
+            write_onnx(None, tmp_path / "model.onnx", ["a", "b"], {})
+    assert "AttributeError" in str(raised.value) and "requirements-onnx.txt" in str(raised.value)
+
+
+def test_the_any_size_model_answers_the_same_when_called_directly():
+    """`model(x)` is how most people call a Keras model. With Keras's Resizing in front, Keras 3 ran the head's
+    Dropout in training mode on a plain call: a different answer on every call (attack2)."""
+    import keras
+
+    from pipeline.export import any_size_classifier
+
+    image = keras.Input((8, 8, 3), name="image")
+    features = keras.layers.GlobalAveragePooling2D()(image)
+    vector = keras.Input((3,))
+    head = keras.Model(vector, keras.layers.Dense(2)(keras.layers.Dropout(0.5)(vector)))
+    model = any_size_classifier(keras.Model(image, head(features), name="classifier"))
+    pixels = np.random.default_rng(0).integers(0, 255, (2, 13, 9, 3)).astype(np.float32)
+    answers = [np.asarray(model(pixels)) for _ in range(4)]
+    assert all(np.array_equal(answers[0], answer) for answer in answers)
+    assert np.allclose(answers[0], model.predict(pixels, verbose=0), atol=1e-5)

@@ -107,3 +107,27 @@ def test_the_threshold_is_the_training_photos_own_99th_percentile():
     familiarity = fit_familiarity(x, y, ["a", "b"])
     assert np.mean(familiarity.distances(x) > familiarity.threshold) <= 0.011
     assert familiarity.distances(np.array([[0.0, 0.0, 5.0]]))[0] > familiarity.threshold
+
+
+def test_centres_of_another_length_than_the_features_only_drop_that_check(trained, tmp_path, caplog):
+    """A familiarity.json of another backbone (or edited): the matmul raised on every prediction (attack2)."""
+    import json
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    data = json.loads((copy / FILE).read_text())
+    data["centroids"] = [centre[:5] for centre in data["centroids"]]
+    (copy / FILE).write_text(json.dumps(data))
+    predictor = Predictor(copy)
+    with caplog.at_level(logging.WARNING):
+        answer = predictor.predict_bytes_judged(_daisy(), k=2)
+    assert answer["caution"]["unlike_training"] is None and len(answer["predictions"]) == 2
+    assert FILE in caplog.text and "5" in caplog.text
+    (tmp_path / "daisy.jpg").write_bytes(_daisy())
+    assert predictor.predict_files([tmp_path / "daisy.jpg"], 2)[0]["caution"]["unlike_training"] is None
+
+
+def test_a_one_class_model_is_judged_without_error():
+    answer = caution(np.array([1.0]), ["only"], 0.5, fit_familiarity(np.ones((3, 4)), np.zeros(3, int), ["only"]))
+    assert answer["unsure"] is False and answer["unlike_training"] is True

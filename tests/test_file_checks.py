@@ -142,3 +142,84 @@ def test_without_a_store_every_load_checks_everything(photos, decodes):
     _load(photos, False)
     _load(photos, False)
     assert decodes["n"] == 26
+
+
+# ---- Hostile stores (attack2) ---------------------------------------------------------------------------------------
+
+def test_a_store_that_is_a_fifo_is_ignored_not_waited_on(photos, tmp_path, decodes, caplog):
+    store = tmp_path / "store"
+    _load(photos, store)
+    path = CheckStore(photos.resolve(), store).path
+    path.unlink()
+    os.mkfifo(path)  # opening a FIFO for reading blocks until a writer comes: forever
+    decodes["n"] = 0
+    with caplog.at_level(logging.WARNING, logger="pipeline.file_checks"):
+        dataset = _load(photos, store)
+    assert decodes["n"] == 13 and len(dataset.usable()) == 12
+    assert "not a regular file" in caplog.text
+
+
+def test_a_store_far_too_large_is_ignored_without_reading_it(photos, tmp_path, decodes, caplog, monkeypatch):
+    import pipeline.file_checks as file_checks
+
+    store = tmp_path / "store"
+    _load(photos, store)
+    path = CheckStore(photos.resolve(), store).path
+    monkeypatch.setattr(file_checks, "MAX_STORE_BYTES", 100)
+    decodes["n"] = 0
+    with caplog.at_level(logging.WARNING, logger="pipeline.file_checks"):
+        _load(photos, store)
+    assert decodes["n"] == 13 and "bytes" in caplog.text and str(path) in caplog.text
+
+
+@pytest.mark.parametrize("field, bad", [(5, "zz-not-hex"), (5, "12"), (2, "same-for-all")])
+def test_a_store_with_malformed_hashes_is_ignored(photos, tmp_path, decodes, caplog, field, bad):
+    """A hash that is not hex would crash near-duplicate grouping; one shared sha256 would call every photo a copy."""
+    import json
+
+    from pipeline.near_duplicates import table_groups
+
+    store = tmp_path / "store"
+    _load(photos, store)
+    path = CheckStore(photos.resolve(), store).path
+    data = json.loads(path.read_text())
+    for entry in data["entries"].values():
+        entry[field] = bad
+    path.write_text(json.dumps(data))
+    decodes["n"] = 0
+    with caplog.at_level(logging.WARNING, logger="pipeline.file_checks"):
+        dataset = _load(photos, store)
+    assert decodes["n"] == 13 and "damaged entry" in caplog.text
+    assert dataset.duplicates == []
+    table_groups(dataset.table)
+
+
+def test_a_photo_replaced_with_same_size_and_mtime_is_checked_again(photos, tmp_path, decodes):
+    """`cp` over a photo then `touch -r` back: size and mtime match, ctime does not."""
+    store = tmp_path / "store"
+    _load(photos, store)
+    target, other = photos / "red" / "red_000.jpg", photos / "blue" / "blue_000.jpg"
+    before = os.stat(target)
+    data = other.read_bytes()[:before.st_size].ljust(before.st_size, b"\0")
+    time.sleep(0.01)
+    target.write_bytes(data)
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(target).st_size == before.st_size and os.stat(target).st_mtime_ns == before.st_mtime_ns
+    decodes["n"] = 0
+    dataset = _load(photos, store)
+    assert decodes["n"] == 1
+    row = dataset.table[dataset.table["file"] == "red/red_000.jpg"].iloc[0]
+    import hashlib
+    assert row["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_store_that_is_a_symlink_is_replaced_not_written_through(photos, tmp_path):
+    store = tmp_path / "store"
+    _load(photos, store)
+    path = CheckStore(photos.resolve(), store).path
+    victim = tmp_path / "victim.json"
+    victim.write_text("not ours")
+    path.unlink()
+    path.symlink_to(victim)
+    _load(photos, store)
+    assert victim.read_text() == "not ours" and not path.is_symlink()

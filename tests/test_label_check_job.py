@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -119,3 +120,86 @@ def test_a_cancelled_check_says_so(tmp_path, tiny_backbone_file):
     (folder / "cancel-requested").touch()
     run_label_check(folder)
     assert label_check_status(folder)["state"] == "cancelled"
+
+
+# ---- Hostile files and callers (attack2) ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pid", ['"abc"', "-1", "100000000000000000000000", "1.5", "true", "[1]"])
+def test_a_status_with_a_malformed_pid_is_damaged_not_running_forever(tmp_path, pid):
+    """pid -1 or true would make os.kill(pid, 0) succeed (every process / init): a check "running" forever
+    that refuses every new one; a string or a huge number raised."""
+    folder = tmp_path / "label-check"
+    folder.mkdir()
+    (folder / "status.json").write_text(f'{{"state": "running", "step": "checking labels", "pid": {pid}}}')
+    status = label_check_status(folder)
+    assert status["state"] == "damaged" and "pid" in status["message"] and "status.json" in status["message"]
+    cancel_label_check(folder)  # nothing to cancel: no error either
+
+
+def _results(folder, **changes):
+    suspect = {"file": "f", "path": "p", "label": "a", "suggested": "b", "label_probability": 0.1,
+               "suggested_probability": 0.9}
+    results = {"format": "retrain-studio/label-check", "checked_images": 3, "signature": "s", "architecture": "a",
+               "points": [{"x": 0.0, "y": 1.0, "file": "f", "path": "p", "label": "a", "split": "", "suspect": True}],
+               "suspects": [suspect] * 45, **changes}
+    folder.mkdir(exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(results))
+    return folder
+
+
+def test_paging_edge_cases_are_clamped_not_raised(tmp_path):
+    folder = _results(tmp_path / "lc")
+    assert [suspects_page(folder, page).page for page in (0, -5, 3, 99, 10**30)] == [1, 1, 3, 3, 3]
+    assert suspects_page(folder, 2.0).page == 2 and len(suspects_page(folder, 2.0).suspects) == 20
+    assert suspects_page(folder, float("nan")).page == 1
+    for per_page in (0, -3):
+        assert suspects_page(folder, 1, per_page).pages == 45  # one a page at least
+    assert suspects_page(_results(tmp_path / "none", suspects=[]), 5).pages == 1
+
+
+@pytest.mark.parametrize("changes", [{"points": [1, "x", None]}, {"points": [{"x": "a"}]}, {"signature": 5},
+                                     {"architecture": ["a"]}])
+def test_damaged_points_or_signature_say_which_file(tmp_path, changes):
+    folder = _results(tmp_path / "lc", **changes)
+    with pytest.raises(DamagedFile, match="results.json"):
+        suspects_page(folder)
+    with pytest.raises(DamagedFile, match="results.json"):
+        map_points(folder)
+
+
+def test_two_starts_at_once_start_one_check(tmp_path, monkeypatch):
+    """Two tabs pressing the button together: the second must see the first's status, not both start (attack2)."""
+    import threading
+
+    import pipeline.label_check_job as job
+
+    folder = tmp_path / "label-check"
+    real_status, barrier = job.label_check_status, threading.Barrier(2, timeout=30)
+
+    def slow_status(where):
+        status = real_status(where)
+        if threading.current_thread() is not threading.main_thread():
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait(timeout=2)  # both have read "none" before either writes "queued" (without a lock)
+        return status
+
+    monkeypatch.setattr(job, "label_check_status", slow_status)
+    outcomes = []
+
+    def press():
+        try:
+            outcomes.append(start_label_check(folder, DatasetConfig(image_dir=str(tmp_path / "missing")),
+                                              TrainConfig(), tmp_path / "bn"))
+        except RetrainError as error:
+            outcomes.append(str(error))
+
+    threads = [threading.Thread(target=press) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    pids = [outcome for outcome in outcomes if isinstance(outcome, int)]
+    assert len(pids) == 1 and any("already running" in str(outcome) for outcome in outcomes), outcomes
+    deadline = time.monotonic() + 120
+    while real_status(folder)["state"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)

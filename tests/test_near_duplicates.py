@@ -141,3 +141,27 @@ def test_cached_bottleneck_groups_put_the_copies_together(dataset_with_copies, t
     groups = cached_bottleneck_groups(dataset_with_copies, backbone, tmp_path / "bn")
     copies = {file for file in dataset_with_copies.table["file"] if "copy_" in file}
     assert any(copies <= set(group["files"]) for group in groups)
+
+
+@pytest.mark.parametrize("label", ["", "   ", "a\nb", "\0", "tab\there"])
+def test_merging_into_a_label_no_class_can_have_is_refused_before_writing(tmp_path, label):
+    """An empty label erased the group's decisions; a control character moved every photo of the group out of
+    the dataset as a problem, long after the merge said nothing (attack2)."""
+    from pipeline.errors import RetrainError
+
+    overrides = tmp_path / "overrides.json"
+    merge_label(overrides, ["x/1.jpg", "y/3.jpg"], "x")
+    before = overrides.read_bytes()
+    with pytest.raises(RetrainError, match="label"):
+        merge_label(overrides, ["x/1.jpg", "y/3.jpg"], label)
+    assert overrides.read_bytes() == before
+
+
+def test_drop_and_merge_handle_odd_file_names(tmp_path):
+    """Newlines, tabs, a leading dash and bytes that are not UTF-8 (kept as lone surrogates) round-trip."""
+    overrides = tmp_path / "overrides.json"
+    odd = ["red/new\nline.jpg", "red/-leading.jpg", "red/bad\udcff.jpg", "red/tab\tname.jpg"]
+    assert drop_duplicates(overrides, odd, keep=odd[1]) == [odd[0], odd[2], odd[3]]
+    assert load_overrides(overrides)["drop"] == sorted([odd[0], odd[2], odd[3]])
+    merge_label(overrides, odd, "blue")
+    assert load_overrides(overrides) == {"drop": [], "relabel": {name: "blue" for name in sorted(odd)}}

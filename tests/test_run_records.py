@@ -131,3 +131,25 @@ def test_display_names_of_uploads_zips_and_folders(tmp_path):
     assert dataset_display_name(DatasetConfig(image_dir=str(upload), label_csv="x.csv")) == "ants_bees (CSV)"
     assert dataset_display_name(DatasetConfig(zip="/data/flowers.zip")) == "flowers"
     assert dataset_display_name(DatasetConfig(image_dir="/data/flowers")) == "flowers"
+
+
+def test_a_row_of_a_status_with_absurd_times_is_text_not_a_crash(tmp_path):
+    """status.json from a broken clock or edited by hand: times out of the platform's range (attack2)."""
+    import json
+
+    for name, status in {"huge": {"state": "done", "started": 1e300, "finished": 1e300},
+                         "negative": {"state": "done", "started": -1e18, "finished": 5},
+                         "long": {"state": "done", "started": 100, "working_since": -1e300, "finished": 1e300}}.items():
+        run = RunDir(tmp_path / name)
+        run.path.mkdir()
+        run.status_file.write_text(json.dumps(status))
+        row = run_row(run)
+        assert all(isinstance(value, str) and len(value) < 80 for value in row.values()), row
+    assert format_duration(float("nan")) == "—" and format_duration(1e300) == "—"
+
+
+def test_a_dataset_record_with_negative_counts_is_not_shown(tmp_path):
+    import json
+
+    (tmp_path / "dataset.json").write_text(json.dumps({"name": "x", "images": -3, "classes": 2}))
+    assert run_dataset_summary(tmp_path)["known"] is False

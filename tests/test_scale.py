@@ -413,3 +413,11 @@ def test_ray_training_is_cancelled_as_a_local_run_is(images, tmp_path, tiny_back
     assert status["state"] == "cancelled" and "shard" in status["message"]
     assert not (run_dir / "model.keras").exists() and not (run_dir / "report.json").exists()
     assert not shards.scan_shards(str(bottlenecks)).damaged  # what was written is whole, for a rerun to reuse
+
+
+@pytest.mark.parametrize("address", ["", "   ", "localhost:99999", "localhost:abc", "ray://[::1"])
+def test_a_malformed_ray_address_is_refused_in_one_line(address):
+    """`--ray_address "$RAY_ADDRESS"` with the variable unset gave Ray's own ValueError traceback (attack2)."""
+    with pytest.raises(RetrainError, match="is not host:port"):
+        with cluster.ray_session(address):
+            pass

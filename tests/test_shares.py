@@ -109,3 +109,56 @@ def test_links_per_workspace_are_capped_and_a_run_can_lose_all_its_links(two_wor
         create_share(first, "run-20261130-111500-beef", root)
     assert revoke_run_shares(first, "run-20261130-101500-abcd", root) == MAX_SHARES_PER_WORKSPACE
     assert list_shares(first) == [] and not list((root / "shares").glob("*.json"))
+
+
+# ---- Hostile records and callers (attack2) --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("workspace", ["workspaces/x\u0000", "x" * 5000, "a/" * 3000])
+def test_an_index_entry_no_path_can_hold_is_refused_not_raised(two_workspaces, workspace):
+    root, first, _ = two_workspaces
+    share = create_share(first, "run-20261130-101500-abcd", root)
+    index = next((root / "shares").glob("*.json"))
+    index.write_text(json.dumps({"workspace": workspace, "run": "run-20261130-101500-abcd"}))
+    with pytest.raises(ShareRefused):
+        resolve_share(share.token, root)
+
+
+def test_a_run_name_too_long_for_the_disk_is_refused_clearly(two_workspaces):
+    root, first, _ = two_workspaces
+    with pytest.raises(RetrainError, match="not in this workspace|not a run name"):
+        create_share(first, "r" * 5000, root)
+    share = create_share(first, "run-20261130-101500-abcd", root)
+    # Both records edited to the same impossible name: refused, not an OSError.
+    for path in [first / SHARES_FILE, *(root / "shares").glob("*.json")]:
+        path.write_text(path.read_text().replace("run-20261130-101500-abcd", "r" * 5000))
+    with pytest.raises(ShareRefused, match="deleted"):
+        resolve_share(share.token, root)
+
+
+def test_revoking_a_token_of_the_wrong_type_is_false(two_workspaces):
+    root, first, _ = two_workspaces
+    create_share(first, "run-20261130-101500-abcd", root)
+    assert revoke_share(first, None, root) is False and revoke_share(first, 5, root) is False
+    assert len(list_shares(first)) == 1
+
+
+def test_a_damaged_list_of_links_is_set_aside_by_the_next_create(two_workspaces):
+    """The message said "create a new share link", but create raised on the damaged list too: a dead end."""
+    root, first, _ = two_workspaces
+    old = create_share(first, "run-20261130-101500-abcd", root)
+    (first / SHARES_FILE).write_bytes(b'{"format": "retrain-studio/sha')
+    assert revoke_share(first, old.token, root) is False  # every link of a damaged list is refused already
+    new = create_share(first, "run-20261130-101500-abcd", root)
+    assert resolve_share(new.token, root).run == "run-20261130-101500-abcd"
+    with pytest.raises(ShareRefused):
+        resolve_share(old.token, root)  # not brought back by the new list
+    kept = list(first.glob(SHARES_FILE + ".damaged-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == b'{"format": "retrain-studio/sha'
+
+
+def test_a_link_with_a_non_finite_creation_time_is_damage(two_workspaces):
+    root, first, _ = two_workspaces
+    share = create_share(first, "run-20261130-101500-abcd", root)
+    text = (first / SHARES_FILE).read_text()
+    (first / SHARES_FILE).write_text(text.replace(str(share.created), "NaN"))
+    assert list_shares(first) == []

@@ -107,3 +107,18 @@ def test_a_run_that_stops_early_says_where_and_what_was_not_reached():
     assert stage_lines(board.to_status()) == ["caching bottlenecks: cancelled", "training: not reached",
                                               "export keras: not reached"]
     assert run_estimate_line(board.to_status()) == ""
+
+
+def test_non_finite_or_absurd_numbers_in_stages_are_left_out_not_raised():
+    """Python's json reads NaN and Infinity: a damaged status.json can hold them (attack2)."""
+    nan, inf = float("nan"), float("inf")
+    for eta in (inf, nan, -5, 1e300):
+        assert run_estimate_line({"run_eta_seconds": eta}) == ""
+    stages = [{"key": "training", "state": "running", "started": nan},
+              {"key": "caching", "state": "running", "total": 5, "done": 1, "eta_seconds": inf},
+              {"key": "evaluating", "state": "running", "total": inf, "done": 1},
+              {"key": "fine-tuning", "state": "running", "total": 5, "done": nan},
+              {"key": "dataset", "state": "done", "started": -1e308, "finished": 1e308}]
+    assert stage_lines({"stages": stages}, now=1000.0) == [
+        "training: working", "caching bottlenecks: 1/5", "evaluating: working", "fine-tuning: 0/5",
+        "reading the dataset: done"]

@@ -98,7 +98,7 @@ def ray_session(address: str | None = None, object_store_mb: int | None = None) 
     A cluster we connected to is left running; a local instance we started is shut down after.
     """
     ray = require_ray()
-    if address and address != "auto":
+    if address is not None and address != "auto":  # "" too: an unset $RAY_ADDRESS, refused in one line
         _require_reachable(address)
     _quiet_ray_data()
     if ray.is_initialized():  # a caller (a test, a notebook) already holds a session: use it as it is
@@ -129,11 +129,15 @@ def _quiet_ray_data() -> None:
 
 def _require_reachable(address: str) -> None:
     """Fail in seconds, with the address in the message, when nothing listens there (Ray itself would retry)."""
-    parsed = urlparse(address if "://" in address else f"ray://{address}")
-    if not parsed.hostname or not parsed.port:
+    try:
+        parsed = urlparse(address if "://" in address else f"ray://{address}")
+        port = parsed.port  # raises on a port that is not a number or is out of range
+    except ValueError:
+        port = None
+    if port is None or not parsed.hostname:
         raise RetrainError(f"--ray_address {address!r} is not host:port, ray://host:port or auto")
     try:
-        with socket.create_connection((parsed.hostname, parsed.port), timeout=CONNECT_TIMEOUT):
+        with socket.create_connection((parsed.hostname, port), timeout=CONNECT_TIMEOUT):
             pass
     except OSError as error:
         raise RetrainError(f"cannot reach the Ray cluster at {address} ({error.strerror or error}); check the "
