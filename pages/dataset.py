@@ -19,7 +19,8 @@ def show() -> None:
     ws = session.workspace()
     widgets.header("Dataset", "Give Retrain Studio your labelled photos: one folder per class (daisy/, roses/, …), "
                   "or train/ and val/ folders of them. Nothing is changed in your files.")
-
+    if not session.has_dataset(ws):
+        _introduction()
 
     def load(make_config, what: str) -> None:
         """Unpack (if needed) and check a dataset; errors are shown with the engine's message."""
@@ -131,6 +132,20 @@ def show() -> None:
                 session.go("explore")
             if right.button("Next: Train", type="primary", icon=":material/arrow_forward:", width="stretch"):
                 session.go("train")
+
+
+def _introduction() -> None:
+    """What the app does, for someone who has never trained a model: shown until a dataset is chosen."""
+    with st.container(border=True, key="introduction"):
+        st.markdown("**Teach a computer to tell your photos apart** — e.g. healthy and sick leaves, or your five "
+                    "products on a shelf. No coding or machine-learning knowledge needed.")
+        st.markdown("1. **Dataset**: give it photos sorted into one folder per kind of thing.\n"
+                    "2. **Explore**: check them — broken files, copies, photos in the wrong folder.\n"
+                    "3. **Train**: it learns from your photos (a few minutes).\n"
+                    "4. **Evaluate**: see how often it is right on photos it has not seen.\n"
+                    "5. **Predict**: try it on new photos, download it, or share it.")
+        st.caption(":material/lock: Your photos stay on this server, in a workspace only your link opens. Keep the "
+                   "address of this page to come back to it.")
 
 
 if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py

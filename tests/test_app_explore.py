@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,10 @@ from streamlit.testing.v1 import AppTest
 
 from pipeline.config import DatasetConfig, RunConfig, apply_preset
 from pipeline.dataset import load_dataset
+from pipeline.label_check_job import label_check_status
 from pipeline.splits import split_for_name
 from pipeline.studio.launch import start_run
+from pipeline.studio.mistakes import check_folder
 from pipeline.studio.next_run import working_config
 from pipeline.studio.workspaces import new_token, open_workspace
 
@@ -45,12 +48,24 @@ def misfiled(tmp_path, monkeypatch, tiny_backbone_file):
     return {"token": token, "workspace": workspace, "images": images, "moved": moved, "files": files}
 
 
+def wait_for_check(workspace, timeout: float = 180) -> dict:
+    """The background check's status once it has ended."""
+    deadline = time.monotonic() + timeout
+    while (status := label_check_status(check_folder(workspace)))["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.3)
+    return status
+
+
 def checked(token: str) -> AppTest:
-    """Explore, after pressing 'Find likely mistakes'."""
+    """Explore, after pressing 'Find likely mistakes' and the background check ending."""
     at = open_app("pages/explore.py", token, timeout=120)
     at.button(key="find_mistakes").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
+    assert wait_for_check(open_workspace(token))["state"] == "done"
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
     return at
 
 
