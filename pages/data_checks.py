@@ -126,8 +126,11 @@ def _cached_feature_groups(workspace: str, signature: str, _ws: Workspace, _data
 
 def _group(ws: Workspace, dataset: Dataset, group: dict, key: str) -> None:
     files, labels = group["files"], group["labels"]
-    captions = [f"{widgets.plain(file.rsplit('/', 1)[-1][:18])} · {widgets.plain(label)}"
-                for file, label in zip(files, labels, strict=True)]
+    kinds = {label: labels.count(label) for label in sorted(set(labels))}
+    st.markdown(f"**{len(files)} photos** labelled " + ", ".join(
+        f"{widgets.plain(label)}" + (f" ({count})" if len(kinds) > 1 else "") for label, count in kinds.items()))
+    stems = [file.rsplit("/", 1)[-1].rsplit(".", 1)[0] for file in files]
+    captions = [stem if len(stem) <= 12 else stem[:11] + "…" for stem in stems]  # one line under a 96-pixel photo
     shown = [(image, caption) for image, caption in zip(widgets.thumbnails(group["paths"], 96), captions,
                                                          strict=True) if image]
     if shown:

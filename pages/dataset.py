@@ -49,8 +49,8 @@ def show() -> None:
 
 
     samples = list_samples()
-    tabs = st.tabs(["Upload a zip", "CSV of labels + zip", "Folder on the server", "New dataset"]
-                   + (["Sample datasets"] if samples else []))
+    # Short names: the tab row must fit a phone's width (390 px) without scrolling sideways.
+    tabs = st.tabs(["Zip", "CSV + zip", "Server folder", "New"] + (["Samples"] if samples else []))
     with tabs[0]:
         upload = st.file_uploader("Drop a zip of your photos here", type=["zip"], key="zip_upload",
                                   help="A zip of one folder per class, or of train/ val/ test/ folders of them. "
@@ -106,7 +106,7 @@ def show() -> None:
     if dataset is not None:
         summary = session.dataset_summary(ws)
         st.subheader(f"Current dataset: {widgets.plain(summary.get('name', ''))}")
-        cols = st.columns(4)
+        cols = [st.container(horizontal=True)] * 4  # one row that wraps: 2 x 2 on a phone, not 4 tall cards
         cols[0].metric("Usable images", f"{len(dataset.usable()):,}", border=True)
         cols[1].metric("Classes", len(dataset.classes), border=True)
         cols[2].metric("Problem files", len(dataset.problems), border=True)

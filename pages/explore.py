@@ -20,7 +20,7 @@ def show() -> None:
     dataset = session.require_dataset(ws)
     counts = dataset.class_counts()
 
-    cols = st.columns(4)
+    cols = [st.container(horizontal=True)] * 4  # one row that wraps: 2 x 2 on a phone, not 4 tall cards
     cols[0].metric("Usable images", f"{len(dataset.usable()):,}", border=True)
     cols[1].metric("Classes", len(dataset.classes), border=True)
     cols[2].metric("Problem files", len(dataset.problems), border=True)

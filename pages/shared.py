@@ -29,7 +29,8 @@ def show() -> None:
         st.stop()
     st.caption(f"Trained on {widgets.plain(dataset_line(run_dataset_summary(shared.run_dir)))} · it can only answer "
                f"one of: {', '.join(map(widgets.plain, predictor.labels[:20]))}")
-    k = prediction_view.top_k_slider(predictor)
+    with st.columns([1, 2])[0]:
+        k = prediction_view.top_k_slider(predictor)
     photos_tab, camera_tab = st.tabs(["Photos", "Camera"])
     with photos_tab:
         prediction_view.uploaded_photos(predictor, k)
