@@ -38,9 +38,11 @@ def likely_mistakes(ws: Workspace, dataset: Dataset) -> None:
             st.rerun()
     if running:
         _progress(ws)
-    elif view.state in ("failed", "damaged", "cancelled"):
-        (st.info if view.state == "cancelled" else st.error)(f"The last check {widgets.plain(view.line)}",
-                                                             icon=":material/info:")
+    elif view.state == "cancelled":
+        st.info(f"The last check was cancelled: {widgets.plain(view.line)}", icon=":material/info:")
+    elif view.state in ("failed", "damaged"):
+        st.error(f"The last check {'failed' if view.state == 'failed' else 'cannot be read'}: "
+                 f"{widgets.plain(view.line)}", icon=":material/error:")
     if view.problem:
         st.error(widgets.plain(view.problem), icon=":material/error:")
     if view.page is not None:

@@ -173,5 +173,5 @@ def test_the_check_runs_in_the_background_is_kept_paged_ordered_flagged_when_sta
         assert not stale.exception
     assert wait_for_check(workspace)["state"] == "cancelled"
     stale.run()
-    assert "The last check cancelled" in texts(stale.info)
+    assert "The last check was cancelled" in texts(stale.info)
     assert any("likely mistake(s)**" in m.value for m in stale.markdown), "earlier results stay readable"

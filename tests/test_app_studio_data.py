@@ -112,6 +112,21 @@ def test_a_group_split_across_classes_can_be_labelled_as_one(data_root, tmp_path
     assert relabel[f"red/{names[0]}"] == "daisy" and len(relabel) == 10
 
 
+@pytest.mark.parametrize("damage", [b"", b"{\"state\": \"do", "\u00e9t\u00e9".encode("latin-1"), b"[1, 2]"])
+def test_a_damaged_check_record_is_a_clear_message_and_a_fresh_start(data_root, tmp_path, damage):
+    token = workspace_on(make_class_folders(tmp_path / "photos", {"red": 9, "blue": 9}))
+    folder = open_workspace(token).path / "label-check"
+    folder.mkdir()
+    for name in ("status.json", "results.json"):
+        (folder / name).write_bytes(damage)
+    at = open_app("pages/explore.py", token)
+    assert not at.exception, [e.value for e in at.exception]
+    message = texts(at.error)
+    assert "status.json" in message or "results.json" in message, message
+    assert "start the check again" in message, "says what to do"
+    assert not at.button(key="find_mistakes").disabled, "a new check can be started"
+
+
 def test_a_new_workspace_opens_with_a_short_introduction(data_root, tmp_path):
     at = open_app()
     intro = texts(at.markdown)

@@ -34,7 +34,7 @@ class MistakesView:
     """What Explore shows of the check: its status line, and the page of results when there are some."""
 
     state: str                       # none|queued|running|done|failed|cancelled|damaged
-    line: str                        # one line for the page ("checking labels 3/5 (about 12 s left)")
+    line: str                        # "checking labels 3/5 (about 12 s left)" while running, else the job's message
     page: job.SuspectsPage | None    # the page of results asked for (the last finished check's), else None
     points: pd.DataFrame | None      # the dataset map of those results
     stale: bool                      # the results are from an older version of the dataset
@@ -71,7 +71,8 @@ def mistakes_view(workspace: Workspace, dataset: Dataset, page: int = 1, per_pag
     """The check's state and (when a check has finished, now or earlier) one page of its suspects; never raises."""
     folder = check_folder(workspace)
     status = job.label_check_status(folder)
-    line = job.status_line(status) if status["state"] != "none" else ""
+    # Running: the progress line; ended: what the job said (why it failed, what is damaged and how to fix it).
+    line = job.status_line(status) if status["state"] in RUNNING else str(status.get("message") or "")
     try:
         results = job.suspects_page(folder, page, per_page)
         points = job.map_points(folder)
