@@ -50,7 +50,7 @@ def show() -> None:
 
     samples = list_samples()
     # Short names: the tab row must fit a phone's width (390 px) without scrolling sideways.
-    tabs = st.tabs(["Zip", "CSV + zip", "Server folder", "New"] + (["Samples"] if samples else []))
+    tabs = st.tabs(["Zip", "CSV + zip", "Folder", "New"] + (["Samples"] if samples else []))
     with tabs[0]:
         upload = st.file_uploader("Drop a zip of your photos here", type=["zip"], key="zip_upload",
                                   help="A zip of one folder per class, or of train/ val/ test/ folders of them. "
