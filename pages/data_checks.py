@@ -118,11 +118,13 @@ def near_duplicates(ws: Workspace, dataset: Dataset) -> None:
 
 
 def _feature_groups(ws: Workspace, dataset: Dataset) -> list[dict]:
-    return _cached_feature_groups(str(ws.path), dataset.signature, _ws=ws, _dataset=dataset)
+    usable = tuple(zip(dataset.usable()["file"], dataset.usable()["label"], strict=True))  # decisions change it
+    return _cached_feature_groups(str(ws.path), dataset.signature, usable, _ws=ws, _dataset=dataset)
 
 
 @st.cache_data(max_entries=4, show_spinner="Comparing the cached backbone features…")
-def _cached_feature_groups(workspace: str, signature: str, _ws: Workspace, _dataset: Dataset) -> list[dict]:
+def _cached_feature_groups(workspace: str, signature: str, usable: tuple, _ws: Workspace,
+                           _dataset: Dataset) -> list[dict]:
     return mistakes.feature_groups(_ws, _dataset)
 
 

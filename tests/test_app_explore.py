@@ -175,3 +175,16 @@ def test_the_check_runs_in_the_background_is_kept_paged_ordered_flagged_when_sta
     stale.run()
     assert "The last check was cancelled" in texts(stale.info)
     assert any("likely mistake(s)**" in m.value for m in stale.markdown), "earlier results stay readable"
+
+
+def test_after_a_check_near_duplicates_can_also_be_found_by_backbone_features(misfiled):
+    images = misfiled["images"]
+    copy = images / "green" / "copy_of_red.jpg"
+    copy.write_bytes(next(p for p in misfiled["files"] if p.parent.name == "red").read_bytes())
+    at = checked(misfiled["token"])
+    assert not at.exception
+    at.toggle(key="feature_duplicates").set_value(True).run()
+    assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
+    summary = next(m.value for m in at.markdown if "Near-duplicate groups:" in m.value)
+    assert int(summary.split("Near-duplicate groups: ")[1].split("**")[0]) >= 1
+    assert any(b.key.startswith("merge-near-") for b in at.button), "the cross-class copy can be labelled as one"
