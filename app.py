@@ -55,12 +55,18 @@ st.set_page_config(page_title="Retrain Studio", page_icon=str(Path(__file__).par
                    layout="wide")
 
 use_hosted_defaults()  # before any image is decoded; runs started from here inherit it
-page = st.navigation(navigation.sections())
-workspace = session.open_session_workspace()
-if workspace is not None:
-    sidebar = st.sidebar.container()
-    try:
-        page.run()
-    finally:  # drawn after the page, so it shows what the page just changed (also when the page stops early)
-        with sidebar:
-            widgets.sidebar(workspace)
+if "share" in st.query_params:  # a share link: one read-only page; no workspace is opened or made, no sidebar
+    from pages import shared
+
+    st.navigation([st.Page(shared.show, title="Shared model", icon=":material/share:", url_path="shared",
+                           default=True)], position="hidden").run()
+else:
+    page = st.navigation(navigation.sections())
+    workspace = session.open_session_workspace()
+    if workspace is not None:
+        sidebar = st.sidebar.container()
+        try:
+            page.run()
+        finally:  # drawn after the page, so it shows what the page just changed (also when the page stops early)
+            with sidebar:
+                widgets.sidebar(workspace)

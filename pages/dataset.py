@@ -19,7 +19,8 @@ def show() -> None:
     ws = session.workspace()
     widgets.header("Dataset", "Give Retrain Studio your labelled photos: one folder per class (daisy/, roses/, …), "
                   "or train/ and val/ folders of them. Nothing is changed in your files.")
-
+    if not session.has_dataset(ws):
+        _introduction()
 
     def load(make_config, what: str) -> None:
         """Unpack (if needed) and check a dataset; errors are shown with the engine's message."""
@@ -48,8 +49,8 @@ def show() -> None:
 
 
     samples = list_samples()
-    tabs = st.tabs(["Upload a zip", "CSV of labels + zip", "Folder on the server", "New dataset"]
-                   + (["Sample datasets"] if samples else []))
+    # Short names: the tab row must fit a phone's width (390 px) without scrolling sideways.
+    tabs = st.tabs(["Zip", "CSV + zip", "Folder", "New"] + (["Samples"] if samples else []))
     with tabs[0]:
         upload = st.file_uploader("Drop a zip of your photos here", type=["zip"], key="zip_upload",
                                   help="A zip of one folder per class, or of train/ val/ test/ folders of them. "
@@ -105,7 +106,7 @@ def show() -> None:
     if dataset is not None:
         summary = session.dataset_summary(ws)
         st.subheader(f"Current dataset: {widgets.plain(summary.get('name', ''))}")
-        cols = st.columns(4)
+        cols = [st.container(horizontal=True)] * 4  # one row that wraps: 2 x 2 on a phone, not 4 tall cards
         cols[0].metric("Usable images", f"{len(dataset.usable()):,}", border=True)
         cols[1].metric("Classes", len(dataset.classes), border=True)
         cols[2].metric("Problem files", len(dataset.problems), border=True)
@@ -131,6 +132,20 @@ def show() -> None:
                 session.go("explore")
             if right.button("Next: Train", type="primary", icon=":material/arrow_forward:", width="stretch"):
                 session.go("train")
+
+
+def _introduction() -> None:
+    """What the app does, for someone who has never trained a model: shown until a dataset is chosen."""
+    with st.container(border=True, key="introduction"):
+        st.markdown("**Teach a computer to tell your photos apart** — e.g. healthy and sick leaves, or your five "
+                    "products on a shelf. No coding or machine-learning knowledge needed.")
+        st.markdown("1. **Dataset**: give it photos sorted into one folder per kind of thing.\n"
+                    "2. **Explore**: check them — broken files, copies, photos in the wrong folder.\n"
+                    "3. **Train**: it learns from your photos (a few minutes).\n"
+                    "4. **Evaluate**: see how often it is right on photos it has not seen.\n"
+                    "5. **Predict**: try it on new photos, download it, or share it.")
+        st.caption(":material/lock: Your photos stay on this server, in a workspace only your link opens. Keep the "
+                   "address of this page to come back to it.")
 
 
 if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py

@@ -1,60 +1,64 @@
-"""Predict: the model's top guesses for new photos (uploaded or from the camera), or a CSV for a zip of them."""
+"""Predict: the model's top guesses for new photos (uploaded or from the camera), or a CSV for a zip of them; which
+run's model is used (by default the newest finished one of the current dataset); share it read-only."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from pages import charts, navigation, session, widgets
-from pages.gallery import plain
+from pages import navigation, prediction_view, session, widgets
 from pipeline import dataset_builder as builder
 from pipeline.dataset_builder import current_root
-from pipeline.errors import ImageProblem, RetrainError
-from pipeline.images import decode_image
+from pipeline.errors import RetrainError
+from pipeline.studio.predict_models import chosen_run, model_choices, revoke, run_shares, share_link, share_run
 from pipeline.studio.predict_zip import predict_zip, read_predictions
-
-IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp"]
-
-@st.cache_resource(max_entries=2, show_spinner="Loading the model…")
-def load_predictor(run_path: str, modified: float):
-    """One loaded model per finished run (TensorFlow is imported here, not when the app starts)."""
-    from pipeline.predict import Predictor
-
-    return Predictor(run_path)
 
 
 def show() -> None:
     """The Predict page."""
     ws = session.workspace()
     widgets.header("Predict", "Give the model photos it has never seen and look at its top guesses.")
-    run = session.require_finished_run(ws)
+    choices = model_choices(ws)
+    if not choices:
+        session.require_finished_run(ws)  # says what to do, and stops
+    labels = {choice.run: choice.label for choice in choices}
+    picked = st.selectbox("Model", list(labels), format_func=labels.get, key="predict_run",
+                          help="Finished runs, newest first; those trained on the current dataset come first.")
+    run = chosen_run(ws, picked)
+    choice = next(choice for choice in choices if choice.run == run.name)
+    if not choice.current_dataset:
+        st.info("This model was trained on another dataset than the current one.", icon=":material/info:")
+    try:
+        predictor = prediction_view.load_predictor(str(run.path), (run.path / "model.keras").stat().st_mtime)
+    except (RetrainError, OSError) as error:
+        st.error(f"The model of run {run.name} cannot be loaded: {error}", icon=":material/error:")
+        st.stop()
+    left, right = st.columns([1, 2], vertical_alignment="bottom")
+    with left:
+        k = prediction_view.top_k_slider(predictor)
+    right.caption(f"Trained on {widgets.plain(choice.dataset)} · classes: "
+                  f"{', '.join(map(widgets.plain, predictor.labels[:20]))}")
+    editable = current_root(ws)
+    add = _adder(ws, editable) if editable else None
+    if editable is None:
+        st.caption("To add photos from here back into your data, make the dataset editable on the Build page first.")
+
+    photos_tab, camera_tab, zip_tab, share_tab = st.tabs(["Photos", "Camera", "A zip → CSV", "Share"])
+    with photos_tab:
+        prediction_view.uploaded_photos(predictor, k, add)
+    with camera_tab:
+        prediction_view.camera_photo(predictor, k, add)
+    with zip_tab:
+        _zip_predictions(ws, predictor, run.name, k)
+    with share_tab:
+        _share_links(ws, run.name)
+
+    widgets.next_step("runs", "Next: Runs and downloads", "Compare runs and download the model in every format.")
 
 
-    def predict(data: bytes) -> list[dict] | ImageProblem:
-        """The model's top-k for image bytes, decoded exactly as training decodes; the problem for a bad file."""
-        try:
-            return predictor.predict_bytes(data, k)
-        except ImageProblem as problem:
-            return problem
-
-
-    def show_prediction(name: str, data: bytes, key: str, guesses: list[dict] | ImageProblem | None = None) -> None:
-        """The photo and the model's top-k for it (bad files say why), and a way to add it to the dataset."""
-        picture, chart = st.columns([1, 2], vertical_alignment="center")
-        guesses = predict(data) if guesses is None else guesses
-        if isinstance(guesses, ImageProblem):
-            picture.error(f"{widgets.plain(name)}: {widgets.plain(guesses)}", icon=":material/broken_image:")
-            return
-        # Shown upright and small (a phone photo's rotation is in its EXIF; the browser is sent a few KB, not MBs).
-        picture.image(decode_image(data, min_side=440), caption=name, width=220)
-        with chart:
-            st.markdown(f"**{widgets.plain(guesses[0]['label'])}** ({guesses[0]['score']:.0%} sure)")
-            st.plotly_chart(charts.top_k_figure(guesses), key=key)
-            add_to_dataset(name, data, guesses[0]["label"], key)
-
-
-    def add_to_dataset(name: str, data: bytes, suggested: str, key: str) -> None:
+def _adder(ws, editable) -> prediction_view.AddRow:
+    def add(name: str, data: bytes, suggested: str, key: str) -> None:
         """'Add this photo to class …', the model's guess suggested: the next run learns from its mistakes."""
-        classes = builder.class_names(editable) if editable else []
+        classes = builder.class_names(editable)
         if not classes:
             return
         left, right = st.columns([2, 1], vertical_alignment="bottom")
@@ -64,62 +68,53 @@ def show() -> None:
             try:
                 result = builder.add_photos(ws, editable, label, [(name, data)])
             except RetrainError as error:
-                st.error(plain(error), icon=":material/error:")
+                st.error(widgets.plain(error), icon=":material/error:")
                 return
             for item in result.refused:
-                st.error(plain(f"{item['file']}: {item['reason']}"), icon=":material/error:")
+                st.error(widgets.plain(f"{item['file']}: {item['reason']}"), icon=":material/error:")
             if result.added or result.already_there:
-                st.success(plain(f"{'Added to' if result.added else 'Already in'} class {label} "
-                                 f"({len(builder.class_photos(editable, label))} photos now)."),
+                st.success(widgets.plain(f"{'Added to' if result.added else 'Already in'} class {label} "
+                                         f"({len(builder.class_photos(editable, label))} photos now)."),
                            icon=":material/check:")
 
+    return add
 
+
+def _zip_predictions(ws, predictor, run_name: str, k: int) -> None:
+    batch = st.file_uploader("Drop a zip of photos", type=["zip"], key="predict_zip",
+                             help="Every file in it gets a row; files that are not readable photos get their error.")
+    if batch is None:
+        return
     try:
-        predictor = load_predictor(str(run.path), (run.path / "model.keras").stat().st_mtime)
-    except (RetrainError, OSError) as error:
-        st.error(f"The model of run {run.name} cannot be loaded: {error}", icon=":material/error:")
-        st.stop()
-    left, right = st.columns([1, 2], vertical_alignment="bottom")
-    top = min(5, len(predictor.labels))
-    k = left.slider("How many guesses to show", 1, top, min(3, top), key="top_k") if top > 1 else 1
-    right.caption(f"Model from run `{run.name}` · classes: {', '.join(map(widgets.plain, predictor.labels[:20]))}")
-    editable = current_root(ws)
-    if editable is None:
-        st.caption("To add photos from here back into your data, make the dataset editable on the Build page first.")
+        with st.spinner("Predicting every photo in the zip…"):  # shown only when it takes a while
+            csv_path = predict_zip(ws, predictor, batch.name, batch.getvalue(), run_name, k)
+    except RetrainError as error:
+        st.error(widgets.plain(error), icon=":material/error:")
+        return
+    table = read_predictions(csv_path)
+    errors, doubtful = int((table["error"] != "").sum()), int((table["caution"] != "").sum())
+    st.success(f"{len(table)} files: {len(table) - errors} predicted, {errors} with an error.")
+    if doubtful:
+        st.warning(f"{doubtful} prediction(s) to doubt: see the caution column.", icon=":material/help:")
+    st.download_button("Download predictions.csv", csv_path.read_bytes(), file_name=f"predictions-{run_name}.csv",
+                       mime="text/csv", type="primary", icon=":material/download:", on_click="ignore")
+    st.dataframe(table, hide_index=True, width="stretch", key="predictions")
 
-    photos_tab, camera_tab, zip_tab = st.tabs(["Photos", "Camera", "A zip of photos → CSV"])
-    with photos_tab:
-        uploads = st.file_uploader("Drop one or more photos", type=IMAGE_TYPES, accept_multiple_files=True,
-                                   key="predict_photos")
-        results = [(upload.name, upload.getvalue(), predict(upload.getvalue())) for upload in uploads or []]
-        # Least sure first: the photos the model hesitates on are the ones most worth adding with their right class.
-        results.sort(key=lambda item: -1.0 if isinstance(item[2], ImageProblem) else item[2][0]["score"])
-        for index, (name, data, guesses) in enumerate(results):
-            show_prediction(name, data, f"photo-{index}", guesses)
-    with camera_tab:
-        if st.toggle("Use the camera", key="use_camera", help="Your browser asks for permission first."):
-            shot = st.camera_input("Take a photo", key="camera")
-            if shot is not None:
-                show_prediction("camera photo", shot.getvalue(), "camera-chart")
-    with zip_tab:
-        batch = st.file_uploader("Drop a zip of photos", type=["zip"], key="predict_zip",
-                                 help="Every file in it gets a row; files that are not readable photos get "
-                                      "their error.")
-        if batch is not None:
-            try:
-                with st.spinner("Predicting every photo in the zip…"):  # shown only when it takes a while
-                    csv_path = predict_zip(ws, predictor, batch.name, batch.getvalue(), run.name, k)
-            except RetrainError as error:
-                st.error(str(error), icon=":material/error:")
-            else:
-                table = read_predictions(csv_path)
-                errors = int((table["error"] != "").sum())
-                st.success(f"{len(table)} files: {len(table) - errors} predicted, {errors} with an error.")
-                st.download_button("Download predictions.csv", csv_path.read_bytes(), file_name="predictions.csv",
-                                   mime="text/csv", type="primary", icon=":material/download:", on_click="ignore")
-                st.dataframe(table, hide_index=True, width="stretch", key="predictions")
 
-    widgets.next_step("runs", "Next: Runs and downloads", "Compare runs and download the model in every format.")
+def _share_links(ws, run_name: str) -> None:
+    st.caption("A share link opens only this model's Predict page, read-only: whoever has it can try the model, but "
+               "cannot see your dataset or your other runs, and cannot change or delete anything. Revoke it any time.")
+    if st.button("Create a share link", icon=":material/share:", key="create_share"):
+        try:
+            share_run(ws, run_name)
+        except RetrainError as error:
+            st.error(widgets.plain(error), icon=":material/error:")
+    for share in run_shares(ws, run_name):
+        left, right = st.columns([4, 1], vertical_alignment="center")
+        names = [entry.name for entry in navigation.PAGES]
+        left.code(share_link(st.context.url, share.token, names), language=None)  # st.code has a copy button
+        right.button("Revoke", key=f"revoke-{share.token}", icon=":material/link_off:", on_click=revoke,
+                     args=(ws, share.token))
 
 
 if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py

@@ -7,7 +7,8 @@ import streamlit as st
 
 from pages import charts, navigation, session, widgets
 from pipeline.errors import RetrainError
-from pipeline.runs import delete_run, refreshed_status
+from pipeline.runs import refreshed_status
+from pipeline.studio.predict_models import delete_workspace_run
 from pipeline.studio.run_history import config_differences, find_run, run_summary, saved_model_zip, workspace_runs
 
 DOWNLOADS = [("model.keras", "Keras model", "application/octet-stream"),
@@ -74,7 +75,7 @@ def show() -> None:
             doomed = find_run(ws, name)
             try:
                 if doomed is not None:  # else it is gone already (deleted in another tab)
-                    delete_run(doomed.path)
+                    delete_workspace_run(ws, doomed)  # its share links revoked first
             except RetrainError as error:
                 st.error(str(error))
                 return

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,12 @@ from streamlit.testing.v1 import AppTest
 
 from pipeline.config import DatasetConfig, RunConfig, apply_preset
 from pipeline.dataset import load_dataset
+from pipeline.label_check_job import label_check_status
+from pipeline.runs import job_slot
+from pipeline.settings import cache_root
 from pipeline.splits import split_for_name
 from pipeline.studio.launch import start_run
+from pipeline.studio.mistakes import check_folder
 from pipeline.studio.next_run import working_config
 from pipeline.studio.workspaces import new_token, open_workspace
 
@@ -45,12 +50,24 @@ def misfiled(tmp_path, monkeypatch, tiny_backbone_file):
     return {"token": token, "workspace": workspace, "images": images, "moved": moved, "files": files}
 
 
+def wait_for_check(workspace, timeout: float = 180) -> dict:
+    """The background check's status once it has ended."""
+    deadline = time.monotonic() + timeout
+    while (status := label_check_status(check_folder(workspace)))["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.3)
+    return status
+
+
 def checked(token: str) -> AppTest:
-    """Explore, after pressing 'Find likely mistakes'."""
+    """Explore, after pressing 'Find likely mistakes' and the background check ending."""
     at = open_app("pages/explore.py", token, timeout=120)
     at.button(key="find_mistakes").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
+    assert wait_for_check(open_workspace(token))["state"] == "done"
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
     return at
 
 
@@ -114,3 +131,60 @@ def test_drop_relabel_and_undo_change_the_next_run_not_the_photos(misfiled, monk
     assert json.loads(Path(config.overrides).read_text()) == {"drop": [], "relabel": {second: "red", chosen: "green"}}
     assert {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in misfiled["images"].rglob("*.jpg")} \
         == misfiled["files"], "no photo was moved, changed or deleted"
+
+
+def test_the_check_runs_in_the_background_is_kept_paged_ordered_flagged_when_stale_and_cancellable(misfiled,
+                                                                                                     monkeypatch):
+    token, workspace = misfiled["token"], misfiled["workspace"]
+    monkeypatch.setenv("RETRAIN_STUDIO_MAX_JOBS", "1")
+    at = open_app("pages/explore.py", token, timeout=120)
+    with job_slot(1, cache_root() / "jobs"):  # the server's one slot is busy: the check waits, the page does not
+        at.button(key="find_mistakes").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert "Looking for likely mistakes" in " ".join(str(p.proto.text) for p in at.get("progress"))
+        assert at.button(key="find_mistakes").disabled and at.button(key="cancel_check")
+        assert "You can leave this page" in texts(at.caption)
+    assert wait_for_check(workspace)["state"] == "done"
+
+    monkeypatch.setattr("pages.data_checks.SUSPECTS_PAGE", 1)
+    later = open_app("pages/explore.py", token, timeout=120)  # another tab (or back from another page): kept
+    assert not later.exception and later.button(key="find_mistakes").label == "Check again"
+    summary = next(m.value for m in later.markdown if "likely mistake(s)**" in m.value)
+    total = int(summary.split("**")[1].split()[0])
+    assert total >= 2 and "among 72 photos" in summary
+    shown = []
+    for page in range(1, total + 1):  # one suspect a page: every page holds the next most confident one
+        later.session_state["suspects_page"] = page
+        later.run()
+        rows = [m.value for m in later.markdown if "· looks like **" in m.value and m.value.startswith("`")]
+        assert len(rows) == 1, rows
+        shown.append(int(rows[0].rsplit("(", 1)[1].split("%")[0]))
+    assert shown == sorted(shown, reverse=True), "ordered by the confidence shown"
+    assert not [w for w in later.warning if "older version" in w.value]
+
+    new_photo = misfiled["images"] / "green" / "extra.jpg"
+    new_photo.write_bytes(next(iter(misfiled["files"].values()))[0])
+    stale = open_app("pages/explore.py", token, timeout=120)
+    assert any("older version of the dataset" in w.value for w in stale.warning)
+
+    with job_slot(1, cache_root() / "jobs"):
+        stale.button(key="find_mistakes").click().run()
+        stale.button(key="cancel_check").click().run()
+        assert not stale.exception
+    assert wait_for_check(workspace)["state"] == "cancelled"
+    stale.run()
+    assert "The last check was cancelled" in texts(stale.info)
+    assert any("likely mistake(s)**" in m.value for m in stale.markdown), "earlier results stay readable"
+
+
+def test_after_a_check_near_duplicates_can_also_be_found_by_backbone_features(misfiled):
+    images = misfiled["images"]
+    copy = images / "green" / "copy_of_red.jpg"
+    copy.write_bytes(next(p for p in misfiled["files"] if p.parent.name == "red").read_bytes())
+    at = checked(misfiled["token"])
+    assert not at.exception
+    at.toggle(key="feature_duplicates").set_value(True).run()
+    assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
+    summary = next(m.value for m in at.markdown if "Near-duplicate groups:" in m.value)
+    assert int(summary.split("Near-duplicate groups: ")[1].split("**")[0]) >= 1
+    assert any(b.key.startswith("merge-near-") for b in at.button), "the cross-class copy can be labelled as one"

@@ -16,7 +16,7 @@ from pipeline.errors import RetrainError
 from pipeline.files import display_name
 from pipeline.studio.workspaces import Workspace
 
-# Classes whose largest/smallest training count ratio is above this get the imbalance advice.
+# Classes whose largest/smallest image count ratio (all splits) is above this get the imbalance advice.
 IMBALANCE_RATIO = 1.5
 
 
@@ -99,14 +99,19 @@ def decision_text(overrides: dict[str, Any], file: str) -> str | None:
 
 
 def imbalance_advice(class_counts: dict[str, dict[str, int]]) -> str | None:
-    """A warning with what to do when training classes are uneven (largest over smallest above 1.5), else None."""
-    train = {label: counts.get("train", 0) for label, counts in class_counts.items()}
-    if len(train) < 2:
+    """A warning with what to do when the classes are uneven overall (largest over smallest above 1.5), else None.
+
+    Judged on each class's images over all splits: the split goes by file name hash, so a balanced dataset can have
+    uneven training counts by chance (more so with few photos), and that is not something the user should fix.
+    """
+    total = {label: sum(counts.values()) for label, counts in class_counts.items()}
+    if len(total) < 2:
         return None
-    largest, smallest = max(train, key=train.get), min(train, key=train.get)
-    if train[smallest] and train[largest] / train[smallest] <= IMBALANCE_RATIO:
+    largest, smallest = max(total, key=total.get), min(total, key=total.get)
+    if total[smallest] and total[largest] / total[smallest] <= IMBALANCE_RATIO:
         return None
-    return (f"Classes are imbalanced: '{largest}' has {train[largest]} training images and '{smallest}' only "
-            f"{train[smallest]}. The model will lean towards the bigger classes. Add photos to the small classes, "
-            f"or on Configure turn on 'Balance classes' at about {train[largest]} images so augmented copies even "
-            "them out (class weights, on by default, also help).")
+    train = {label: class_counts[label].get("train", 0) for label in total}
+    return (f"Classes are imbalanced: '{largest}' has {total[largest]} images and '{smallest}' only "
+            f"{total[smallest]}. The model will lean towards the bigger classes. Add photos to the small classes, "
+            f"or on Configure turn on 'Balance classes' at about {max(train.values())} training images so augmented "
+            "copies even them out (class weights, on by default, also help).")

@@ -33,7 +33,10 @@ def predict_zip(workspace: Workspace, predictor: Predictor, zip_name: str, zip_b
 
 def read_predictions(csv_path: Path) -> pd.DataFrame:
     """A predictions CSV as a table (empty cells stay empty strings: the error column is "" for a prediction)."""
-    return pd.read_csv(io.BytesIO(csv_path.read_bytes()), keep_default_na=False)
+    table = pd.read_csv(io.BytesIO(csv_path.read_bytes()), keep_default_na=False)
+    if "caution" not in table.columns:  # written before predictions carried one
+        table["caution"] = ""
+    return table
 
 
 def predictions_path(workspace: Workspace, zip_path: Path, run_name: str, k: int) -> Path:
@@ -45,10 +48,13 @@ def predictions_path(workspace: Workspace, zip_path: Path, run_name: str, k: int
 
 
 def save_predictions(results: list[dict], csv_path: Path, k: int, root: Path) -> None:
-    """Write `Predictor.predict_files` results as the predictions CSV, atomically (it is reused by name)."""
+    """Write `Predictor.predict_files` results as the predictions CSV, atomically (it is reused by name), with a
+    last column `caution`: why to doubt a prediction ("" when nothing is known against it)."""
     from pipeline.predict import write_predictions_csv
 
     with tempfile.TemporaryDirectory() as scratch:
         draft = Path(scratch) / csv_path.name
         write_predictions_csv(results, draft, k, root=root)
-        write_bytes_atomic(csv_path, draft.read_bytes())
+        table = read_predictions(draft)
+        table["caution"] = ["; ".join((result.get("caution") or {}).get("notes", [])) for result in results]
+        write_bytes_atomic(csv_path, table.to_csv(index=False).encode("utf-8"))
