@@ -192,10 +192,8 @@ def run_label_check(folder: str | Path) -> None:
 
 
 def _check(folder: Path, request: dict[str, Any], stop) -> dict[str, Any]:
-    from pipeline.backbones import load_backbone
-    from pipeline.datamap import dataset_map
     from pipeline.dataset import load_dataset
-    from pipeline.suspects import find_suspects
+    from pipeline.studio.label_check import check_labels
 
     try:
         dataset_config = DatasetConfig(**request["dataset"])
@@ -214,10 +212,9 @@ def _check(folder: Path, request: dict[str, Any], stop) -> dict[str, Any]:
     _write_status(folder, "running", "reading the dataset")
     dataset = load_dataset(dataset_config, check_images=False)
     _write_status(folder, "running", "loading the backbone")
-    backbone = load_backbone(train.architecture, train.bottleneck_layer, train.mirror_view)
-    suspects = find_suspects(dataset, backbone, bottleneck_dir, seed=train.seed, progress=progress)
-    _write_status(folder, "running", "drawing the map")
-    points = dataset_map(dataset, backbone, bottleneck_dir, method, suspects=suspects, seed=train.seed)
+    # One fetch of the bottlenecks for both the suspects and the map (pipeline.studio.label_check).
+    check = check_labels(dataset, train, bottleneck_dir, method, progress=progress)
+    suspects, points = check.suspects, check.points
     # The page shows "looks like <suggested> (87%)": that is the order a reader expects, most confident first.
     ordered = sorted(suspects, key=lambda s: (-s.suggested_probability, s.label_probability, s.file))
     return {"format": FORMAT, "signature": dataset.signature, "architecture": train.architecture,
