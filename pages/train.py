@@ -71,7 +71,7 @@ def show() -> None:
         if is_active(status):
             estimate = run_estimate_line(status)
             st.progress(min(max(status.get("progress", 0.0), 0.0), 1.0),
-                        text=estimate.capitalize() if estimate else words)
+                        text=estimate.capitalize() if estimate else "Whole run: no estimate until a stage can be timed")
             if lines:  # one honest line per stage (runs from before the stage board show their step only)
                 st.markdown("\n".join(f"- {widgets.plain(line)}" for line in lines))
             elif status.get("step"):

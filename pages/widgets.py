@@ -5,7 +5,6 @@ thumbnails, settings widgets built from the config dataclasses, a photo with its
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 from typing import Any
@@ -210,10 +209,3 @@ def decision_row(ws: Workspace, image: dict[str, Any], classes: list[str], overr
 def _relabel_as_chosen(ws: Workspace, file: str, key: str) -> None:
     if chosen := st.session_state.get(key):
         record_decision(ws, file, label=str(chosen))
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None or math.isnan(seconds):
-        return "—"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
