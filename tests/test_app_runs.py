@@ -201,6 +201,7 @@ def test_start_training_runs_in_the_background_and_can_be_watched(studio):
     assert not at.exception and not at.error, texts(at.error)
     run = RunDir(workspace.runs / workspace.state()["run"])
     assert RunConfig.load(run.config).dataset.image_dir == str(studio["images"])
+    assert "colours · 42 images · 3 classes" in texts(at.caption), "a queued run already names its dataset"
     deadline = time.monotonic() + 180
     while run.status().get("state") not in ("done", "failed", "cancelled") and time.monotonic() < deadline:
         time.sleep(1)

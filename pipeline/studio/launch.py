@@ -48,7 +48,9 @@ def start_run(workspace: Workspace, config: RunConfig, images: Dataset | None = 
         run = RunDir(workspace.runs / new_run_name())
         try:
             run.path.mkdir(parents=True)
-            _write_run(workspace, run, config, dataset, images)
+            if images is not None:  # a queued run already says what it trains on; the run rewrites it once read
+                write_run_dataset(run.path, summarize_dataset(images, dataset))
+            _write_run(workspace, run, config, dataset)
         except OSError as error:  # a full disk, most likely: say so on the page, not as a traceback
             shutil.rmtree(run.path, ignore_errors=True)  # ours, made above: a refused run leaves nothing behind
             raise RetrainError(f"the run could not be started: {describe_write_error(error, run.path)}") from None
@@ -60,13 +62,9 @@ def start_run(workspace: Workspace, config: RunConfig, images: Dataset | None = 
     return run
 
 
-def _write_run(workspace: Workspace, run: RunDir, config: RunConfig, dataset: DatasetConfig,
-               images: Dataset | None) -> None:
-    """The run's folder (config, its own copy of the decisions, what it trains on, status) and its ticket in the
-    queue."""
+def _write_run(workspace: Workspace, run: RunDir, config: RunConfig, dataset: DatasetConfig) -> None:
+    """The run's folder (config, its own copy of the decisions, status) and its ticket in the queue."""
     run.marker.touch()  # made just now by start_run for this run: ours, so the run may write into it
-    if images is not None:  # a queued run already says what it trains on; the run rewrites this once it reads it
-        write_run_dataset(run.path, summarize_dataset(images, dataset))
     if dataset.overrides and Path(dataset.overrides).is_file():
         shutil.copyfile(dataset.overrides, run.path / "overrides.json")
         config.dataset.overrides = str(run.path / "overrides.json")
