@@ -157,6 +157,7 @@ def test_bad_settings_and_a_full_queue_are_refused_with_a_message(studio):
                      pid=waiter.pid)
         workspace.update_state(run=SECOND)
         at.run()
+        assert "2 run(s) of this workspace queued or training" in texts(at.sidebar.caption)
         buttons(at, "Start another run")[0].click().run()
         assert "already has 2 runs queued or training" in texts(at.error)
         assert len(workspace_runs(workspace)) == 2
