@@ -45,7 +45,7 @@ def show() -> None:
     left.caption("Change the backbone or settings on Configure." if not running else
                  "A run is in progress. Starting another one puts it in the queue.")
     if right.button("Start another run" if running else "Start training", type="secondary" if running else "primary",
-                    icon=":material/play_arrow:", width="stretch"):
+                    icon=":material/play_arrow:", width="stretch", key="start_run"):  # one widget whatever its label
         try:
             run = start_run(ws, config, dataset)  # checks the dataset, settings and this workspace's queue first
         except RetrainError as error:
@@ -68,7 +68,7 @@ def show() -> None:
             st.info(f"Waiting for a free training slot: another run is training now.{where} This one starts by itself "
                     "when its turn comes.", icon=":material/hourglass_top:")
         lines = stage_lines(status)
-        if is_active(status):
+        if is_active(status) and not is_waiting_for_slot(status):  # a waiting run's notice above says it all
             estimate = run_estimate_line(status)
             st.progress(min(max(status.get("progress", 0.0), 0.0), 1.0),
                         text=estimate.capitalize() if estimate else "Whole run: no estimate until a stage can be timed")
