@@ -15,7 +15,7 @@ from pipeline.backbones import backbone_input_size, list_backbones
 from pipeline.backbones.measured import backbone_table, measured_note
 from pipeline.config import PRESETS, AugmentConfig, TrainConfig
 from pipeline.errors import ImageProblem, RetrainError
-from pipeline.studio.next_run import resolved_config, save_working_config, working_config
+from pipeline.studio.next_run import preset_label, resolved_config, save_working_config, working_config
 
 # The settings most people touch; every other field of TrainConfig is under "Advanced".
 MAIN_TRAIN = ["epochs", "learning_rate", "train_batch_size", "early_stopping", "dropout", "class_weights"]
@@ -38,6 +38,7 @@ def show() -> None:
     if preset and preset != session.preset(ws):
         session.choose_preset(ws, preset)
         st.rerun()
+    label_slot = st.empty()  # filled at the end, with the settings as edited on this run of the page
 
     st.subheader("Backbone")
     backbones = {info.name: info for info in list_backbones()}
@@ -135,6 +136,9 @@ def show() -> None:
     edited = widgets.edited_config(edited, "output", {"export_formats": export_formats or ["keras"]})
     if edited != config:
         save_working_config(ws, edited)
+    label_slot.caption(f"Settings: **{preset_label(ws, session.preset(ws), edited)}**", help="A preset's name "
+                       "while the settings are exactly it; \"(edited)\" once you change a setting it leaves alone; "
+                       "\"Custom\" once you change one it sets.")
     try:
         edited.validate()
     except RetrainError as error:

@@ -11,7 +11,9 @@ from pipeline.bundle import bundle_bytes
 from pipeline.config import RunConfig
 from pipeline.errors import RetrainError
 from pipeline.evaluate import Report, cell_images
+from pipeline.run_rows import format_percent
 from pipeline.studio.datasets import dataset_root, image_path
+from pipeline.studio.run_history import download_name, run_dataset_text, test_split_warning
 
 GALLERY = 24
 THUMBNAIL = 140
@@ -20,7 +22,7 @@ def show() -> None:
     """The Evaluate page."""
     ws = session.workspace()
     widgets.header("Evaluate", "Scores on test photos the model never saw while training.")
-    run = session.require_finished_run(ws)
+    run = session.choose_finished_run(ws)
     try:
         report, config = Report.load(run.report), RunConfig.load(run.config)
     except RetrainError as error:  # a damaged report.json or config.json: say which, keep the app working
@@ -50,7 +52,7 @@ def show() -> None:
     where = ("test" if report.extra.get("evaluated_on", "test") == "test"
              else "validation (the dataset has no test split)")
     cols = st.columns(4)
-    cols[0].metric("Test accuracy", f"{report.test_accuracy:.1%}", border=True)
+    cols[0].metric("Test accuracy", format_percent(report.test_accuracy), border=True)
     if len(report.labels) > 5:  # with 5 classes or fewer every answer is in the top 5: always 100%
         cols[1].metric("Top-5 accuracy", f"{report.top5_accuracy:.1%}", border=True)
     else:
@@ -59,14 +61,18 @@ def show() -> None:
     cols[3].metric("Classes", len(report.labels), border=True)
     left, right = st.columns([3, 1], vertical_alignment="center")
     backbone = config.train.architecture.rsplit("/", 1)[-1]
-    left.caption(f"Run `{run.name}` · scored on the {where} images · backbone {backbone}")
+    left.caption(f"Run `{run.name}` · trained on {widgets.plain(run_dataset_text(run))} · scored on the {where} "
+                 f"images · backbone {backbone}")
+    if warning := test_split_warning(run):
+        st.warning(f"Too few test images: {widgets.plain(warning)}", icon=":material/warning:")
     model_file = run.path / "model.keras"
     if model_file.exists():
-        right.download_button("Download model (.keras)", data=model_file.read_bytes, file_name=f"{run.name}.keras",
+        right.download_button("Download model (.keras)", data=model_file.read_bytes,
+                              file_name=download_name(run, "model.keras"),
                               mime="application/octet-stream", type="primary", icon=":material/download:",
                               width="stretch", on_click="ignore", key="download_keras")
         right.download_button("Download bundle (.zip)", data=lambda: bundle_bytes(run.path),
-                              file_name=f"{run.name}.zip",
+                              file_name=download_name(run, "bundle.zip"),
                               mime="application/zip", icon=":material/folder_zip:", width="stretch", on_click="ignore",
                               key="download_bundle",
                               help="Every checked export, labels.txt, report.json and a model card")

@@ -6,14 +6,28 @@ import pandas as pd
 import streamlit as st
 
 from pages import charts, navigation, session, widgets
+from pipeline.bundle import bundle_bytes
 from pipeline.errors import RetrainError
+from pipeline.run_rows import run_row
 from pipeline.runs import refreshed_status
 from pipeline.studio.predict_models import delete_workspace_run
-from pipeline.studio.run_history import config_differences, find_run, run_summary, saved_model_zip, workspace_runs
+from pipeline.studio.run_history import (
+    active_runs,
+    config_differences,
+    download_name,
+    find_run,
+    run_dataset_text,
+    saved_model_zip,
+    workspace_runs,
+)
 
 DOWNLOADS = [("model.keras", "Keras model", "application/octet-stream"),
              ("model.tflite", "TFLite model", "application/octet-stream"),
-             ("labels.txt", "labels.txt", "text/plain"), ("report.json", "report.json", "application/json")]
+             ("model.onnx", "ONNX model", "application/octet-stream"),
+             ("labels.txt", "labels.txt", "text/plain"), ("report.json", "report.json", "application/json"),
+             ("preprocessing.json", "preprocessing.json", "application/json")]
+# The rows of run comparison (run_row's cells), in order.
+COMPARED = ["state", "dataset", "test accuracy", "duration", "queue wait", "backbone", "epochs", "started"]
 
 def show() -> None:
     """The Runs page."""
@@ -28,9 +42,14 @@ def show() -> None:
             session.go("train")
         st.stop()
 
-    summaries = pd.DataFrame([run_summary(run) for run in runs]).rename(columns=str.capitalize)
-    st.dataframe(summaries, hide_index=True, width="stretch", key="runs_table", column_config={
-        "Test accuracy": st.column_config.NumberColumn(format="%.1f %%")})
+    for going in active_runs(ws):  # a notice, never a blocker: finished runs stay usable meanwhile
+        words = session.run_state_words(refreshed_status(going))
+        st.info(f"Run `{going.name}` is not finished yet ({words.lower()}); its row updates when it is.",
+                icon=":material/hourglass_top:")
+    rows = pd.DataFrame([run_row(run) for run in runs]).rename(columns=str.capitalize)
+    st.dataframe(rows, hide_index=True, width="stretch", key="runs_table", column_config={
+        "Duration": st.column_config.TextColumn(help="Time spent working, from leaving the queue to the end"),
+        "Queue wait": st.column_config.TextColumn(help="Time spent waiting for a free training slot")})
 
     names = [run.name for run in runs]
     chosen = st.selectbox("Run", names, index=names.index(current.name) if current and current.name in names else 0,
@@ -44,7 +63,8 @@ def show() -> None:
     status = refreshed_status(run)
     icon, words = widgets.state_text(status)
     is_current = bool(current and current.name == run.name)
-    st.markdown(f"{icon} **{words}** · `{run.name}`" + (" · current run" if is_current else ""))
+    st.markdown(f"{icon} **{words}** · `{run.name}` · trained on {widgets.plain(run_dataset_text(run))}"
+                + (" · current run" if is_current else ""))
     if status.get("damaged"):
         st.warning(status["message"], icon=":material/warning:")
 
@@ -91,46 +111,55 @@ def show() -> None:
 
     if status.get("state") == "done":
         st.subheader("Downloads")
-        cols = st.columns(5)
-        for col, (file, label, mime) in zip(cols, DOWNLOADS, strict=False):
-            path = run.path / file
-            if path.exists():
-                col.download_button(label, data=path.read_bytes, file_name=file if file != "model.keras" else
-                                    f"{run.name}.keras", mime=mime, icon=":material/download:", width="stretch",
-                                    on_click="ignore", key=f"download-{file}")
+        st.caption(f"Every file is named after the run (`{run.name}-…`), so two runs' models never collide.")
+        cols = st.columns(3)
+        if run.report.is_file():
+            cols[0].download_button("Bundle (.zip)", data=lambda: bundle_bytes(run.path),
+                                    file_name=download_name(run, "bundle.zip"), mime="application/zip",
+                                    type="primary", icon=":material/folder_zip:", width="stretch", on_click="ignore",
+                                    key="download-bundle",
+                                    help="Every checked export, labels.txt, report.json and a model card")
+        shown = [(file, label, mime) for file, label, mime in DOWNLOADS if (run.path / file).exists()]
+        for index, (file, label, mime) in enumerate(shown, start=1):
+            cols[index % 3].download_button(label, data=(run.path / file).read_bytes,
+                                            file_name=download_name(run, file), mime=mime,
+                                            icon=":material/download:", width="stretch", on_click="ignore",
+                                            key=f"download-{file}")
         if (run.path / "saved_model").is_dir():
-            cols[4].download_button("SavedModel (.zip)", data=lambda: saved_model_zip(run), file_name="saved_model.zip",
-                                    mime="application/zip", icon=":material/download:", width="stretch",
-                                    on_click="ignore", key="download-saved_model")
+            cols[(len(shown) + 1) % 3].download_button(
+                "SavedModel (.zip)", data=lambda: saved_model_zip(run), file_name=download_name(run, "saved_model.zip"),
+                mime="application/zip", icon=":material/download:", width="stretch", on_click="ignore",
+                key="download-saved_model")
+        exports = status.get("exports") if isinstance(status.get("exports"), dict) else {}
+        if unavailable := sorted(str(name) for name, state in exports.items() if state == "unavailable"):
+            st.caption(f"Not made on this server: {', '.join(unavailable)} (its optional converter is not "
+                       "installed; report.json says why).")
 
     st.subheader("Compare two runs")
     pair = st.multiselect("Runs to compare", names, default=names[:2] if len(names) > 1 else names, max_selections=2,
                           key="compare")
     first, second = (find_run(ws, name) for name in pair) if len(pair) == 2 else (None, None)
     if first and second:
-        columns = st.columns(2)
-        for column, other in zip(columns, (first, second), strict=True):
-            with column:
-                row = run_summary(other)
-                st.markdown(f"**`{other.name}`** — {row['state']}")
-                numbers = st.columns(3)
-                accuracy = row["test accuracy"]
-                numbers[0].metric("Test accuracy", "—" if accuracy is None else f"{accuracy:.1f}%")
-                numbers[1].metric("Duration", widgets.duration(row["duration (s)"]))
-                numbers[2].metric("Backbone", row["backbone"])
-                try:
-                    metrics = other.read_metrics()
-                except RetrainError as error:
-                    st.warning(str(error), icon=":material/warning:")
-                    metrics = []
-                if metrics:
-                    st.plotly_chart(charts.curves_figure(metrics, "accuracy"), key=f"compare-{other.name}")
-                else:
-                    st.caption("No training curves yet.")
+        compared = [run_row(first), run_row(second)]
+        # A table, not metrics or a dataframe: every value is shown whole, however long.
+        st.table(pd.DataFrame({row["run"]: [row[name] for name in COMPARED] for row in compared},
+                              index=[name.capitalize() for name in COMPARED]))
+        curves = []
+        for other in (first, second):
+            try:
+                curves += [{**row, "run": other.name} for row in other.read_metrics()]
+            except RetrainError as error:
+                st.warning(str(error), icon=":material/warning:")
+        if curves:
+            left, right = st.columns(2)
+            left.plotly_chart(charts.curves_figure(curves, "accuracy", by="run"), key="compare-accuracy")
+            right.plotly_chart(charts.curves_figure(curves, "loss", by="run"), key="compare-loss")
+        else:
+            st.caption("No training curves yet.")
         differences = config_differences(first, second)
         if differences:
             st.markdown("**Settings that differ**")
-            st.dataframe(pd.DataFrame(differences), hide_index=True, width="stretch", key="differences")
+            st.table(pd.DataFrame(differences).set_index("setting"))
         else:
             st.caption("Both runs used the same settings.")
     elif len(names) < 2:

@@ -19,13 +19,20 @@ from pipeline.config import DEFAULT_PRESET, DatasetConfig, apply_preset
 from pipeline.dataset import Dataset
 from pipeline.errors import RetrainError
 from pipeline.progress import Progress
-from pipeline.runs import RunDir, refreshed_status
+from pipeline.runs import STATE_INFO, RunDir, refreshed_status
 from pipeline.studio.current_dataset import DatasetRead, choose_dataset, dataset_key, read_current_dataset
 from pipeline.studio.datasets import dataset_config
 from pipeline.studio.expiry import expire_now_and_then
 from pipeline.studio.launch import dispatch_queue
 from pipeline.studio.next_run import save_working_config, working_config
-from pipeline.studio.run_history import current_run, forget_missing_run
+from pipeline.studio.run_history import (
+    active_runs,
+    current_run,
+    finished_runs,
+    forget_missing_run,
+    run_dataset_text,
+    run_to_show,
+)
 from pipeline.studio.workspaces import Workspace, is_valid_token, new_token, open_workspace
 
 
@@ -40,6 +47,7 @@ class PageState:
     label_check: tuple[Any, Any] | None = None    # (what was checked, LabelCheck) of Explore
     live_state: str | None = None                 # the run state the live Train view drew last
     confirm_delete: str | None = None             # the run whose deletion waits for an answer
+    chosen_run: tuple[str, str] | None = None     # (newest finished run then, run chosen) on Evaluate
     preview_index: int = 0                        # which photo Configure's augmentation preview shows
     confusion_clicked: tuple[Any, Any] | None = None  # the confusion-matrix cell clicked last
     builder_round: int = 0                        # the builder's upload widgets start fresh after each change
@@ -149,6 +157,48 @@ def require_finished_run(ws: Workspace) -> RunDir:
             go("runs")
         st.stop()
     return run
+
+
+def choose_finished_run(ws: Workspace) -> RunDir:
+    """The finished run Evaluate shows: the one chosen, else the current run when finished, else the newest finished.
+
+    Runs still queued or training are a notice above it, never in the way; with no finished run, say what to do and
+    stop.
+    """
+    current_run_or_notice(ws)  # a current run deleted in another tab: forgotten, with a notice
+    for run in active_runs(ws):
+        words = run_state_words(refreshed_status(run))
+        st.info(f"Run `{run.name}` is not finished yet ({words.lower()}): it appears here when it is. Until then "
+                "this page shows a finished run.", icon=":material/hourglass_top:")
+    finished = finished_runs(ws)
+    if not finished:
+        st.info("No model yet. Train one first, or open a finished run on the Runs page.", icon=":material/info:")
+        left, right = st.columns(2)
+        if left.button("Go to Train", type="primary", icon=":material/model_training:"):
+            go("train")
+        if right.button("Go to Runs", icon=":material/history:"):
+            go("runs")
+        st.stop()
+    names = [run.name for run in finished]
+    state = page_state()
+    # A choice holds until another run finishes: then the newest is shown (it is what the user waited for).
+    chosen = state.chosen_run[1] if state.chosen_run and state.chosen_run[0] == names[0] else None
+    shown = chosen if chosen in names else run_to_show(ws, finished).name
+    if len(names) > 1:
+        key = f"finished_run:{names[0]}"  # a new widget when one more run finishes, so it starts from `shown`
+
+        def remember() -> None:
+            state.chosen_run = (names[0], st.session_state[key])
+
+        shown = st.selectbox("Finished run", names, index=names.index(shown), key=key, on_change=remember,
+                             format_func=lambda name: f"{name} · {run_dataset_text(finished[names.index(name)])}")
+    return finished[names.index(shown)]
+
+
+def run_state_words(status: dict[str, Any]) -> str:
+    """A run state's words for a notice (pipeline.runs.STATE_INFO's)."""
+    info = STATE_INFO.get(status.get("state", ""))
+    return info.words if info else str(status.get("state") or "not started")
 
 
 def keep_queue_moving() -> None:

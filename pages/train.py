@@ -6,12 +6,20 @@ import streamlit as st
 
 from pages import charts, navigation, session, widgets
 from pipeline.errors import RetrainError
+from pipeline.run_rows import format_duration, format_percent
 from pipeline.runs import RunDir, cancel_run, refreshed_status
+from pipeline.stage_progress import run_estimate_line, stage_lines
 from pipeline.studio.launch import queue_place, start_run
-from pipeline.studio.next_run import working_config
-from pipeline.studio.run_history import find_run, is_active, is_waiting_for_slot, workspace_runs
+from pipeline.studio.next_run import preset_label, working_config
+from pipeline.studio.run_history import (
+    find_run,
+    is_active,
+    is_waiting_for_slot,
+    run_dataset_text,
+    test_split_warning,
+    workspace_runs,
+)
 
-REFRESH_SECONDS = 1.5
 
 def show() -> None:
     """The Train page."""
@@ -21,9 +29,10 @@ def show() -> None:
     dataset = session.require_dataset(ws)
     config = working_config(ws)
     summary = session.dataset_summary(ws)
-    preset = session.preset(ws)
+    preset = preset_label(ws, session.preset(ws), config)
 
     with st.container(border=True):
+        st.caption("The next run")
         cols = st.columns(4)
         cols[0].markdown(f"**Dataset**  \n{widgets.plain(summary.get('name', '—'))}")
         cols[1].markdown(f"**Photos**  \n{len(dataset.usable()):,} in {len(dataset.classes)} classes")
@@ -36,7 +45,7 @@ def show() -> None:
     left.caption("Change the backbone or settings on Configure." if not running else
                  "A run is in progress. Starting another one puts it in the queue.")
     if right.button("Start another run" if running else "Start training", type="secondary" if running else "primary",
-                    icon=":material/play_arrow:", width="stretch"):
+                    icon=":material/play_arrow:", width="stretch", key="start_run"):  # one widget whatever its label
         try:
             run = start_run(ws, config, dataset)  # checks the dataset, settings and this workspace's queue first
         except RetrainError as error:
@@ -51,32 +60,39 @@ def show() -> None:
         state = status.get("state", "")
         words = widgets.state_text(status)[1]
         st.subheader(words, anchor=False)
-        st.caption(f"Run `{run.name}`")
+        verb = "trained on" if state == "done" else "trains on" if is_active(status) else "on"
+        st.caption(f"Run `{run.name}` · {verb} {widgets.plain(run_dataset_text(run))}")
         if is_waiting_for_slot(status):
             place = queue_place(run)
             where = f" {widgets.queue_words(place).capitalize()}." if place else ""
             st.info(f"Waiting for a free training slot: another run is training now.{where} This one starts by itself "
                     "when its turn comes.", icon=":material/hourglass_top:")
-        if is_active(status):
-            st.progress(min(max(status.get("progress", 0.0), 0.0), 1.0), text=status.get("step") or words)
+        lines = stage_lines(status)
+        if is_active(status) and not is_waiting_for_slot(status):  # a waiting run's notice above says it all
+            estimate = run_estimate_line(status)
+            st.progress(min(max(status.get("progress", 0.0), 0.0), 1.0),
+                        text=estimate.capitalize() if estimate else "Whole run: no estimate until a stage can be timed")
+            if lines:  # one honest line per stage (runs from before the stage board show their step only)
+                st.markdown("\n".join(f"- {widgets.plain(line)}" for line in lines))
+            elif status.get("step"):
+                st.caption(widgets.plain(status["step"]))
+        elif lines:
+            with st.expander("Stages"):
+                st.markdown("\n".join(f"- {widgets.plain(line)}" for line in lines))
         try:
             rows = run.read_metrics()
         except RetrainError as error:
             st.warning(str(error), icon=":material/warning:")
             rows = []
-        numbers = st.columns(4)
-        if state in ("caching", "augmenting") and status.get("total"):
-            numbers[0].metric("Images read", f"{status.get('done', 0)} / {status['total']}")
-            numbers[1].metric("Speed", f"{status.get('per_second') or 0:.1f} img/s")
-            numbers[2].metric("Time left", widgets.duration(status.get("eta_seconds")))
-        elif rows:
+        if rows:
+            numbers = st.columns(4)
             last = rows[-1]
             total = status.get("total_steps")
             numbers[0].metric("Step", f"{int(last['step'])}" + (f" / {total}" if total else ""))
             numbers[1].metric("Training loss", f"{last['train_loss']:.3f}")
             accuracy = last["val_accuracy"] if last["val_accuracy"] is not None else last["train_accuracy"]
-            numbers[2].metric("Validation accuracy", f"{accuracy:.1%}")
-            numbers[3].metric("Training time", widgets.duration(last["elapsed_seconds"]))
+            numbers[2].metric("Validation accuracy", format_percent(accuracy))
+            numbers[3].metric("Training time", format_duration(last["elapsed_seconds"]))
         if rows:
             left, right = st.columns(2)
             left.plotly_chart(charts.curves_figure(rows, "loss"), key=f"loss-{run.name}")
@@ -89,14 +105,18 @@ def show() -> None:
         elif state == "cancelled":
             st.warning(f"Cancelled: {status.get('message', '')}", icon=":material/cancel:")
         elif state == "done":
-            st.success(f"Finished: test accuracy {status.get('test_accuracy', 0):.1%}.", icon=":material/check_circle:")
+            score = f"Finished: test accuracy {format_percent(status.get('test_accuracy'))}."
+            if warning := test_split_warning(run, status):  # a score from a handful of photos is no success
+                st.warning(f"{score} Too few test images: {widgets.plain(warning)}", icon=":material/warning:")
+            else:
+                st.success(score, icon=":material/check_circle:")
         if is_active(status) and st.button("Cancel this run", icon=":material/stop_circle:", key=f"cancel-{run.name}"):
             cancel_run(run.path)
             st.toast("Cancelling… the run stops after its current batch; cached images are kept.")
         return status
 
 
-    @st.fragment(run_every=REFRESH_SECONDS)
+    @st.fragment(run_every=widgets.REFRESH_SECONDS)
     def live(run_name: str) -> None:
         """Redrawn every few seconds while the run works; a full rerun when its stage changes or it ends."""
         run = find_run(ws, run_name)

@@ -5,7 +5,6 @@ thumbnails, settings widgets built from the config dataclasses, a photo with its
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 from typing import Any
@@ -16,32 +15,20 @@ from pages import session
 from pipeline.config import RunConfig, knob_of
 from pipeline.errors import ImageProblem
 from pipeline.images import thumbnail
-from pipeline.runs import refreshed_status
+from pipeline.runs import NOT_STARTED_INFO, STATE_INFO, UNKNOWN, UNKNOWN_INFO, WAITING_INFO, refreshed_status
 from pipeline.studio.datasets import decision_text, record_decision, undo_decision
 from pipeline.studio.launch import queue_place
-from pipeline.studio.run_history import current_run, is_waiting_for_slot
+from pipeline.studio.run_history import active_runs, current_run, is_waiting_for_slot, run_dataset_text
 from pipeline.studio.workspaces import Workspace
 
-# What each run state means to someone who has never trained a model.
-STATE_TEXT = {
-    "queued": (":material/hourglass_top:", "Queued: waiting to start"),
-    "waiting": (":material/hourglass_top:", "Queued: waiting for a free training slot"),
-    "caching": (":material/memory:", "Reading every image through the backbone"),
-    "augmenting": (":material/auto_awesome:", "Making augmented copies"),
-    "training": (":material/model_training:", "Training"),
-    "evaluating": (":material/fact_check:", "Testing on held-out images"),
-    "exporting": (":material/inventory_2:", "Exporting the model"),
-    "done": (":material/check_circle:", "Finished"),
-    "failed": (":material/error:", "Failed"),
-    "cancelled": (":material/cancel:", "Cancelled"),
-    "unknown": (":material/help:", "Unknown: its status.json is damaged"),
-}
 # What can turn text into a live link, image or styled text in Streamlit's Markdown, backslash-escaped: brackets
 # (links, images, ":red[...]" directives, reference definitions), angle brackets (autolinks, HTML), "@" (e-mail
 # autolinks), backslashes (so no escape is undone); and the ":" of "https:" or "mailto:" and the "." of "www." (GFM
 # autolinks of bare addresses). Everything else stays as typed, so messages read (and compare) as they were.
 LINK_CHARACTERS = re.compile(r"[\\\[\]<>@]")
 BARE_ADDRESS = re.compile(r"\b(https?|mailto|xmpp|www)([:.])", re.IGNORECASE)
+# How often a live part (the sidebar's run, the Train page's run) reads its run again while one is going.
+REFRESH_SECONDS = 1.5
 # Float settings whose natural step is not 0.05.
 FLOAT_STEPS = {"learning_rate": 0.0005, "fine_tune_learning_rate": 1e-5, "rotation": 5.0, "shear": 5.0}
 
@@ -108,13 +95,15 @@ def queue_words(place) -> str:
 
 
 def state_text(status: dict) -> tuple[str, str]:
-    """(icon, words) for a run's state."""
-    state = "waiting" if is_waiting_for_slot(status) else status.get("state", "")
-    return STATE_TEXT.get(state, (":material/radio_button_unchecked:", "Not started"))
+    """(icon, words) for a run's state (the words are pipeline.runs.STATE_INFO's)."""
+    state = status.get("state", "")
+    info = WAITING_INFO if is_waiting_for_slot(status) else UNKNOWN_INFO if state == UNKNOWN else \
+        STATE_INFO.get(state, NOT_STARTED_INFO)
+    return f":material/{info.icon}:", info.words
 
 
 def sidebar(ws: Workspace) -> None:
-    """Always visible: the current dataset and the current run with its state."""
+    """Always visible: the current dataset and the current run with its state (kept live while a run is going)."""
     with st.container():
         if damage := ws.damage():
             st.warning(f"This workspace's saved state was damaged: {damage}", icon=":material/warning:")
@@ -126,17 +115,31 @@ def sidebar(ws: Workspace) -> None:
         else:
             st.caption("None yet — start on the Dataset page.")
         st.markdown("##### Run")
-        session.keep_queue_moving()
-        run = current_run(ws)
-        if run:
-            status = refreshed_status(run)
-            icon, words = state_text(status)
-            st.markdown(f"{icon} **{words}**  \n`{run.name}`")
-            if is_waiting_for_slot(status) and (place := queue_place(run)):
-                st.caption(queue_words(place).capitalize())
-        else:
-            st.caption("No run yet.")
+        going = bool(active_runs(ws))
+        # Polls only while this workspace has a run queued or working; stops (by a full rerun) when none has.
+        st.fragment(sidebar_run, run_every=REFRESH_SECONDS if going else None)(ws, going)
         st.caption("Bookmark this page's address to come back to your dataset and runs.")
+
+
+def sidebar_run(ws: Workspace, was_going: bool) -> None:
+    """The current run's state, its place in the queue and how many runs of this workspace are going."""
+    session.keep_queue_moving()
+    going = active_runs(ws)
+    if was_going and not going:  # the last run just ended: redraw everything (the page too), and stop polling
+        st.rerun()
+    run = current_run(ws)
+    if run:
+        status = refreshed_status(run)
+        icon, words = state_text(status)
+        st.markdown(f"{icon} **{words}**  \n`{run.name}`")
+        st.caption(f"Trained on {plain(run_dataset_text(run))}" if status.get("state") == "done" else
+                   f"Dataset: {plain(run_dataset_text(run))}")
+        if is_waiting_for_slot(status) and (place := queue_place(run)):
+            st.caption(queue_words(place).capitalize())
+    else:
+        st.caption("No run yet.")
+    if len(going) > 1 or (going and (run is None or going[0].name != run.name)):
+        st.caption(f"{len(going)} run(s) of this workspace queued or training.")
 
 
 def knob_input(section: str, values: Any, name: str, label: str | None = None) -> Any:
@@ -206,10 +209,3 @@ def decision_row(ws: Workspace, image: dict[str, Any], classes: list[str], overr
 def _relabel_as_chosen(ws: Workspace, file: str, key: str) -> None:
     if chosen := st.session_state.get(key):
         record_decision(ws, file, label=str(chosen))
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None or math.isnan(seconds):
-        return "—"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"

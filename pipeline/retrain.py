@@ -33,13 +33,10 @@ from pipeline.images import bytes_for_model
 from pipeline.manifest import as_queued, write_manifest
 from pipeline.progress import Progress, ProgressCallback
 from pipeline.run_dataset import summarize_dataset, write_run_dataset
-from pipeline.runs import RunDir, job_slot, max_jobs, process_started
+from pipeline.runs import STATE_INFO, RunDir, job_slot, max_jobs, process_started
 from pipeline.settings import cache_root, default_bottleneck_dir
 from pipeline.stage_progress import EXPORT_PREFIX, StageBoard, run_stage_keys, stage_title
 
-# Share of the progress bar each stage fills, roughly by how long it takes on a cold cache.
-STAGE_SPAN = {"caching": (0.0, 0.6), "augmenting": (0.6, 0.7), "training": (0.7, 0.9),
-              "evaluating": (0.9, 0.93), "exporting": (0.93, 1.0)}
 PARITY_IMAGES = 16  # test images each export is reloaded and checked on
 REPRESENTATIVE_IMAGES = 100  # training images full int8 quantization calibrates on
 
@@ -80,7 +77,7 @@ class RunContext:
     board: StageBoard = field(default_factory=lambda: StageBoard([]))
 
     def status(self, state: str, fraction: float, step: str, message: str = "", **details) -> None:
-        low, high = STAGE_SPAN.get(state, (0.0, 1.0))
+        low, high = STATE_INFO[state].span if state in STATE_INFO else (0.0, 1.0)
         if self.exports:
             details["exports"] = dict(self.exports)
         details.update(self.board.to_status())

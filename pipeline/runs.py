@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline import settings
 from pipeline.errors import RetrainError, RunCancelled
@@ -29,7 +29,34 @@ try:
 except ImportError:  # Windows: the engine imports (predict, inspect), but training needs POSIX file locks
     fcntl = None
 
-STATES = ("queued", "caching", "augmenting", "training", "evaluating", "exporting", "done", "failed", "cancelled")
+
+
+class StateInfo(NamedTuple):
+    """What a run state means to someone who has never trained a model, its Material icon, and the share of the
+    progress bar it fills (roughly by how long it takes on a cold cache)."""
+
+    words: str
+    icon: str
+    span: tuple[float, float] = (0.0, 1.0)
+
+
+# Every state a run writes, in order: the one list the engine checks states against and the app shows the words of.
+STATE_INFO = {
+    "queued": StateInfo("Queued: waiting to start", "hourglass_top"),
+    "caching": StateInfo("Reading every image through the backbone", "memory", (0.0, 0.6)),
+    "augmenting": StateInfo("Making augmented copies", "auto_awesome", (0.6, 0.7)),
+    "training": StateInfo("Training", "model_training", (0.7, 0.9)),
+    "evaluating": StateInfo("Testing on held-out images", "fact_check", (0.9, 0.93)),
+    "exporting": StateInfo("Exporting the model", "inventory_2", (0.93, 1.0)),
+    "done": StateInfo("Finished", "check_circle"),
+    "failed": StateInfo("Failed", "error"),
+    "cancelled": StateInfo("Cancelled", "cancel"),
+}
+STATES = tuple(STATE_INFO)
+# Shown, never written: a queued run that said it waits for a slot, and a status.json that cannot be read.
+WAITING_INFO = StateInfo("Queued: waiting for a free training slot", "hourglass_top")
+UNKNOWN_INFO = StateInfo("Unknown: its status.json is damaged", "help")
+NOT_STARTED_INFO = StateInfo("Not started", "radio_button_unchecked")
 # "unknown" is never written: it is what a damaged status.json reads as. Nothing is known to run it, so it
 # counts as finished (it can be deleted or rerun, and takes no place in a queue).
 UNKNOWN = "unknown"

@@ -202,10 +202,20 @@ def test_two_sessions_train_at_once_and_stay_apart(server, browser, tmp_path):
     while not any(page.get_by_text("another run is training now").count() for _, _, page in sessions):
         assert time.monotonic() < deadline, "neither session showed the queue"
         time.sleep(0.3)
-    shot(next(page for _, _, page in sessions if page.get_by_text("another run is training now").count()),
-         "two-sessions-queued")
+    waiting = next(page for _, _, page in sessions if page.get_by_text("another run is training now").count())
+    working = next(page for _, _, page in sessions if page is not waiting)
+    shot(waiting, "two-sessions-queued")
+    # A reload during the run shows it going on, stage by stage, without a click.
+    working.reload()
+    wait_for_text(working, "reading the dataset")
+    wait_for_text(working, "loading the backbone")
+    shot(working, "train-mid-run")
+    # Neither page is touched from here: each reaches its final state by itself, the sidebar with it.
     for name, _, page in sessions:
         wait_for_text(page, "Finished: test accuracy", timeout=TRAINING_TIMEOUT_MS)
+        page.get_by_test_id("stSidebar").get_by_text("Finished").first.wait_for(timeout=10_000)
+        assert "trained on " + name in page.inner_text("body"), name
+        assert "Waiting for a free training slot" not in page.inner_text("body"), name
         shot(page, f"two-sessions-{name}-train")
 
     tokens = [re.search(r"ws=([A-Za-z0-9_-]{22})", page.url).group(1) for _, _, page in sessions]
@@ -218,6 +228,14 @@ def test_two_sessions_train_at_once_and_stay_apart(server, browser, tmp_path):
         body = page.inner_text("body")
         assert own[0] in body and other[0] not in body, name
         assert name in page.get_by_test_id("stSidebar").inner_text()
+        for label, file in [("Bundle (.zip)", "bundle.zip"), ("labels.txt", "labels.txt")]:
+            with page.expect_download() as download_info:
+                click(page, label)
+            assert download_info.value.suggested_filename == f"{own[0]}-{file}", label
+        shot(page, f"two-sessions-{name}-runs")
+        page.get_by_role("link", name="Evaluate").click()
+        wait_for_text(page, "Confusion matrix")
+        shot(page, f"two-sessions-{name}-evaluate")
         context.close()
 
 

@@ -34,9 +34,9 @@ from pipeline.errors import RetrainError
 from pipeline.evaluate import Report
 from pipeline.records import DamagedFile, read_labels, read_workspace_state
 from pipeline.retrain import retrain
+from pipeline.run_rows import run_row
 from pipeline.runs import RUN_MARKER, RunDir, refreshed_status
 from pipeline.studio.launch import start_run
-from pipeline.studio.run_history import run_summary
 from pipeline.studio.workspaces import new_token, open_workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,7 +196,7 @@ def test_every_file_read_back_damaged_is_a_clear_answer(studio, restore, name, h
         status = read_back(studio, name)
         assert status["state"] == "unknown" and "status.json" in status["message"], status
         assert "delete it or rerun" in status["message"]
-        assert run_summary(studio["run"])["state"] == "unknown"
+        assert run_row(studio["run"])["state"] == "unknown"
     elif name == "metrics.csv" and how == "truncated":  # a half-written last line: the whole lines are kept
         rows = read_back(studio, name)
         assert 0 < len(rows) < len(studio["pristine"][name].splitlines()) - 1

@@ -18,6 +18,7 @@ from pipeline.config import AugmentConfig, DatasetConfig, RunConfig
 from pipeline.dataset import load_dataset
 from pipeline.errors import RetrainError
 from pipeline.evaluate import Prediction, cell_images
+from pipeline.run_rows import run_row
 from pipeline.runs import RunDir
 from pipeline.studio.datasets import (
     dataset_config,
@@ -40,7 +41,6 @@ from pipeline.studio.run_history import (
     forget_missing_run,
     is_waiting_for_slot,
     new_run_name,
-    run_summary,
     saved_model_zip,
     workspace_runs,
 )
@@ -364,7 +364,7 @@ def test_new_workspaces_start_from_the_quick_preset(root):
     assert config.train.epochs == 15 and config.train.early_stopping == 4
 
 
-def test_run_summary_and_differences(root, tmp_path):
+def test_run_row_and_differences(root, tmp_path):
     workspace = open_workspace(new_token())
     runs = []
     for name, epochs in [("a", 5), ("b", 9)]:
@@ -375,8 +375,9 @@ def test_run_summary_and_differences(root, tmp_path):
         config.save(run.config)
         run.write_status("done", 1.0, "done", test_accuracy=0.875, pid=os.getpid())
         runs.append(run)
-    row = run_summary(runs[0])
-    assert row["state"] == "done" and row["test accuracy"] == 87.5 and row["dataset"] == "shapes"
+    row = run_row(runs[0])
+    assert row["state"] == "done" and row["test accuracy"] == "87.5%" and row["dataset"] == "unknown dataset"
+    assert "None" not in row.values()
     assert config_differences(*runs) == [{"setting": "train.epochs", "a": "5", "b": "9"}]
     with pytest.raises(RetrainError, match="no SavedModel"):
         saved_model_zip(runs[0])

@@ -11,6 +11,7 @@ from pipeline.config import DatasetConfig, RunConfig
 from pipeline.dataset import Dataset, require_trainable
 from pipeline.errors import RetrainError
 from pipeline.files import describe_write_error
+from pipeline.run_dataset import summarize_dataset, write_run_dataset
 from pipeline.run_queue import RunQueue
 from pipeline.runs import RunDir, max_jobs, refreshed_status
 from pipeline.settings import default_bottleneck_dir
@@ -47,6 +48,8 @@ def start_run(workspace: Workspace, config: RunConfig, images: Dataset | None = 
         run = RunDir(workspace.runs / new_run_name())
         try:
             run.path.mkdir(parents=True)
+            if images is not None:  # a queued run already says what it trains on; the run rewrites it once read
+                write_run_dataset(run.path, summarize_dataset(images, dataset))
             _write_run(workspace, run, config, dataset)
         except OSError as error:  # a full disk, most likely: say so on the page, not as a traceback
             shutil.rmtree(run.path, ignore_errors=True)  # ours, made above: a refused run leaves nothing behind

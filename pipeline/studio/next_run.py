@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pipeline.config import DEFAULT_PRESET, RunConfig, apply_preset
+from pipeline.config import DEFAULT_PRESET, PRESETS, RunConfig, apply_preset
 from pipeline.errors import RetrainError
 from pipeline.studio.datasets import dataset_config
 from pipeline.studio.workspaces import Workspace
@@ -35,3 +35,19 @@ def resolved_config(workspace: Workspace, config: RunConfig) -> RunConfig:
     if dataset is None:
         return config
     return RunConfig.from_dict({**config.to_dict(), "dataset": dataclasses.asdict(dataset)})
+
+
+def preset_label(workspace: Workspace, preset: str, config: RunConfig | None = None) -> str:
+    """What the settings are called: the preset ("Quick") while they are exactly it, "Quick (edited)" once a setting
+    the preset leaves alone was changed, "Custom" once one the preset sets was."""
+    config = working_config(workspace) if config is None else config
+    if preset not in PRESETS:
+        return "Custom"
+    chosen = PRESETS[preset]
+    if any(getattr(getattr(config, section), name) != value
+           for section, values in chosen.items() for name, value in values.items()):
+        return "Custom"
+    untouched = apply_preset(RunConfig(), preset)
+    if any(getattr(config, section) != getattr(untouched, section) for section in ("train", "augment")):
+        return f"{preset} (edited)"
+    return preset

@@ -1,5 +1,5 @@
-"""A workspace's runs: listed, found by name (names from the URL or state are checked, not trusted), summarized
-for the Runs table, compared, downloaded."""
+"""A workspace's runs: listed, found by name (names from the URL or state are checked, not trusted), the one a page
+shows first, what each was trained on, compared, downloaded (the Runs table's cells are pipeline.run_rows')."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import RetrainError
-from pipeline.manifest import trained_images
 from pipeline.records import DamagedFile, read_config
+from pipeline.run_dataset import dataset_line, run_dataset_summary
 from pipeline.runs import FINISHED, RunDir, list_runs, refreshed_status
 from pipeline.studio.workspaces import Workspace
 
@@ -52,20 +52,50 @@ def forget_missing_run(workspace: Workspace) -> str | None:
     return None
 
 
-def run_summary(run: RunDir) -> dict[str, Any]:
-    """One row of the Runs table: name, state, accuracy, duration, backbone, epochs, dataset, started."""
-    status = refreshed_status(run)
-    config = _config_dict(run)
-    train, dataset = config.get("train", {}), config.get("dataset", {})
-    started, finished = status.get("started"), status.get("finished") or status.get("updated")
-    accuracy = status.get("test_accuracy")
-    return {"run": run.name, "state": status.get("state", "not started"),
-            "test accuracy": None if accuracy is None else round(100 * accuracy, 1),
-            "duration (s)": round(finished - started) if started and finished else None,
-            "backbone": Path(train.get("architecture") or "").name, "epochs": train.get("epochs"),
-            "images": trained_images(run.path),
-            "dataset": Path(dataset.get("image_dir") or dataset.get("zip") or "").name.removesuffix(".unpacked"),
-            "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else ""}
+def run_dataset_text(run: RunDir) -> str:
+    """The dataset the run was trained on, as one line: "ants_bees · 397 images · 2 classes" (never raises)."""
+    return dataset_line(run_dataset_summary(run.path))
+
+
+def finished_runs(workspace: Workspace) -> list[RunDir]:
+    """The runs that finished with a report (what Evaluate can show), newest first."""
+    return [run for run in workspace_runs(workspace)
+            if refreshed_status(run).get("state") == "done" and run.report.is_file()]
+
+
+def active_runs(workspace: Workspace) -> list[RunDir]:
+    """The runs queued or working, newest first."""
+    return [run for run in workspace_runs(workspace) if is_active(refreshed_status(run))]
+
+
+def run_to_show(workspace: Workspace, finished: list[RunDir]) -> RunDir | None:
+    """The finished run a page shows first: the current run when it has finished, else the newest finished one."""
+    current = current_run(workspace)
+    names = [run.name for run in finished]
+    if current is not None and current.name in names:
+        return current
+    return finished[0] if finished else None
+
+
+def test_split_warning(run: RunDir, status: dict[str, Any] | None = None) -> str | None:
+    """Why the run's test score means little (too few test images), with what to do; None when it is fine.
+
+    Read from status.json, else report.json (runs whose status was rewritten since)."""
+    status = refreshed_status(run) if status is None else status
+    if isinstance(warning := status.get("test_split_warning"), str):
+        return warning
+    try:
+        from pipeline.records import read_json_record
+
+        warning = read_json_record(run.report, "", default={}).get("test_split_warning")  # report.extra, flattened
+    except (RetrainError, OSError, ValueError):
+        return None
+    return warning if isinstance(warning, str) else None
+
+
+def download_name(run: RunDir, file: str) -> str:
+    """What a run's file is called when downloaded: "<run>-model.tflite", so two runs' files never collide."""
+    return f"{run.name}-{file}"
 
 
 def _config_dict(run: RunDir) -> dict[str, Any]:
