@@ -51,15 +51,18 @@ from pages import navigation, session, widgets
 from pipeline.studio.hosting import use_hosted_defaults
 
 # The favicon is a file of ours: a Material-icon favicon is fetched from the internet by the browser.
-st.set_page_config(page_title="Retrain Studio", page_icon=str(Path(__file__).parent / ".streamlit" / "favicon.png"),
-                   layout="wide")
+st.set_page_config(
+    page_title="Retrain Studio", page_icon=str(Path(__file__).parent / ".streamlit" / "favicon.png"), layout="wide"
+)
 
 use_hosted_defaults()  # before any image is decoded; runs started from here inherit it
 if "share" in st.query_params:  # a share link: one read-only page; no workspace is opened or made, no sidebar
     from pages import shared
 
-    st.navigation([st.Page(shared.show, title="Shared model", icon=":material/share:", url_path="shared",
-                           default=True)], position="hidden").run()
+    st.navigation(
+        [st.Page(shared.show, title="Shared model", icon=":material/share:", url_path="shared", default=True)],
+        position="hidden",
+    ).run()
 else:
     page = st.navigation(navigation.sections())
     workspace = session.open_session_workspace()

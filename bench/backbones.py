@@ -63,19 +63,32 @@ def cold_extraction(items: Sequence[ExtractItem], architecture: str, on: str | N
 
 def extraction_rates(items: Sequence[ExtractItem], architecture: str, reps: int, workdir: Path) -> dict[str, float]:
     """Median images per second of cold extraction with LiteRT and with TensorFlow, interleaved."""
-    runs = interleaved(reps, {
-        "litert": lambda _: cold_extraction(items, architecture, None, workdir),
-        "tensorflow": lambda _: cold_extraction(items, architecture, TENSORFLOW, workdir)})
+    runs = interleaved(
+        reps,
+        {
+            "litert": lambda _: cold_extraction(items, architecture, None, workdir),
+            "tensorflow": lambda _: cold_extraction(items, architecture, TENSORFLOW, workdir),
+        },
+    )
     return {name: median([run.per_second for run in values]) for name, values in runs.items()}
 
 
-def default_run(image_dir: Path, architecture: str, workdir: Path, prediction_paths: list[str],
-                train: dict | None = None, bottleneck_dir: Path | None = None) -> dict[str, float]:
+def default_run(
+    image_dir: Path,
+    architecture: str,
+    workdir: Path,
+    prediction_paths: list[str],
+    train: dict | None = None,
+    bottleneck_dir: Path | None = None,
+) -> dict[str, float]:
     """A whole default run (in a cold cache of its own unless given one): accuracy, model size, predict p50."""
     bottleneck_dir = bottleneck_dir or workdir / f"bottlenecks-{architecture}"
     config = whole_runs.run_config(image_dir, bottleneck_dir, architecture, None, train)
     result = whole_runs.timed_run(config, workdir / "runs" / f"default-{architecture}")
     times = whole_runs.prediction_milliseconds(result.run_dir, prediction_paths)
-    return {"test_accuracy": result.report.test_accuracy, "seconds": result.seconds,
-            "model_mb": (result.run_dir / "model.keras").stat().st_size / 1e6,
-            "predict_p50_ms": whole_runs.percentile(times, 50)}
+    return {
+        "test_accuracy": result.report.test_accuracy,
+        "seconds": result.seconds,
+        "model_mb": (result.run_dir / "model.keras").stat().st_size / 1e6,
+        "predict_p50_ms": whole_runs.percentile(times, 50),
+    }

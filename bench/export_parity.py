@@ -29,8 +29,9 @@ def measure(run_dir: Path, paths: list[str]) -> dict[str, float]:
     expected = _batched(predictor.probabilities, prepared)
     loaded = tf.saved_model.load(str(run_dir / "saved_model" / "1"))
     encoded = [read_bytes(path) for path in paths]
-    by_bytes = np.concatenate([predict_saved_model_bytes(loaded, encoded[i:i + BATCH])[0]
-                               for i in range(0, len(encoded), BATCH)])
+    by_bytes = np.concatenate(
+        [predict_saved_model_bytes(loaded, encoded[i : i + BATCH])[0] for i in range(0, len(encoded), BATCH)]
+    )
     figures = _agreement("bytes", by_bytes, expected)
     # model.keras on whole photos against predict's pixel path (Predictor.predict_image: Pillow's crop and resize).
     model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
@@ -43,15 +44,18 @@ def measure(run_dir: Path, paths: list[str]) -> dict[str, float]:
     if (run_dir / FILES["onnx"]).exists():
         from pipeline.onnx_export import onnx_probabilities
 
-        figures.update(_agreement("onnx", _batched(lambda x: onnx_probabilities(run_dir / FILES["onnx"], x),
-                                                   prepared), expected))
+        figures.update(
+            _agreement("onnx", _batched(lambda x: onnx_probabilities(run_dir / FILES["onnx"], x), prepared), expected)
+        )
     return figures
 
 
 def _batched(forward, images: np.ndarray) -> np.ndarray:
-    return np.concatenate([forward(images[i:i + BATCH]) for i in range(0, len(images), BATCH)])
+    return np.concatenate([forward(images[i : i + BATCH]) for i in range(0, len(images), BATCH)])
 
 
 def _agreement(name: str, got: np.ndarray, expected: np.ndarray) -> dict[str, float]:
-    return {f"{name}_top1_agreement": float((got.argmax(1) == expected.argmax(1)).mean()),
-            f"{name}_max_prob_diff": float(np.abs(got - expected).max())}
+    return {
+        f"{name}_top1_agreement": float((got.argmax(1) == expected.argmax(1)).mean()),
+        f"{name}_max_prob_diff": float(np.abs(got - expected).max()),
+    }

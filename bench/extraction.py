@@ -40,7 +40,7 @@ class ForwardPass:
     def throughput(self) -> Throughput:
         with Stopwatch() as watch:
             for start in range(0, len(self.images), BATCH):
-                self.forward(self.images[start:start + BATCH]).numpy()
+                self.forward(self.images[start : start + BATCH]).numpy()
         return Throughput(len(self.images), watch.seconds, watch.cpu_seconds)
 
 

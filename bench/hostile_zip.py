@@ -40,8 +40,8 @@ print(json.dumps({{"before_mb": before / 1024, "peak_mb": peak / 1024, "rows": l
 
 @dataclass
 class Usage:
-    peak_rss_mb: float        # the process's peak resident memory
-    decode_mb: float          # of which the check added (peak minus after imports)
+    peak_rss_mb: float  # the process's peak resident memory
+    decode_mb: float  # of which the check added (peak minus after imports)
 
 
 def hostile_zip(folder: Path, max_pixels: int) -> Path:
@@ -91,7 +91,14 @@ if __name__ == "__main__":  # this stage alone: python bench/hostile_zip.py [PIX
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as scratch:
         budgeted, unbounded = measure(Path(scratch), cap)
-    print(json.dumps({"pixels_per_image": cap, "hostile_zip_peak_rss_mb": round(budgeted.peak_rss_mb, 1),
-                      "hostile_zip_unbudgeted_peak_rss_mb": round(unbounded.peak_rss_mb, 1),
-                      "hostile_zip_unbudgeted_vs_budgeted": round(unbounded.decode_mb / max(budgeted.decode_mb, 1), 2),
-                      "load_average_1min_at_start": load}))
+    print(
+        json.dumps(
+            {
+                "pixels_per_image": cap,
+                "hostile_zip_peak_rss_mb": round(budgeted.peak_rss_mb, 1),
+                "hostile_zip_unbudgeted_peak_rss_mb": round(unbounded.peak_rss_mb, 1),
+                "hostile_zip_unbudgeted_vs_budgeted": round(unbounded.decode_mb / max(budgeted.decode_mb, 1), 2),
+                "load_average_1min_at_start": load,
+            }
+        )
+    )

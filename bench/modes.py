@@ -24,18 +24,18 @@ SMOKE_LAYER = "features"  # the tiny smoke backbone's bottleneck layer
 @dataclass(frozen=True)
 class Mode:
     name: str
-    per_class: int | None                # flowers images per class (None: all); 0: generated images
-    speed_images: int                    # images for the forward / extraction figures
-    per_image_images: int                # images run one at a time (retrain.py's way); it is slow
-    fit_images: int                      # examples in the frozen-base fit epoch and its cache twin
-    head_steps: int                      # steps of the head-training figure (4,000 is the claim)
-    predictions: int                     # single-image predictions timed for p50 / p95
-    reps: int                            # repetitions of the short figures (the median is reported)
-    rerun_reps: int                      # repetitions of each warm whole run
-    train: dict = field(default_factory=dict)    # TrainConfig overrides for every whole run
+    per_class: int | None  # flowers images per class (None: all); 0: generated images
+    speed_images: int  # images for the forward / extraction figures
+    per_image_images: int  # images run one at a time (retrain.py's way); it is slow
+    fit_images: int  # examples in the frozen-base fit epoch and its cache twin
+    head_steps: int  # steps of the head-training figure (4,000 is the claim)
+    predictions: int  # single-image predictions timed for p50 / p95
+    reps: int  # repetitions of the short figures (the median is reported)
+    rerun_reps: int  # repetitions of each warm whole run
+    train: dict = field(default_factory=dict)  # TrainConfig overrides for every whole run
     augment: dict = field(default_factory=lambda: {"flip_left_right": True, "random_crop": 10, "augment_copies": 2})
-    backbone_images: int = 256           # images per cold extraction of the per-backbone table (each runtime)
-    grocery: bool = False                # also a default Lite2 run on the grocery set's official split
+    backbone_images: int = 256  # images per cold extraction of the per-backbone table (each runtime)
+    grocery: bool = False  # also a default Lite2 run on the grocery set's official split
 
     @property
     def subset(self) -> bool:
@@ -44,13 +44,45 @@ class Mode:
 
 
 MODES = {
-    "full": Mode("full", per_class=None, speed_images=1024, per_image_images=256, fit_images=1024, head_steps=4000,
-                 predictions=100, reps=3, rerun_reps=3, backbone_images=128, grocery=True),
-    "quick": Mode("quick", per_class=60, speed_images=256, per_image_images=64, fit_images=256, head_steps=4000,
-                  predictions=30, reps=3, rerun_reps=2, backbone_images=64),
-    "smoke": Mode("smoke", per_class=0, speed_images=12, per_image_images=3, fit_images=12, head_steps=20,
-                  predictions=3, reps=1, rerun_reps=1, train={"epochs": 3, "learning_rate": 0.01}, backbone_images=6,
-                  augment={"flip_left_right": True, "random_crop": 10, "augment_copies": 1}),
+    "full": Mode(
+        "full",
+        per_class=None,
+        speed_images=1024,
+        per_image_images=256,
+        fit_images=1024,
+        head_steps=4000,
+        predictions=100,
+        reps=3,
+        rerun_reps=3,
+        backbone_images=128,
+        grocery=True,
+    ),
+    "quick": Mode(
+        "quick",
+        per_class=60,
+        speed_images=256,
+        per_image_images=64,
+        fit_images=256,
+        head_steps=4000,
+        predictions=30,
+        reps=3,
+        rerun_reps=2,
+        backbone_images=64,
+    ),
+    "smoke": Mode(
+        "smoke",
+        per_class=0,
+        speed_images=12,
+        per_image_images=3,
+        fit_images=12,
+        head_steps=20,
+        predictions=3,
+        reps=1,
+        rerun_reps=1,
+        train={"epochs": 3, "learning_rate": 0.01},
+        backbone_images=6,
+        augment={"flip_left_right": True, "random_crop": 10, "augment_copies": 1},
+    ),
 }
 SMOKE_CLASSES = ("red", "green", "blue")
 SMOKE_PER_CLASS = 8
@@ -104,8 +136,9 @@ def smoke_backbone(workdir: Path) -> str:
     inputs = keras.Input((32, 32, 3), name="image")
     scaled = keras.layers.Rescaling(1 / 255.0)(inputs)
     conv = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(scaled)
-    features = keras.layers.Concatenate(name=SMOKE_LAYER)([
-        keras.layers.GlobalAveragePooling2D()(scaled), keras.layers.GlobalAveragePooling2D()(conv)])
+    features = keras.layers.Concatenate(name=SMOKE_LAYER)(
+        [keras.layers.GlobalAveragePooling2D()(scaled), keras.layers.GlobalAveragePooling2D()(conv)]
+    )
     outputs = keras.layers.Dense(3, activation="softmax")(features)
     path = workdir / "smoke_backbone.keras"
     keras.Model(inputs, outputs).save(path)

@@ -21,8 +21,18 @@ from PIL import Image
 from pipeline.images import decode_image
 from pipeline.near_duplicates import hamming, perceptual_hash
 
-VARIANTS = [(10, 1.0), (20, 0.4), (30, 0.5), (40, 0.6), (50, 0.75), (60, 1.5), (70, 0.9), (80, 1.25), (90, 0.3),
-            (95, 1.0)]
+VARIANTS = [
+    (10, 1.0),
+    (20, 0.4),
+    (30, 0.5),
+    (40, 0.6),
+    (50, 0.75),
+    (60, 1.5),
+    (70, 0.9),
+    (80, 1.25),
+    (90, 0.3),
+    (95, 1.0),
+]
 
 
 def reencoded(image: Image.Image, quality: int, scale: float) -> np.ndarray:
@@ -42,11 +52,12 @@ def main(folder: str) -> None:
         original = perceptual_hash(np.asarray(image))
         moved += [hamming(original, perceptual_hash(reencoded(image, q, s))) for q, s in VARIANTS]
     print(f"copies: most bits moved {max(moved)}, 99th percentile {np.percentile(moved, 99):.0f}")
-    hashes = np.array([int(perceptual_hash(np.asarray(Image.open(p).convert("RGB"))), 16) for p in files],
-                      dtype=np.uint64)
+    hashes = np.array(
+        [int(perceptual_hash(np.asarray(Image.open(p).convert("RGB"))), 16) for p in files], dtype=np.uint64
+    )
     counts = np.zeros(65, dtype=int)
     for i in range(len(hashes)):
-        xor = np.bitwise_xor(hashes[i + 1:], hashes[i])
+        xor = np.bitwise_xor(hashes[i + 1 :], hashes[i])
         bits = np.unpackbits(xor.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
         counts += np.bincount(bits, minlength=65)
     within = np.cumsum(counts)

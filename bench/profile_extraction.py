@@ -40,8 +40,12 @@ def decode_only(items, size: int) -> Throughput:
         image.set_shape((size, size, 3))
         return image
 
-    dataset = (tf.data.Dataset.range(len(items)).map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-               .batch(32).prefetch(2))
+    dataset = (
+        tf.data.Dataset.range(len(items))
+        .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .batch(32)
+        .prefetch(2)
+    )
     with Stopwatch() as watch:
         for _ in dataset:
             pass
@@ -84,21 +88,29 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="profile-extraction-") as folder:
         workdir = Path(folder)
-        runs = interleaved(args.reps, {
-            "forward pass alone": lambda _: forward.throughput(),
-            "decode stage alone": lambda _: decode_only(items, backbone.input_size),
-            "cache_bottlenecks as is": lambda _: extraction.extract_throughput(items, backbone, workdir),
-            "cache_bottlenecks, forward compiled once": extract_compiled_once,
-            "retrace of a new compiled_forward": lambda _: retrace_cost(backbone, compiled_once, images)})
+        runs = interleaved(
+            args.reps,
+            {
+                "forward pass alone": lambda _: forward.throughput(),
+                "decode stage alone": lambda _: decode_only(items, backbone.input_size),
+                "cache_bottlenecks as is": lambda _: extraction.extract_throughput(items, backbone, workdir),
+                "cache_bottlenecks, forward compiled once": extract_compiled_once,
+                "retrace of a new compiled_forward": lambda _: retrace_cost(backbone, compiled_once, images),
+            },
+        )
     print(f"\n{len(items)} flowers images, median of {args.reps}; load average now {os.getloadavg()[0]:.1f}")
     print(f"{'':44}{'images/s':>10}{'CPU ms/image':>14}")
     for name, values in runs.items():
         if name.startswith("retrace"):
-            print(f"{name:44}{median([v.seconds for v in values]):>9.2f}s wall, "
-                  f"{median([v.cpu_seconds for v in values]):.2f}s CPU per call")
+            print(
+                f"{name:44}{median([v.seconds for v in values]):>9.2f}s wall, "
+                f"{median([v.cpu_seconds for v in values]):.2f}s CPU per call"
+            )
         else:
-            print(f"{name:44}{median([v.per_second for v in values]):>10.1f}"
-                  f"{median([v.cpu_ms_per_image for v in values]):>14.2f}")
+            print(
+                f"{name:44}{median([v.per_second for v in values]):>10.1f}"
+                f"{median([v.cpu_ms_per_image for v in values]):>14.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,10 @@ def main(folder: str) -> None:
         started = time.monotonic()
         again = load_dataset(config, check_images=True, check_store=store)
         reopen = time.monotonic() - started
-    print(f"{len(first.table)} files: full check {full:.2f}s ({first.files_checked} opened), reopen {reopen:.2f}s "
-          f"({again.files_checked} opened), {full / reopen:.0f}x; load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"{len(first.table)} files: full check {full:.2f}s ({first.files_checked} opened), reopen {reopen:.2f}s "
+        f"({again.files_checked} opened), {full / reopen:.0f}x; load average {os.getloadavg()[0]:.2f}"
+    )
 
 
 if __name__ == "__main__":

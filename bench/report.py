@@ -14,7 +14,7 @@ SUBSET_PREFIX = "quick_"  # figures measured on a fixed subset of flowers, not a
 
 @dataclass(frozen=True)
 class Goal:
-    compare: str   # "<", "<=", ">=" or ">"
+    compare: str  # "<", "<=", ">=" or ">"
     target: float
 
     def met(self, value: float) -> bool:
@@ -51,8 +51,13 @@ def machine() -> dict[str, str]:
     """What the numbers depend on: CPU, cores, TensorFlow, and when."""
     import tensorflow as tf
 
-    return {"cpu": cpu_model(), "cores": str(os.cpu_count()), "tensorflow": tf.__version__,
-            "python": platform.python_version(), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    return {
+        "cpu": cpu_model(),
+        "cores": str(os.cpu_count()),
+        "tensorflow": tf.__version__,
+        "python": platform.python_version(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
 def cpu_model() -> str:
@@ -83,14 +88,25 @@ def goal_cells(name: str, value: float | None, judged: bool = True) -> tuple[str
     return str(goal), "yes" if goal.met(value) else "**no**"
 
 
-def write_markdown(path: Path, figures: dict[str, float | None], how: dict[str, str], extras: dict[str, float],
-                   context: dict[str, str], failures: dict[str, str],
-                   per_backbone: dict[str, dict[str, float]] | None = None) -> None:
+def write_markdown(
+    path: Path,
+    figures: dict[str, float | None],
+    how: dict[str, str],
+    extras: dict[str, float],
+    context: dict[str, str],
+    failures: dict[str, str],
+    per_backbone: dict[str, dict[str, float]] | None = None,
+) -> None:
     """results.md: the figures against their goals, figures kept for the record, then the machine and command."""
-    lines = [f"# Benchmark results ({context['mode']})", "",
-             "Each figure is the median of its repetitions where it is short enough to repeat; the two sides of",
-             "every ratio were measured back to back, interleaved, so machine load falls on both alike.", "",
-             "| figure | value | goal | met? | how |", "|---|---|---|---|---|"]
+    lines = [
+        f"# Benchmark results ({context['mode']})",
+        "",
+        "Each figure is the median of its repetitions where it is short enough to repeat; the two sides of",
+        "every ratio were measured back to back, interleaved, so machine load falls on both alike.",
+        "",
+        "| figure | value | goal | met? | how |",
+        "|---|---|---|---|---|",
+    ]
     for name, value in figures.items():
         goal, met = goal_cells(name, value, judged=context["mode"] != "smoke")
         lines.append(f"| `{name}` | {format_value(value)} | {goal} | {met} | {how.get(name, '')} |")

@@ -56,19 +56,48 @@ from pipeline.backbones.runtime import LITERT, runtime_for  # noqa: E402
 
 DEFAULT_OUTPUT = REPO / "bench" / "results.md"
 # The JSON keys, in the order of the issue's table (`flowers_*` become `quick_flowers_*` on a subset).
-FIGURES = ["forward_images_per_second", "extract_images_per_second", "extract_vs_forward",
-           "litert_extract_vs_tf_forward",
-           "per_image_images_per_second", "extract_vs_per_image", "frozen_fit_epoch_seconds", "cache_vs_frozen_fit",
-           "head_4000_steps_seconds", "warm_rerun_seconds", "augmented_warm_vs_plain_warm", "flowers_test_accuracy",
-           "flowers_test_accuracy_seed0", "flowers_first_model_seconds", "predict_p50_ms", "predict_p95_ms",
-           "cache_peak_rss_mb", "flowers_test_accuracy_lite2", "grocery_test_accuracy_lite2",
-           "hostile_zip_peak_rss_mb", "flowers_bytes_top1_agreement", "flowers_bytes_max_prob_diff"]
+FIGURES = [
+    "forward_images_per_second",
+    "extract_images_per_second",
+    "extract_vs_forward",
+    "litert_extract_vs_tf_forward",
+    "per_image_images_per_second",
+    "extract_vs_per_image",
+    "frozen_fit_epoch_seconds",
+    "cache_vs_frozen_fit",
+    "head_4000_steps_seconds",
+    "warm_rerun_seconds",
+    "augmented_warm_vs_plain_warm",
+    "flowers_test_accuracy",
+    "flowers_test_accuracy_seed0",
+    "flowers_first_model_seconds",
+    "predict_p50_ms",
+    "predict_p95_ms",
+    "cache_peak_rss_mb",
+    "flowers_test_accuracy_lite2",
+    "grocery_test_accuracy_lite2",
+    "hostile_zip_peak_rss_mb",
+    "flowers_bytes_top1_agreement",
+    "flowers_bytes_max_prob_diff",
+]
 FIGURES += list(scale.FIGURES)  # the Ray engine's (bench/scale.py): null when the scale extra is not installed
 
 
 # Every stage, in the order they run (`--stages` picks some; a figure of a stage not run is "not measured").
-STAGES = ["extraction", "first_model", "reruns", "head_steps", "frozen_fit", "prediction", "export_parity",
-          "cache_memory", "backbones", "grocery", "hostile_zip", "scale"]
+STAGES = [
+    "extraction",
+    "first_model",
+    "reruns",
+    "head_steps",
+    "frozen_fit",
+    "prediction",
+    "export_parity",
+    "cache_memory",
+    "backbones",
+    "grocery",
+    "hostile_zip",
+    "scale",
+]
 
 
 class Benchmark:
@@ -81,8 +110,9 @@ class Benchmark:
 
         self.mode, self.workdir = mode, workdir
         self.image_dir = prepare_dataset(mode, workdir)
-        self.architecture, self.layer = ((smoke_backbone(workdir), SMOKE_LAYER) if mode.name == "smoke"
-                                         else (DEFAULT_BACKBONE, None))
+        self.architecture, self.layer = (
+            (smoke_backbone(workdir), SMOKE_LAYER) if mode.name == "smoke" else (DEFAULT_BACKBONE, None)
+        )
         # With the default settings' views, so the first model's cache is what the later stages read.
         self.backbone = load_backbone(self.architecture, self.layer, TrainConfig().mirror_view)
         dataset = load_dataset(DatasetConfig(image_dir=str(self.image_dir)), check_images=False)
@@ -126,46 +156,81 @@ class Benchmark:
         # One item per distinct photo (flowers has a few duplicates): each one is really computed.
         items = list({item.sha256: item for item in self.items(self.sample(mode.speed_images))}.values())
         paths = [item.path for item in evenly_spaced(items, mode.per_image_images)]
-        eager_paths = paths[:max(mode.per_image_images // 4, 2)]
+        eager_paths = paths[: max(mode.per_image_images // 4, 2)]
         self.stage(f"extraction: {len(items)} images, {len(paths)} one at a time, {mode.reps} repetitions")
         forward = extraction.ForwardPass(self.backbone, extraction.decode_all(items, self.backbone.input_size))
         per_image = extraction.PerImageLoop(self.backbone)
-        runs = interleaved(mode.reps, {
-            "forward": lambda _: forward.throughput(),
-            "extract": lambda _: extraction.extract_throughput(items, self.backbone, self.workdir),
-            "per_image": lambda _: per_image.throughput(paths),
-            "per_image_eager": lambda _: per_image.throughput(eager_paths, eager=True)})
+        runs = interleaved(
+            mode.reps,
+            {
+                "forward": lambda _: forward.throughput(),
+                "extract": lambda _: extraction.extract_throughput(items, self.backbone, self.workdir),
+                "per_image": lambda _: per_image.throughput(paths),
+                "per_image_eager": lambda _: per_image.throughput(eager_paths, eager=True),
+            },
+        )
         rate = {name: median([run.per_second for run in values]) for name, values in runs.items()}
         cpu = {name: median([run.cpu_ms_per_image for run in values]) for name, values in runs.items()}
         reps = f"median of {mode.reps}"
-        self.record("forward_images_per_second", rate["forward"],
-                    f"compiled forward pass, batches of 32 decoded images in memory; {len(items)} images, {reps}")
-        self.record("extract_images_per_second", rate["extract"],
-                    f"`cache_bottlenecks` into a fresh folder, same {len(items)} JPEGs; {reps}")
+        self.record(
+            "forward_images_per_second",
+            rate["forward"],
+            f"compiled forward pass, batches of 32 decoded images in memory; {len(items)} images, {reps}",
+        )
+        self.record(
+            "extract_images_per_second",
+            rate["extract"],
+            f"`cache_bottlenecks` into a fresh folder, same {len(items)} JPEGs; {reps}",
+        )
         self.record("extract_vs_forward", rate["extract"] / rate["forward"], "ratio of the medians above")
         if runtime_for(self.architecture) == LITERT:  # extraction ran on LiteRT, the forward pass on TensorFlow
-            self.record("litert_extract_vs_tf_forward", rate["extract"] / rate["forward"],
-                        "extraction from the JPEG files on LiteRT (XNNPACK, 2 threads) / TensorFlow's compiled "
-                        "batch-32 forward pass on decoded images: the two figures above, interleaved")
-        self.record("per_image_images_per_second", rate["per_image"],
-                    f"read, decode+resize (one graph call), model on a batch of 1 (compiled, like `sess.run`); "
-                    f"{len(paths)} images, {reps}")
+            self.record(
+                "litert_extract_vs_tf_forward",
+                rate["extract"] / rate["forward"],
+                "extraction from the JPEG files on LiteRT (XNNPACK, 2 threads) / TensorFlow's compiled "
+                "batch-32 forward pass on decoded images: the two figures above, interleaved",
+            )
+        self.record(
+            "per_image_images_per_second",
+            rate["per_image"],
+            f"read, decode+resize (one graph call), model on a batch of 1 (compiled, like `sess.run`); "
+            f"{len(paths)} images, {reps}",
+        )
         self.record("extract_vs_per_image", rate["extract"] / rate["per_image"], "ratio of the medians")
-        self.record("per_image_eager_images_per_second", rate["per_image_eager"],
-                    f"the same loop with an eager Keras call per image; {len(eager_paths)} images, {reps}", extra=True)
-        self.record("extract_vs_per_image_eager", rate["extract"] / rate["per_image_eager"], "ratio of the medians",
-                    extra=True)
+        self.record(
+            "per_image_eager_images_per_second",
+            rate["per_image_eager"],
+            f"the same loop with an eager Keras call per image; {len(eager_paths)} images, {reps}",
+            extra=True,
+        )
+        self.record(
+            "extract_vs_per_image_eager", rate["extract"] / rate["per_image_eager"], "ratio of the medians", extra=True
+        )
         for name in ("forward", "extract", "per_image", "per_image_eager"):
-            self.record(f"{name}_cpu_ms_per_image", cpu[name],
-                        "CPU time of this process per image (all threads): the cost, whatever the load", extra=True)
-        self.record("extract_vs_forward_cpu", cpu["forward"] / cpu["extract"],
-                    "forward CPU ms / extraction CPU ms: the forward pass's share of extraction's work", extra=True)
+            self.record(
+                f"{name}_cpu_ms_per_image",
+                cpu[name],
+                "CPU time of this process per image (all threads): the cost, whatever the load",
+                extra=True,
+            )
+        self.record(
+            "extract_vs_forward_cpu",
+            cpu["forward"] / cpu["extract"],
+            "forward CPU ms / extraction CPU ms: the forward pass's share of extraction's work",
+            extra=True,
+        )
 
     # ---- Whole runs: the first model, then reruns on its warm cache ----------------------------------------------
 
     def config(self, train: dict | None = None, augment: dict | None = None):
-        return whole_runs.run_config(self.image_dir, self.bottleneck_dir, self.architecture, self.layer,
-                                     {**self.mode.train, **(train or {})}, augment)
+        return whole_runs.run_config(
+            self.image_dir,
+            self.bottleneck_dir,
+            self.architecture,
+            self.layer,
+            {**self.mode.train, **(train or {})},
+            augment,
+        )
 
     def measure_first_model(self) -> None:
         self.stage(f"first model: {len(self.rows)} images, cold bottleneck cache, default settings")
@@ -177,44 +242,81 @@ class Benchmark:
         runs = self.workdir / "runs"
         accuracies = [first.report.test_accuracy] + [
             whole_runs.timed_run(self.config({"seed": seed}), runs / f"seed-{seed}").report.test_accuracy
-            for seed in (1, 2)]
-        self.record(self.name("flowers_test_accuracy"), median(accuracies),
-                    f"default settings, {where}; {first.report.extra.get('evaluated_on', 'test')} split; median over "
-                    f"seeds 0-2 ({', '.join(f'{a:.4f}' for a in accuracies)}; seed 0 is the cold run)")
-        self.record(self.name("flowers_test_accuracy_seed0"), first.report.test_accuracy,
-                    f"default settings, seed 0, {where}; chosen on validation, test split seen once")
-        self.record(self.name("flowers_first_model_seconds"), first.seconds,
-                    f"`retrain()` with a cold bottleneck cache, {where}; caching {timings['caching_seconds']:.0f} s, "
-                    f"training {timings['training_seconds']:.0f} s, export {timings['export_seconds']:.0f} s")
-        self.record("first_model_extract_images_per_second", cache["images_per_second"],
-                    f"the caching stage of that run ({cache['computed']} images)", extra=True)
+            for seed in (1, 2)
+        ]
+        self.record(
+            self.name("flowers_test_accuracy"),
+            median(accuracies),
+            f"default settings, {where}; {first.report.extra.get('evaluated_on', 'test')} split; median over "
+            f"seeds 0-2 ({', '.join(f'{a:.4f}' for a in accuracies)}; seed 0 is the cold run)",
+        )
+        self.record(
+            self.name("flowers_test_accuracy_seed0"),
+            first.report.test_accuracy,
+            f"default settings, seed 0, {where}; chosen on validation, test split seen once",
+        )
+        self.record(
+            self.name("flowers_first_model_seconds"),
+            first.seconds,
+            f"`retrain()` with a cold bottleneck cache, {where}; caching {timings['caching_seconds']:.0f} s, "
+            f"training {timings['training_seconds']:.0f} s, export {timings['export_seconds']:.0f} s",
+        )
+        self.record(
+            "first_model_extract_images_per_second",
+            cache["images_per_second"],
+            f"the caching stage of that run ({cache['computed']} images)",
+            extra=True,
+        )
 
     def measure_reruns(self) -> None:
         mode = self.mode
         self.stage(f"warm reruns: augmented copies first (cold), then {mode.rerun_reps} plain and augmented reruns")
         cold = whole_runs.timed_run(self.config(augment=mode.augment), self.workdir / "runs" / "augmented-cold")
-        self.record("augmented_first_run_seconds", cold.seconds,
-                    f"the run that caches the augmented copies ({mode.augment})", extra=True)
+        self.record(
+            "augmented_first_run_seconds",
+            cold.seconds,
+            f"the run that caches the augmented copies ({mode.augment})",
+            extra=True,
+        )
         runs = self.workdir / "runs"
-        results = interleaved(mode.rerun_reps, {
-            "plain": lambda rep: whole_runs.timed_run(self.config(whole_runs.rerun_hyperparameters(rep)),
-                                                      runs / f"plain-{rep}"),
-            "augmented": lambda rep: whole_runs.timed_run(
-                self.config(whole_runs.rerun_hyperparameters(rep), mode.augment), runs / f"augmented-{rep}")})
+        results = interleaved(
+            mode.rerun_reps,
+            {
+                "plain": lambda rep: whole_runs.timed_run(
+                    self.config(whole_runs.rerun_hyperparameters(rep)), runs / f"plain-{rep}"
+                ),
+                "augmented": lambda rep: whole_runs.timed_run(
+                    self.config(whole_runs.rerun_hyperparameters(rep), mode.augment), runs / f"augmented-{rep}"
+                ),
+            },
+        )
         plain, augmented = (median([run.seconds for run in results[kind]]) for kind in ("plain", "augmented"))
         export = median([run.stage_seconds("export") for run in results["plain"]])
         reps = f"median of {mode.rerun_reps}, each with new learning rate and dropout"
-        self.record("warm_rerun_seconds", plain,
-                    f"`retrain()` end to end incl. export (median export {export:.1f} s), warm cache; {reps}")
-        self.record("warm_rerun_model_seconds", median([run.stage_seconds("model_ready") for run in results["plain"]]),
-                    f"the same reruns until model.keras is checked and report.json written (the heavier exports "
-                    f"follow in the same process); {reps}", extra=True)
-        self.record("augmented_warm_vs_plain_warm", augmented / plain,
-                    f"the same with {mode.augment}, copies cached: {augmented:.1f} s / {plain:.1f} s")
+        self.record(
+            "warm_rerun_seconds",
+            plain,
+            f"`retrain()` end to end incl. export (median export {export:.1f} s), warm cache; {reps}",
+        )
+        self.record(
+            "warm_rerun_model_seconds",
+            median([run.stage_seconds("model_ready") for run in results["plain"]]),
+            f"the same reruns until model.keras is checked and report.json written (the heavier exports "
+            f"follow in the same process); {reps}",
+            extra=True,
+        )
+        self.record(
+            "augmented_warm_vs_plain_warm",
+            augmented / plain,
+            f"the same with {mode.augment}, copies cached: {augmented:.1f} s / {plain:.1f} s",
+        )
         for kind in ("plain", "augmented"):
-            self.record(self.name(f"flowers_{kind}_rerun_test_accuracy"),
-                        median([run.report.test_accuracy for run in results[kind]]),
-                        f"test accuracy of the {kind} warm reruns above (median)", extra=True)
+            self.record(
+                self.name(f"flowers_{kind}_rerun_test_accuracy"),
+                median([run.report.test_accuracy for run in results[kind]]),
+                f"test accuracy of the {kind} warm reruns above (median)",
+                extra=True,
+            )
 
     # ---- Head training on the cache, and the guide's frozen-base fit ---------------------------------------------
 
@@ -231,16 +333,20 @@ class Benchmark:
         from pipeline.train import HeadData, schedule
 
         vectors = cache_bottlenecks(self.items(self.rows), self.backbone, self.bottleneck_dir).vectors
-        data = HeadData(*self.cached_split("train", vectors), *self.cached_split("validation", vectors),
-                        len(self.classes))
+        data = HeadData(
+            *self.cached_split("train", vectors), *self.cached_split("validation", vectors), len(self.classes)
+        )
         steps = self.mode.head_steps
         self.stage(f"head training: {steps} steps on {len(data.x_train)} cached bottlenecks")
         seconds = interleaved(self.mode.reps, {"head": lambda _: training.head_steps_seconds(data, steps)})
         interval, _ = schedule(TrainConfig(how_many_training_steps=steps), len(data.x_train))
-        self.record("head_4000_steps_seconds", median(seconds["head"]),
-                    f"`train_head`, {steps} steps, batch 32, early stopping off, validating every {interval} steps "
-                    f"on {len(data.x_val)} images; {len(data.x_train)} training bottlenecks; "
-                    f"median of {self.mode.reps}")
+        self.record(
+            "head_4000_steps_seconds",
+            median(seconds["head"]),
+            f"`train_head`, {steps} steps, batch 32, early stopping off, validating every {interval} steps "
+            f"on {len(data.x_val)} images; {len(data.x_train)} training bottlenecks; "
+            f"median of {self.mode.reps}",
+        )
 
     def measure_frozen_fit(self) -> None:
         from pipeline.backbones import load_backbone
@@ -251,17 +357,28 @@ class Benchmark:
         self.stage(f"frozen-base fit against the cache: {len(items)} examples, {self.mode.reps} repetitions")
         fresh = load_backbone(self.architecture, self.layer, TrainConfig().mirror_view)  # the same views as the cache
         frozen = training.FrozenBaseFit(fresh, [i.path for i in items], labels, len(self.classes))
-        seconds = interleaved(self.mode.reps, {
-            "frozen_fit": lambda _: frozen.epoch_seconds(),
-            "cache": lambda _: training.cache_epoch_seconds(items, labels, len(self.classes), self.backbone,
-                                                            str(self.bottleneck_dir))})
+        seconds = interleaved(
+            self.mode.reps,
+            {
+                "frozen_fit": lambda _: frozen.epoch_seconds(),
+                "cache": lambda _: training.cache_epoch_seconds(
+                    items, labels, len(self.classes), self.backbone, str(self.bottleneck_dir)
+                ),
+            },
+        )
         fit, cache = median(seconds["frozen_fit"]), median(seconds["cache"])
-        self.record("frozen_fit_epoch_seconds", fit,
-                    f"Keras guide: frozen base + new head, `model.fit` 1 epoch over {len(items)} JPEGs "
-                    f"(tf.data decode+resize); median of {self.mode.reps}")
-        self.record("cache_vs_frozen_fit", fit / cache,
-                    f"that / reading the same {len(items)} bottlenecks from the cache and training a new head "
-                    f"1 epoch ({cache:.2f} s)")
+        self.record(
+            "frozen_fit_epoch_seconds",
+            fit,
+            f"Keras guide: frozen base + new head, `model.fit` 1 epoch over {len(items)} JPEGs "
+            f"(tf.data decode+resize); median of {self.mode.reps}",
+        )
+        self.record(
+            "cache_vs_frozen_fit",
+            fit / cache,
+            f"that / reading the same {len(items)} bottlenecks from the cache and training a new head "
+            f"1 epoch ({cache:.2f} s)",
+        )
 
     # ---- Using the model, and the cache command's memory ---------------------------------------------------------
 
@@ -282,37 +399,53 @@ class Benchmark:
         times = predict_runtimes.latencies_by_runtime(self.first_run_dir, paths)
         p50 = {name: whole_runs.percentile(values, 50) for name, values in times.items()}
         how = f"`Predictor.predict_bytes` top-5, {len(paths)} photos, the two Predictors alternating photo by photo"
-        self.record("predict_p50_ms_litert", p50["litert"], f"backbone on LiteRT, head on TensorFlow; {how}",
-                    extra=True)
-        self.record("predict_p50_ms_tensorflow", p50["tensorflow"], f"the whole model on TensorFlow; {how}",
-                    extra=True)
-        self.record("predict_tensorflow_vs_litert", p50["tensorflow"] / p50["litert"],
-                    "predict p50 on TensorFlow / on LiteRT (above 1: LiteRT answers sooner)", extra=True)
+        self.record(
+            "predict_p50_ms_litert", p50["litert"], f"backbone on LiteRT, head on TensorFlow; {how}", extra=True
+        )
+        self.record("predict_p50_ms_tensorflow", p50["tensorflow"], f"the whole model on TensorFlow; {how}", extra=True)
+        self.record(
+            "predict_tensorflow_vs_litert",
+            p50["tensorflow"] / p50["litert"],
+            "predict p50 on TensorFlow / on LiteRT (above 1: LiteRT answers sooner)",
+            extra=True,
+        )
 
     def measure_export_parity(self) -> None:
         test = self.rows[self.rows["split"] == "test"]
         run_dir = self.first_run_dir
-        self.stage(f"exports against predict on the {len(test)} test images"
-                   + ("" if run_dir else ", after a default run (no first model)"))
+        self.stage(
+            f"exports against predict on the {len(test)} test images"
+            + ("" if run_dir else ", after a default run (no first model)")
+        )
         if run_dir is None:
             run_dir = whole_runs.timed_run(self.config(), self.workdir / "runs" / "exports").run_dir
         whole_runs.add_onnx_export(run_dir)
         figures = export_parity.measure(run_dir, list(test["path"]))
         where = f"the {len(test)} test images of {self.describe_dataset()}, the first model"
-        self.record(self.name("flowers_bytes_top1_agreement"), figures.pop("bytes_top1_agreement"),
-                    f"SavedModel `serving_bytes` (TensorFlow decodes) vs `predict` (Pillow): same top-1; {where}")
-        self.record(self.name("flowers_bytes_max_prob_diff"), figures.pop("bytes_max_prob_diff"),
-                    f"largest difference in any probability, same comparison; {where}")
+        self.record(
+            self.name("flowers_bytes_top1_agreement"),
+            figures.pop("bytes_top1_agreement"),
+            f"SavedModel `serving_bytes` (TensorFlow decodes) vs `predict` (Pillow): same top-1; {where}",
+        )
+        self.record(
+            self.name("flowers_bytes_max_prob_diff"),
+            figures.pop("bytes_max_prob_diff"),
+            f"largest difference in any probability, same comparison; {where}",
+        )
         for name, value in figures.items():  # model.keras on whole photos vs predict's pixel path; the rest prepared
             self.record(self.name(f"flowers_{name}"), value, f"vs predict; {where}", extra=True)
 
     def measure_cache_memory(self) -> None:
         self.stage(f"memory: a cold `python -m pipeline cache` over {len(self.rows)} images as a child process")
         usage = whole_runs.cache_command_usage(self.image_dir, self.workdir, self.architecture, self.layer)
-        self.record("cache_peak_rss_mb", usage.peak_rss_mb,
-                    f"peak RSS of `python -m pipeline cache` (cold) over {len(self.rows)} images, os.wait4")
-        self.record("cache_command_seconds", usage.seconds, "that command's wall time, Python start-up included",
-                    extra=True)
+        self.record(
+            "cache_peak_rss_mb",
+            usage.peak_rss_mb,
+            f"peak RSS of `python -m pipeline cache` (cold) over {len(self.rows)} images, os.wait4",
+        )
+        self.record(
+            "cache_command_seconds", usage.seconds, "that command's wall time, Python start-up included", extra=True
+        )
 
     def measure_hostile_zip(self) -> None:
         from pipeline.images import HOSTED_MAX_PIXELS
@@ -320,14 +453,23 @@ class Benchmark:
         cap = 8_000_000 if self.mode.name == "smoke" else HOSTED_MAX_PIXELS
         self.stage(f"memory: checking a zip of {hostile_zip.IMAGES} PNGs of {cap:,} pixels each as the app does")
         budgeted, unbounded = hostile_zip.measure(self.workdir, cap)
-        how = (f"peak RSS of a process set up as app.py, unpacking and checking a {hostile_zip.IMAGES}-PNG zip "
-               f"(each a few KB, {cap:,} pixels) with the shipped decode budget")
+        how = (
+            f"peak RSS of a process set up as app.py, unpacking and checking a {hostile_zip.IMAGES}-PNG zip "
+            f"(each a few KB, {cap:,} pixels) with the shipped decode budget"
+        )
         self.record("hostile_zip_peak_rss_mb", budgeted.peak_rss_mb, how)
-        self.record("hostile_zip_unbudgeted_peak_rss_mb", unbounded.peak_rss_mb,
-                    "the same with a budget large enough for all four at once", extra=True)
-        self.record("hostile_zip_unbudgeted_vs_budgeted", unbounded.decode_mb / max(budgeted.decode_mb, 1.0),
-                    "memory the check added (over the process after imports): without the budget / with it",
-                    extra=True)
+        self.record(
+            "hostile_zip_unbudgeted_peak_rss_mb",
+            unbounded.peak_rss_mb,
+            "the same with a budget large enough for all four at once",
+            extra=True,
+        )
+        self.record(
+            "hostile_zip_unbudgeted_vs_budgeted",
+            unbounded.decode_mb / max(budgeted.decode_mb, 1.0),
+            "memory the check added (over the process after imports): without the budget / with it",
+            extra=True,
+        )
 
     # ---- Per backbone: both runtimes, accuracy, size, latency; and Lite2 on grocery --------------------------------
 
@@ -337,8 +479,9 @@ class Benchmark:
         items = list({item.sha256: item for item in self.items(self.sample(mode.backbone_images))}.values())
         paths = list(self.sample(mode.predictions)["path"])
         for name in names:
-            self.stage(f"backbone {name}: cold extraction of {len(items)} images on LiteRT and TensorFlow, "
-                       "then a default run")
+            self.stage(
+                f"backbone {name}: cold extraction of {len(items)} images on LiteRT and TensorFlow, then a default run"
+            )
             rates = backbones.extraction_rates(items, name, mode.reps, self.workdir)
             # The default backbone's cache is warm from the first model: its run costs no second extraction.
             warm = self.bottleneck_dir if name == self.architecture and self.first_run_dir else None
@@ -347,12 +490,16 @@ class Benchmark:
                 "extract_litert_images_per_second": round(rates["litert"], 1),
                 "extract_tf_images_per_second": round(rates["tensorflow"], 1),
                 self.name("flowers_test_accuracy"): round(run["test_accuracy"], 4),
-                "model_mb": round(run["model_mb"], 1), "predict_p50_ms": round(run["predict_p50_ms"], 1)}
+                "model_mb": round(run["model_mb"], 1),
+                "predict_p50_ms": round(run["predict_p50_ms"], 1),
+            }
             log(f"{name}: {self.per_backbone[name]}")
         if "efficientnet_lite2" in self.per_backbone:
-            self.record(self.name("flowers_test_accuracy_lite2"),
-                        self.per_backbone["efficientnet_lite2"][self.name("flowers_test_accuracy")],
-                        f"default settings with --architecture efficientnet_lite2, seed 0, {len(self.rows)} images")
+            self.record(
+                self.name("flowers_test_accuracy_lite2"),
+                self.per_backbone["efficientnet_lite2"][self.name("flowers_test_accuracy")],
+                f"default settings with --architecture efficientnet_lite2, seed 0, {len(self.rows)} images",
+            )
 
     def measure_grocery(self) -> None:
         if not self.mode.grocery:
@@ -362,8 +509,11 @@ class Benchmark:
         self.stage("grocery: a default Lite2 run on the official train/val/test split")
         config = whole_runs.run_config(GROCERY, self.workdir / "bottlenecks-grocery", "efficientnet_lite2", None)
         result = whole_runs.timed_run(config, self.workdir / "runs" / "grocery-lite2")
-        self.record("grocery_test_accuracy_lite2", result.report.test_accuracy,
-                    f"default settings, efficientnet_lite2, seed 0, official split; whole run {result.seconds:.0f} s")
+        self.record(
+            "grocery_test_accuracy_lite2",
+            result.report.test_accuracy,
+            f"default settings, efficientnet_lite2, seed 0, official split; whole run {result.seconds:.0f} s",
+        )
 
     # ---- The Ray engine (bench/scale.py): its overhead, 1 vs 2 actors, a simulated two-node cluster --------------
 
@@ -377,13 +527,19 @@ class Benchmark:
             log(f"scale: skipped, its figures stay null: {missing}")
             return
         images, batch = scale.MODES[self.mode.name]
-        self.stage(f"scale: {images} images on a local Ray instance (1 and 2 actors) and the local engine, "
-                   "then on a simulated two-node cluster")
+        self.stage(
+            f"scale: {images} images on a local Ray instance (1 and 2 actors) and the local engine, "
+            "then on a simulated two-node cluster"
+        )
         figures = scale.measure(self.image_dir, images, self.architecture, self.layer, batch)
         for name, value in figures.items():
             if isinstance(value, int | float) and name != "cores":
-                self.record(name, value, scale.FIGURES.get(name, "bench/scale.py (see its docstring)"),
-                            extra=name not in scale.FIGURES)
+                self.record(
+                    name,
+                    value,
+                    scale.FIGURES.get(name, "bench/scale.py (see its docstring)"),
+                    extra=name not in scale.FIGURES,
+                )
 
     def describe_dataset(self) -> str:
         if self.mode.per_class is None:
@@ -411,8 +567,12 @@ def write_backbones_json(output: Path, mode: str, per_backbone: dict, context: d
     if not per_backbone:
         return
     name = "backbones.json" if mode == "full" else f"backbones.{mode}.json"
-    data = {"measured": context["date"], "conditions": f"{context['cores']} cores, load average "
-            f"{context['load average (1/5/15 min)']}; {context['dataset']}", "backbones": per_backbone}
+    data = {
+        "measured": context["date"],
+        "conditions": f"{context['cores']} cores, load average "
+        f"{context['load average (1/5/15 min)']}; {context['dataset']}",
+        "backbones": per_backbone,
+    }
     (output.parent / name).write_text(json.dumps(data, indent=2) + "\n")
 
 
@@ -423,10 +583,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     which.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # for tests/test_bench.py only
     parser.add_argument("--output", type=Path, help=f"where results.md goes (default {DEFAULT_OUTPUT})")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder of caches and runs")
-    parser.add_argument("--stages", nargs="+", choices=STAGES, default=STAGES,
-                        help="run only these stages (needs --output: a partial run never writes bench/results.md)")
-    parser.add_argument("--backbones", nargs="+", choices=backbones.LITES, default=list(backbones.LITES),
-                        help="the backbones the per-backbone stage compares")
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        choices=STAGES,
+        default=STAGES,
+        help="run only these stages (needs --output: a partial run never writes bench/results.md)",
+    )
+    parser.add_argument(
+        "--backbones",
+        nargs="+",
+        choices=backbones.LITES,
+        default=list(backbones.LITES),
+        help="the backbones the per-backbone stage compares",
+    )
     args = parser.parse_args(argv)
     args.mode = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
     if args.output is None and not args.smoke:
@@ -448,14 +618,19 @@ def main(argv: list[str] | None = None) -> int:
         bench.backbone_names = tuple(args.backbones)
         bench.run(args.stages)
         output = args.output or workdir / "results.md"
-        context = {"mode": args.mode.name, **machine(), "command": f"`{shlex.join([sys.executable, *sys.argv])}`",
-                   "runtime": f"{time.monotonic() - started:.0f} s",
-                   "load average (1/5/15 min)": f"{load_before} at start, {load_average()} at end",
-                   "load average (1 min) as each stage began": ", ".join(f"{load:.1f}" for load in bench.loads),
-                   "dataset": f"{bench.describe_dataset()}",
-                   "stages": "all" if args.stages == STAGES else ", ".join(args.stages)}
-        write_markdown(output, bench.json_figures(), bench.how, bench.extras, context, bench.failures,
-                       bench.per_backbone)
+        context = {
+            "mode": args.mode.name,
+            **machine(),
+            "command": f"`{shlex.join([sys.executable, *sys.argv])}`",
+            "runtime": f"{time.monotonic() - started:.0f} s",
+            "load average (1/5/15 min)": f"{load_before} at start, {load_average()} at end",
+            "load average (1 min) as each stage began": ", ".join(f"{load:.1f}" for load in bench.loads),
+            "dataset": f"{bench.describe_dataset()}",
+            "stages": "all" if args.stages == STAGES else ", ".join(args.stages),
+        }
+        write_markdown(
+            output, bench.json_figures(), bench.how, bench.extras, context, bench.failures, bench.per_backbone
+        )
         write_backbones_json(output, args.mode.name, bench.per_backbone, context)
         log(f"wrote {output} in {time.monotonic() - started:.0f} s")
     finally:

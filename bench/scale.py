@@ -53,14 +53,14 @@ TWO_NODE_BATCHES = 8  # batches in the two-node run: a few per actor, so both ge
 # The figures bench/run.py puts in its last-line JSON (None when the scale extra is not installed), and what each is.
 FIGURES = {
     "ray_vs_local_extract": "steady-state images/s of the better Ray pool (1 or 2 actors) / the local engine's, "
-                            "warm (see bench/scale.py)",
+    "warm (see bench/scale.py)",
     "ray_vs_local_extract_whole_job": "the same jobs' whole-call images/s, start-up included on both sides "
-                                      "(ray.init excluded)",
+    "(ray.init excluded)",
     "ray_1_actor_images_per_second": "local Ray instance, 1 backbone actor + read tasks, steady state",
     "ray_2_actors_images_per_second": "local Ray instance, 2 backbone actors (fractional CPUs) + read tasks, "
-                                      "steady state",
+    "steady state",
     "two_node_nodes_used": "nodes of a simulated 2-node cluster (1 CPU each, an actor loaded on each) whose "
-                           "actors computed vectors",
+    "actors computed vectors",
 }
 
 
@@ -70,8 +70,9 @@ def image_table(image_dir: Path, count: int):
 
     paths = sorted(str(path) for path in image_dir.rglob("*.jpg"))
     chosen = evenly_spaced(paths, count)
-    return pd.DataFrame({"path": chosen,
-                         "sha256": [hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in chosen]})
+    return pd.DataFrame(
+        {"path": chosen, "sha256": [hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in chosen]}
+    )
 
 
 def local_rates(table, architecture: str, layer: str | None, workdir: Path) -> tuple[float, float]:
@@ -94,8 +95,13 @@ def ray_rates(table, job, workdir: Path) -> tuple[float, float]:
     return summary.steady_images_per_second, summary.computed / summary.seconds
 
 
-def measure(image_dir: Path = FLOWERS, images: int = 192, architecture: str = DEFAULT_BACKBONE,
-            layer: str | None = None, batch_size: int = BATCH) -> dict:
+def measure(
+    image_dir: Path = FLOWERS,
+    images: int = 192,
+    architecture: str = DEFAULT_BACKBONE,
+    layer: str | None = None,
+    batch_size: int = BATCH,
+) -> dict:
     """Every figure of this benchmark as a dict (FIGURES and the rates and counts behind them)."""
     from pipeline.backbones import load_backbone
     from pipeline.backbones.runtime import feature_identity
@@ -107,8 +113,15 @@ def measure(image_dir: Path = FLOWERS, images: int = 192, architecture: str = DE
     workdir = Path(tempfile.mkdtemp(prefix="bench-scale-"))
 
     def job_for(actors: int):
-        return lambda folder: ExtractJob(architecture, layer, folder, feature_identity(backbone), backbone.input_size,
-                                         batch_size=batch_size, actors=actors)
+        return lambda folder: ExtractJob(
+            architecture,
+            layer,
+            folder,
+            feature_identity(backbone),
+            backbone.input_size,
+            batch_size=batch_size,
+            actors=actors,
+        )
 
     figures: dict = {"scale_images": len(table), "load_before": load_average()}
     started = time.monotonic()
@@ -125,8 +138,9 @@ def measure(image_dir: Path = FLOWERS, images: int = 192, architecture: str = DE
             log(f"ray, {actors} actor(s): {steady:.1f} img/s steady, {whole:.1f} img/s over the whole job")
     best = max(("ray_1_actor", "ray_2_actors"), key=lambda name: figures[f"{name}_images_per_second"])
     figures["ray_vs_local_extract"] = figures[f"{best}_images_per_second"] / figures["local_extract_images_per_second"]
-    figures["ray_vs_local_extract_whole_job"] = (figures[f"{best}_whole_job_images_per_second"]
-                                                 / figures["local_extract_whole_job_images_per_second"])
+    figures["ray_vs_local_extract_whole_job"] = (
+        figures[f"{best}_whole_job_images_per_second"] / figures["local_extract_whole_job_images_per_second"]
+    )
     figures["ray_vs_local_actors"] = 1 if best == "ray_1_actor" else 2  # the pool both ratios are of
     figures.update(two_node_run(table.head(TWO_NODE_BATCHES * batch_size), job_for(2), workdir))
     figures["cores"] = os.cpu_count()
@@ -156,10 +170,17 @@ def two_node_run(table, job, workdir: Path) -> dict:
         cluster.wait_for_nodes()
         nodes = [node for node in ray.nodes() if node["Alive"]]
         summary = extract_to_shards(table, "", job(tempfile.mkdtemp(dir=workdir)))
-        log(f"two-node cluster: {summary.computed} images by {summary.actors} actors on {summary.nodes} "
-            f"of {len(nodes)} nodes")
-        return {"two_node_nodes": len(nodes), "two_node_nodes_used": summary.nodes, "two_node_actors": summary.actors,
-                "two_node_images": summary.computed, "two_node_seconds": summary.seconds}
+        log(
+            f"two-node cluster: {summary.computed} images by {summary.actors} actors on {summary.nodes} "
+            f"of {len(nodes)} nodes"
+        )
+        return {
+            "two_node_nodes": len(nodes),
+            "two_node_nodes_used": summary.nodes,
+            "two_node_actors": summary.actors,
+            "two_node_images": summary.computed,
+            "two_node_seconds": summary.seconds,
+        }
     finally:
         context.wait_for_min_actors_s = waited
         ray.shutdown()

@@ -41,19 +41,22 @@ class FrozenBaseFit:
         features = base(inputs, training=False)  # inference mode, as the guide insists
         outputs = keras.layers.Dense(num_classes, activation="softmax")(keras.layers.Dropout(0.2)(features))
         self.model = keras.Model(inputs, outputs)
-        self.model.compile(optimizer=keras.optimizers.Adam(), loss="sparse_categorical_crossentropy",
-                           metrics=["accuracy"])
+        self.model.compile(
+            optimizer=keras.optimizers.Adam(), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+        )
 
         @tf.autograph.experimental.do_not_convert  # straight-line code; AutoGraph only warns about the closure
         def load(path, label):
             image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
             return tf.image.resize(image, (size, size)), label
 
-        self.images = (tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, dtype=np.int64)))
-                       .shuffle(len(paths), seed=0)
-                       .map(load, num_parallel_calls=tf.data.AUTOTUNE)
-                       .batch(BATCH)
-                       .prefetch(tf.data.AUTOTUNE))
+        self.images = (
+            tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, dtype=np.int64)))
+            .shuffle(len(paths), seed=0)
+            .map(load, num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(BATCH)
+            .prefetch(tf.data.AUTOTUNE)
+        )
         self.model.fit(self.images.take(1), epochs=1, shuffle=False, verbose=0)  # trace and build once, untimed
 
     def epoch_seconds(self) -> float:
@@ -62,8 +65,9 @@ class FrozenBaseFit:
         return watch.seconds
 
 
-def cache_epoch_seconds(items: Sequence[ExtractItem], labels: Sequence[int], num_classes: int, backbone: Backbone,
-                        bottleneck_dir: str) -> float:
+def cache_epoch_seconds(
+    items: Sequence[ExtractItem], labels: Sequence[int], num_classes: int, backbone: Backbone, bottleneck_dir: str
+) -> float:
     """Read the items' bottlenecks from a warm cache and train a new head one epoch on them."""
     from pipeline.train import HeadData, train_head
 

@@ -34,16 +34,27 @@ class RunResult:
         return self.report.extra["timings"][f"{stage}_seconds"]
 
     def __str__(self) -> str:
-        return (f"{self.seconds:.1f} s (training {self.stage_seconds('training'):.1f} s, "
-                f"export {self.stage_seconds('export'):.1f} s), test accuracy {self.report.test_accuracy:.3f}")
+        return (
+            f"{self.seconds:.1f} s (training {self.stage_seconds('training'):.1f} s, "
+            f"export {self.stage_seconds('export'):.1f} s), test accuracy {self.report.test_accuracy:.3f}"
+        )
 
 
-def run_config(image_dir: Path, bottleneck_dir: Path, architecture: str, bottleneck_layer: str | None,
-               train: dict | None = None, augment: dict | None = None) -> RunConfig:
+def run_config(
+    image_dir: Path,
+    bottleneck_dir: Path,
+    architecture: str,
+    bottleneck_layer: str | None,
+    train: dict | None = None,
+    augment: dict | None = None,
+) -> RunConfig:
     """Default settings but for the dataset, backbone and cache folder (and any overrides given)."""
-    return RunConfig(dataset=DatasetConfig(image_dir=str(image_dir)), augment=AugmentConfig(**(augment or {})),
-                     train=TrainConfig(architecture=architecture, bottleneck_layer=bottleneck_layer, **(train or {})),
-                     output=OutputConfig(bottleneck_dir=str(bottleneck_dir)))
+    return RunConfig(
+        dataset=DatasetConfig(image_dir=str(image_dir)),
+        augment=AugmentConfig(**(augment or {})),
+        train=TrainConfig(architecture=architecture, bottleneck_layer=bottleneck_layer, **(train or {})),
+        output=OutputConfig(bottleneck_dir=str(bottleneck_dir)),
+    )
 
 
 def timed_run(config: RunConfig, run_dir: Path) -> RunResult:
@@ -88,33 +99,47 @@ class ChildUsage:
 def cache_command_usage(image_dir: Path, workdir: Path, architecture: str, bottleneck_layer: str | None) -> ChildUsage:
     """Peak memory of a cold `python -m pipeline cache` over the dataset, measured on that child alone."""
     bottleneck_dir = tempfile.mkdtemp(prefix="cold-cache-command-", dir=workdir)
-    command = [sys.executable, "-m", "pipeline", "cache", "--image_dir", str(image_dir),
-               "--bottleneck_dir", bottleneck_dir, "--architecture", architecture]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "cache",
+        "--image_dir",
+        str(image_dir),
+        "--bottleneck_dir",
+        bottleneck_dir,
+        "--architecture",
+        architecture,
+    ]
     if bottleneck_layer:
         command += ["--bottleneck_layer", bottleneck_layer]
     # Linux keeps a process's peak RSS across exec, so a child forked from this big process would report our
     # size: a small launcher starts the command and reports the peak of that grandchild alone.
     launcher = [sys.executable, "-c", MEASURE_CHILD]
     with open(workdir / "cache_command.log", "wb") as log, Stopwatch() as watch:
-        done = subprocess.run(launcher + command, cwd=REPO, stdout=subprocess.PIPE, stderr=log,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            launcher + command, cwd=REPO, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL
+        )
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {done.returncode}; see {workdir / 'cache_command.log'}")
     return ChildUsage(watch.seconds, int(done.stdout.split()[-1]) / 1024)  # Linux reports KiB
 
 
 # Runs argv[1:] with its output to our stderr, then prints its peak RSS (KiB); exits with its exit code.
-MEASURE_CHILD = ("import os, subprocess, sys; child = subprocess.Popen(sys.argv[1:], stdout=sys.stderr); "
-                 "_, status, usage = os.wait4(child.pid, 0); print(usage.ru_maxrss); "
-                 "sys.exit(os.waitstatus_to_exitcode(status))")
+MEASURE_CHILD = (
+    "import os, subprocess, sys; child = subprocess.Popen(sys.argv[1:], stdout=sys.stderr); "
+    "_, status, usage = os.wait4(child.pid, 0); print(usage.ru_maxrss); "
+    "sys.exit(os.waitstatus_to_exitcode(status))"
+)
 
 
 def add_onnx_export(run_dir: Path) -> bool:
     """Convert a finished run's model to ONNX beside it when the optional extra is installed (else False)."""
     import importlib.util
 
-    if (run_dir / "model.onnx").exists() or not all(importlib.util.find_spec(name) for name in ("tf2onnx",
-                                                                                                 "onnxruntime")):
+    if (run_dir / "model.onnx").exists() or not all(
+        importlib.util.find_spec(name) for name in ("tf2onnx", "onnxruntime")
+    ):
         return (run_dir / "model.onnx").exists()
     from pipeline.export import fixed_size_model, write_export
     from pipeline.records import load_model_and_labels

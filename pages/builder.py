@@ -13,6 +13,7 @@ from pipeline.studio.datasets import dataset_config
 IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp"]
 PHOTOS_SHOWN = 48
 
+
 def act(action, done: str | None = None) -> None:
     """Run one engine change; say what happened (after the rerun that shows it) or why it was refused.
 
@@ -52,8 +53,11 @@ def take(ws, key: str, root, what: str) -> None:
         with st.spinner("Unpacking safely and checking every photo…"):
             act(lambda: builder.add_zip(ws, root, name, files[0].name, files[0].getvalue()))
     elif files:
-        act(lambda: builder.add_photos(ws, root, name, [("camera photo" if what == "shot" else file.name,
-                                                         file.getvalue()) for file in files]))
+        act(
+            lambda: builder.add_photos(
+                ws, root, name, [("camera photo" if what == "shot" else file.name, file.getvalue()) for file in files]
+            )
+        )
 
 
 def use(ws, root) -> None:
@@ -61,12 +65,14 @@ def use(ws, root) -> None:
     st.rerun()
 
 
-
 def show() -> None:
     """The Builder page."""
     ws = session.workspace()
-    widgets.header("Build a dataset", "Add a class for each kind of thing the model should tell apart, then photos of "
-                      "each: drop files, a zip, or take them with the camera. 20 or more per class is a good start.")
+    widgets.header(
+        "Build a dataset",
+        "Add a class for each kind of thing the model should tell apart, then photos of "
+        "each: drop files, a zip, or take them with the camera. 20 or more per class is a good start.",
+    )
 
     root = builder.current_root(ws)
     if root is None:
@@ -79,8 +85,10 @@ def show() -> None:
                     st.error(plain(error), icon=":material/error:")
         config = dataset_config(ws)
         if config is not None:
-            st.caption("Or add photos and classes to the current dataset. A folder on the server or a sample is never "
-                       "changed: you get an editable copy in your workspace (it counts against your space).")
+            st.caption(
+                "Or add photos and classes to the current dataset. A folder on the server or a sample is never "
+                "changed: you get an editable copy in your workspace (it counts against your space)."
+            )
             if st.button("Grow the current dataset", icon=":material/edit:"):
                 try:
                     with st.spinner("Making it editable…"):
@@ -103,16 +111,27 @@ def show() -> None:
     top = st.container(horizontal=True, vertical_alignment="bottom", gap="large")
     top.metric("Classes", len(counts), width="content")
     top.metric("Photos", sum(counts.values()), width="content")
-    top.download_button("Export as zip", lambda: builder.export_zip(root), file_name="dataset.zip",
-                        mime="application/zip", icon=":material/download:", on_click="ignore")
+    top.download_button(
+        "Export as zip",
+        lambda: builder.export_zip(root),
+        file_name="dataset.zip",
+        mime="application/zip",
+        icon=":material/download:",
+        on_click="ignore",
+    )
 
     with st.form("add_class", clear_on_submit=True, border=False):
         left, right = st.columns([3, 1], vertical_alignment="bottom")
         left.text_input("New class", placeholder="e.g. cats", key="new_class_name")
         # Changes run as callbacks, before the page: an st.rerun() from mid-page made the browser drop and redraw
         # every widget below it — with a drop zone that files were being uploaded to.
-        right.form_submit_button("Add class", icon=":material/add:", width="stretch", on_click=act, args=(
-            lambda: builder.add_class(ws, root, st.session_state["new_class_name"]), "Class added."))
+        right.form_submit_button(
+            "Add class",
+            icon=":material/add:",
+            width="stretch",
+            on_click=act,
+            args=(lambda: builder.add_class(ws, root, st.session_state["new_class_name"]), "Class added."),
+        )
     if not counts:
         st.info("Add a first class: type its name above.", icon=":material/add:")
         return
@@ -125,46 +144,84 @@ def show() -> None:
         st.session_state.pop("builder_class", None)
     chosen = st.selectbox("Class to work on", names, key="builder_class")
     st.text(f"{chosen}: {counts[chosen]} photos")
-    drop, camera, from_zip, manage = st.tabs(["Drop photos", "Camera", "A zip of photos", "Rename or delete"],
-                                             key="builder_tab", on_change="rerun")
+    drop, camera, from_zip, manage = st.tabs(
+        ["Drop photos", "Camera", "A zip of photos", "Rename or delete"], key="builder_tab", on_change="rerun"
+    )
     with drop:
-        st.file_uploader("Drop photos of this class", type=IMAGE_TYPES, accept_multiple_files=True,
-                         key="builder_files", on_change=take, args=(ws, "builder_files", root, "files"))
+        st.file_uploader(
+            "Drop photos of this class",
+            type=IMAGE_TYPES,
+            accept_multiple_files=True,
+            key="builder_files",
+            on_change=take,
+            args=(ws, "builder_files", root, "files"),
+        )
     with camera:
         if st.toggle("Use the camera", key="builder_camera", help="Your browser asks for permission first."):
             key = f"builder_shot_{st.session_state.get('builder_shots', 0)}"
             st.camera_input("Take a photo of this class", key=key, on_change=take, args=(ws, key, root, "shot"))
     with from_zip:
-        st.file_uploader("Drop a zip: every photo in it joins this class", type=["zip"], key="builder_zip",
-                         on_change=take, args=(ws, "builder_zip", root, "zip"))
+        st.file_uploader(
+            "Drop a zip: every photo in it joins this class",
+            type=["zip"],
+            key="builder_zip",
+            on_change=take,
+            args=(ws, "builder_zip", root, "zip"),
+        )
     with manage:
         with st.form("rename_class", border=False):
             st.text_input("New name", value=chosen, key=f"rename_to_{chosen}")
             st.checkbox("If a class has that name, merge this one into it", key="merge")
-            st.form_submit_button("Rename", icon=":material/edit:", on_click=act, args=(
-                lambda old=chosen: builder.rename_class(ws, root, old, st.session_state[f"rename_to_{old}"],
-                                                        st.session_state["merge"]), "Class renamed."))
+            st.form_submit_button(
+                "Rename",
+                icon=":material/edit:",
+                on_click=act,
+                args=(
+                    lambda old=chosen: builder.rename_class(
+                        ws, root, old, st.session_state[f"rename_to_{old}"], st.session_state["merge"]
+                    ),
+                    "Class renamed.",
+                ),
+            )
         sure = st.checkbox(f"Yes, delete this class and its {counts[chosen]} photos", key="confirm_delete_class")
-        st.button("Delete class", icon=":material/delete:", disabled=not sure, on_click=act,
-                  args=(lambda old=chosen: builder.delete_class(ws, root, old), "Class deleted."))
+        st.button(
+            "Delete class",
+            icon=":material/delete:",
+            disabled=not sure,
+            on_click=act,
+            args=(lambda old=chosen: builder.delete_class(ws, root, old), "Class deleted."),
+        )
 
     photos = builder.class_photos(root, chosen)
     if photos:
         config = builder.dataset_config_for(root)
         shown = photos[:PHOTOS_SHOWN]
         images = widgets.thumbnails([str(p) for p in shown], 96)
-        pairs = [(image, f"#{i + 1} · {builder.photo_split(p.name, config)}")
-                 for i, (p, image) in enumerate(zip(shown, images, strict=True)) if image]
+        pairs = [
+            (image, f"#{i + 1} · {builder.photo_split(p.name, config)}")
+            for i, (p, image) in enumerate(zip(shown, images, strict=True))
+            if image
+        ]
         if pairs:
             st.image([image for image, _ in pairs], caption=[caption for _, caption in pairs], width=96)
         if len(photos) > PHOTOS_SHOWN:
             st.caption(f"The first {PHOTOS_SHOWN} of {len(photos)} photos.")
         picker = f"remove_{chosen}_{round_}"
-        numbers = st.multiselect("Photos to remove", range(1, len(shown) + 1), format_func=lambda n: f"#{n}",
-                                 key=picker)
-        st.button("Remove selected photos", icon=":material/delete:", disabled=not numbers, on_click=act, args=(
-            lambda old=chosen, listed=shown, key=picker: builder.remove_photos(
-                ws, root, old, [listed[n - 1].name for n in st.session_state[key]]), "Removed."))
+        numbers = st.multiselect(
+            "Photos to remove", range(1, len(shown) + 1), format_func=lambda n: f"#{n}", key=picker
+        )
+        st.button(
+            "Remove selected photos",
+            icon=":material/delete:",
+            disabled=not numbers,
+            on_click=act,
+            args=(
+                lambda old=chosen, listed=shown, key=picker: builder.remove_photos(
+                    ws, root, old, [listed[n - 1].name for n in st.session_state[key]]
+                ),
+                "Removed.",
+            ),
+        )
 
     with st.expander("All classes at a glance", expanded=False):
         try:

@@ -22,19 +22,29 @@ MAIN_TRAIN = ["epochs", "learning_rate", "train_batch_size", "early_stopping", "
 AUGMENT = ["flip_left_right", "random_crop", "random_brightness", "rotation", "zoom", "augment_copies"]
 MORE_AUGMENT = [f.name for f in dataclasses.fields(AugmentConfig) if f.name not in AUGMENT + ["class_size"]]
 PREVIEW_WIDTH = 112
-ADVANCED_TRAIN = [f.name for f in dataclasses.fields(TrainConfig)
-                  if f.name not in MAIN_TRAIN + ["architecture", "bottleneck_layer"]]
+ADVANCED_TRAIN = [
+    f.name for f in dataclasses.fields(TrainConfig) if f.name not in MAIN_TRAIN + ["architecture", "bottleneck_layer"]
+]
+
 
 def show() -> None:
     """The Configure page."""
     ws = session.workspace()
-    widgets.header("Configure", "The recommended settings work well for most photo datasets. Pick a preset, "
-                  "or change what you need — every setting explains itself when you hover its ?.")
+    widgets.header(
+        "Configure",
+        "The recommended settings work well for most photo datasets. Pick a preset, "
+        "or change what you need — every setting explains itself when you hover its ?.",
+    )
     config = working_config(ws)
 
-    preset = st.segmented_control("Preset", list(PRESETS), default=session.preset(ws), key="preset",
-                                  help="Quick: a first model in a minute or two. Best accuracy: more epochs and "
-                                       "augmented copies of every training image; slower.")
+    preset = st.segmented_control(
+        "Preset",
+        list(PRESETS),
+        default=session.preset(ws),
+        key="preset",
+        help="Quick: a first model in a minute or two. Best accuracy: more epochs and "
+        "augmented copies of every training image; slower.",
+    )
     if preset and preset != session.preset(ws):
         session.choose_preset(ws, preset)
         st.rerun()
@@ -44,9 +54,17 @@ def show() -> None:
     backbones = {info.name: info for info in list_backbones()}
     names = list(backbones) + ([config.train.architecture] if config.train.architecture not in backbones else [])
     architecture = st.selectbox(
-        "Pretrained network that turns each photo into features", names, index=names.index(config.train.architecture),
-        format_func=lambda name: name if name not in backbones else
-        f"{name}  (works offline)" if backbones[name].offline else f"{name}  (needs internet once)")
+        "Pretrained network that turns each photo into features",
+        names,
+        index=names.index(config.train.architecture),
+        format_func=lambda name: (
+            name
+            if name not in backbones
+            else f"{name}  (works offline)"
+            if backbones[name].offline
+            else f"{name}  (needs internet once)"
+        ),
+    )
     if architecture in backbones:
         st.caption(backbones[architecture].description)
     with st.expander("Compare backbones: measured speed, accuracy and size"):
@@ -61,8 +79,10 @@ def show() -> None:
             train_values[name] = widgets.knob_input("train", config.train, name)
 
     st.subheader("Augmentation")
-    st.caption("Augmented copies are changed versions of your training photos (mirrored, cropped, brighter…). "
-               "They help with small datasets, and are cached like photos, so later runs reuse them.")
+    st.caption(
+        "Augmented copies are changed versions of your training photos (mirrored, cropped, brighter…). "
+        "They help with small datasets, and are cached like photos, so later runs reuse them."
+    )
     left, right = st.columns([3, 2])
     augment_values = {}
     with left:
@@ -95,8 +115,11 @@ def show() -> None:
             except (ImageProblem, RetrainError, ValueError) as error:
                 st.warning(f"No preview: {error}")
             else:
-                st.image([images.prepare_for_model(original, size)] + copies, width=PREVIEW_WIDTH,
-                         caption=["original"] + [f"copy {i + 1}" for i in range(len(copies))])
+                st.image(
+                    [images.prepare_for_model(original, size)] + copies,
+                    width=PREVIEW_WIDTH,
+                    caption=["original"] + [f"copy {i + 1}" for i in range(len(copies))],
+                )
                 if not copies:
                     st.caption("Turn on a transform (flip, crop, rotation…) to see augmented copies.")
             st.caption(f"From {widgets.plain(row.file)}")
@@ -104,23 +127,30 @@ def show() -> None:
     st.subheader("Class balancing")
     counts = dataset.class_counts() if dataset is not None else {}
     largest = max([c["train"] for c in counts.values()] or [0])
-    balance = st.toggle("Balance classes with augmented copies", value=config.augment.class_size > 0,
-                        key="knob.balance",
-                        help="Small classes get more augmented copies of their photos (never fewer photos for big "
-                             "ones), so the model does not lean towards the big classes.")
+    balance = st.toggle(
+        "Balance classes with augmented copies",
+        value=config.augment.class_size > 0,
+        key="knob.balance",
+        help="Small classes get more augmented copies of their photos (never fewer photos for big "
+        "ones), so the model does not lean towards the big classes.",
+    )
     augment_values["class_size"] = 0
     if balance:
         left, right = st.columns([1, 2])
         with left:
             st.session_state.setdefault("knob.augment.class_size", config.augment.class_size or max(largest, 1))
-            augment_values["class_size"] = max(widgets.knob_input("augment", config.augment, "class_size",
-                                                                 "Training images per class (about)"), 1)
-            st.caption(f"Balance classes to about {augment_values['class_size']} training images each: a class of "
-                       "n photos gets ⌊N / n⌋ − 1 copies of each. With no transform on, copies are rotated, shifted, "
-                       "zoomed and flipped. Augmented copies (above) are then not made.")
+            augment_values["class_size"] = max(
+                widgets.knob_input("augment", config.augment, "class_size", "Training images per class (about)"), 1
+            )
+            st.caption(
+                f"Balance classes to about {augment_values['class_size']} training images each: a class of "
+                "n photos gets ⌊N / n⌋ − 1 copies of each. With no transform on, copies are rotated, shifted, "
+                "zoomed and flipped. Augmented copies (above) are then not made."
+            )
         if counts:
-            right.plotly_chart(charts.balance_figure(balance_counts(counts, AugmentConfig(**augment_values))),
-                               key="balance_chart")
+            right.plotly_chart(
+                charts.balance_figure(balance_counts(counts, AugmentConfig(**augment_values))), key="balance_chart"
+            )
     else:
         st.caption(f"Off: every class trains on the photos it has (the largest has {largest}).")
 
@@ -136,9 +166,12 @@ def show() -> None:
     edited = widgets.edited_config(edited, "output", {"export_formats": export_formats or ["keras"]})
     if edited != config:
         save_working_config(ws, edited)
-    label_slot.caption(f"Settings: **{preset_label(ws, session.preset(ws), edited)}**", help="A preset's name "
-                       "while the settings are exactly it; \"(edited)\" once you change a setting it leaves alone; "
-                       "\"Custom\" once you change one it sets.")
+    label_slot.caption(
+        f"Settings: **{preset_label(ws, session.preset(ws), edited)}**",
+        help="A preset's name "
+        'while the settings are exactly it; "(edited)" once you change a setting it leaves alone; '
+        '"Custom" once you change one it sets.',
+    )
     try:
         edited.validate()
     except RetrainError as error:
@@ -147,8 +180,13 @@ def show() -> None:
     with st.expander("The resolved config.json"):
         resolved = resolved_config(ws, edited).to_dict()
         st.json(resolved, expanded=1)
-        st.download_button("Download config.json", json.dumps(resolved, indent=2), file_name="config.json",
-                           mime="application/json", icon=":material/download:")
+        st.download_button(
+            "Download config.json",
+            json.dumps(resolved, indent=2),
+            file_name="config.json",
+            mime="application/json",
+            icon=":material/download:",
+        )
 
     widgets.next_step("train", "Next: Train", "Settings are saved as you change them.")
 

@@ -17,8 +17,11 @@ from pipeline.studio.uploads import dataset_from_zip
 def show() -> None:
     """The Dataset page."""
     ws = session.workspace()
-    widgets.header("Dataset", "Give Retrain Studio your labelled photos: one folder per class (daisy/, roses/, …), "
-                  "or train/ and val/ folders of them. Nothing is changed in your files.")
+    widgets.header(
+        "Dataset",
+        "Give Retrain Studio your labelled photos: one folder per class (daisy/, roses/, …), "
+        "or train/ and val/ folders of them. Nothing is changed in your files.",
+    )
     if not session.has_dataset(ws):
         _introduction()
 
@@ -30,13 +33,15 @@ def show() -> None:
                 st.write("Unpacking safely…" if "zip" in what else "Listing images…")
                 config = make_config()
                 dataset = session.use_dataset(ws, config)
-                status.update(label=f"Read {what}: {len(dataset.usable())} images in {len(dataset.classes)} classes",
-                              state="complete", expanded=False)
+                status.update(
+                    label=f"Read {what}: {len(dataset.usable())} images in {len(dataset.classes)} classes",
+                    state="complete",
+                    expanded=False,
+                )
         except RetrainError as error:
             session.page_state().dataset_error = str(error)
         else:
             session.page_state().dataset_error = None
-
 
     def on_new_file(key: str, *files) -> bool:
         """True once per new upload (a rerun must not unpack the same file again)."""
@@ -47,14 +52,17 @@ def show() -> None:
         handled[key] = ids
         return True
 
-
     samples = list_samples()
     # Short names: the tab row must fit a phone's width (390 px) without scrolling sideways.
     tabs = st.tabs(["Zip", "CSV + zip", "Folder", "New"] + (["Samples"] if samples else []))
     with tabs[0]:
-        upload = st.file_uploader("Drop a zip of your photos here", type=["zip"], key="zip_upload",
-                                  help="A zip of one folder per class, or of train/ val/ test/ folders of them. "
-                                       "One wrapping top folder is fine.")
+        upload = st.file_uploader(
+            "Drop a zip of your photos here",
+            type=["zip"],
+            key="zip_upload",
+            help="A zip of one folder per class, or of train/ val/ test/ folders of them. "
+            "One wrapping top folder is fine.",
+        )
         if upload is not None and on_new_file("zip_done", upload):
             load(lambda: dataset_from_zip(ws, upload.name, upload.getvalue()), f"zip {upload.name}")
     with tabs[1]:
@@ -62,13 +70,21 @@ def show() -> None:
         labels_csv = left.file_uploader("CSV of labels (image_id,label)", type=["csv"], key="csv_upload")
         images_zip = right.file_uploader("Zip of the images it names", type=["zip"], key="csv_zip_upload")
         if labels_csv is not None and images_zip is not None and on_new_file("csv_done", labels_csv, images_zip):
-            load(lambda: dataset_from_zip(ws, images_zip.name, images_zip.getvalue(), labels_csv.name,
-                                          labels_csv.getvalue()), f"zip {images_zip.name} with {labels_csv.name}")
+            load(
+                lambda: dataset_from_zip(
+                    ws, images_zip.name, images_zip.getvalue(), labels_csv.name, labels_csv.getvalue()
+                ),
+                f"zip {images_zip.name} with {labels_csv.name}",
+            )
     with tabs[2]:
         st.caption(f"Folders inside the data folder `{data_root()}` can be used.")
         folders = list_server_folders()
-        typed = st.text_input("Folder (inside the data folder)", value=folders[0] if folders else "",
-                              placeholder="e.g. my_photos or projects/cats_vs_dogs", key="server_folder")
+        typed = st.text_input(
+            "Folder (inside the data folder)",
+            value=folders[0] if folders else "",
+            placeholder="e.g. my_photos or projects/cats_vs_dogs",
+            key="server_folder",
+        )
         if folders:
             st.caption("Folders there: " + ", ".join(widgets.plain(name) for name in folders[:20]))
         if st.button("Use this folder", icon=":material/folder_open:"):
@@ -89,8 +105,9 @@ def show() -> None:
         with tabs[4]:
             st.caption("Try Retrain Studio on a dataset that is already here.")
             for name, folder in samples.items():
-                if st.button(f"Use the {widgets.plain(name)} sample", key=f"sample-{name}",
-                             icon=":material/photo_library:"):
+                if st.button(
+                    f"Use the {widgets.plain(name)} sample", key=f"sample-{name}", icon=":material/photo_library:"
+                ):
                     load(lambda folder=folder: DatasetConfig(image_dir=str(folder)), f"sample {name}")
 
     if error := session.page_state().dataset_error:
@@ -111,8 +128,11 @@ def show() -> None:
         cols[1].metric("Classes", len(dataset.classes), border=True)
         cols[2].metric("Problem files", len(dataset.problems), border=True)
         cols[3].metric("Warnings", len(dataset.warnings), border=True)
-        st.caption("Classes: " + ", ".join(map(widgets.plain, dataset.classes[:30]))
-                   + (" …" if len(dataset.classes) > 30 else ""))
+        st.caption(
+            "Classes: "
+            + ", ".join(map(widgets.plain, dataset.classes[:30]))
+            + (" …" if len(dataset.classes) > 30 else "")
+        )
         if st.button("Add photos or classes", icon=":material/add_photo_alternate:", key="grow_dataset"):
             session.go("builder")
         try:
@@ -137,15 +157,21 @@ def show() -> None:
 def _introduction() -> None:
     """What the app does, for someone who has never trained a model: shown until a dataset is chosen."""
     with st.container(border=True, key="introduction"):
-        st.markdown("**Teach a computer to tell your photos apart** — e.g. healthy and sick leaves, or your five "
-                    "products on a shelf. No coding or machine-learning knowledge needed.")
-        st.markdown("1. **Dataset**: give it photos sorted into one folder per kind of thing.\n"
-                    "2. **Explore**: check them — broken files, copies, photos in the wrong folder.\n"
-                    "3. **Train**: it learns from your photos (a few minutes).\n"
-                    "4. **Evaluate**: see how often it is right on photos it has not seen.\n"
-                    "5. **Predict**: try it on new photos, download it, or share it.")
-        st.caption(":material/lock: Your photos stay on this server, in a workspace only your link opens. Keep the "
-                   "address of this page to come back to it.")
+        st.markdown(
+            "**Teach a computer to tell your photos apart** — e.g. healthy and sick leaves, or your five "
+            "products on a shelf. No coding or machine-learning knowledge needed."
+        )
+        st.markdown(
+            "1. **Dataset**: give it photos sorted into one folder per kind of thing.\n"
+            "2. **Explore**: check them — broken files, copies, photos in the wrong folder.\n"
+            "3. **Train**: it learns from your photos (a few minutes).\n"
+            "4. **Evaluate**: see how often it is right on photos it has not seen.\n"
+            "5. **Predict**: try it on new photos, download it, or share it."
+        )
+        st.caption(
+            ":material/lock: Your photos stay on this server, in a workspace only your link opens. Keep the "
+            "address of this page to come back to it."
+        )
 
 
 if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py

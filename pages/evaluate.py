@@ -18,6 +18,7 @@ from pipeline.studio.run_history import download_name, run_dataset_text, test_sp
 GALLERY = 24
 THUMBNAIL = 140
 
+
 def show() -> None:
     """The Evaluate page."""
     ws = session.workspace()
@@ -29,7 +30,6 @@ def show() -> None:
         st.error(str(error), icon=":material/error:")
         st.stop()
 
-
     def gallery(items: list[dict], key: str) -> None:
         """Thumbnails with true label, prediction and confidence (the report's file names, found under the dataset)."""
         try:
@@ -39,18 +39,21 @@ def show() -> None:
             return
         paths = [image_path(root, item["file"]) for item in items[:GALLERY]]
         pictures = widgets.thumbnails([str(path) for path in paths if path], THUMBNAIL)
-        captions = [f"{item['true_label']} → {item['predicted_label']}" +
-                    (f" ({item['confidence']:.0%})" if item.get("confidence") is not None else "")
-                    for item, path in zip(items[:GALLERY], paths, strict=True) if path]
+        captions = [
+            f"{item['true_label']} → {item['predicted_label']}"
+            + (f" ({item['confidence']:.0%})" if item.get("confidence") is not None else "")
+            for item, path in zip(items[:GALLERY], paths, strict=True)
+            if path
+        ]
         shown = [(picture, caption) for picture, caption in zip(pictures, captions, strict=True) if picture]
         if shown:
             st.image([p for p, _ in shown], caption=[c for _, c in shown], width=THUMBNAIL)
         if len(items) > GALLERY:
             st.caption(f"Showing {GALLERY} of {len(items)}.")
 
-
-    where = ("test" if report.extra.get("evaluated_on", "test") == "test"
-             else "validation (the dataset has no test split)")
+    where = (
+        "test" if report.extra.get("evaluated_on", "test") == "test" else "validation (the dataset has no test split)"
+    )
     cols = st.columns(4)
     cols[0].metric("Test accuracy", format_percent(report.test_accuracy), border=True)
     if len(report.labels) > 5:  # with 5 classes or fewer every answer is in the top 5: always 100%
@@ -61,45 +64,85 @@ def show() -> None:
     cols[3].metric("Classes", len(report.labels), border=True)
     left, right = st.columns([3, 1], vertical_alignment="center")
     backbone = config.train.architecture.rsplit("/", 1)[-1]
-    left.caption(f"Run `{run.name}` · trained on {widgets.plain(run_dataset_text(run))} · scored on the {where} "
-                 f"images · backbone {backbone}")
+    left.caption(
+        f"Run `{run.name}` · trained on {widgets.plain(run_dataset_text(run))} · scored on the {where} "
+        f"images · backbone {backbone}"
+    )
     if warning := test_split_warning(run):
         st.warning(f"Too few test images: {widgets.plain(warning)}", icon=":material/warning:")
     model_file = run.path / "model.keras"
     if model_file.exists():
-        right.download_button("Download model (.keras)", data=model_file.read_bytes,
-                              file_name=download_name(run, "model.keras"),
-                              mime="application/octet-stream", type="primary", icon=":material/download:",
-                              width="stretch", on_click="ignore", key="download_keras")
-        right.download_button("Download bundle (.zip)", data=lambda: bundle_bytes(run.path),
-                              file_name=download_name(run, "bundle.zip"),
-                              mime="application/zip", icon=":material/folder_zip:", width="stretch", on_click="ignore",
-                              key="download_bundle",
-                              help="Every checked export, labels.txt, report.json and a model card")
+        right.download_button(
+            "Download model (.keras)",
+            data=model_file.read_bytes,
+            file_name=download_name(run, "model.keras"),
+            mime="application/octet-stream",
+            type="primary",
+            icon=":material/download:",
+            width="stretch",
+            on_click="ignore",
+            key="download_keras",
+        )
+        right.download_button(
+            "Download bundle (.zip)",
+            data=lambda: bundle_bytes(run.path),
+            file_name=download_name(run, "bundle.zip"),
+            mime="application/zip",
+            icon=":material/folder_zip:",
+            width="stretch",
+            on_click="ignore",
+            key="download_bundle",
+            help="Every checked export, labels.txt, report.json and a model card",
+        )
     variants = report.extra.get("tflite_variants") or {}
     if variants:
         st.subheader("Smaller TFLite models")
         st.caption("Quantized copies for phones and small devices, each scored on the same test photos.")
-        st.dataframe(pd.DataFrame([{"File": "model.keras (full precision)", "Size (MB)": round(model_file.stat().st_size
-                                    / 1e6, 2) if model_file.exists() else None, "Test accuracy": report.test_accuracy}]
-                                  + [{"File": v["file"], "Size (MB)": v["size_mb"], "Test accuracy": v["test_accuracy"]}
-                                     for v in variants.values()]),
-                     hide_index=True, key="tflite_variants",
-                     column_config={"Test accuracy": st.column_config.NumberColumn(format="percent")})
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "File": "model.keras (full precision)",
+                        "Size (MB)": round(model_file.stat().st_size / 1e6, 2) if model_file.exists() else None,
+                        "Test accuracy": report.test_accuracy,
+                    }
+                ]
+                + [
+                    {"File": v["file"], "Size (MB)": v["size_mb"], "Test accuracy": v["test_accuracy"]}
+                    for v in variants.values()
+                ]
+            ),
+            hide_index=True,
+            key="tflite_variants",
+            column_config={"Test accuracy": st.column_config.NumberColumn(format="percent")},
+        )
 
     st.subheader("Per class")
-    scores = pd.DataFrame([{"Class": label, "Precision": s.precision, "Recall": s.recall, "F1": s.f1,
-                            "Test images": s.support} for label, s in report.per_class.items()])
+    scores = pd.DataFrame(
+        [
+            {"Class": label, "Precision": s.precision, "Recall": s.recall, "F1": s.f1, "Test images": s.support}
+            for label, s in report.per_class.items()
+        ]
+    )
     bar = {"min_value": 0.0, "max_value": 1.0, "format": "percent"}
-    st.dataframe(scores, hide_index=True, width="stretch", key="per_class", column_config={
-        "Precision": st.column_config.ProgressColumn(help="Of the photos predicted as this class, the share that are",
-                                                     **bar),
-        "Recall": st.column_config.ProgressColumn(help="Of this class's photos, the share found", **bar),
-        "F1": st.column_config.ProgressColumn(help="Precision and recall in one number", **bar)})
+    st.dataframe(
+        scores,
+        hide_index=True,
+        width="stretch",
+        key="per_class",
+        column_config={
+            "Precision": st.column_config.ProgressColumn(
+                help="Of the photos predicted as this class, the share that are", **bar
+            ),
+            "Recall": st.column_config.ProgressColumn(help="Of this class's photos, the share found", **bar),
+            "F1": st.column_config.ProgressColumn(help="Precision and recall in one number", **bar),
+        },
+    )
 
     st.subheader("Confusion matrix")
-    st.caption("Rows are the true class, columns what the model said. Click a cell (or choose below) to see its "
-               "photos.")
+    st.caption(
+        "Rows are the true class, columns what the model said. Click a cell (or choose below) to see its photos."
+    )
     labels, matrix = report.labels, np.array(report.confusion_matrix)
     fig = charts.confusion_figure(labels, matrix)
     chart_column, cell_column = st.columns([3, 2])
@@ -121,8 +164,10 @@ def show() -> None:
     # Reports from before every prediction was listed hold only the mistakes.
     items = cell_images(report.predictions or report.misclassified, true_label, predicted_label)
     with cell_column:
-        st.markdown(f"**{len(items)} photo(s)** of *{widgets.plain(true_label)}* predicted as "
-                    f"*{widgets.plain(predicted_label)}*")
+        st.markdown(
+            f"**{len(items)} photo(s)** of *{widgets.plain(true_label)}* predicted as "
+            f"*{widgets.plain(predicted_label)}*"
+        )
         if not report.predictions and true_label == predicted_label:
             st.caption("This run's report lists only the mistakes; train again to see the right answers too.")
         gallery(items, "cell")

@@ -12,11 +12,13 @@ from pipeline.studio.datasets import imbalance_advice
 
 GALLERY_PAGE = 24
 
+
 def show() -> None:
     """The Explore page."""
     ws = session.workspace()
-    widgets.header("Explore", "Check the data before training: balanced classes, the right photos in each class, "
-                  "no broken files.")
+    widgets.header(
+        "Explore", "Check the data before training: balanced classes, the right photos in each class, no broken files."
+    )
     dataset = session.require_dataset(ws)
     counts = dataset.class_counts()
 
@@ -29,9 +31,11 @@ def show() -> None:
     st.subheader("Images per class")
     if (fig := charts.class_counts_figure(counts)) is not None:
         st.plotly_chart(fig, key="class_counts")
-        st.caption("Training learns from *train*, *validation* picks the best moment to stop, *test* is held out "
-                   "for the final score. Images are assigned to a split by their file name, so the split never "
-                   "changes.")
+        st.caption(
+            "Training learns from *train*, *validation* picks the best moment to stop, *test* is held out "
+            "for the final score. Images are assigned to a split by their file name, so the split never "
+            "changes."
+        )
     if advice := imbalance_advice(counts):
         st.warning(widgets.plain(advice), icon=":material/balance:")
 
@@ -42,10 +46,13 @@ def show() -> None:
         rows = dataset.usable()[dataset.usable()["label"] == label]
         pages = max(1, -(-len(rows) // GALLERY_PAGE))
         page = right.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, key="gallery_page")
-        shown = rows.iloc[(page - 1) * GALLERY_PAGE: page * GALLERY_PAGE]
+        shown = rows.iloc[(page - 1) * GALLERY_PAGE : page * GALLERY_PAGE]
         names = [file.rsplit("/", 1)[-1].rsplit(".", 1)[0] for file in shown["file"]]
-        pairs = [(image, name if len(name) <= 15 else name[:14] + "…")  # one line under a 120-pixel photo
-                 for image, name in zip(widgets.thumbnails(list(shown["path"])), names, strict=True) if image]
+        pairs = [
+            (image, name if len(name) <= 15 else name[:14] + "…")  # one line under a 120-pixel photo
+            for image, name in zip(widgets.thumbnails(list(shown["path"])), names, strict=True)
+            if image
+        ]
         if pairs:
             st.image([image for image, _ in pairs], caption=[caption for _, caption in pairs], width=120)
         st.caption(f"{len(rows)} usable images in '{widgets.plain(label)}'.")
@@ -57,16 +64,27 @@ def show() -> None:
     st.subheader("Problems")
     if dataset.problems:
         st.caption("These files are left out of training. Fix or delete them and load the dataset again.")
-        st.dataframe(pd.DataFrame(dataset.problems).rename(columns={"file": "File", "problem": "What is wrong"}),
-                     hide_index=True, width="stretch", key="problems")
+        st.dataframe(
+            pd.DataFrame(dataset.problems).rename(columns={"file": "File", "problem": "What is wrong"}),
+            hide_index=True,
+            width="stretch",
+            key="problems",
+        )
     else:
         st.success("Every image could be read.", icon=":material/check_circle:")
     if dataset.duplicates:
         st.markdown("**Duplicates** — the same picture more than once")
-        st.dataframe(pd.DataFrame([{"Files": ", ".join(group["files"]),
-                                    "Classes": ", ".join(sorted(set(group["labels"])))}
-                                   for group in dataset.duplicates]),
-                     hide_index=True, width="stretch", key="duplicates")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {"Files": ", ".join(group["files"]), "Classes": ", ".join(sorted(set(group["labels"])))}
+                    for group in dataset.duplicates
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
+            key="duplicates",
+        )
     if dataset.warnings:
         with st.expander(f"All warnings ({len(dataset.warnings)})"):
             for warning in dataset.warnings:
@@ -76,13 +94,14 @@ def show() -> None:
     data_checks.near_duplicates(ws, dataset)
 
     st.subheader("Likely mistakes")
-    st.caption("A model trained on the other photos guesses each photo's class. Photos it puts in another class than "
-               "their folder says are often mislabelled (or odd). Drop them from training or relabel them: your files "
-               "are never changed, the decisions apply to the next run. The check runs in the background.")
+    st.caption(
+        "A model trained on the other photos guesses each photo's class. Photos it puts in another class than "
+        "their folder says are often mislabelled (or odd). Drop them from training or relabel them: your files "
+        "are never changed, the decisions apply to the next run. The check runs in the background."
+    )
     data_checks.likely_mistakes(ws, dataset)
 
-    widgets.next_step("configure", "Next: Configure", "Choose the backbone and settings, or keep the "
-                     "recommended ones.")
+    widgets.next_step("configure", "Next: Configure", "Choose the backbone and settings, or keep the recommended ones.")
 
 
 if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py

@@ -34,10 +34,14 @@ def all_classes(dataset: Dataset, per_class: int = PER_CLASS, advice: bool = Tru
     for label in dataset.classes:
         splits = counts.get(label, {})
         total = sum(splits.values())
-        st.markdown(f"**{plain(label)}** · {total} photo(s): " + ", ".join(f"{n} {split}"
-                                                                           for split, n in splits.items()))
+        st.markdown(
+            f"**{plain(label)}** · {total} photo(s): " + ", ".join(f"{n} {split}" for split, n in splits.items())
+        )
         rows = usable[usable["label"] == label].head(per_class)
-        pairs = [(image, split) for image, split in zip(widgets.thumbnails(list(rows["path"]), 96), rows["split"],
-                                                        strict=True) if image]
+        pairs = [
+            (image, split)
+            for image, split in zip(widgets.thumbnails(list(rows["path"]), 96), rows["split"], strict=True)
+            if image
+        ]
         if pairs:
             st.image([image for image, _ in pairs], caption=[split for _, split in pairs], width=96)

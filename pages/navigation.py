@@ -50,8 +50,9 @@ def page(name: str) -> st.Page:
     entry = next((entry for entry in PAGES if entry.name == name), None)
     if entry is None:
         raise KeyError(f"No page named {name!r}; the pages are {[entry.name for entry in PAGES]}")
-    return st.Page(_shower(entry.name), title=entry.title, icon=entry.icon, url_path=entry.name,
-                   default=entry.name == DEFAULT)
+    return st.Page(
+        _shower(entry.name), title=entry.title, icon=entry.icon, url_path=entry.name, default=entry.name == DEFAULT
+    )
 
 
 def sections() -> dict[str, list[st.Page]]:

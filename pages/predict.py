@@ -21,8 +21,13 @@ def show() -> None:
     if not choices:
         session.require_finished_run(ws)  # says what to do, and stops
     labels = {choice.run: choice.label for choice in choices}
-    picked = st.selectbox("Model", list(labels), format_func=labels.get, key="predict_run",
-                          help="Finished runs, newest first; those trained on the current dataset come first.")
+    picked = st.selectbox(
+        "Model",
+        list(labels),
+        format_func=labels.get,
+        key="predict_run",
+        help="Finished runs, newest first; those trained on the current dataset come first.",
+    )
     run = chosen_run(ws, picked)
     choice = next(choice for choice in choices if choice.run == run.name)
     if not choice.current_dataset:
@@ -35,8 +40,9 @@ def show() -> None:
     left, right = st.columns([1, 2], vertical_alignment="bottom")
     with left:
         k = prediction_view.top_k_slider(predictor)
-    right.caption(f"Trained on {widgets.plain(choice.dataset)} · classes: "
-                  f"{', '.join(map(widgets.plain, predictor.labels[:20]))}")
+    right.caption(
+        f"Trained on {widgets.plain(choice.dataset)} · classes: {', '.join(map(widgets.plain, predictor.labels[:20]))}"
+    )
     editable = current_root(ws)
     add = _adder(ws, editable) if editable else None
     if editable is None:
@@ -62,8 +68,12 @@ def _adder(ws, editable) -> prediction_view.AddRow:
         if not classes:
             return
         left, right = st.columns([2, 1], vertical_alignment="bottom")
-        label = left.selectbox("Add this photo to class", classes, key=f"add-class-{key}",
-                               index=classes.index(suggested) if suggested in classes else 0)
+        label = left.selectbox(
+            "Add this photo to class",
+            classes,
+            key=f"add-class-{key}",
+            index=classes.index(suggested) if suggested in classes else 0,
+        )
         if right.button("Add to the dataset", key=f"add-{key}", icon=":material/add_photo_alternate:"):
             try:
                 result = builder.add_photos(ws, editable, label, [(name, data)])
@@ -73,16 +83,24 @@ def _adder(ws, editable) -> prediction_view.AddRow:
             for item in result.refused:
                 st.error(widgets.plain(f"{item['file']}: {item['reason']}"), icon=":material/error:")
             if result.added or result.already_there:
-                st.success(widgets.plain(f"{'Added to' if result.added else 'Already in'} class {label} "
-                                         f"({len(builder.class_photos(editable, label))} photos now)."),
-                           icon=":material/check:")
+                st.success(
+                    widgets.plain(
+                        f"{'Added to' if result.added else 'Already in'} class {label} "
+                        f"({len(builder.class_photos(editable, label))} photos now)."
+                    ),
+                    icon=":material/check:",
+                )
 
     return add
 
 
 def _zip_predictions(ws, predictor, run_name: str, k: int) -> None:
-    batch = st.file_uploader("Drop a zip of photos", type=["zip"], key="predict_zip",
-                             help="Every file in it gets a row; files that are not readable photos get their error.")
+    batch = st.file_uploader(
+        "Drop a zip of photos",
+        type=["zip"],
+        key="predict_zip",
+        help="Every file in it gets a row; files that are not readable photos get their error.",
+    )
     if batch is None:
         return
     try:
@@ -96,14 +114,23 @@ def _zip_predictions(ws, predictor, run_name: str, k: int) -> None:
     st.success(f"{len(table)} files: {len(table) - errors} predicted, {errors} with an error.")
     if doubtful:
         st.warning(f"{doubtful} prediction(s) to doubt: see the caution column.", icon=":material/help:")
-    st.download_button("Download predictions.csv", csv_path.read_bytes(), file_name=f"predictions-{run_name}.csv",
-                       mime="text/csv", type="primary", icon=":material/download:", on_click="ignore")
+    st.download_button(
+        "Download predictions.csv",
+        csv_path.read_bytes(),
+        file_name=f"predictions-{run_name}.csv",
+        mime="text/csv",
+        type="primary",
+        icon=":material/download:",
+        on_click="ignore",
+    )
     st.dataframe(table, hide_index=True, width="stretch", key="predictions")
 
 
 def _share_links(ws, run_name: str) -> None:
-    st.caption("A share link opens only this model's Predict page, read-only: whoever has it can try the model, but "
-               "cannot see your dataset or your other runs, and cannot change or delete anything. Revoke it any time.")
+    st.caption(
+        "A share link opens only this model's Predict page, read-only: whoever has it can try the model, but "
+        "cannot see your dataset or your other runs, and cannot change or delete anything. Revoke it any time."
+    )
     if st.button("Create a share link", icon=":material/share:", key="create_share"):
         try:
             share_run(ws, run_name)
@@ -113,8 +140,9 @@ def _share_links(ws, run_name: str) -> None:
         left, right = st.columns([4, 1], vertical_alignment="center")
         names = [entry.name for entry in navigation.PAGES]
         left.code(share_link(st.context.url, share.token, names), language=None)  # st.code has a copy button
-        right.button("Revoke", key=f"revoke-{share.token}", icon=":material/link_off:", on_click=revoke,
-                     args=(ws, share.token))
+        right.button(
+            "Revoke", key=f"revoke-{share.token}", icon=":material/link_off:", on_click=revoke, args=(ws, share.token)
+        )
 
 
 if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py

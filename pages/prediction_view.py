@@ -39,8 +39,9 @@ def top_k_slider(predictor) -> int:
 
 def uploaded_photos(predictor, k: int, add: AddRow | None = None) -> None:
     """Photos dropped here, least sure first (the ones most worth a second look or adding with their right class)."""
-    uploads = st.file_uploader("Drop one or more photos", type=IMAGE_TYPES, accept_multiple_files=True,
-                               key="predict_photos")
+    uploads = st.file_uploader(
+        "Drop one or more photos", type=IMAGE_TYPES, accept_multiple_files=True, key="predict_photos"
+    )
     results = [(upload.name, upload.getvalue(), judge(predictor, upload.getvalue(), k)) for upload in uploads or []]
     results.sort(key=lambda item: -1.0 if isinstance(item[2], ImageProblem) else item[2]["predictions"][0]["score"])
     for index, (name, data, judged) in enumerate(results):
@@ -70,4 +71,3 @@ def prediction(name: str, data: bytes, key: str, judged: dict | ImageProblem, ad
         st.plotly_chart(charts.top_k_figure(guesses), key=key)
         if add is not None:
             add(name, data, guesses[0]["label"], key)
-

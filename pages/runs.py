@@ -21,19 +21,25 @@ from pipeline.studio.run_history import (
     workspace_runs,
 )
 
-DOWNLOADS = [("model.keras", "Keras model", "application/octet-stream"),
-             ("model.tflite", "TFLite model", "application/octet-stream"),
-             ("model.onnx", "ONNX model", "application/octet-stream"),
-             ("labels.txt", "labels.txt", "text/plain"), ("report.json", "report.json", "application/json"),
-             ("preprocessing.json", "preprocessing.json", "application/json")]
+DOWNLOADS = [
+    ("model.keras", "Keras model", "application/octet-stream"),
+    ("model.tflite", "TFLite model", "application/octet-stream"),
+    ("model.onnx", "ONNX model", "application/octet-stream"),
+    ("labels.txt", "labels.txt", "text/plain"),
+    ("report.json", "report.json", "application/json"),
+    ("preprocessing.json", "preprocessing.json", "application/json"),
+]
 # The rows of run comparison (run_row's cells), in order.
 COMPARED = ["state", "dataset", "test accuracy", "duration", "queue wait", "backbone", "epochs", "started"]
+
 
 def show() -> None:
     """The Runs page."""
     ws = session.workspace()
-    widgets.header("Runs", "Every model trained in this workspace. Open one to evaluate or use it, compare two, "
-                  "download, or delete.")
+    widgets.header(
+        "Runs",
+        "Every model trained in this workspace. Open one to evaluate or use it, compare two, download, or delete.",
+    )
     current = session.current_run_or_notice(ws)
     runs = workspace_runs(ws)
     if not runs:
@@ -44,16 +50,26 @@ def show() -> None:
 
     for going in active_runs(ws):  # a notice, never a blocker: finished runs stay usable meanwhile
         words = session.run_state_words(refreshed_status(going))
-        st.info(f"Run `{going.name}` is not finished yet ({words.lower()}); its row updates when it is.",
-                icon=":material/hourglass_top:")
+        st.info(
+            f"Run `{going.name}` is not finished yet ({words.lower()}); its row updates when it is.",
+            icon=":material/hourglass_top:",
+        )
     rows = pd.DataFrame([run_row(run) for run in runs]).rename(columns=str.capitalize)
-    st.dataframe(rows, hide_index=True, width="stretch", key="runs_table", column_config={
-        "Duration": st.column_config.TextColumn(help="Time spent working, from leaving the queue to the end"),
-        "Queue wait": st.column_config.TextColumn(help="Time spent waiting for a free training slot")})
+    st.dataframe(
+        rows,
+        hide_index=True,
+        width="stretch",
+        key="runs_table",
+        column_config={
+            "Duration": st.column_config.TextColumn(help="Time spent working, from leaving the queue to the end"),
+            "Queue wait": st.column_config.TextColumn(help="Time spent waiting for a free training slot"),
+        },
+    )
 
     names = [run.name for run in runs]
-    chosen = st.selectbox("Run", names, index=names.index(current.name) if current and current.name in names else 0,
-                          key="chosen_run")
+    chosen = st.selectbox(
+        "Run", names, index=names.index(current.name) if current and current.name in names else 0, key="chosen_run"
+    )
     run = find_run(ws, chosen)
     if run is None:  # deleted in another tab since the list was read
         st.warning(f"Run `{chosen}` was just deleted (in another tab?).", icon=":material/delete:")
@@ -63,25 +79,30 @@ def show() -> None:
     status = refreshed_status(run)
     icon, words = widgets.state_text(status)
     is_current = bool(current and current.name == run.name)
-    st.markdown(f"{icon} **{words}** · `{run.name}` · trained on {widgets.plain(run_dataset_text(run))}"
-                + (" · current run" if is_current else ""))
+    st.markdown(
+        f"{icon} **{words}** · `{run.name}` · trained on {widgets.plain(run_dataset_text(run))}"
+        + (" · current run" if is_current else "")
+    )
     if status.get("damaged"):
         st.warning(status["message"], icon=":material/warning:")
 
     actions = st.columns(4)
-    if actions[0].button("Open (make current)", icon=":material/open_in_new:", width="stretch",
-                         disabled=bool(current and current.name == run.name)):
+    if actions[0].button(
+        "Open (make current)",
+        icon=":material/open_in_new:",
+        width="stretch",
+        disabled=bool(current and current.name == run.name),
+    ):
         session.make_current(ws, run.name)
         st.rerun()
-    if status.get("state") == "done" and actions[1].button("Evaluate it", icon=":material/fact_check:",
-                                                           width="stretch"):
+    if status.get("state") == "done" and actions[1].button(
+        "Evaluate it", icon=":material/fact_check:", width="stretch"
+    ):
         session.make_current(ws, run.name)
         session.go("evaluate")
 
-
     def forget_delete() -> None:
         session.page_state().confirm_delete = None
-
 
     @st.dialog("Delete this run?", on_dismiss=forget_delete)
     def confirm_delete(name: str) -> None:
@@ -102,7 +123,6 @@ def show() -> None:
             session.forget_run(ws, name)
             st.rerun()
 
-
     if actions[3].button("Delete…", icon=":material/delete:", width="stretch"):
         session.page_state().confirm_delete = run.name
     # Kept in session state so the dialog stays open until answered, whatever reruns in between.
@@ -114,36 +134,62 @@ def show() -> None:
         st.caption(f"Every file is named after the run (`{run.name}-…`), so two runs' models never collide.")
         cols = st.columns(3)
         if run.report.is_file():
-            cols[0].download_button("Bundle (.zip)", data=lambda: bundle_bytes(run.path),
-                                    file_name=download_name(run, "bundle.zip"), mime="application/zip",
-                                    type="primary", icon=":material/folder_zip:", width="stretch", on_click="ignore",
-                                    key="download-bundle",
-                                    help="Every checked export, labels.txt, report.json and a model card")
+            cols[0].download_button(
+                "Bundle (.zip)",
+                data=lambda: bundle_bytes(run.path),
+                file_name=download_name(run, "bundle.zip"),
+                mime="application/zip",
+                type="primary",
+                icon=":material/folder_zip:",
+                width="stretch",
+                on_click="ignore",
+                key="download-bundle",
+                help="Every checked export, labels.txt, report.json and a model card",
+            )
         shown = [(file, label, mime) for file, label, mime in DOWNLOADS if (run.path / file).exists()]
         for index, (file, label, mime) in enumerate(shown, start=1):
-            cols[index % 3].download_button(label, data=(run.path / file).read_bytes,
-                                            file_name=download_name(run, file), mime=mime,
-                                            icon=":material/download:", width="stretch", on_click="ignore",
-                                            key=f"download-{file}")
+            cols[index % 3].download_button(
+                label,
+                data=(run.path / file).read_bytes,
+                file_name=download_name(run, file),
+                mime=mime,
+                icon=":material/download:",
+                width="stretch",
+                on_click="ignore",
+                key=f"download-{file}",
+            )
         if (run.path / "saved_model").is_dir():
             cols[(len(shown) + 1) % 3].download_button(
-                "SavedModel (.zip)", data=lambda: saved_model_zip(run), file_name=download_name(run, "saved_model.zip"),
-                mime="application/zip", icon=":material/download:", width="stretch", on_click="ignore",
-                key="download-saved_model")
+                "SavedModel (.zip)",
+                data=lambda: saved_model_zip(run),
+                file_name=download_name(run, "saved_model.zip"),
+                mime="application/zip",
+                icon=":material/download:",
+                width="stretch",
+                on_click="ignore",
+                key="download-saved_model",
+            )
         exports = status.get("exports") if isinstance(status.get("exports"), dict) else {}
         if unavailable := sorted(str(name) for name, state in exports.items() if state == "unavailable"):
-            st.caption(f"Not made on this server: {', '.join(unavailable)} (its optional converter is not "
-                       "installed; report.json says why).")
+            st.caption(
+                f"Not made on this server: {', '.join(unavailable)} (its optional converter is not "
+                "installed; report.json says why)."
+            )
 
     st.subheader("Compare two runs")
-    pair = st.multiselect("Runs to compare", names, default=names[:2] if len(names) > 1 else names, max_selections=2,
-                          key="compare")
+    pair = st.multiselect(
+        "Runs to compare", names, default=names[:2] if len(names) > 1 else names, max_selections=2, key="compare"
+    )
     first, second = (find_run(ws, name) for name in pair) if len(pair) == 2 else (None, None)
     if first and second:
         compared = [run_row(first), run_row(second)]
         # A table, not metrics or a dataframe: every value is shown whole, however long.
-        st.table(pd.DataFrame({row["run"]: [row[name] for name in COMPARED] for row in compared},
-                              index=[name.capitalize() for name in COMPARED]))
+        st.table(
+            pd.DataFrame(
+                {row["run"]: [row[name] for name in COMPARED] for row in compared},
+                index=[name.capitalize() for name in COMPARED],
+            )
+        )
         curves = []
         for other in (first, second):
             try:

@@ -40,19 +40,19 @@ from pipeline.studio.workspaces import Workspace, is_valid_token, new_token, ope
 class PageState:
     """What one browser session keeps between reruns (widget values keep their own keys)."""
 
-    token: str | None = None                      # the session's workspace; also in the URL's ?ws=
-    dataset: DatasetRead | None = None            # the current dataset as last read, reused while still true
-    dataset_error: str | None = None              # why the last dataset choice failed, shown until the next one
+    token: str | None = None  # the session's workspace; also in the URL's ?ws=
+    dataset: DatasetRead | None = None  # the current dataset as last read, reused while still true
+    dataset_error: str | None = None  # why the last dataset choice failed, shown until the next one
     uploads_handled: dict[str, tuple] = field(default_factory=dict)  # upload widget -> files already read
-    label_check: tuple[Any, Any] | None = None    # (what was checked, LabelCheck) of Explore
-    live_state: str | None = None                 # the run state the live Train view drew last
-    confirm_delete: str | None = None             # the run whose deletion waits for an answer
-    chosen_run: tuple[str, str] | None = None     # (newest finished run then, run chosen) on Evaluate
-    preview_index: int = 0                        # which photo Configure's augmentation preview shows
+    label_check: tuple[Any, Any] | None = None  # (what was checked, LabelCheck) of Explore
+    live_state: str | None = None  # the run state the live Train view drew last
+    confirm_delete: str | None = None  # the run whose deletion waits for an answer
+    chosen_run: tuple[str, str] | None = None  # (newest finished run then, run chosen) on Evaluate
+    preview_index: int = 0  # which photo Configure's augmentation preview shows
     confusion_clicked: tuple[Any, Any] | None = None  # the confusion-matrix cell clicked last
-    builder_round: int = 0                        # the builder's upload widgets start fresh after each change
+    builder_round: int = 0  # the builder's upload widgets start fresh after each change
     builder_notice: tuple[str, str] | None = None  # (kind, message) the builder shows after its rerun
-    builder_select: str | None = None             # the class the builder works on next
+    builder_select: str | None = None  # the class the builder works on next
 
 
 def page_state() -> PageState:
@@ -61,7 +61,6 @@ def page_state() -> PageState:
     if not isinstance(state, PageState):  # first use, or a state from before the app's code was reloaded
         state = st.session_state["page_state"] = PageState()
     return state
-
 
 
 def open_session_workspace() -> Workspace | None:
@@ -98,8 +97,10 @@ def use_dataset(ws: Workspace, config: DatasetConfig) -> Dataset:
     bar = st.progress(0.0, text="Checking images…")
 
     def show(progress: Progress) -> None:
-        bar.progress(min(progress.fraction, 1.0), text=f"Checking images: {progress.done}/{progress.total} "
-                     f"({progress.per_second:.0f} per second)")
+        bar.progress(
+            min(progress.fraction, 1.0),
+            text=f"Checking images: {progress.done}/{progress.total} ({progress.per_second:.0f} per second)",
+        )
 
     read = choose_dataset(ws, config, progress=show)
     bar.empty()
@@ -138,8 +139,9 @@ def current_dataset_key(ws: Workspace) -> str:
 def current_run_or_notice(ws: Workspace) -> RunDir | None:
     """The current run; when it was deleted (in another tab) it is forgotten, and the page says so."""
     if gone := forget_missing_run(ws):
-        st.warning(f"Run `{gone}` was deleted (in another tab?), so there is no current run now.",
-                   icon=":material/delete:")
+        st.warning(
+            f"Run `{gone}` was deleted (in another tab?), so there is no current run now.", icon=":material/delete:"
+        )
     return current_run(ws)
 
 
@@ -168,8 +170,11 @@ def choose_finished_run(ws: Workspace) -> RunDir:
     current_run_or_notice(ws)  # a current run deleted in another tab: forgotten, with a notice
     for run in active_runs(ws):
         words = run_state_words(refreshed_status(run))
-        st.info(f"Run `{run.name}` is not finished yet ({words.lower()}): it appears here when it is. Until then "
-                "this page shows a finished run.", icon=":material/hourglass_top:")
+        st.info(
+            f"Run `{run.name}` is not finished yet ({words.lower()}): it appears here when it is. Until then "
+            "this page shows a finished run.",
+            icon=":material/hourglass_top:",
+        )
     finished = finished_runs(ws)
     if not finished:
         st.info("No model yet. Train one first, or open a finished run on the Runs page.", icon=":material/info:")
@@ -190,8 +195,14 @@ def choose_finished_run(ws: Workspace) -> RunDir:
         def remember() -> None:
             state.chosen_run = (names[0], st.session_state[key])
 
-        shown = st.selectbox("Finished run", names, index=names.index(shown), key=key, on_change=remember,
-                             format_func=lambda name: f"{name} · {run_dataset_text(finished[names.index(name)])}")
+        shown = st.selectbox(
+            "Finished run",
+            names,
+            index=names.index(shown),
+            key=key,
+            on_change=remember,
+            format_func=lambda name: f"{name} · {run_dataset_text(finished[names.index(name)])}",
+        )
     return finished[names.index(shown)]
 
 
@@ -218,6 +229,7 @@ def choose_preset(ws: Workspace, name: str) -> None:
 
 
 # ---- The workspace's saved state, typed -------------------------------------------------------------------------
+
 
 def preset(ws: Workspace) -> str:
     """The preset the settings were last set from."""

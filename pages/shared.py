@@ -14,21 +14,29 @@ from pipeline.studio.predict_models import open_shared
 
 def show() -> None:
     """The shared Predict page."""
-    widgets.header("Try a shared model", "Someone shared this image classifier with you. Give it a photo and see "
-                   "its top guesses. Your photos are not kept.")
+    widgets.header(
+        "Try a shared model",
+        "Someone shared this image classifier with you. Give it a photo and see "
+        "its top guesses. Your photos are not kept.",
+    )
     try:
         shared = open_shared(st.query_params.get("share"))
-        predictor = prediction_view.load_predictor(str(shared.run_dir),
-                                                   (shared.run_dir / "model.keras").stat().st_mtime)
+        predictor = prediction_view.load_predictor(
+            str(shared.run_dir), (shared.run_dir / "model.keras").stat().st_mtime
+        )
     except ShareRefused as refused:
         st.error(f"This link does not open a model: {widgets.plain(refused)}.", icon=":material/link_off:")
         st.stop()
     except (RetrainError, OSError) as error:
-        st.error(f"The shared model cannot be loaded: {widgets.plain(error)}. Ask its owner to share it again.",
-                 icon=":material/error:")
+        st.error(
+            f"The shared model cannot be loaded: {widgets.plain(error)}. Ask its owner to share it again.",
+            icon=":material/error:",
+        )
         st.stop()
-    st.caption(f"Trained on {widgets.plain(dataset_line(run_dataset_summary(shared.run_dir)))} · it can only answer "
-               f"one of: {', '.join(map(widgets.plain, predictor.labels[:20]))}")
+    st.caption(
+        f"Trained on {widgets.plain(dataset_line(run_dataset_summary(shared.run_dir)))} · it can only answer "
+        f"one of: {', '.join(map(widgets.plain, predictor.labels[:20]))}"
+    )
     with st.columns([1, 2])[0]:
         k = prediction_view.top_k_slider(predictor)
     photos_tab, camera_tab = st.tabs(["Photos", "Camera"])

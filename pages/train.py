@@ -24,8 +24,10 @@ from pipeline.studio.run_history import (
 def show() -> None:
     """The Train page."""
     ws = session.workspace()
-    widgets.header("Train", "Training runs on the server in the background: you can close this tab and come back "
-                  "with the same address.")
+    widgets.header(
+        "Train",
+        "Training runs on the server in the background: you can close this tab and come back with the same address.",
+    )
     dataset = session.require_dataset(ws)
     config = working_config(ws)
     summary = session.dataset_summary(ws)
@@ -42,17 +44,24 @@ def show() -> None:
     run = session.current_run_or_notice(ws)
     running = run is not None and is_active(refreshed_status(run))
     left, right = st.columns([3, 1], vertical_alignment="center")
-    left.caption("Change the backbone or settings on Configure." if not running else
-                 "A run is in progress. Starting another one puts it in the queue.")
-    if right.button("Start another run" if running else "Start training", type="secondary" if running else "primary",
-                    icon=":material/play_arrow:", width="stretch", key="start_run"):  # one widget whatever its label
+    left.caption(
+        "Change the backbone or settings on Configure."
+        if not running
+        else "A run is in progress. Starting another one puts it in the queue."
+    )
+    if right.button(
+        "Start another run" if running else "Start training",
+        type="secondary" if running else "primary",
+        icon=":material/play_arrow:",
+        width="stretch",
+        key="start_run",
+    ):  # one widget whatever its label
         try:
             run = start_run(ws, config, dataset)  # checks the dataset, settings and this workspace's queue first
         except RetrainError as error:
             st.error(str(error), icon=":material/error:")
         else:
             st.rerun()
-
 
     def draw(run: RunDir) -> dict:
         """The run's state, progress, numbers and curves, as status.json and metrics.csv say now."""
@@ -65,13 +74,18 @@ def show() -> None:
         if is_waiting_for_slot(status):
             place = queue_place(run)
             where = f" {widgets.queue_words(place).capitalize()}." if place else ""
-            st.info(f"Waiting for a free training slot: another run is training now.{where} This one starts by itself "
-                    "when its turn comes.", icon=":material/hourglass_top:")
+            st.info(
+                f"Waiting for a free training slot: another run is training now.{where} This one starts by itself "
+                "when its turn comes.",
+                icon=":material/hourglass_top:",
+            )
         lines = stage_lines(status)
         if is_active(status) and not is_waiting_for_slot(status):  # a waiting run's notice above says it all
             estimate = run_estimate_line(status)
-            st.progress(min(max(status.get("progress", 0.0), 0.0), 1.0),
-                        text=estimate.capitalize() if estimate else "Whole run: no estimate until a stage can be timed")
+            st.progress(
+                min(max(status.get("progress", 0.0), 0.0), 1.0),
+                text=estimate.capitalize() if estimate else "Whole run: no estimate until a stage can be timed",
+            )
             if lines:  # one honest line per stage (runs from before the stage board show their step only)
                 st.markdown("\n".join(f"- {widgets.plain(line)}" for line in lines))
             elif status.get("step"):
@@ -100,8 +114,10 @@ def show() -> None:
         if status.get("damaged"):
             st.warning(status["message"], icon=":material/warning:")
         if state == "failed":
-            st.error(f"The run failed: {widgets.plain(status.get('message') or 'no reason was recorded')}",
-                     icon=":material/error:")
+            st.error(
+                f"The run failed: {widgets.plain(status.get('message') or 'no reason was recorded')}",
+                icon=":material/error:",
+            )
         elif state == "cancelled":
             st.warning(f"Cancelled: {status.get('message', '')}", icon=":material/cancel:")
         elif state == "done":
@@ -114,7 +130,6 @@ def show() -> None:
             cancel_run(run.path)
             st.toast("Cancelling… the run stops after its current batch; cached images are kept.")
         return status
-
 
     @st.fragment(run_every=widgets.REFRESH_SECONDS)
     def live(run_name: str) -> None:
@@ -129,10 +144,11 @@ def show() -> None:
         if not is_active(status) or (seen and seen != status.get("state")):
             st.rerun()  # a new stage or the end: redraw the whole page, sidebar included
 
-
     if run is None:
-        st.info("No run yet. Press **Start training** — the first run also prepares the backbone (a few seconds).",
-                icon=":material/model_training:")
+        st.info(
+            "No run yet. Press **Start training** — the first run also prepares the backbone (a few seconds).",
+            icon=":material/model_training:",
+        )
     else:
         st.divider()
         if running:
@@ -140,13 +156,17 @@ def show() -> None:
         else:
             status = draw(run)
             if status.get("state") == "done":
-                widgets.next_step("evaluate", "Next: Evaluate", "See how well the model does on photos it "
-                                 "never saw.")
-        waiting = [other for other in workspace_runs(ws)
-                   if other.name != run.name and is_active(refreshed_status(other))]
+                widgets.next_step("evaluate", "Next: Evaluate", "See how well the model does on photos it never saw.")
+        waiting = [
+            other for other in workspace_runs(ws) if other.name != run.name and is_active(refreshed_status(other))
+        ]
         if waiting:
-            st.caption("Also in this workspace: " + ", ".join(
-                f"`{other.name}` ({widgets.state_text(refreshed_status(other))[1].lower()})" for other in waiting))
+            st.caption(
+                "Also in this workspace: "
+                + ", ".join(
+                    f"`{other.name}` ({widgets.state_text(refreshed_status(other))[1].lower()})" for other in waiting
+                )
+            )
 
 
 if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py

@@ -97,8 +97,13 @@ def queue_words(place) -> str:
 def state_text(status: dict) -> tuple[str, str]:
     """(icon, words) for a run's state (the words are pipeline.runs.STATE_INFO's)."""
     state = status.get("state", "")
-    info = WAITING_INFO if is_waiting_for_slot(status) else UNKNOWN_INFO if state == UNKNOWN else \
-        STATE_INFO.get(state, NOT_STARTED_INFO)
+    info = (
+        WAITING_INFO
+        if is_waiting_for_slot(status)
+        else UNKNOWN_INFO
+        if state == UNKNOWN
+        else STATE_INFO.get(state, NOT_STARTED_INFO)
+    )
     return f":material/{info.icon}:", info.words
 
 
@@ -110,8 +115,10 @@ def sidebar(ws: Workspace) -> None:
         st.markdown("##### Dataset")
         summary = session.dataset_summary(ws)
         if summary:
-            st.markdown(f":material/folder: **{plain(summary['name'])}**  \n{summary['images']} images · "
-                        f"{summary['classes']} classes")
+            st.markdown(
+                f":material/folder: **{plain(summary['name'])}**  \n{summary['images']} images · "
+                f"{summary['classes']} classes"
+            )
         else:
             st.caption("None yet — start on the Dataset page.")
         st.markdown("##### Run")
@@ -132,8 +139,11 @@ def sidebar_run(ws: Workspace, was_going: bool) -> None:
         status = refreshed_status(run)
         icon, words = state_text(status)
         st.markdown(f"{icon} **{words}**  \n`{run.name}`")
-        st.caption(f"Trained on {plain(run_dataset_text(run))}" if status.get("state") == "done" else
-                   f"Dataset: {plain(run_dataset_text(run))}")
+        st.caption(
+            f"Trained on {plain(run_dataset_text(run))}"
+            if status.get("state") == "done"
+            else f"Dataset: {plain(run_dataset_text(run))}"
+        )
         if is_waiting_for_slot(status) and (place := queue_place(run)):
             st.caption(queue_words(place).capitalize())
     else:
@@ -165,8 +175,9 @@ def knob_input(section: str, values: Any, name: str, label: str | None = None) -
         return int(st.number_input(label, min_value=low, max_value=high, step=1, key=key, help=knob.help))
     if knob.kind == "float":
         step = FLOAT_STEPS.get(name, 0.05)
-        return float(st.number_input(label, min_value=low, max_value=high, step=step, format="%g", key=key,
-                                     help=knob.help))
+        return float(
+            st.number_input(label, min_value=low, max_value=high, step=step, format="%g", key=key, help=knob.help)
+        )
     return st.text_input(label, key=key, help=knob.help).strip() or None
 
 
@@ -174,8 +185,9 @@ def edited_config(config: RunConfig, section: str, values: dict[str, Any]) -> Ru
     return dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section), **values)})
 
 
-def decision_row(ws: Workspace, image: dict[str, Any], classes: list[str], overrides: dict, key: str,
-                 picture: bool = True) -> None:
+def decision_row(
+    ws: Workspace, image: dict[str, Any], classes: list[str], overrides: dict, key: str, picture: bool = True
+) -> None:
     """A photo with its label (and the label a model suggests), and buttons to drop it, relabel it, or undo.
 
     `image` has file, path, label and optionally suggested and suggested_probability. The choice is
@@ -195,15 +207,32 @@ def decision_row(ws: Workspace, image: dict[str, Any], classes: list[str], overr
         actions.button("Undo", key=f"undo-{key}", icon=":material/undo:", on_click=undo_decision, args=(ws, file))
         return
     row = actions.container(horizontal=True)
-    row.button("Drop from training", key=f"drop-{key}", icon=":material/block:", on_click=record_decision,
-               args=(ws, file), kwargs={"drop": True})
+    row.button(
+        "Drop from training",
+        key=f"drop-{key}",
+        icon=":material/block:",
+        on_click=record_decision,
+        args=(ws, file),
+        kwargs={"drop": True},
+    )
     if suggested:
-        row.button(f"Relabel as {plain(suggested)}", key=f"relabel-{key}", icon=":material/label:",
-                   on_click=record_decision, args=(ws, file), kwargs={"label": suggested})
+        row.button(
+            f"Relabel as {plain(suggested)}",
+            key=f"relabel-{key}",
+            icon=":material/label:",
+            on_click=record_decision,
+            args=(ws, file),
+            kwargs={"label": suggested},
+        )
     others = [name for name in classes if name not in (label, suggested)]
     if others:
-        row.menu_button("Another class" if suggested else "Relabel as…", others, key=f"choose-{key}",
-                        on_click=_relabel_as_chosen, args=(ws, file, f"choose-{key}"))
+        row.menu_button(
+            "Another class" if suggested else "Relabel as…",
+            others,
+            key=f"choose-{key}",
+            on_click=_relabel_as_chosen,
+            args=(ws, file, f"choose-{key}"),
+        )
 
 
 def _relabel_as_chosen(ws: Workspace, file: str, key: str) -> None:

@@ -31,12 +31,12 @@ from pipeline.progress import cli_progress
 # retrain.py flags that ask for something this program cannot do: one line, exit 2.
 UNSUPPORTED_FLAGS = {
     "tfhub_module": "TF Hub modules are not used; choose a backbone with --architecture (efficientnet_lite0 works "
-                    "offline; inception_v3, mobilenet_v2, resnet50, or PATH.keras with --bottleneck_layer)",
+    "offline; inception_v3, mobilenet_v2, resnet50, or PATH.keras with --bottleneck_layer)",
 }
 # retrain.py flags whose job is gone: answered with one line while the run goes on.
 RETIRED_FLAGS = {
     "model_dir": "backbone weights need no folder: efficientnet_lite0 ships with the install and Keras "
-                 "backbones use Keras's own cache",
+    "backbones use Keras's own cache",
     "checkpoint_path": "no checkpoint file is needed: the head keeps its best weights and the run exports them",
     "logging_verbosity": "TensorFlow's log is silenced; --verbose (or --logging_verbosity DEBUG) shows it",
     "final_tensor_name": "the exported models name their output 'probabilities'",
@@ -45,9 +45,10 @@ RETIRED_FLAGS = {
     "output_graph": "TF2 has no frozen graphs",  # answered in command_train: a Keras model goes next to it
 }
 # label_image.py's flags that the exported models make unnecessary.
-LABEL_IMAGE_RETIRED = {name: "not needed: the model does its own crop, resize and scaling, and names its output"
-                       for name in ("input_layer", "output_layer", "input_height", "input_width", "input_mean",
-                                    "input_std")}
+LABEL_IMAGE_RETIRED = {
+    name: "not needed: the model does its own crop, resize and scaling, and names its output"
+    for name in ("input_layer", "output_layer", "input_height", "input_width", "input_mean", "input_std")
+}
 # Cached augmented copies of each training image when a distortion flag is given without a count:
 # retrain.py distorted every step (and lost its cache); a few cached copies keep most of that variety.
 DISTORTION_COPIES = 3
@@ -61,8 +62,11 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: list[str]) -> No
         group = parser.add_argument_group(section)
         for field in dataclasses.fields(SECTIONS[section]):
             knob = knob_of(SECTIONS[section], field.name)
-            kwargs: dict[str, Any] = {"dest": f"{section}.{knob.name}", "default": argparse.SUPPRESS,
-                                      "help": knob.help.replace("%", "%%")}  # argparse formats help with %
+            kwargs: dict[str, Any] = {
+                "dest": f"{section}.{knob.name}",
+                "default": argparse.SUPPRESS,
+                "help": knob.help.replace("%", "%%"),
+            }  # argparse formats help with %
             if knob.choices is not None:
                 kwargs["choices"] = knob.choices
             if knob.kind == "bool":
@@ -74,8 +78,9 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: list[str]) -> No
             group.add_argument(f"--{knob.name}", **kwargs)
 
 
-def add_retired_flags(parser: argparse.ArgumentParser, retired: dict[str, str],
-                      unsupported: dict[str, str] | None = None) -> None:
+def add_retired_flags(
+    parser: argparse.ArgumentParser, retired: dict[str, str], unsupported: dict[str, str] | None = None
+) -> None:
     """Old tools' flags, hidden from --help: answered with a note (retired) or an error (unsupported)."""
     for name in unsupported or {}:
         parser.add_argument(f"--{name}", dest=f"unsupported.{name}", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -109,8 +114,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             setattr(config, section, dataclasses.replace(getattr(config, section), **values))
     overrides = given.get("dataset.overrides")
     if overrides and not os.path.isfile(overrides):  # a typo would silently train without the decisions
-        raise RetrainError(f"--overrides {overrides}: no such file; give the decisions file the app wrote "
-                           "(overrides/<dataset>.json), or leave the flag out")
+        raise RetrainError(
+            f"--overrides {overrides}: no such file; give the decisions file the app wrote "
+            "(overrides/<dataset>.json), or leave the flag out"
+        )
     return config
 
 
@@ -120,22 +127,32 @@ def switch_distortions_on(args: argparse.Namespace, config: RunConfig) -> None:
     distortions = [name for name in DISTORTION_FLAGS if given.get(f"augment.{name}")]
     if distortions and config.augment.augment_copies == 0 and config.augment.class_size == 0:
         config.augment.augment_copies = DISTORTION_COPIES
-        note(f"distortions on ({' '.join('--' + name for name in distortions)}): {DISTORTION_COPIES} cached "
-             "augmented copies of each training image (--augment_copies N to change)")
+        note(
+            f"distortions on ({' '.join('--' + name for name in distortions)}): {DISTORTION_COPIES} cached "
+            "augmented copies of each training image (--augment_copies N to change)"
+        )
 
 
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:
     """--engine ray and its settings (pipeline/scale; needs the extra in requirements-scale.txt)."""
     group = parser.add_argument_group("scale out (Ray)")
-    group.add_argument("--engine", choices=["local", "ray"], default="local",
-                       help="local: this process (default); ray: Ray Data tasks and backbone actors, "
-                            "Parquet bottleneck shards")
-    group.add_argument("--ray_address", default=None, help="Ray cluster (auto or ray://host:10001); "
-                       "default: start a local Ray instance")
-    group.add_argument("--ray_actors", type=int, default=None, help="Model actors (default: sized from the "
-                       "cluster's CPUs and GPUs)")
-    group.add_argument("--ray_batch_size", type=int, default=128, help="Images per actor call and per Parquet "
-                       "shard (default 128)")
+    group.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process (default); ray: Ray Data tasks and backbone actors, Parquet bottleneck shards",
+    )
+    group.add_argument(
+        "--ray_address",
+        default=None,
+        help="Ray cluster (auto or ray://host:10001); default: start a local Ray instance",
+    )
+    group.add_argument(
+        "--ray_actors", type=int, default=None, help="Model actors (default: sized from the cluster's CPUs and GPUs)"
+    )
+    group.add_argument(
+        "--ray_batch_size", type=int, default=128, help="Images per actor call and per Parquet shard (default 128)"
+    )
 
 
 def ray_options(args: argparse.Namespace):
@@ -148,9 +165,11 @@ def ray_options(args: argparse.Namespace):
 
 def build_parser() -> argparse.ArgumentParser:
     prog = "retrain-studio" if Path(sys.argv[0]).name == "retrain-studio" else "python -m pipeline"
-    parser = argparse.ArgumentParser(prog=prog, allow_abbrev=False,
-                                     description="Retrain Studio's engine: transfer learning on cached bottlenecks, "
-                                                 "retrain.py-compatible flags.")
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        allow_abbrev=False,
+        description="Retrain Studio's engine: transfer learning on cached bottlenecks, retrain.py-compatible flags.",
+    )
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("--verbose", action="store_true", help="Show TensorFlow's and absl's own log lines.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -163,12 +182,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(inspect, ["dataset"])
     cache = command("cache", "Compute and cache bottlenecks for every image.")
     add_config_flags(cache, ["dataset"])
-    cache.add_argument("--architecture", dest="train.architecture", default=argparse.SUPPRESS,
-                       help="Backbone whose bottlenecks are cached (default efficientnet_lite0).")
-    cache.add_argument("--bottleneck_layer", dest="train.bottleneck_layer", default=argparse.SUPPRESS,
-                       help="Backbone layer whose output is the bottleneck.")
-    cache.add_argument("--bottleneck_dir", dest="output.bottleneck_dir", default=argparse.SUPPRESS,
-                       help="Where cached bottlenecks live (shared between runs).")
+    cache.add_argument(
+        "--architecture",
+        dest="train.architecture",
+        default=argparse.SUPPRESS,
+        help="Backbone whose bottlenecks are cached (default efficientnet_lite0).",
+    )
+    cache.add_argument(
+        "--bottleneck_layer",
+        dest="train.bottleneck_layer",
+        default=argparse.SUPPRESS,
+        help="Backbone layer whose output is the bottleneck.",
+    )
+    cache.add_argument(
+        "--bottleneck_dir",
+        dest="output.bottleneck_dir",
+        default=argparse.SUPPRESS,
+        help="Where cached bottlenecks live (shared between runs).",
+    )
     add_engine_flags(cache)
     train = command("train", "A whole run: cache, train, evaluate, export (model.keras first, then the rest).")
     add_config_flags(train, list(SECTIONS))
@@ -178,33 +209,58 @@ def build_parser() -> argparse.ArgumentParser:
     run = command("run", "Run the config.json already in a run directory (used by the app).")
     run.add_argument("--run_dir", required=True, help="The run directory holding config.json.")
     predict = command("predict", "Top-k predictions of a run's checked model (label_image.py's flags work too).")
-    predict.add_argument("--model", "--graph", dest="model", help="A run folder, or a model file (.keras) with "
-                         "labels.txt beside it or --labels; --graph is label_image.py's name for it.")
-    predict.add_argument("--labels", help="The labels file (default: the run's labels.txt, or the one beside "
-                         "the model file).")
+    predict.add_argument(
+        "--model",
+        "--graph",
+        dest="model",
+        help="A run folder, or a model file (.keras) with "
+        "labels.txt beside it or --labels; --graph is label_image.py's name for it.",
+    )
+    predict.add_argument(
+        "--labels", help="The labels file (default: the run's labels.txt, or the one beside the model file)."
+    )
     predict.add_argument("--top_k", type=int, default=5, help="How many guesses per image.")
-    predict.add_argument("--image", action="append", default=[], help="One image file (label_image.py's flag; "
-                         "may be repeated).")
+    predict.add_argument(
+        "--image", action="append", default=[], help="One image file (label_image.py's flag; may be repeated)."
+    )
     predict.add_argument("--image_dir", help="Predict every image in this folder ...")
     predict.add_argument("--output_csv", help="... and write one CSV row per image here.")
     predict.add_argument("images", nargs="*", help="Image files; one JSON line each is printed.")
     predict.add_argument("--output", help="With --engine ray: a .parquet or .csv file for the predictions.")
     add_retired_flags(predict, LABEL_IMAGE_RETIRED)
     add_engine_flags(predict)
-    suspects = command("suspects", "Likely-mislabelled training and validation images, most suspicious first "
-                       "(last line: JSON list).")
+    suspects = command(
+        "suspects", "Likely-mislabelled training and validation images, most suspicious first (last line: JSON list)."
+    )
     add_config_flags(suspects, ["dataset"])
-    suspects.add_argument("--architecture", dest="train.architecture", default=argparse.SUPPRESS, metavar="NAME",
-                          help="Backbone whose bottlenecks are compared (default efficientnet_lite0).")
-    suspects.add_argument("--bottleneck_layer", dest="train.bottleneck_layer", default=argparse.SUPPRESS,
-                          metavar="LAYER", help="Backbone layer whose output is the bottleneck.")
-    suspects.add_argument("--bottleneck_dir", dest="output.bottleneck_dir", default=argparse.SUPPRESS,
-                          metavar="DIR", help="Bottleneck cache (shared with runs; missing ones are computed).")
-    suspects.add_argument("--folds", type=int, default=5, help="Out-of-fold models; each image is judged by one "
-                          "that did not see it.")
+    suspects.add_argument(
+        "--architecture",
+        dest="train.architecture",
+        default=argparse.SUPPRESS,
+        metavar="NAME",
+        help="Backbone whose bottlenecks are compared (default efficientnet_lite0).",
+    )
+    suspects.add_argument(
+        "--bottleneck_layer",
+        dest="train.bottleneck_layer",
+        default=argparse.SUPPRESS,
+        metavar="LAYER",
+        help="Backbone layer whose output is the bottleneck.",
+    )
+    suspects.add_argument(
+        "--bottleneck_dir",
+        dest="output.bottleneck_dir",
+        default=argparse.SUPPRESS,
+        metavar="DIR",
+        help="Bottleneck cache (shared with runs; missing ones are computed).",
+    )
+    suspects.add_argument(
+        "--folds", type=int, default=5, help="Out-of-fold models; each image is judged by one that did not see it."
+    )
     suspects.add_argument("--top", type=int, default=None, help="Only the N most suspicious images.")
-    suspects.add_argument("--seed", dest="train.seed", type=int, default=argparse.SUPPRESS,
-                          help="Seed of the fold split.")
+    suspects.add_argument(
+        "--seed", dest="train.seed", type=int, default=argparse.SUPPRESS, help="Seed of the fold split."
+    )
     return parser
 
 
@@ -229,8 +285,9 @@ def command_cache(args: argparse.Namespace) -> None:
     dataset = load_dataset(config.dataset, check_images=False, progress=cli_progress())
     backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer, config.train.mirror_view)
     items = [ExtractItem(row.path, row.sha256) for row in dataset.usable().itertuples()]
-    result = cache_bottlenecks(items, backbone, config.output.bottleneck_dir or default_bottleneck_dir(),
-                               progress=cli_progress())
+    result = cache_bottlenecks(
+        items, backbone, config.output.bottleneck_dir or default_bottleneck_dir(), progress=cli_progress()
+    )
     for item, problem in result.problems.items():
         print(f"problem: {item.path}: {problem}", file=sys.stderr)
     print(json.dumps(result.summary()))
@@ -242,8 +299,10 @@ def command_train(args: argparse.Namespace) -> None:
     switch_distortions_on(args, config)
     output_graph = vars(args).get("retired.output_graph")
     if output_graph and (Path(output_graph).is_dir() or output_graph.endswith(("/", os.sep))):
-        raise RetrainError(f"--output_graph {output_graph} is a folder; give a file name such as "
-                           f"{Path(output_graph) / 'output_graph.pb'}")
+        raise RetrainError(
+            f"--output_graph {output_graph} is a folder; give a file name such as "
+            f"{Path(output_graph) / 'output_graph.pb'}"
+        )
     if not config.output.output_dir:  # retrain.py had no such flag: its tutorial lines must still run
         config.output.output_dir = default_output_dir()
         note(f"output folder: {config.output.output_dir} (--output_dir to choose)")
@@ -251,8 +310,10 @@ def command_train(args: argparse.Namespace) -> None:
         raise RetrainError("--output_graph gets the Keras model: add keras to --export_formats")
     refuse_foreign_outputs(config, output_graph)
     if output_graph:
-        note(f"--output_graph {output_graph}: {RETIRED_FLAGS['output_graph']}; the Keras model (backbone + head: "
-             f"RGB 0-255 at the backbone's size in, probabilities out) goes to {keras_beside(output_graph)}")
+        note(
+            f"--output_graph {output_graph}: {RETIRED_FLAGS['output_graph']}; the Keras model (backbone + head: "
+            f"RGB 0-255 at the backbone's size in, probabilities out) goes to {keras_beside(output_graph)}"
+        )
     if args.engine == "ray":
         from pipeline.scale.commands import train_command
 
@@ -303,8 +364,10 @@ def _copy_model(source: Path, target: Path) -> None:
 
     refuse_to_replace(target, looks_like_our_model, "a model")  # again: it may have appeared during the run
     write_bytes_atomic(target, source.read_bytes())
-    note(f"wrote {target}: a Keras 3 model file (.keras; load with keras.saving.load_model); "
-         f"predict with: python -m pipeline predict --graph {target} --labels LABELS IMAGE")
+    note(
+        f"wrote {target}: a Keras 3 model file (.keras; load with keras.saving.load_model); "
+        f"predict with: python -m pipeline predict --graph {target} --labels LABELS IMAGE"
+    )
 
 
 def command_run(args: argparse.Namespace) -> None:
@@ -325,8 +388,9 @@ def _run_and_print(config: RunConfig, run_dir: str) -> None:
     from pipeline.retrain import retrain
 
     # TensorFlow's and absl's Python log lines go through tqdm, above the bars, instead of over them.
-    with logging_redirect_tqdm(loggers=[logging.getLogger(), logging.getLogger("tensorflow"),
-                                        logging.getLogger("absl")]):
+    with logging_redirect_tqdm(
+        loggers=[logging.getLogger(), logging.getLogger("tensorflow"), logging.getLogger("absl")]
+    ):
         report = retrain(config, run_dir, echo=cli_progress())
     for name, why in report.extra.get("exports_unavailable", {}).items():
         note(f"{name} export not made: {why}")
@@ -337,9 +401,17 @@ def _run_and_print(config: RunConfig, run_dir: str) -> None:
             print(f"  {wrong.file}: {wrong.true_label} → {wrong.predicted_label} ({wrong.confidence:.2f})")
     if warning := report.extra.get("test_split_warning"):
         print(f"\nwarning: {warning}")
-    print(json.dumps({"run_dir": run_dir, "test_accuracy": report.test_accuracy,
-                      "top5_accuracy": report.top5_accuracy, "export_parity": report.extra.get("export_parity"),
-                      "test_split_warning": report.extra.get("test_split_warning")}))
+    print(
+        json.dumps(
+            {
+                "run_dir": run_dir,
+                "test_accuracy": report.test_accuracy,
+                "top5_accuracy": report.top5_accuracy,
+                "export_parity": report.extra.get("export_parity"),
+                "test_split_warning": report.extra.get("test_split_warning"),
+            }
+        )
+    )
 
 
 def command_predict(args: argparse.Namespace) -> None:
@@ -351,8 +423,9 @@ def command_predict(args: argparse.Namespace) -> None:
     if args.engine == "ray":
         from pipeline.scale.commands import predict_command
 
-        return predict_command(args.model, args.image_dir, args.output or args.output_csv, args.top_k,
-                               ray_options(args))
+        return predict_command(
+            args.model, args.image_dir, args.output or args.output_csv, args.top_k, ray_options(args)
+        )
     images = args.image + args.images
     if not images and not args.image_dir:
         raise RetrainError("give image files (or --image FILE), or --image_dir DIR (with --output_csv FILE for a CSV)")
@@ -370,8 +443,15 @@ def command_predict(args: argparse.Namespace) -> None:
         results = predictor.predict_files(image_files(args.image_dir), args.top_k, progress=cli_progress())
         if args.output_csv:
             write_predictions_csv(results, args.output_csv, args.top_k, root=args.image_dir)
-            print(json.dumps({"images": len(results), "errors": sum("error" in r for r in results),
-                              "output_csv": args.output_csv}))
+            print(
+                json.dumps(
+                    {
+                        "images": len(results),
+                        "errors": sum("error" in r for r in results),
+                        "output_csv": args.output_csv,
+                    }
+                )
+            )
             return
     else:
         results = predictor.predict_files(images, args.top_k)
@@ -391,21 +471,36 @@ def command_suspects(args: argparse.Namespace) -> None:
     dataset = load_dataset(config.dataset, check_images=False, progress=cli_progress())
     backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer, config.train.mirror_view)
     started = time.monotonic()
-    suspects = find_suspects(dataset, backbone, config.output.bottleneck_dir or default_bottleneck_dir(),
-                             folds=args.folds, top=args.top, seed=config.train.seed, progress=cli_progress())
+    suspects = find_suspects(
+        dataset,
+        backbone,
+        config.output.bottleneck_dir or default_bottleneck_dir(),
+        folds=args.folds,
+        top=args.top,
+        seed=config.train.seed,
+        progress=cli_progress(),
+    )
     for problem in dataset.problems:
         print(f"problem: {problem['file']}: {problem['problem']}", file=sys.stderr)
     print(f"{len(suspects)} suspect(s) in {time.monotonic() - started:.1f}s", file=sys.stderr)
     for suspect in suspects[:20]:
-        print(f"{suspect.file}: {suspect.label} ({suspect.label_probability:.2f}) → {suspect.suggested} "
-              f"({suspect.suggested_probability:.2f})")
+        print(
+            f"{suspect.file}: {suspect.label} ({suspect.label_probability:.2f}) → {suspect.suggested} "
+            f"({suspect.suggested_probability:.2f})"
+        )
     if len(suspects) > 20:
         print(f"... and {len(suspects) - 20} more")
     print(json.dumps([suspect.to_dict() for suspect in suspects]))
 
 
-COMMANDS = {"inspect": command_inspect, "cache": command_cache, "train": command_train, "run": command_run,
-            "predict": command_predict, "suspects": command_suspects}
+COMMANDS = {
+    "inspect": command_inspect,
+    "cache": command_cache,
+    "train": command_train,
+    "run": command_run,
+    "predict": command_predict,
+    "suspects": command_suspects,
+}
 
 
 def quiet_tensorflow(verbose: bool, command: str) -> None:
@@ -436,8 +531,12 @@ def one_line(error: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # `run` is the app's: its output goes to run.log, where TensorFlow's own lines help whoever reads it.
-    quiet_tensorflow(args.verbose or args.command == "run"
-                     or str(vars(args).get("retired.logging_verbosity", "")).upper() == "DEBUG", args.command)
+    quiet_tensorflow(
+        args.verbose
+        or args.command == "run"
+        or str(vars(args).get("retired.logging_verbosity", "")).upper() == "DEBUG",
+        args.command,
+    )
     try:
         COMMANDS[args.command](args)
     except RunCancelled as cancelled:

@@ -52,8 +52,9 @@ def unpack_dataset_zip(zip_path: str | Path, workdir: str | Path | None = None) 
     return safe_extract(zip_path, target)
 
 
-def safe_extract(zip_path: str | Path, target_dir: str | Path, max_files: int | None = None,
-                 max_total_bytes: int | None = None) -> Path:
+def safe_extract(
+    zip_path: str | Path, target_dir: str | Path, max_files: int | None = None, max_total_bytes: int | None = None
+) -> Path:
     """Extract `zip_path` to `target_dir` (which must not exist yet) and return the dataset root in it.
 
     The root is the single top folder when the archive wraps everything in one, else `target_dir`.
@@ -78,8 +79,9 @@ def safe_extract(zip_path: str | Path, target_dir: str | Path, max_files: int | 
             shutil.rmtree(partial, ignore_errors=True)
             if target_dir.is_dir():  # another load of the same zip finished first: use its copy
                 return archive_root(target_dir)
-            raise RetrainError(f"{zip_path}: cannot move the extracted files into {target_dir} "
-                               f"({err.strerror or err})") from None
+            raise RetrainError(
+                f"{zip_path}: cannot move the extracted files into {target_dir} ({err.strerror or err})"
+            ) from None
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
@@ -93,8 +95,7 @@ def archive_root(folder: str | Path) -> Path:
     """
     folder = Path(folder)
     top = [p for p in folder.iterdir() if not is_hidden(p.name)]
-    if len(top) == 1 and top[0].is_dir() and any(p.is_dir() and not is_hidden(p.name)
-                                                  for p in top[0].iterdir()):
+    if len(top) == 1 and top[0].is_dir() and any(p.is_dir() and not is_hidden(p.name) for p in top[0].iterdir()):
         return top[0]
     return folder
 
@@ -107,8 +108,10 @@ def _open_zip(zip_path: Path) -> zipfile.ZipFile:
     except IsADirectoryError:
         raise RetrainError(f"{zip_path}: is a folder, not a zip; use --image_dir for folders") from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as err:
-        raise RetrainError(f"{zip_path}: not a readable zip archive ({err}); upload a .zip of the image "
-                           "folder made with a standard zip tool") from None
+        raise RetrainError(
+            f"{zip_path}: not a readable zip archive ({err}); upload a .zip of the image "
+            "folder made with a standard zip tool"
+        ) from None
 
 
 def _checked_entries(zip_path: Path, archive: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
@@ -120,15 +123,21 @@ def _checked_entries(zip_path: Path, archive: zipfile.ZipFile) -> list[tuple[zip
         if relative is None or relative.parts[0] == MACOS_ZIP_FOLDER or relative.name in _IGNORED_FILES:
             continue
         if relative in seen and not info.is_dir():  # the second would silently replace the first photo
-            raise RetrainError(f"{zip_path}: two entries are named {info.filename!r}; make the zip again from the "
-                               "image folder with a standard zip tool")
+            raise RetrainError(
+                f"{zip_path}: two entries are named {info.filename!r}; make the zip again from the "
+                "image folder with a standard zip tool"
+            )
         seen.add(relative)
         if info.flag_bits & 0x1:
-            raise RetrainError(f"{zip_path}: entry {info.filename!r} is encrypted (password-protected); "
-                               "make the zip again without a password")
+            raise RetrainError(
+                f"{zip_path}: entry {info.filename!r} is encrypted (password-protected); "
+                "make the zip again without a password"
+            )
         if stat.S_ISLNK(info.external_attr >> 16):
-            raise RetrainError(f"{zip_path}: entry {info.filename!r} is a symbolic link, which is refused; "
-                               "make the zip again from the real files (zip without --symlinks)")
+            raise RetrainError(
+                f"{zip_path}: entry {info.filename!r} is a symbolic link, which is refused; "
+                "make the zip again from the real files (zip without --symlinks)"
+            )
         entries.append((info, relative))
     return entries
 
@@ -170,27 +179,39 @@ def _safe_relative_path(zip_path: Path, name: str) -> PurePosixPath | None:
     elif cleaned.count("/") > MAX_DEPTH:
         refuse = f"is nested more than {MAX_DEPTH} folders deep"
     if refuse:
-        raise RetrainError(f"{zip_path}: entry {name!r} {refuse}; this zip is unsafe to extract — make it again "
-                           "from the image folder with a standard zip tool")
+        raise RetrainError(
+            f"{zip_path}: entry {name!r} {refuse}; this zip is unsafe to extract — make it again "
+            "from the image folder with a standard zip tool"
+        )
     parts = [part for part in cleaned.split("/") if part not in ("", ".")]
     return PurePosixPath(*parts) if parts else None
 
 
-def _check_declared_totals(zip_path: Path, entries: list[tuple[zipfile.ZipInfo, PurePosixPath]], max_files: int,
-                           max_total_bytes: int) -> None:
+def _check_declared_totals(
+    zip_path: Path, entries: list[tuple[zipfile.ZipInfo, PurePosixPath]], max_files: int, max_total_bytes: int
+) -> None:
     # Folder entries count too: each one costs an inode like a file does.
     if len(entries) > max_files:
-        raise RetrainError(f"{zip_path}: {len(entries):,} files and folders, over the limit of {max_files:,}; "
-                           "upload a smaller dataset (or raise RETRAIN_STUDIO_MAX_ZIP_FILES)")
+        raise RetrainError(
+            f"{zip_path}: {len(entries):,} files and folders, over the limit of {max_files:,}; "
+            "upload a smaller dataset (or raise RETRAIN_STUDIO_MAX_ZIP_FILES)"
+        )
     declared = sum(info.file_size for info, _ in entries)
     if declared > max_total_bytes:
-        raise RetrainError(f"{zip_path}: unpacks to {megabytes(declared)}, over the limit of "
-                           f"{megabytes(max_total_bytes)}; "
-                           "upload a smaller dataset (or raise RETRAIN_STUDIO_MAX_UNZIPPED_MB)")
+        raise RetrainError(
+            f"{zip_path}: unpacks to {megabytes(declared)}, over the limit of "
+            f"{megabytes(max_total_bytes)}; "
+            "upload a smaller dataset (or raise RETRAIN_STUDIO_MAX_UNZIPPED_MB)"
+        )
 
 
-def _extract_entries(zip_path: Path, archive: zipfile.ZipFile, entries: list[tuple[zipfile.ZipInfo, PurePosixPath]],
-                     destination: Path, max_total_bytes: int) -> None:
+def _extract_entries(
+    zip_path: Path,
+    archive: zipfile.ZipFile,
+    entries: list[tuple[zipfile.ZipInfo, PurePosixPath]],
+    destination: Path,
+    max_total_bytes: int,
+) -> None:
     """Stream every entry into `destination`, counting the bytes really written against the cap."""
     written = 0
     for info, relative in entries:
@@ -204,15 +225,18 @@ def _extract_entries(zip_path: Path, archive: zipfile.ZipFile, entries: list[tup
                 while chunk := source.read(_CHUNK):
                     written += len(chunk)
                     if written > max_total_bytes:
-                        raise RetrainError(f"{zip_path}: unpacks to more than {megabytes(max_total_bytes)} (entry "
-                                           f"{info.filename!r} is larger than declared); upload a smaller dataset")
+                        raise RetrainError(
+                            f"{zip_path}: unpacks to more than {megabytes(max_total_bytes)} (entry "
+                            f"{info.filename!r} is larger than declared); upload a smaller dataset"
+                        )
                     sink.write(chunk)
         except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as err:
-            raise RetrainError(f"{zip_path}: entry {info.filename!r} is damaged or uses an unsupported "
-                               f"compression ({err}); make the zip again") from None
+            raise RetrainError(
+                f"{zip_path}: entry {info.filename!r} is damaged or uses an unsupported "
+                f"compression ({err}); make the zip again"
+            ) from None
         except OSError as err:
-            raise RetrainError(f"{zip_path}: cannot write entry {info.filename!r} ({err.strerror or err}); "
-                               "check free disk space, or make the zip again if two entries share a name") from None
-
-
-
+            raise RetrainError(
+                f"{zip_path}: cannot write entry {info.filename!r} ({err.strerror or err}); "
+                "check free disk space, or make the zip again if two entries share a name"
+            ) from None

@@ -23,8 +23,15 @@ from pipeline.images import center_square, resize_square
 
 # The grocery seed's ImageDataGenerator settings, used for class balancing when the user
 # turned no transform on: copies of an image with no transform would be the image again.
-SEED_TRANSFORMS = {"rotation": 40.0, "width_shift": 0.2, "height_shift": 0.2, "shear": 0.2, "zoom": 0.2,
-                   "flip_left_right": True, "fill_mode": "nearest"}
+SEED_TRANSFORMS = {
+    "rotation": 40.0,
+    "width_shift": 0.2,
+    "height_shift": 0.2,
+    "shear": 0.2,
+    "zoom": 0.2,
+    "flip_left_right": True,
+    "fill_mode": "nearest",
+}
 
 
 def effective_augment(config: AugmentConfig) -> AugmentConfig:
@@ -63,7 +70,7 @@ def augmented_for_model(rgb: np.ndarray, config: AugmentConfig, seed: int, size:
     if _has_geometry(config):
         work = _affine(work, config, rng)
     top, left = rng.integers(0, work_side - size + 1, size=2)
-    out = work[top:top + size, left:left + size]
+    out = work[top : top + size, left : left + size]
     if config.flip_left_right and rng.random() < 0.5:
         out = out[:, ::-1]
     if config.random_brightness:
@@ -93,8 +100,10 @@ def _affine(image: np.ndarray, config: AugmentConfig, rng: np.random.Generator) 
     centre = np.array([(height - 1) / 2, (width - 1) / 2])
     offset = centre - matrix @ centre + np.array([shift_y, shift_x])
     mode = {"nearest": "nearest", "reflect": "reflect", "constant": "constant", "wrap": "grid-wrap"}[config.fill_mode]
-    channels = [ndimage.affine_transform(image[..., c], matrix, offset=offset, order=1, mode=mode, cval=0.0)
-                for c in range(image.shape[2])]
+    channels = [
+        ndimage.affine_transform(image[..., c], matrix, offset=offset, order=1, mode=mode, cval=0.0)
+        for c in range(image.shape[2])
+    ]
     return np.stack(channels, axis=-1)
 
 
@@ -110,5 +119,10 @@ def balance_counts(class_counts: dict[str, dict[str, int]], augment: AugmentConf
     """Training images per class now and with the copies `augment` makes: rows (class, when, images)."""
     train = {label: counts.get("train", 0) for label, counts in class_counts.items()}
     copies = copies_per_class(train, augment)
-    return pd.DataFrame([{"class": label, "when": when, "images": count * (1 + copies[label] * (when != "now"))}
-                         for when in ("now", "after balancing") for label, count in train.items()])
+    return pd.DataFrame(
+        [
+            {"class": label, "when": when, "images": count * (1 + copies[label] * (when != "now"))}
+            for when in ("now", "after balancing")
+            for label, count in train.items()
+        ]
+    )

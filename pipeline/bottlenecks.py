@@ -60,23 +60,29 @@ class ExtractItem:
 
 @dataclass
 class CacheResult:
-    vectors: dict[ExtractItem, np.ndarray]   # every item that has a bottleneck now
-    problems: dict[ExtractItem, str]          # items that could not be decoded, with why
+    vectors: dict[ExtractItem, np.ndarray]  # every item that has a bottleneck now
+    problems: dict[ExtractItem, str]  # items that could not be decoded, with why
     computed: int = 0
     reused: int = 0
     seconds: float = 0.0
-    damaged: int = 0                          # entries found corrupt and recomputed
-    repaired: str = ""                        # how a damaged database file was set aside and rebuilt
+    damaged: int = 0  # entries found corrupt and recomputed
+    repaired: str = ""  # how a damaged database file was set aside and rebuilt
 
     @property
     def images_per_second(self) -> float:
         return self.computed / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> dict:
-        return {"images": len(self.vectors) + len(self.problems), "computed": self.computed, "reused": self.reused,
-                "problems": len(self.problems), "damaged": self.damaged, "seconds": round(self.seconds, 3),
-                "images_per_second": round(self.images_per_second, 2),
-                **({"repaired": self.repaired} if self.repaired else {})}
+        return {
+            "images": len(self.vectors) + len(self.problems),
+            "computed": self.computed,
+            "reused": self.reused,
+            "problems": len(self.problems),
+            "damaged": self.damaged,
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 2),
+            **({"repaired": self.repaired} if self.repaired else {}),
+        }
 
 
 class BottleneckStore:
@@ -90,12 +96,16 @@ class BottleneckStore:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise RetrainError(f"cannot create the bottleneck cache folder {display_name(self.directory)} "
-                               f"({error.strerror or error}); choose a --bottleneck_dir (or RETRAIN_STUDIO_CACHE) "
-                               "that can be written, or fix its permissions") from None
+            raise RetrainError(
+                f"cannot create the bottleneck cache folder {display_name(self.directory)} "
+                f"({error.strerror or error}); choose a --bottleneck_dir (or RETRAIN_STUDIO_CACHE) "
+                "that can be written, or fix its permissions"
+            ) from None
         if not self.directory.is_dir():
-            raise RetrainError(f"the bottleneck cache folder {display_name(self.directory)} is not a folder; "
-                               "choose another --bottleneck_dir")
+            raise RetrainError(
+                f"the bottleneck cache folder {display_name(self.directory)} is not a folder; "
+                "choose another --bottleneck_dir"
+            )
         self.connection = self._open()
 
     def _open(self) -> sqlite3.Connection:
@@ -113,10 +123,13 @@ class BottleneckStore:
 
     def _cannot_use(self, error: sqlite3.Error) -> RetrainError:
         if looks_like_disk_full(error, self.directory):
-            return RetrainError(f"bottleneck cache {display_name(self.path)}: "
-                                f"{disk_full_message(self.directory, self.needed_mb)}")
-        return RetrainError(f"cannot use the bottleneck cache {display_name(self.path)} ({error}); check that its "
-                            "folder can be written and has free space, then run again")
+            return RetrainError(
+                f"bottleneck cache {display_name(self.path)}: {disk_full_message(self.directory, self.needed_mb)}"
+            )
+        return RetrainError(
+            f"cannot use the bottleneck cache {display_name(self.path)} ({error}); check that its "
+            "folder can be written and has free space, then run again"
+        )
 
     def _rebuild(self) -> sqlite3.Connection:
         """Set the damaged file aside, start a fresh one, and carry over every entry that still reads back.
@@ -141,8 +154,10 @@ class BottleneckStore:
                 carried = self._carry_over(aside, connection)
             except sqlite3.OperationalError as error:
                 raise self._cannot_use(error) from None
-        self.repaired = (f"the cache file was damaged; it was set aside as {aside.name}, and {carried} entries "
-                         "that still read back intact were carried over (the rest are recomputed)")
+        self.repaired = (
+            f"the cache file was damaged; it was set aside as {aside.name}, and {carried} entries "
+            "that still read back intact were carried over (the rest are recomputed)"
+        )
         return connection
 
     @staticmethod
@@ -155,8 +170,11 @@ class BottleneckStore:
             return 0
         try:
             for rows in _readable_rows(source):
-                good = [row for row in rows if isinstance(row[3], bytes) and len(row[3]) == row[1] * 4
-                        and zlib.crc32(row[3]) == row[2]]
+                good = [
+                    row
+                    for row in rows
+                    if isinstance(row[3], bytes) and len(row[3]) == row[1] * 4 and zlib.crc32(row[3]) == row[2]
+                ]
                 with connection:
                     connection.execute("BEGIN IMMEDIATE")
                     connection.executemany("INSERT OR REPLACE INTO bottlenecks VALUES (?, ?, ?, ?)", good)
@@ -169,8 +187,10 @@ class BottleneckStore:
         connection = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=WAL")  # readers (other runs) never block the writer
         connection.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL is still atomic on power loss
-        connection.execute("CREATE TABLE IF NOT EXISTS bottlenecks (key TEXT PRIMARY KEY, dim INTEGER NOT NULL, "
-                           "crc INTEGER NOT NULL, vector BLOB NOT NULL)")
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS bottlenecks (key TEXT PRIMARY KEY, dim INTEGER NOT NULL, "
+            "crc INTEGER NOT NULL, vector BLOB NOT NULL)"
+        )
         connection.execute("SELECT count(*) FROM bottlenecks").fetchone()
         return connection
 
@@ -197,10 +217,11 @@ class BottleneckStore:
         found: dict[str, np.ndarray] = {}
         damaged: list[str] = []
         for start in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
-            chunk = keys[start:start + 500]
+            chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for key, dim, crc, blob in self.connection.execute(
-                    f"SELECT key, dim, crc, vector FROM bottlenecks WHERE key IN ({marks})", chunk):
+                f"SELECT key, dim, crc, vector FROM bottlenecks WHERE key IN ({marks})", chunk
+            ):
                 if len(blob) != dim * 4 or zlib.crc32(blob) != crc:
                     damaged.append(key)
                     continue
@@ -244,8 +265,10 @@ def _readable_rows(source: sqlite3.Connection, chunk: int = 256, max_failures: i
     while failures < max_failures:
         rows: list = []
         try:
-            for rowid, *row in source.execute("SELECT rowid, key, dim, crc, vector FROM bottlenecks "
-                                              "WHERE rowid > ? ORDER BY rowid LIMIT ?", (position, chunk)):
+            for rowid, *row in source.execute(
+                "SELECT rowid, key, dim, crc, vector FROM bottlenecks WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (position, chunk),
+            ):
                 rows.append(row)
                 position = rowid
         except sqlite3.DatabaseError:
@@ -265,9 +288,15 @@ def entry_key(item: ExtractItem, backbone_identity: str, augment: AugmentConfig 
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def cache_bottlenecks(items: Sequence[ExtractItem], backbone: Backbone, bottleneck_dir: str | Path,
-                      augment: AugmentConfig | None = None, progress: ProgressCallback | None = None,
-                      batch_size: int = 32, should_stop: Callable[[], bool] | None = None) -> CacheResult:
+def cache_bottlenecks(
+    items: Sequence[ExtractItem],
+    backbone: Backbone,
+    bottleneck_dir: str | Path,
+    augment: AugmentConfig | None = None,
+    progress: ProgressCallback | None = None,
+    batch_size: int = 32,
+    should_stop: Callable[[], bool] | None = None,
+) -> CacheResult:
     """Have a bottleneck for every item: load what is cached, compute only what is missing.
 
     Bad images become `problems`, never a crash. `should_stop` is polled between batches so a
@@ -336,8 +365,7 @@ def load_item_for_model(item: ExtractItem, size: int, augment: AugmentConfig | N
     return augmented_for_model(load_image(item.path, min_side=size), augment, copy_seed(item.sha256, item.copy), size)
 
 
-def _extract_batches(items: Sequence[ExtractItem], backbone: Backbone, augment: AugmentConfig | None,
-                     batch_size: int):
+def _extract_batches(items: Sequence[ExtractItem], backbone: Backbone, augment: AugmentConfig | None, batch_size: int):
     """Yield (items, features, problems) per batch: decoding runs ahead in threads while the backbone runs.
 
     At most `DECODE_AHEAD` batches are decoded ahead of the backbone, so memory stays flat however many
@@ -346,15 +374,15 @@ def _extract_batches(items: Sequence[ExtractItem], backbone: Backbone, augment: 
     if not items:
         return
     forward = backbone_forward(backbone)  # built, converted or loaded before any decoding starts
-    batches = [items[start:start + batch_size] for start in range(0, len(items), batch_size)]
+    batches = [items[start : start + batch_size] for start in range(0, len(items), batch_size)]
     with ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode") as pool:
-        pending = deque(pool.submit(_decode_batch, batch, backbone.input_size, augment)
-                        for batch in batches[:DECODE_AHEAD])
+        pending = deque(
+            pool.submit(_decode_batch, batch, backbone.input_size, augment) for batch in batches[:DECODE_AHEAD]
+        )
         for index in range(len(batches)):
             good, images, problems = pending.popleft().result()
             if index + DECODE_AHEAD < len(batches):
-                pending.append(pool.submit(_decode_batch, batches[index + DECODE_AHEAD], backbone.input_size,
-                                           augment))
+                pending.append(pool.submit(_decode_batch, batches[index + DECODE_AHEAD], backbone.input_size, augment))
             features = forward(images) if good else np.zeros((0, backbone.feature_dim), np.float32)
             yield good, features.astype(np.float32, copy=False), problems
 

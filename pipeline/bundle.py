@@ -44,34 +44,60 @@ def model_card(run: RunDir) -> str:
     report, config = Report.load(run.report), RunConfig.load(run.config)
     counts = report.extra.get("train_class_counts", {})
     size = report.extra.get("input_size", "S")  # S: the backbone's input size (reports from before it was kept)
-    lines = [f"# Model card: {run.name}", "",
-             f"An image classifier for {len(report.labels)} classes, trained with Retrain Studio by transfer "
-             f"learning: the `{config.train.architecture.rsplit('/', 1)[-1]}` ImageNet backbone, frozen"
-             f"{' (top layers fine-tuned)' if config.train.fine_tune_layers else ''}, and a new softmax head.", "",
-             "## Data", "",
-             f"Source: `{Path(config.dataset.image_dir or config.dataset.zip or '?').name}`; "
-             f"{sum(counts.values())} training images (augmented copies included), "
-             f"{report.extra.get('validation_images', '?')} validation, {report.test_images} "
-             f"{report.extra.get('evaluated_on', 'test')} images.", "",
-             "| class | training images | precision | recall |", "|---|---|---|---|"]
+    lines = [
+        f"# Model card: {run.name}",
+        "",
+        f"An image classifier for {len(report.labels)} classes, trained with Retrain Studio by transfer "
+        f"learning: the `{config.train.architecture.rsplit('/', 1)[-1]}` ImageNet backbone, frozen"
+        f"{' (top layers fine-tuned)' if config.train.fine_tune_layers else ''}, and a new softmax head.",
+        "",
+        "## Data",
+        "",
+        f"Source: `{Path(config.dataset.image_dir or config.dataset.zip or '?').name}`; "
+        f"{sum(counts.values())} training images (augmented copies included), "
+        f"{report.extra.get('validation_images', '?')} validation, {report.test_images} "
+        f"{report.extra.get('evaluated_on', 'test')} images.",
+        "",
+        "| class | training images | precision | recall |",
+        "|---|---|---|---|",
+    ]
     for label in report.labels:
         scores = report.per_class.get(label)
-        lines.append(f"| {_cell(label)} | {counts.get(label, 0)} | {scores.precision:.3f} | {scores.recall:.3f} |"
-                     if scores else f"| {_cell(label)} | {counts.get(label, 0)} | | |")
-    lines += ["", "## Metrics", "", f"- {report.extra.get('evaluated_on', 'test')} accuracy: "
-              f"{report.test_accuracy:.3f}; top-5: {report.top5_accuracy:.3f}"]
+        lines.append(
+            f"| {_cell(label)} | {counts.get(label, 0)} | {scores.precision:.3f} | {scores.recall:.3f} |"
+            if scores
+            else f"| {_cell(label)} | {counts.get(label, 0)} | | |"
+        )
+    lines += [
+        "",
+        "## Metrics",
+        "",
+        f"- {report.extra.get('evaluated_on', 'test')} accuracy: "
+        f"{report.test_accuracy:.3f}; top-5: {report.top5_accuracy:.3f}",
+    ]
     for name, variant in report.extra.get("tflite_variants", {}).items():
-        lines.append(f"- `{variant['file']}` ({name}, {variant['size_mb']} MB): "
-                     f"accuracy {variant['test_accuracy']:.3f}")
-    lines += ["", "## Preprocessing", "", PREPROCESSING.format(size=size), "",
-              "## Intended use", "",
-              "Sorting photos like the ones it was trained on into these classes, with a person checking "
-              "low-confidence answers.", "",
-              "## Limits", "",
-              "- It always answers one of its classes, even for a photo of something else.",
-              "- Its scores hold for photos like the training set (camera, lighting, framing); measure again "
-              "on your own photos before relying on it.",
-              f"- Scored on {report.test_images} held-out images: small classes have uncertain scores.", ""]
+        lines.append(
+            f"- `{variant['file']}` ({name}, {variant['size_mb']} MB): accuracy {variant['test_accuracy']:.3f}"
+        )
+    lines += [
+        "",
+        "## Preprocessing",
+        "",
+        PREPROCESSING.format(size=size),
+        "",
+        "## Intended use",
+        "",
+        "Sorting photos like the ones it was trained on into these classes, with a person checking "
+        "low-confidence answers.",
+        "",
+        "## Limits",
+        "",
+        "- It always answers one of its classes, even for a photo of something else.",
+        "- Its scores hold for photos like the training set (camera, lighting, framing); measure again "
+        "on your own photos before relying on it.",
+        f"- Scored on {report.test_images} held-out images: small classes have uncertain scores.",
+        "",
+    ]
     return "\n".join(lines)
 
 

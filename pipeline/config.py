@@ -86,8 +86,9 @@ class TrainConfig:
         None, "Backbone layer whose output is the bottleneck (default: its pooled features)."
     )
     mirror_view: bool = knob(
-        False, "Describe each photo by the mean of its own and its mirror image's features, in training and in "
-        "the exported model; twice the extraction time (on flowers it did not beat the seed-to-seed spread)."
+        False,
+        "Describe each photo by the mean of its own and its mirror image's features, in training and in "
+        "the exported model; twice the extraction time (on flowers it did not beat the seed-to-seed spread).",
     )
     optimizer: str = knob("adam", "Optimizer for the new head.", choices=["adam", "sgd", "rmsprop"])
     learning_rate: float = knob(0.001, "How fast the head learns; lower is slower but steadier.", min=1e-07, max=1.0)
@@ -113,8 +114,10 @@ class TrainConfig:
     early_stopping: int = knob(8, "Stop after this many validations without improvement (0: never).", min=0, max=1000)
     seed: int = knob(0, "Random seed; the same seed and data give the same model.", min=0, max=2**31 - 1)
     fine_tune_layers: int = knob(
-        0, "Unfreeze the top N backbone layers, rounded up to whole blocks, after the head converges (slow).",
-        min=0, max=1000
+        0,
+        "Unfreeze the top N backbone layers, rounded up to whole blocks, after the head converges (slow).",
+        min=0,
+        max=1000,
     )
     fine_tune_epochs: int = knob(2, "Epochs of fine-tuning when --fine_tune_layers is set.", min=1, max=1000)
     fine_tune_learning_rate: float = knob(1e-5, "Learning rate while fine-tuning.", min=1e-08, max=0.1)
@@ -129,8 +132,7 @@ class OutputConfig:
     saved_model_dir: str | None = knob(None, "Also write the SavedModel here.")
     export_formats: list[str] = knob(
         ["keras", "saved_model", "tflite"],
-        "Formats to export (quantized TFLite: tflite_float16, tflite_dynamic, tflite_int8; onnx needs the onnx "
-        "extra).",
+        "Formats to export (quantized TFLite: tflite_float16, tflite_dynamic, tflite_int8; onnx needs the onnx extra).",
         choices=["keras", "saved_model", "tflite", "tflite_float16", "tflite_dynamic", "tflite_int8", "onnx"],
     )
     print_misclassified_test_images: bool = knob(False, "Print every misclassified test image.")
@@ -160,8 +162,9 @@ class RunConfig:
             for spec in dataclasses.fields(section):
                 _check_setting(section_name, spec, getattr(section, spec.name))
         if self.dataset.testing_percentage + self.dataset.validation_percentage >= 100:
-            raise RetrainError("testing_percentage + validation_percentage must be under 100, "
-                               "leaving images to train on")
+            raise RetrainError(
+                "testing_percentage + validation_percentage must be under 100, leaving images to train on"
+            )
         return self
 
     @classmethod
@@ -196,8 +199,9 @@ def _check_setting(section: str, spec: dataclasses.Field, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RetrainError(f"{where} must be a number, not {value!r}")
         if not meta["min"] <= value <= meta["max"]:
-            raise RetrainError(f"{where} = {value} is out of range: use {meta['min']} to {meta['max']} "
-                               f"({meta['help']})")
+            raise RetrainError(
+                f"{where} = {value} is out of range: use {meta['min']} to {meta['max']} ({meta['help']})"
+            )
 
 
 def section_from_dict(factory: Any, values: dict[str, Any], where: str = "") -> Any:
@@ -209,8 +213,7 @@ def section_from_dict(factory: Any, values: dict[str, Any], where: str = "") -> 
     unknown = set(values) - set(fields)
     if unknown:
         raise RetrainError(f"config section {where} has unknown keys {sorted(unknown)}")
-    return dataclasses.replace(section, **{name: _typed(where, fields[name], value)
-                                           for name, value in values.items()})
+    return dataclasses.replace(section, **{name: _typed(where, fields[name], value) for name, value in values.items()})
 
 
 def _typed(section: str, spec: dataclasses.Field, value: Any) -> Any:
@@ -239,7 +242,7 @@ class Knob:
     """What the CLI and the app both need to offer one config field: its kind, help, choices and range."""
 
     name: str
-    kind: str                   # "bool", "int", "float", "list" or "text" (the field's type, read once here)
+    kind: str  # "bool", "int", "float", "list" or "text" (the field's type, read once here)
     help: str
     choices: list | None = None
     low: float | None = None

@@ -30,12 +30,18 @@ if TYPE_CHECKING:
 
 METHODS = ("pca", "tsne")
 TSNE_INPUT_DIMENSIONS = 50  # PCA to this many dimensions before t-SNE: the usual speed-up, same picture
-TSNE_PERPLEXITY = 30.0      # scikit-learn's default; lowered for datasets too small for it
+TSNE_PERPLEXITY = 30.0  # scikit-learn's default; lowered for datasets too small for it
 
 
-def dataset_map(dataset: Dataset, backbone: Backbone, bottleneck_dir: str | Path, method: str = "pca",
-                suspects: Sequence[Suspect] | None = None, seed: int = 0,
-                progress: ProgressCallback | None = None) -> pd.DataFrame:
+def dataset_map(
+    dataset: Dataset,
+    backbone: Backbone,
+    bottleneck_dir: str | Path,
+    method: str = "pca",
+    suspects: Sequence[Suspect] | None = None,
+    seed: int = 0,
+    progress: ProgressCallback | None = None,
+) -> pd.DataFrame:
     """One row per usable image with a bottleneck: x, y, file, path, label, split (+ suspect when given).
 
     `method` is "pca" (default, fast) or "tsne" (clearer clusters, slower). Images that cannot be
@@ -47,8 +53,9 @@ def dataset_map(dataset: Dataset, backbone: Backbone, bottleneck_dir: str | Path
     return map_from_bottlenecks(features, method, suspects, seed)
 
 
-def map_from_bottlenecks(features: DatasetBottlenecks, method: str = "pca", suspects: Sequence[Suspect] | None = None,
-                         seed: int = 0) -> pd.DataFrame:
+def map_from_bottlenecks(
+    features: DatasetBottlenecks, method: str = "pca", suspects: Sequence[Suspect] | None = None, seed: int = 0
+) -> pd.DataFrame:
     """`dataset_map` on bottlenecks fetched already."""
     if method not in METHODS:
         raise RetrainError(f"unknown map method {method!r}; choose one of {', '.join(METHODS)}")

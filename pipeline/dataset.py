@@ -46,14 +46,50 @@ RECOMMENDED_PER_CLASS = 20
 # A file named like this but not an image inside is reported; any other non-image is ignored quietly.
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 # Photos in formats Retrain Studio does not read: skipped like other non-images, but counted in a warning.
-UNSUPPORTED_IMAGE_EXTENSIONS = {".tif", ".tiff", ".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".nef", ".arw",
-                                ".psd", ".svg", ".ico"}
+UNSUPPORTED_IMAGE_EXTENSIONS = {
+    ".tif",
+    ".tiff",
+    ".heic",
+    ".heif",
+    ".avif",
+    ".jxl",
+    ".dng",
+    ".cr2",
+    ".nef",
+    ".arw",
+    ".psd",
+    ".svg",
+    ".ico",
+}
 # Never images, so not even opened: the files that sit next to photos in real datasets.
-NOT_IMAGE_EXTENSIONS = {".txt", ".md", ".csv", ".tsv", ".json", ".xml", ".html", ".pdf", ".db", ".ini", ".py",
-                        ".yaml", ".yml", ".zip", ".tar", ".gz", ".tgz"}
+NOT_IMAGE_EXTENSIONS = {
+    ".txt",
+    ".md",
+    ".csv",
+    ".tsv",
+    ".json",
+    ".xml",
+    ".html",
+    ".pdf",
+    ".db",
+    ".ini",
+    ".py",
+    ".yaml",
+    ".yml",
+    ".zip",
+    ".tar",
+    ".gz",
+    ".tgz",
+}
 # Top-level folder names (any case) that mark a pre-split dataset, and the split each one holds.
-SPLIT_FOLDERS = {"train": "train", "val": "validation", "validation": "validation", "valid": "validation",
-                 "test": "test", "testing": "test"}
+SPLIT_FOLDERS = {
+    "train": "train",
+    "val": "validation",
+    "validation": "validation",
+    "valid": "validation",
+    "test": "test",
+    "testing": "test",
+}
 # Accepted CSV header names, best first (compared lower-cased, spaces and dashes as underscores).
 CSV_ID_COLUMNS = ("image_id", "image", "filename", "file_name", "file", "image_name", "image_path", "path", "img", "id")
 CSV_LABEL_COLUMNS = ("label", "class", "category", "class_name", "labels", "target")
@@ -70,16 +106,16 @@ _MAX_DUPLICATE_WARNINGS = 10
 class Dataset:
     """One dataset as a table of its images, with what was found wrong or worth knowing about it."""
 
-    root: Path                       # folder the images are read from (extracted folder for a zip)
-    table: pd.DataFrame              # one row per candidate image file, COLUMNS
-    classes: list[str]               # sorted class names that have at least one usable image
-    problems: list[dict]             # [{"file": relative path, "problem": message}]
-    warnings: list[str]              # human-readable warnings
-    duplicates: list[dict]           # [{"sha256": h, "files": [...], "labels": [...]}]
-    layout: str = "class_folders"    # "class_folders", "pre_split" or "csv"
-    source: str = ""                 # the folder or zip as the user gave it
-    signature: str = ""              # content signature of the listed files (file_checks.content_signature)
-    files_checked: int = 0           # files opened by this load (the rest were trusted from the check store)
+    root: Path  # folder the images are read from (extracted folder for a zip)
+    table: pd.DataFrame  # one row per candidate image file, COLUMNS
+    classes: list[str]  # sorted class names that have at least one usable image
+    problems: list[dict]  # [{"file": relative path, "problem": message}]
+    warnings: list[str]  # human-readable warnings
+    duplicates: list[dict]  # [{"sha256": h, "files": [...], "labels": [...]}]
+    layout: str = "class_folders"  # "class_folders", "pre_split" or "csv"
+    source: str = ""  # the folder or zip as the user gave it
+    signature: str = ""  # content signature of the listed files (file_checks.content_signature)
+    files_checked: int = 0  # files opened by this load (the rest were trusted from the check store)
 
     def usable(self) -> pd.DataFrame:
         """The rows training may use (status "ok")."""
@@ -108,15 +144,20 @@ class _Candidate:
     """A file that may be an image of `label`, before it is opened."""
 
     path: Path
-    file: str                        # relative to the dataset root, posix
+    file: str  # relative to the dataset root, posix
     label: str
-    split: str | None                # None: decided by the hash of the name
-    expected_image: bool             # named like an image, or listed in the CSV: report it if it is not one
-    problem: str = ""                # known without opening it (refused symlink, missing file)
+    split: str | None  # None: decided by the hash of the name
+    expected_image: bool  # named like an image, or listed in the CSV: report it if it is not one
+    problem: str = ""  # known without opening it (refused symlink, missing file)
 
 
-def load_dataset(config: DatasetConfig, check_images: bool = True, workdir: str | Path | None = None,
-                 progress: ProgressCallback | None = None, check_store: str | Path | bool = True) -> Dataset:
+def load_dataset(
+    config: DatasetConfig,
+    check_images: bool = True,
+    workdir: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+    check_store: str | Path | bool = True,
+) -> Dataset:
     """List, label, split and check the images of a dataset (folder, zip or CSV) into a Dataset.
 
     `check_images` decodes every image (slow, finds every broken file); without it, files are
@@ -139,8 +180,10 @@ def load_dataset(config: DatasetConfig, check_images: bool = True, workdir: str 
     duplicates = _find_duplicates(usable)
     warnings += _duplicate_warnings(duplicates, usable) + _class_size_warnings(usable, classes)
     warnings = [display_name(warning) for warning in warnings]
-    problems = [{"file": file, "problem": display_name(problem)} for file, problem
-                in table.loc[table["status"] == "problem", ["file", "problem"]].itertuples(index=False)]
+    problems = [
+        {"file": file, "problem": display_name(problem)}
+        for file, problem in table.loc[table["status"] == "problem", ["file", "problem"]].itertuples(index=False)
+    ]
     return Dataset(root, table, classes, problems, warnings, duplicates, layout, source, signature, opened)
 
 
@@ -149,11 +192,14 @@ def _refuse_unprintable_labels(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         if row["status"] == "ok" and any(unicodedata.category(c) == "Cc" for c in row["label"]):
             row["status"] = "problem"
-            row["problem"] = (f"class name {row['label']!r} contains a control character (newline, tab, ...); "
-                              "rename the folder or fix the label")
+            row["problem"] = (
+                f"class name {row['label']!r} contains a control character (newline, tab, ...); "
+                "rename the folder or fix the label"
+            )
 
 
 # ---- Where the images are ---------------------------------------------------------------------------------------
+
 
 def _dataset_root(config: DatasetConfig, workdir: str | Path | None) -> tuple[Path, str]:
     """The folder to read images from, and the path the user gave for it."""
@@ -162,8 +208,11 @@ def _dataset_root(config: DatasetConfig, workdir: str | Path | None) -> tuple[Pa
     if config.zip:
         return unpack_dataset_zip(config.zip, workdir).resolve(), str(config.zip)
     if not config.image_dir:
-        flag = "--label_csv needs --image_dir (or --zip): the folder its images are in" if config.label_csv \
+        flag = (
+            "--label_csv needs --image_dir (or --zip): the folder its images are in"
+            if config.label_csv
             else "no dataset given: set --image_dir (a folder of class folders) or --zip"
+        )
         raise RetrainError(flag)
     folder = Path(config.image_dir).expanduser()
     if not folder.exists():
@@ -269,12 +318,27 @@ def _list_class_folders(root: Path, folder: Path, split: str | None) -> tuple[li
         if len(parts) == 1 and not (problem and path.is_dir()):  # a refused class folder is still a class
             loose += bool(problem) or _could_be_image(path)
             continue
-        candidates.append(_Candidate(path, path.relative_to(root).as_posix(), parts[0], split,
-                                     path.suffix.lower() in IMAGE_EXTENSIONS, problem))
-    warnings = [f"{loose} image(s) directly in {folder} are not in a class folder and are ignored; move them into "
-                "a folder named after their class"] if loose else []
-    class_folders = {display_name(p.name) for p in folder.iterdir() if p.is_dir() and not is_hidden(p.name)
-                     and p.name != "__MACOSX"}
+        candidates.append(
+            _Candidate(
+                path,
+                path.relative_to(root).as_posix(),
+                parts[0],
+                split,
+                path.suffix.lower() in IMAGE_EXTENSIONS,
+                problem,
+            )
+        )
+    warnings = (
+        [
+            f"{loose} image(s) directly in {folder} are not in a class folder and are ignored; move them into "
+            "a folder named after their class"
+        ]
+        if loose
+        else []
+    )
+    class_folders = {
+        display_name(p.name) for p in folder.iterdir() if p.is_dir() and not is_hidden(p.name) and p.name != "__MACOSX"
+    }
     return candidates, warnings, class_folders
 
 
@@ -289,8 +353,9 @@ def _list_pre_split(root: Path, split_folders: dict[str, Path]) -> tuple[list[_C
     used = {folder.name for folder in split_folders.values()}
     for path in sorted(root.iterdir()):
         if path.is_dir() and path.name not in used and not is_hidden(path.name):
-            warnings.append(f"folder '{path.name}' is ignored: a pre-split dataset is read from train/, val/ and "
-                            "test/ only")
+            warnings.append(
+                f"folder '{path.name}' is ignored: a pre-split dataset is read from train/, val/ and test/ only"
+            )
     return candidates, warnings, class_folders
 
 
@@ -313,10 +378,15 @@ def _list_from_csv(root: Path, csv_path: Path) -> tuple[list[_Candidate], list[s
         else:
             candidates.append(_Candidate(files[relative][0], relative, label, None, True, files[relative][1]))
     if repeated:
-        warnings.append(f"{repeated} row(s) of {csv_path.name} name an image listed earlier; only the first "
-                        "row of each image is used")
-    unlisted = sum(1 for relative, (path, _) in files.items()
-                   if relative not in listed and _worth_opening(path) and _could_be_image(path))
+        warnings.append(
+            f"{repeated} row(s) of {csv_path.name} name an image listed earlier; only the first "
+            "row of each image is used"
+        )
+    unlisted = sum(
+        1
+        for relative, (path, _) in files.items()
+        if relative not in listed and _worth_opening(path) and _could_be_image(path)
+    )
     if unlisted:
         warnings.append(f"{unlisted} image(s) in {root} are not listed in {csv_path.name} and are ignored")
     return candidates, warnings, set()
@@ -368,8 +438,9 @@ def _read_labels_csv(csv_path: Path) -> tuple[list[tuple[int, str, str]], list[s
     label_column = next((names.index(name) for name in CSV_LABEL_COLUMNS if name in names), None)
     if id_column is None or label_column is None:
         found = ", ".join(name.strip() for name in header)
-        raise RetrainError(f"{csv_path}: needs an image column and a label column (header image_id,label); "
-                           f"found columns: {found}")
+        raise RetrainError(
+            f"{csv_path}: needs an image column and a label column (header image_id,label); found columns: {found}"
+        )
     rows, incomplete = [], 0
     for fields in reader:
         if not any(field.strip() for field in fields):
@@ -380,8 +451,9 @@ def _read_labels_csv(csv_path: Path) -> tuple[list[tuple[int, str, str]], list[s
             rows.append((reader.line_num, image_id, label))
         else:
             incomplete += 1
-    warnings = [f"{incomplete} row(s) of {csv_path.name} have no image id or no label and are skipped"] \
-        if incomplete else []
+    warnings = (
+        [f"{incomplete} row(s) of {csv_path.name} have no image id or no label and are skipped"] if incomplete else []
+    )
     return rows, warnings
 
 
@@ -401,8 +473,10 @@ def _extension_rank(relative: str) -> tuple[int, str]:
 
 # ---- Which candidates are images --------------------------------------------------------------------------------
 
-def _examine_all(candidates: list[_Candidate], check_images: bool, progress: ProgressCallback | None,
-                 store: CheckStore | None) -> tuple[list[dict[str, Any]], str, int]:
+
+def _examine_all(
+    candidates: list[_Candidate], check_images: bool, progress: ProgressCallback | None, store: CheckStore | None
+) -> tuple[list[dict[str, Any]], str, int]:
     """(rows, content signature, files opened): open every candidate the store cannot vouch for, once.
 
     Opened in threads: reading, hashing and Pillow all release the GIL.
@@ -410,7 +484,9 @@ def _examine_all(candidates: list[_Candidate], check_images: bool, progress: Pro
     stamps = {candidate.file: None if candidate.problem else file_stamp(candidate.path) for candidate in candidates}
     checks: dict[str, FileCheck | None] = {
         candidate.file: store.lookup(candidate.file, stamps[candidate.file], check_images) if store else None
-        for candidate in candidates if not candidate.problem}
+        for candidate in candidates
+        if not candidate.problem
+    }
     to_open = [candidate for candidate in candidates if not candidate.problem and checks[candidate.file] is None]
     meter = ProgressMeter("checking", len(to_open), progress)
     if candidates and not to_open:  # a stage with nothing to do says so, rather than "0/0"
@@ -426,11 +502,18 @@ def _examine_all(candidates: list[_Candidate], check_images: bool, progress: Pro
     for candidate in candidates:
         check = FileCheck(True, "", candidate.problem, False) if candidate.problem else checks[candidate.file]
         if check.is_image:  # names shown and stored as text: bytes that are not UTF-8 become \xNN
-            rows.append({"path": str(candidate.path), "file": display_name(candidate.file),
-                         "label": display_name(candidate.label),
-                         "split": candidate.split or "", "sha256": check.sha256,
-                         "status": "problem" if check.problem else "ok", "problem": display_name(check.problem),
-                         "phash": check.phash})
+            rows.append(
+                {
+                    "path": str(candidate.path),
+                    "file": display_name(candidate.file),
+                    "label": display_name(candidate.label),
+                    "split": candidate.split or "",
+                    "sha256": check.sha256,
+                    "status": "problem" if check.problem else "ok",
+                    "problem": display_name(check.problem),
+                    "phash": check.phash,
+                }
+            )
     _refuse_names_shown_alike(candidates, rows)
     return rows, content_signature(stamps), len(to_open)
 
@@ -445,8 +528,10 @@ def _refuse_names_shown_alike(candidates: list[_Candidate], rows: list[dict[str,
     for row in rows:
         if row["label"] in clashing:
             row["status"] = "problem"
-            row["problem"] = (f"two class folders are both shown as '{row['label']}' (one name has bytes that are "
-                              "not UTF-8); rename one of them so their photos are not mixed")
+            row["problem"] = (
+                f"two class folders are both shown as '{row['label']}' (one name has bytes that are "
+                "not UTF-8); rename one of them so their photos are not mixed"
+            )
 
 
 def _examine(candidate: _Candidate, check_images: bool) -> FileCheck:
@@ -455,8 +540,12 @@ def _examine(candidate: _Candidate, check_images: bool) -> FileCheck:
         with _open_regular(candidate.path) as handle:
             head = handle.read(16)
             if not _has_image_signature(head):
-                return FileCheck(candidate.expected_image, "", _why_not_an_image(candidate.path)
-                                 if candidate.expected_image else "", check_images)
+                return FileCheck(
+                    candidate.expected_image,
+                    "",
+                    _why_not_an_image(candidate.path) if candidate.expected_image else "",
+                    check_images,
+                )
             data = head + handle.read()
     except _NotRegular:
         return FileCheck(True, "", SPECIAL_FILE, check_images)
@@ -496,8 +585,9 @@ def _assign_splits(rows: list[dict[str, Any]], validation_percentage: float, tes
 
 def _has_image_signature(head: bytes) -> bool:
     """True when the first bytes are those of JPEG, PNG, BMP, GIF or WebP."""
-    return (head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF87a", b"GIF89a"))
-            or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"))
+    return head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF87a", b"GIF89a")) or (
+        head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    )
 
 
 def _could_be_image(path: Path) -> bool:
@@ -524,6 +614,7 @@ def _why_not_an_image(path: Path) -> str:
 
 
 # ---- Decisions, duplicates and warnings -------------------------------------------------------------------------
+
 
 def load_overrides(path: str | Path | None) -> dict:
     """The per-image decisions {"drop": [file, ...], "relabel": {file: label}}; empty when there are none yet."""
@@ -558,8 +649,11 @@ def _apply_overrides(rows: list[dict[str, Any]], overrides: dict) -> list[str]:
             row["status"] = "dropped"
             applied.add(row["file"])
     stale = sorted((drops | set(relabel)) - applied)
-    return [f"{len(stale)} override(s) name files no longer in the dataset (e.g. {stale[0]}); they are ignored"] \
-        if stale else []
+    return (
+        [f"{len(stale)} override(s) name files no longer in the dataset (e.g. {stale[0]}); they are ignored"]
+        if stale
+        else []
+    )
 
 
 def _to_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -578,18 +672,31 @@ def _empty_folder_warnings(class_folders: set[str], rows: list[dict[str, Any]]) 
 def _unsupported_type_warnings(candidates: list[_Candidate], rows: list[dict[str, Any]]) -> list[str]:
     """One warning for photos skipped because of their format (an iPhone's .heic, a scanner's .tif)."""
     listed = {row["file"] for row in rows}
-    skipped = sorted({Path(c.file).suffix.lower() for c in candidates if c.file not in listed
-                      and Path(c.file).suffix.lower() in UNSUPPORTED_IMAGE_EXTENSIONS})
+    skipped = sorted(
+        {
+            Path(c.file).suffix.lower()
+            for c in candidates
+            if c.file not in listed and Path(c.file).suffix.lower() in UNSUPPORTED_IMAGE_EXTENSIONS
+        }
+    )
     count = sum(1 for c in candidates if c.file not in listed and Path(c.file).suffix.lower() in skipped)
-    return [f"{count} file(s) in formats that are not read ({', '.join(skipped)}) are ignored; convert them to "
-            "JPEG or PNG to use them"] if count else []
+    return (
+        [
+            f"{count} file(s) in formats that are not read ({', '.join(skipped)}) are ignored; convert them to "
+            "JPEG or PNG to use them"
+        ]
+        if count
+        else []
+    )
 
 
 def _find_duplicates(usable: pd.DataFrame) -> list[dict]:
     """Groups of usable images with the same content, in file order."""
     repeated = usable[usable["sha256"].duplicated(keep=False)]
-    groups = [{"sha256": sha256, "files": list(group["file"]), "labels": list(group["label"])}
-              for sha256, group in repeated.groupby("sha256", sort=False)]
+    groups = [
+        {"sha256": sha256, "files": list(group["file"]), "labels": list(group["label"])}
+        for sha256, group in repeated.groupby("sha256", sort=False)
+    ]
     return sorted(groups, key=lambda group: group["files"][0])
 
 
@@ -598,23 +705,30 @@ def _duplicate_warnings(duplicates: list[dict], usable: pd.DataFrame) -> list[st
     warnings = []
     for group in across[:_MAX_DUPLICATE_WARNINGS]:
         classes = sorted(set(group["labels"]))
-        warnings.append(f"same image in classes {' and '.join(classes)}: {', '.join(group['files'])} — it can only "
-                        "be one; delete or relabel one")
+        warnings.append(
+            f"same image in classes {' and '.join(classes)}: {', '.join(group['files'])} — it can only "
+            "be one; delete or relabel one"
+        )
     if len(across) > _MAX_DUPLICATE_WARNINGS:
-        warnings.append(f"... and {len(across) - _MAX_DUPLICATE_WARNINGS} more images are in more than one class "
-                        "(see duplicates)")
+        warnings.append(
+            f"... and {len(across) - _MAX_DUPLICATE_WARNINGS} more images are in more than one class (see duplicates)"
+        )
     same_class = [group for group in duplicates if len(set(group["labels"])) == 1]
     if same_class:
         copies = sum(len(group["files"]) - 1 for group in same_class)
         example = " = ".join(same_class[0]["files"][:2])
-        warnings.append(f"{copies} image(s) are exact copies of another image in the same class (e.g. {example}); "
-                        "copies count twice in training — delete or drop them")
+        warnings.append(
+            f"{copies} image(s) are exact copies of another image in the same class (e.g. {example}); "
+            "copies count twice in training — delete or drop them"
+        )
     split_of = dict(zip(usable["file"], usable["split"], strict=True))
     leaking = [group for group in duplicates if len({split_of[file] for file in group["files"]}) > 1]
     if leaking:
         example = " = ".join(leaking[0]["files"][:2])
-        warnings.append(f"{len(leaking)} image(s) have an exact copy in another split (e.g. {example}); "
-                        "validation and test scores will look better than they are")
+        warnings.append(
+            f"{len(leaking)} image(s) have an exact copy in another split (e.g. {example}); "
+            "validation and test scores will look better than they are"
+        )
     return warnings
 
 
@@ -624,17 +738,22 @@ def _class_size_warnings(usable: pd.DataFrame, classes: list[str]) -> list[str]:
     warnings = []
     for label in classes:
         if counts[label] < RECOMMENDED_PER_CLASS:
-            warnings.append(f"class '{label}' has only {counts[label]} usable images; {RECOMMENDED_PER_CLASS} or "
-                            "more per class is recommended")
+            warnings.append(
+                f"class '{label}' has only {counts[label]} usable images; {RECOMMENDED_PER_CLASS} or "
+                "more per class is recommended"
+            )
         in_class = set(usable.loc[usable["label"] == label, "split"])
         missing = [split for split in ("validation", "test") if split in splits_in_use and split not in in_class]
         if missing:
-            warnings.append(f"class '{label}' has no {' or '.join(missing)} images, so its accuracy there cannot "
-                            "be measured; add images to it")
+            warnings.append(
+                f"class '{label}' has no {' or '.join(missing)} images, so its accuracy there cannot "
+                "be measured; add images to it"
+            )
     return warnings
 
 
 # ---- Verdicts ---------------------------------------------------------------------------------------------------
+
 
 def require_trainable(dataset: Dataset) -> None:
     """Raise DatasetError saying what to fix when the dataset cannot be trained on as it is."""
@@ -644,36 +763,53 @@ def require_trainable(dataset: Dataset) -> None:
         raise DatasetError(f"no images found in {where}; {_expected_layout(dataset)}")
     if not dataset.classes:
         n_problems = int((table["status"] == "problem").sum())
-        raise DatasetError(f"no usable images in {where}: {n_problems} file(s) have problems and the rest are "
-                           "dropped; see the problems list")
+        raise DatasetError(
+            f"no usable images in {where}: {n_problems} file(s) have problems and the rest are "
+            "dropped; see the problems list"
+        )
     counts = dataset.class_counts()
     for label in sorted(set(table.loc[table["status"] != "dropped", "label"])):
         usable = sum(counts.get(label, {}).values())
         if usable < 2:
-            raise DatasetError(f"class '{label}' has {usable} usable image(s); each class needs at least 2 "
-                               f"({RECOMMENDED_PER_CLASS} or more is recommended) — add images, or remove or "
-                               "drop the class")
+            raise DatasetError(
+                f"class '{label}' has {usable} usable image(s); each class needs at least 2 "
+                f"({RECOMMENDED_PER_CLASS} or more is recommended) — add images, or remove or "
+                "drop the class"
+            )
     if len(dataset.classes) == 1:
         only = dataset.classes[0]
-        raise DatasetError(f"only one class ('{only}') in {where}; a classifier needs at least two — add a "
-                           f"folder of images for another class (if '{only}' holds class folders, use it as the "
-                           "dataset folder instead)")
+        raise DatasetError(
+            f"only one class ('{only}') in {where}; a classifier needs at least two — add a "
+            f"folder of images for another class (if '{only}' holds class folders, use it as the "
+            "dataset folder instead)"
+        )
     for label in dataset.classes:
         if counts[label]["train"] == 0:
-            where_to_add = f"add some to train/{label}/" if dataset.layout == "pre_split" else \
-                "add more images to it (its few images all fell in validation or test)"
+            where_to_add = (
+                f"add some to train/{label}/"
+                if dataset.layout == "pre_split"
+                else "add more images to it (its few images all fell in validation or test)"
+            )
             raise DatasetError(f"class '{label}' has no training images; {where_to_add}")
 
 
 def _expected_layout(dataset: Dataset) -> str:
     if dataset.layout == "csv":
         return f"the labels CSV lists no images; expected rows of image_id,label naming files in {dataset.root}"
-    return (f"expected one folder per class of images (e.g. {dataset.root}/daisy/1.jpg), or train/ and val/ "
-            "folders of class folders")
+    return (
+        f"expected one folder per class of images (e.g. {dataset.root}/daisy/1.jpg), or train/ and val/ "
+        "folders of class folders"
+    )
 
 
 def inspect_report(dataset: Dataset) -> dict:
     """The summary `python -m pipeline inspect` prints as JSON: counts, problems, warnings, duplicates."""
-    return {"root": str(dataset.root), "layout": dataset.layout, "classes": dataset.class_counts(),
-            "usable": int(len(dataset.usable())), "problems": dataset.problems, "warnings": dataset.warnings,
-            "duplicates": dataset.duplicates}
+    return {
+        "root": str(dataset.root),
+        "layout": dataset.layout,
+        "classes": dataset.class_counts(),
+        "usable": int(len(dataset.usable())),
+        "problems": dataset.problems,
+        "warnings": dataset.warnings,
+        "duplicates": dataset.duplicates,
+    }

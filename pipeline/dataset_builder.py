@@ -52,8 +52,13 @@ BUILT_PREFIX = "built-"
 MAX_NAME_CHARS = 100
 _MAX_NAME_BYTES = 240
 # File extension by the format that the first bytes show (the photo is decoded before it is kept anyway).
-_SIGNATURES = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"), (b"GIF87a", ".gif"), (b"GIF89a", ".gif"),
-               (b"BM", ".bmp"))
+_SIGNATURES = (
+    (b"\xff\xd8\xff", ".jpg"),
+    (b"\x89PNG\r\n\x1a\n", ".png"),
+    (b"GIF87a", ".gif"),
+    (b"GIF89a", ".gif"),
+    (b"BM", ".bmp"),
+)
 # Hex digits of the content hash in a stored photo's name (48 bits: no two photos of one dataset share them).
 HASH_CHARS = 12
 # Longest stem kept of an upload's name, in UTF-8 bytes (a folder entry holds 255; the hash and format follow).
@@ -61,8 +66,7 @@ _MAX_STEM_BYTES = 150
 # Characters a zip entry or a Windows, macOS or Linux file name cannot hold; each becomes "_".
 _UNSAFE_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]')
 # Upload extensions kept as typed when the content is of that format (".jpeg" stays ".jpeg").
-_ALIASES = {".jpg": {".jpg", ".jpeg", ".jpe"}, ".png": {".png"}, ".gif": {".gif"}, ".bmp": {".bmp"},
-            ".webp": {".webp"}}
+_ALIASES = {".jpg": {".jpg", ".jpeg", ".jpe"}, ".png": {".png"}, ".gif": {".gif"}, ".bmp": {".bmp"}, ".webp": {".webp"}}
 # Leftovers of an interrupted delete or zip import start with these (hidden, so no reader lists them).
 _TRASH_PREFIX = ".deleting-"
 _IMPORT_PREFIX = ".importing-"
@@ -75,9 +79,9 @@ class AddResult:
     """What adding photos did: the files kept (relative to the dataset root) and the ones refused, with why."""
 
     added: list[str] = field(default_factory=list)
-    refused: list[dict[str, str]] = field(default_factory=list)   # [{"file": upload name, "reason": message}]
-    already_there: list[str] = field(default_factory=list)        # upload names whose photo was already in the class
-    name: str = ""                                                  # the class they were added to
+    refused: list[dict[str, str]] = field(default_factory=list)  # [{"file": upload name, "reason": message}]
+    already_there: list[str] = field(default_factory=list)  # upload names whose photo was already in the class
+    name: str = ""  # the class they were added to
 
     def summary(self) -> str:
         """What happened, in one line for the page: every drop gets one, so a drop that went nowhere shows."""
@@ -88,6 +92,7 @@ class AddResult:
 
 
 # ---- Names ------------------------------------------------------------------------------------------------------
+
 
 def validate_name(name: str, what: str = "class name") -> str:
     """The name stripped of surrounding spaces, or RetrainError saying why it cannot name a folder.
@@ -101,8 +106,10 @@ def validate_name(name: str, what: str = "class name") -> str:
     if "/" in text or "\\" in text:
         raise RetrainError(f"{what} {text!r} contains a slash; use a name without '/' or '\\'")
     if is_hidden(text):
-        raise RetrainError(f"{what} {text!r} starts with '.' (or is __MACOSX), which hides the folder (and '.' and "
-                           "'..' are not names); start it with a letter or digit")
+        raise RetrainError(
+            f"{what} {text!r} starts with '.' (or is __MACOSX), which hides the folder (and '.' and "
+            "'..' are not names); start it with a letter or digit"
+        )
     if any(unicodedata.category(char) in ("Cc", "Cs") for char in text):
         raise RetrainError(f"{what} {text!r} contains a control character (newline, tab, …); type it again without")
     if len(text) > MAX_NAME_CHARS or len(text.encode("utf-8")) > _MAX_NAME_BYTES:
@@ -111,6 +118,7 @@ def validate_name(name: str, what: str = "class name") -> str:
 
 
 # ---- Datasets ---------------------------------------------------------------------------------------------------
+
 
 def new_dataset(workspace: Workspace, name: str) -> Path:
     """Create an empty dataset folder in the workspace (marked as the program's own) and return it."""
@@ -167,8 +175,9 @@ def editable_root(workspace: Workspace, config: DatasetConfig) -> Path:
     dataset = load_dataset(config, check_images=False)
     uploaded = root.resolve().is_relative_to(workspace.uploads.resolve()) if config.image_dir else False
     if uploaded and dataset.layout == "class_folders" and not config.label_csv:
-        write_json_atomic(root / MARKER, {"name": dataset_name(config, workspace), "created": time.time(),
-                                          "kind": "adopted upload"})
+        write_json_atomic(
+            root / MARKER, {"name": dataset_name(config, workspace), "created": time.time(), "kind": "adopted upload"}
+        )
         return root.resolve()
     return copy_dataset(workspace, dataset, f"{dataset_name(config, workspace)} (copy)")
 
@@ -222,6 +231,7 @@ def dataset_config_for(root: Path) -> DatasetConfig:
 
 
 # ---- Classes ----------------------------------------------------------------------------------------------------
+
 
 def class_names(root: Path) -> list[str]:
     """The class folders of a built dataset, sorted (hidden leftovers are not classes)."""
@@ -304,6 +314,7 @@ def delete_class(workspace: Workspace, root: Path, name: str) -> int:
 
 # ---- Photos -----------------------------------------------------------------------------------------------------
 
+
 def add_photos(workspace: Workspace, root: Path, name: str, files: list[tuple[str, bytes]]) -> AddResult:
     """Check and add photos to a class: each is decoded first (bad ones refused with the reason), then
     written atomically as <upload name made safe>-<sha256 prefix>.<format>.
@@ -367,15 +378,19 @@ def add_zip(workspace: Workspace, root: Path, name: str, zip_name: str, zip_byte
         zip_path.write_bytes(zip_bytes)
         unpacked = safe_extract(zip_path, scratch / "files")
         zip_path.unlink()
-        files = sorted(path for path in unpacked.rglob("*") if path.is_file() and not path.is_symlink()
-                       and not has_hidden_part(path.relative_to(unpacked)))
+        files = sorted(
+            path
+            for path in unpacked.rglob("*")
+            if path.is_file() and not path.is_symlink() and not has_hidden_part(path.relative_to(unpacked))
+        )
         if not files:
             raise RetrainError(f"{zip_name}: the zip holds no files")
-        return add_photos(workspace, root, name,
-                          [(path.relative_to(unpacked).as_posix(), path.read_bytes()) for path in files])
+        return add_photos(
+            workspace, root, name, [(path.relative_to(unpacked).as_posix(), path.read_bytes()) for path in files]
+        )
     except RetrainError as error:
         if str(error).startswith(str(scratch)):  # safe_extract names the temp zip; the user knows their own
-            raise RetrainError(zip_name + str(error)[len(str(scratch / "upload.zip")):]) from None
+            raise RetrainError(zip_name + str(error)[len(str(scratch / "upload.zip")) :]) from None
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -439,10 +454,13 @@ def split_counts(root: Path, config: DatasetConfig) -> dict[str, dict[str, int]]
 
 # ---- Helpers ----------------------------------------------------------------------------------------------------
 
+
 def _editable(workspace: Workspace, root: Path) -> Path:
     if not is_editable(workspace, root):
-        raise RetrainError(f"{root} is not a dataset made in this workspace; only those can be changed "
-                           "(use 'Grow this dataset' to make an editable copy)")
+        raise RetrainError(
+            f"{root} is not a dataset made in this workspace; only those can be changed "
+            "(use 'Grow this dataset' to make an editable copy)"
+        )
     return Path(root).resolve()
 
 
@@ -519,7 +537,6 @@ def _unique(names: list[str]) -> list[str]:
     return unique
 
 
-
 def _follow_decisions(workspace: Workspace, root: Path, old: str, new: str, moves: dict[str, str]) -> None:
     """Decisions (drop, relabel) about photos of class `old` follow them to class `new` ({old name: new name}
     in `moves`), and photos relabelled as `old` are now relabelled as `new`.
@@ -548,8 +565,13 @@ def _decision_files(workspace: Workspace, root: Path) -> set[Path]:
     when that is this folder under another spelling (an upload chosen before it was adopted)."""
     files = {overrides_path(workspace, dataset_config_for(root))}
     current = dataset_config(workspace)
-    if current and current.overrides and current.image_dir and not current.label_csv \
-            and Path(current.image_dir).resolve() == Path(root).resolve():
+    if (
+        current
+        and current.overrides
+        and current.image_dir
+        and not current.label_csv
+        and Path(current.image_dir).resolve() == Path(root).resolve()
+    ):
         files.add(Path(current.overrides))
     return {path for path in files if path.is_file()}
 

@@ -36,12 +36,12 @@ class Prediction:
 
 @dataclass
 class Report:
-    test_accuracy: float                     # 0-1, on the held-out test split
+    test_accuracy: float  # 0-1, on the held-out test split
     top5_accuracy: float
     test_images: int
     labels: list[str]
     per_class: dict[str, ClassScores]
-    confusion_matrix: list[list[int]]        # rows: true label, columns: predicted label
+    confusion_matrix: list[list[int]]  # rows: true label, columns: predicted label
     misclassified: list[Prediction]
     predictions: list[Prediction] = field(default_factory=list)  # every test image, right or wrong
     extra: dict[str, Any] = field(default_factory=dict)  # export_parity, timings, train_class_counts, ...
@@ -64,9 +64,12 @@ class Report:
     def table(self) -> str:
         """A readable per-class table with the headline numbers, for the terminal."""
         width = max([len(label) for label in self.labels] + [9])
-        lines = [f"test accuracy {self.test_accuracy:.4f}   top-5 {self.top5_accuracy:.4f}   "
-                 f"({self.test_images} test images)", "",
-                 f"{'class':<{width}}  precision  recall     f1  support"]
+        lines = [
+            f"test accuracy {self.test_accuracy:.4f}   top-5 {self.top5_accuracy:.4f}   "
+            f"({self.test_images} test images)",
+            "",
+            f"{'class':<{width}}  precision  recall     f1  support",
+        ]
         for label in self.labels:
             s = self.per_class[label]
             lines.append(f"{label:<{width}}  {s.precision:9.3f}  {s.recall:6.3f}  {s.f1:5.3f}  {s.support:7d}")
@@ -93,20 +96,20 @@ def small_test_split_warning(report: Report, testing_percentage: float | None = 
         measured = f"no {split} images, so this score measures nothing"
     else:
         step = 100 / report.test_images
-        measured = (f"only {report.test_images} {split} image(s), so one photo moves the accuracy by "
-                    f"{step:.0f} points")
+        measured = f"only {report.test_images} {split} image(s), so one photo moves the accuracy by {step:.0f} points"
     if few:
         shown = ", ".join(f"{label} ({supports[label]})" for label in few[:5]) + (" ..." if len(few) > 5 else "")
         measured += f"; fewer than {MIN_TEST_PER_CLASS} for {shown}"
     enough = f"at least {MIN_TEST_PER_CLASS} per class and {MIN_TEST_IMAGES} in all"
     if testing_percentage is None:  # a pre-split dataset: its test/ folder decides
         return f"{measured}. Treat the score as a rough guess: add photos to the test folder of each class ({enough})."
-    return (f"{measured}. Treat the score as a rough guess: add more photos to each class, or raise the test "
-            f"percentage (now {testing_percentage:g}%) so that {enough} are held out for testing.")
+    return (
+        f"{measured}. Treat the score as a rough guess: add more photos to each class, or raise the test "
+        f"percentage (now {testing_percentage:g}%) so that {enough} are held out for testing."
+    )
 
 
-def build_report(true_indices: np.ndarray, probabilities: np.ndarray, labels: list[str],
-                 files: list[str]) -> Report:
+def build_report(true_indices: np.ndarray, probabilities: np.ndarray, labels: list[str], files: list[str]) -> Report:
     """Accuracy, top-5, per-class P/R/F1, confusion matrix and misclassified images."""
     true_indices = np.asarray(true_indices, dtype=int)
     predicted = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, dtype=int)
@@ -130,10 +133,17 @@ def build_report(true_indices: np.ndarray, probabilities: np.ndarray, labels: li
     )
 
 
-def _prediction(i: int, files: list[str], labels: list[str], true_indices: np.ndarray, predicted: np.ndarray,
-                probabilities: np.ndarray) -> Prediction:
-    return Prediction(files[i], labels[true_indices[i]], labels[predicted[i]],
-                         round(float(probabilities[i, predicted[i]]), 4))
+def _prediction(
+    i: int,
+    files: list[str],
+    labels: list[str],
+    true_indices: np.ndarray,
+    predicted: np.ndarray,
+    probabilities: np.ndarray,
+) -> Prediction:
+    return Prediction(
+        files[i], labels[true_indices[i]], labels[predicted[i]], round(float(probabilities[i, predicted[i]]), 4)
+    )
 
 
 def _per_class_scores(confusion: np.ndarray, labels: list[str]) -> dict[str, ClassScores]:
@@ -145,8 +155,9 @@ def _per_class_scores(confusion: np.ndarray, labels: list[str]) -> dict[str, Cla
         precision = true_positive / predicted_as if predicted_as else 0.0
         recall = true_positive / support if support else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        scores[label] = ClassScores(round(float(precision), 4), round(float(recall), 4), round(float(f1), 4),
-                                    int(support))
+        scores[label] = ClassScores(
+            round(float(precision), 4), round(float(recall), 4), round(float(f1), 4), int(support)
+        )
     return scores
 
 
@@ -157,7 +168,10 @@ def cell_images(predictions: list[Prediction], true_label: str, predicted_label:
     Mistakes come most confident first (the ones to look at); correct ones least confident first
     (the near misses).
     """
-    items = [dataclasses.asdict(p) for p in predictions
-             if p.true_label == true_label and p.predicted_label == predicted_label]
+    items = [
+        dataclasses.asdict(p)
+        for p in predictions
+        if p.true_label == true_label and p.predicted_label == predicted_label
+    ]
     sign = 1 if true_label == predicted_label else -1
     return sorted(items, key=lambda item: sign * item["confidence"])

@@ -40,9 +40,19 @@ from pipeline.quiet import native_logs_silenced
 # Keras `Resizing` (how far that resize is from training's Pillow one is measured in bench/, not here).
 # Quantized TFLite variants trade exactness for size: their bound only catches a broken conversion;
 # what they cost in accuracy is measured on the whole test split and reported per variant.
-TOLERANCE = {"keras": 1e-4, "keras_any_size": 1e-4, "saved_model": 1e-4, "saved_model_pixels": 1e-5,
-             "saved_model_bytes": 0.02, "tflite": 1e-3, "cached_bottlenecks": 1e-3, "tflite_float16": 0.02,
-             "tflite_dynamic": 0.2, "tflite_int8": 0.4, "onnx": 1e-4}
+TOLERANCE = {
+    "keras": 1e-4,
+    "keras_any_size": 1e-4,
+    "saved_model": 1e-4,
+    "saved_model_pixels": 1e-5,
+    "saved_model_bytes": 0.02,
+    "tflite": 1e-3,
+    "cached_bottlenecks": 1e-3,
+    "tflite_float16": 0.02,
+    "tflite_dynamic": 0.2,
+    "tflite_int8": 0.4,
+    "onnx": 1e-4,
+}
 # Exports are written into a folder of this name inside the run, then moved into place; a run killed
 # meanwhile leaves one behind, which the next run in that folder removes (pipeline.runs.RunDir.clear_outputs).
 STAGING_PREFIX = ".staging-"
@@ -53,9 +63,15 @@ BYTES_SIGNATURE = "serving_bytes"
 PIXELS_SIGNATURE = "serving_pixels"
 # The order they are built in: keras is quick; the TFLite ones convert the SavedModel; ONNX is optional.
 FORMATS = ("keras", "saved_model", "tflite", "tflite_float16", "tflite_dynamic", "tflite_int8", "onnx")
-FILES = {"keras": "model.keras", "saved_model": "saved_model", "tflite": "model.tflite",
-         "tflite_float16": "model_float16.tflite", "tflite_dynamic": "model_dynamic.tflite",
-         "tflite_int8": "model_int8.tflite", "onnx": "model.onnx"}
+FILES = {
+    "keras": "model.keras",
+    "saved_model": "saved_model",
+    "tflite": "model.tflite",
+    "tflite_float16": "model_float16.tflite",
+    "tflite_dynamic": "model_dynamic.tflite",
+    "tflite_int8": "model_int8.tflite",
+    "onnx": "model.onnx",
+}
 TFLITE = ("tflite", "tflite_float16", "tflite_dynamic", "tflite_int8")
 # Formats whose converter is an optional extra: one that cannot be made here is reported, and the run goes on.
 OPTIONAL = ("onnx",)
@@ -72,9 +88,9 @@ ANY_SIZE_CHECK_IMAGES, ANY_SIZE_CHECK_PIXELS = 4, 4_000_000
 class ExportCheck:
     """What every reloaded export must reproduce: prepared images, their files' bytes, the expected answer."""
 
-    images: np.ndarray        # (N, S, S, 3) uint8, prepared by pipeline.images (our decode, crop and resize)
-    encoded: list[bytes]      # the same images' file bytes, for the SavedModel's bytes signature
-    expected: np.ndarray      # (N, classes) probabilities of the in-memory model on `images`
+    images: np.ndarray  # (N, S, S, 3) uint8, prepared by pipeline.images (our decode, crop and resize)
+    encoded: list[bytes]  # the same images' file bytes, for the SavedModel's bytes signature
+    expected: np.ndarray  # (N, classes) probabilities of the in-memory model on `images`
     originals: list[np.ndarray] = field(default_factory=list)  # whole decoded photos, for any-size inputs
     originals_expected: np.ndarray | None = None  # the in-memory model on each, behind model.keras's own resize
 
@@ -116,8 +132,9 @@ def any_size_classifier(classifier: keras.Model) -> keras.Model:
     """
     size = int(classifier.input_shape[1])
     pixels = keras.Input((None, None, 3), name="pixels")
-    square = keras.layers.Resizing(size, size, interpolation="bilinear", crop_to_aspect_ratio=True, antialias=True,
-                                   name=RESIZE_LAYER)(pixels)
+    square = keras.layers.Resizing(
+        size, size, interpolation="bilinear", crop_to_aspect_ratio=True, antialias=True, name=RESIZE_LAYER
+    )(pixels)
     # training=False is recorded in the graph: with Resizing in front, Keras 3 otherwise runs the head's Dropout
     # on a plain `model(x)` call, a different answer each time (`predict` was unaffected). An export is for inference.
     return keras.Model(pixels, classifier(square, training=False), name=CLASSIFIER_NAME)
@@ -129,32 +146,50 @@ def fixed_size_model(model: keras.Model) -> keras.Model:
         return model
     inner = [layer for layer in model.layers if isinstance(layer, keras.Model) and layer.input_shape[1] is not None]
     if len(inner) != 1:
-        raise RetrainError(f"model {model.name!r} takes images of any size and holds no fixed-size classifier; "
-                           "give a model.keras that Retrain Studio exported")
+        raise RetrainError(
+            f"model {model.name!r} takes images of any size and holds no fixed-size classifier; "
+            "give a model.keras that Retrain Studio exported"
+        )
     return inner[0]
 
 
 def preprocessing_description(labels: list[str], size: int) -> dict:
     """preprocessing.json: what each format takes, and how to prepare an image for those that take prepared ones."""
-    prepared = {"input": "image", "shape": [None, size, size, 3], "dtype": "float32", "range": [0, 255],
-                "preprocessing": "yours: see prepare"}
+    prepared = {
+        "input": "image",
+        "shape": [None, size, size, 3],
+        "dtype": "float32",
+        "range": [0, 255],
+        "preprocessing": "yours: see prepare",
+    }
     return {
-        "labels": labels, "input_size": size,
-        "prepare": {"color": "RGB (EXIF orientation applied; transparent pixels laid on white)",
-                    "crop": "the largest centred square: side = min(H, W), top = (H - side) // 2, "
-                            "left = (W - side) // 2",
-                    "resize": f"to {size}x{size}, bilinear, antialiased on the way down, rounded to whole values "
-                              "(Pillow's Image.resize(..., Image.BILINEAR))",
-                    "scale": "none: values stay 0-255 and the model scales them itself",
-                    "jpeg": f"decoded at the reduced scale Pillow's draft('RGB', ({size}, {size})) picks"},
+        "labels": labels,
+        "input_size": size,
+        "prepare": {
+            "color": "RGB (EXIF orientation applied; transparent pixels laid on white)",
+            "crop": "the largest centred square: side = min(H, W), top = (H - side) // 2, left = (W - side) // 2",
+            "resize": f"to {size}x{size}, bilinear, antialiased on the way down, rounded to whole values "
+            "(Pillow's Image.resize(..., Image.BILINEAR))",
+            "scale": "none: values stay 0-255 and the model scales them itself",
+            "jpeg": f"decoded at the reduced scale Pillow's draft('RGB', ({size}, {size})) picks",
+        },
         "formats": {
-            "model.keras": {"input": "pixels", "shape": [None, None, None, 3], "dtype": "float32 (uint8 accepted)",
-                            "range": [0, 255], "preprocessing": "inside: centre crop and resize (keras Resizing)",
-                            "labels": f"{KERAS_LABELS_ENTRY} inside the .keras archive, and labels.txt beside"},
-            "saved_model/1": {"signatures": {SIGNATURE: "image: as model.tflite",
-                                             BYTES_SIGNATURE: "image_bytes: encoded JPEG/PNG/GIF/BMP/WebP files",
-                                             PIXELS_SIGNATURE: "pixels: uint8 RGB of any one size"},
-                              "labels": "output `classes` of serving_bytes and serving_pixels; assets/labels.txt"},
+            "model.keras": {
+                "input": "pixels",
+                "shape": [None, None, None, 3],
+                "dtype": "float32 (uint8 accepted)",
+                "range": [0, 255],
+                "preprocessing": "inside: centre crop and resize (keras Resizing)",
+                "labels": f"{KERAS_LABELS_ENTRY} inside the .keras archive, and labels.txt beside",
+            },
+            "saved_model/1": {
+                "signatures": {
+                    SIGNATURE: "image: as model.tflite",
+                    BYTES_SIGNATURE: "image_bytes: encoded JPEG/PNG/GIF/BMP/WebP files",
+                    PIXELS_SIGNATURE: "pixels: uint8 RGB of any one size",
+                },
+                "labels": "output `classes` of serving_bytes and serving_pixels; assets/labels.txt",
+            },
             **{FILES[name]: {**prepared, "labels": "labels.txt beside"} for name in TFLITE},
             "model.onnx": {**prepared, "labels": "metadata_props `labels` (JSON), and labels.txt beside"},
         },
@@ -177,8 +212,9 @@ def write_labels(labels: list[str], path: str | Path) -> None:
     write_bytes_atomic(path, ("\n".join(labels) + "\n").encode())
 
 
-def write_export(name: str, classifier: keras.Model, labels: list[str], run_dir: str | Path,
-                 representative: np.ndarray | None = None) -> None:
+def write_export(
+    name: str, classifier: keras.Model, labels: list[str], run_dir: str | Path, representative: np.ndarray | None = None
+) -> None:
     """Write one format into run_dir (replacing an older one only once the new one is complete).
 
     `representative`: prepared training images, which full int8 quantization calibrates on.
@@ -208,14 +244,17 @@ def check_export(name: str, run_dir: str | Path, check: ExportCheck) -> dict[str
         if check.originals:  # whole photos of any size through the model's own crop and resize
             differences["keras_any_size"] = max(
                 _difference(eager_probabilities(model, rgb[None]), expected[None])
-                for rgb, expected in zip(check.originals, check.originals_expected, strict=True))
+                for rgb, expected in zip(check.originals, check.originals_expected, strict=True)
+            )
     elif name == "saved_model":
         loaded = tf.saved_model.load(str(run_dir / "saved_model" / "1"))  # once: loading is the slow part
         differences["saved_model"] = _difference(predict_saved_model(loaded, images), check.expected)
-        differences["saved_model_pixels"] = _difference(predict_saved_model_pixels(loaded, check.images),
-                                                        check.expected)
-        differences["saved_model_bytes"] = _difference(predict_saved_model_bytes(loaded, check.encoded)[0],
-                                                       check.expected)
+        differences["saved_model_pixels"] = _difference(
+            predict_saved_model_pixels(loaded, check.images), check.expected
+        )
+        differences["saved_model_bytes"] = _difference(
+            predict_saved_model_bytes(loaded, check.encoded)[0], check.expected
+        )
     elif name == "tflite":
         differences["tflite"] = _difference(predict_tflite(run_dir, images), check.expected)
     elif name in TFLITE:
@@ -240,8 +279,9 @@ def require_parity(parity: dict[str, float]) -> None:
     """Fail loudly when a reloaded export predicts differently from the trained model."""
     failed = {name: diff for name, diff in parity.items() if diff > TOLERANCE[name]}
     if failed:
-        detail = ", ".join(f"{name} differs by {diff:.2e} (allowed {TOLERANCE[name]:.0e})"
-                           for name, diff in failed.items())
+        detail = ", ".join(
+            f"{name} differs by {diff:.2e} (allowed {TOLERANCE[name]:.0e})" for name, diff in failed.items()
+        )
         raise RetrainError(f"export check failed: {detail}; the exported files must not be used")
 
 
@@ -277,7 +317,7 @@ def prepare_pixels(pixels: tf.Tensor, size: int) -> tf.Tensor:
     shape = tf.shape(pixels)
     side = tf.minimum(shape[0], shape[1])
     top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
-    square = tf.cast(pixels[top:top + side, left:left + side, :3], tf.float32)
+    square = tf.cast(pixels[top : top + side, left : left + side, :3], tf.float32)
 
     def pillow_bilinear() -> tf.Tensor:
         wide = _round_half_up(tf.image.resize(square, (side, size), method="bilinear", antialias=True))
@@ -299,13 +339,18 @@ def decode_for_model(data: tf.Tensor, size: int) -> tf.Tensor:
     formats (PNG, GIF's first frame, BMP, WebP) through tf.io.decode_image. Not reproduced: EXIF
     rotation and transparency laid on white.
     """
+
     def jpeg() -> tf.Tensor:
         height_width = tf.image.extract_jpeg_shape(data)[:2]
         scale = tf.reduce_min(height_width // size)
         index = tf.reduce_sum(tf.cast(scale >= tf.constant([2, 4, 8], tf.int32), tf.int32))
-        return tf.switch_case(index, [
-            (lambda ratio=ratio: tf.io.decode_jpeg(data, channels=3, ratio=ratio, dct_method="INTEGER_ACCURATE"))
-            for ratio in (1, 2, 4, 8)])
+        return tf.switch_case(
+            index,
+            [
+                (lambda ratio=ratio: tf.io.decode_jpeg(data, channels=3, ratio=ratio, dct_method="INTEGER_ACCURATE"))
+                for ratio in (1, 2, 4, 8)
+            ],
+        )
 
     def other() -> tf.Tensor:
         return tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
@@ -335,8 +380,11 @@ def _saved_model_archive(classifier: keras.Model, labels: list[str] | None) -> k
     size = classifier.input_shape[1]
     archive = keras.export.ExportArchive()
     archive.track(classifier)
-    archive.add_endpoint(name=SIGNATURE, fn=lambda image: {"probabilities": classifier(image, training=False)},
-                         input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32, name="image")])
+    archive.add_endpoint(
+        name=SIGNATURE,
+        fn=lambda image: {"probabilities": classifier(image, training=False)},
+        input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32, name="image")],
+    )
     if labels is None:
         return archive
     names = tf.constant(labels)
@@ -346,17 +394,26 @@ def _saved_model_archive(classifier: keras.Model, labels: list[str] | None) -> k
         return {"probabilities": probabilities, "classes": tf.tile(names[None], [tf.shape(probabilities)[0], 1])}
 
     prepared = tf.TensorSpec((size, size, 3), tf.float32)
-    archive.add_endpoint(name=BYTES_SIGNATURE, fn=lambda image_bytes: answer(tf.map_fn(
-        lambda data: decode_for_model(data, size), image_bytes, fn_output_signature=prepared)),
-        input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")])
-    archive.add_endpoint(name=PIXELS_SIGNATURE, fn=lambda pixels: answer(tf.map_fn(
-        lambda image: prepare_pixels(image, size), pixels, fn_output_signature=prepared)),
-        input_signature=[tf.TensorSpec((None, None, None, 3), tf.uint8, name="pixels")])
+    archive.add_endpoint(
+        name=BYTES_SIGNATURE,
+        fn=lambda image_bytes: answer(
+            tf.map_fn(lambda data: decode_for_model(data, size), image_bytes, fn_output_signature=prepared)
+        ),
+        input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")],
+    )
+    archive.add_endpoint(
+        name=PIXELS_SIGNATURE,
+        fn=lambda pixels: answer(
+            tf.map_fn(lambda image: prepare_pixels(image, size), pixels, fn_output_signature=prepared)
+        ),
+        input_signature=[tf.TensorSpec((None, None, None, 3), tf.uint8, name="pixels")],
+    )
     return archive
 
 
-def _write_tflite(classifier: keras.Model, run_dir: Path, name: str = "tflite",
-                  representative: np.ndarray | None = None) -> None:
+def _write_tflite(
+    classifier: keras.Model, run_dir: Path, name: str = "tflite", representative: np.ndarray | None = None
+) -> None:
     """A TFLite file from the SavedModel's float signature (LiteRT's string and map ops are not builtin).
 
     Converted from the run's SavedModel when it was exported, else from one written just for this.
@@ -432,8 +489,11 @@ def predict_tflite(run_dir: Path, images: np.ndarray) -> np.ndarray:
     with native_logs_silenced():  # "Created TensorFlow Lite XNNPACK delegate" and absl's notice
         interpreter = Interpreter(model_path=str(run_dir / "model.tflite"))
     runner = interpreter.get_signature_runner(SIGNATURE)
-    return np.concatenate([runner(image=image[None])["probabilities"] for image in images]) \
-        if len(images) else np.zeros((0, 0))
+    return (
+        np.concatenate([runner(image=image[None])["probabilities"] for image in images])
+        if len(images)
+        else np.zeros((0, 0))
+    )
 
 
 def tflite_probabilities(path: str | Path, images: np.ndarray) -> np.ndarray:
@@ -441,5 +501,8 @@ def tflite_probabilities(path: str | Path, images: np.ndarray) -> np.ndarray:
     with native_logs_silenced():
         interpreter = tf.lite.Interpreter(model_path=str(path))
     runner = interpreter.get_signature_runner(SIGNATURE)
-    return np.concatenate([runner(image=image[None].astype(np.float32))["probabilities"] for image in images]) \
-        if len(images) else np.zeros((0, 0))
+    return (
+        np.concatenate([runner(image=image[None].astype(np.float32))["probabilities"] for image in images])
+        if len(images)
+        else np.zeros((0, 0))
+    )

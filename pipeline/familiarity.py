@@ -26,9 +26,9 @@ from pipeline.files import write_json_atomic
 
 FILE = "familiarity.json"
 FORMAT = "retrain-studio/familiarity"
-PERCENTILE = 99.0       # of the training photos' own distances: 1 in 100 training photos is past it
-UNSURE_TOP1 = 0.6       # below this the model gives the other classes 40% or more together
-UNSURE_MARGIN = 0.2     # a lead of under 20 points over the runner-up: a coin toss between two classes
+PERCENTILE = 99.0  # of the training photos' own distances: 1 in 100 training photos is past it
+UNSURE_TOP1 = 0.6  # below this the model gives the other classes 40% or more together
+UNSURE_MARGIN = 0.2  # a lead of under 20 points over the runner-up: a coin toss between two classes
 log = logging.getLogger(__name__)
 
 
@@ -37,16 +37,21 @@ class Familiarity:
     """Class centres of a run's training bottlenecks and how far training photos lie from them."""
 
     labels: list[str]
-    centroids: np.ndarray   # (classes, features), unit length
-    threshold: float        # PERCENTILE of the training photos' distance to their nearest centre
-    source: str = ""        # the file it was read from, for a log line
+    centroids: np.ndarray  # (classes, features), unit length
+    threshold: float  # PERCENTILE of the training photos' distance to their nearest centre
+    source: str = ""  # the file it was read from, for a log line
 
     def distance(self, feature: np.ndarray) -> float | None:
         """Cosine distance of one feature vector to its nearest class centre; None (logged) when the vector's
         length is not the centres' — a familiarity.json edited or of another backbone."""
         if feature.ndim != 1 or feature.shape[0] != self.centroids.shape[1]:
-            log.warning("%s holds class centres of %d features, the model gives %s; predictions are made without "
-                        "the unlike-training check", self.source or FILE, self.centroids.shape[1], feature.shape)
+            log.warning(
+                "%s holds class centres of %d features, the model gives %s; predictions are made without "
+                "the unlike-training check",
+                self.source or FILE,
+                self.centroids.shape[1],
+                feature.shape,
+            )
             return None
         return float(self.distances(feature[None])[0])
 
@@ -71,9 +76,16 @@ def fit_familiarity(x: np.ndarray, y: np.ndarray, labels: list[str]) -> Familiar
 
 
 def save_familiarity(familiarity: Familiarity, run_dir: str | Path) -> None:
-    write_json_atomic(Path(run_dir) / FILE, {
-        "format": FORMAT, "labels": familiarity.labels, "percentile": PERCENTILE,
-        "threshold": familiarity.threshold, "centroids": np.round(familiarity.centroids, 6).tolist()})
+    write_json_atomic(
+        Path(run_dir) / FILE,
+        {
+            "format": FORMAT,
+            "labels": familiarity.labels,
+            "percentile": PERCENTILE,
+            "threshold": familiarity.threshold,
+            "centroids": np.round(familiarity.centroids, 6).tolist(),
+        },
+    )
 
 
 def load_familiarity(folder: str | Path, labels: list[str]) -> Familiarity | None:
@@ -88,8 +100,14 @@ def load_familiarity(folder: str | Path, labels: list[str]) -> Familiarity | Non
             return None
         centroids = np.asarray(data["centroids"], dtype=np.float64)
         threshold = float(data["threshold"])
-        if data.get("format") != FORMAT or data["labels"] != labels or centroids.shape[0] != len(labels) \
-                or centroids.ndim != 2 or not np.isfinite(centroids).all() or not np.isfinite(threshold):
+        if (
+            data.get("format") != FORMAT
+            or data["labels"] != labels
+            or centroids.shape[0] != len(labels)
+            or centroids.ndim != 2
+            or not np.isfinite(centroids).all()
+            or not np.isfinite(threshold)
+        ):
             raise ValueError("does not match the model's labels or is malformed")
     except DamagedFile as damaged:
         log.warning("%s", damaged)
@@ -100,8 +118,9 @@ def load_familiarity(folder: str | Path, labels: list[str]) -> Familiarity | Non
     return Familiarity(labels, centroids, threshold, str(path))
 
 
-def caution(probabilities: np.ndarray, labels: list[str], distance: float | None,
-            familiarity: Familiarity | None) -> dict:
+def caution(
+    probabilities: np.ndarray, labels: list[str], distance: float | None, familiarity: Familiarity | None
+) -> dict:
     """{"unsure": bool, "unlike_training": bool | None, "notes": [...]} for one prediction.
 
     `unlike_training` is None when the run has no familiarity data (the check could not be made).
@@ -118,7 +137,13 @@ def caution(probabilities: np.ndarray, labels: list[str], distance: float | None
     if familiarity is not None and distance is not None:
         unlike = bool(distance > familiarity.threshold)
         if unlike:
-            notes.append("this photo looks unlike the training photos; the answer may be meaningless (it can "
-                         f"only be one of: {', '.join(labels[:6])}{' ...' if len(labels) > 6 else ''})")
-    return {"unsure": bool(unsure), "unlike_training": unlike, "notes": notes,
-            "distance": None if distance is None else round(float(distance), 4)}
+            notes.append(
+                "this photo looks unlike the training photos; the answer may be meaningless (it can "
+                f"only be one of: {', '.join(labels[:6])}{' ...' if len(labels) > 6 else ''})"
+            )
+    return {
+        "unsure": bool(unsure),
+        "unlike_training": unlike,
+        "notes": notes,
+        "distance": None if distance is None else round(float(distance), 4),
+    }

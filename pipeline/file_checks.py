@@ -52,11 +52,11 @@ Stamp = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
 class FileCheck:
     """What checking one file found."""
 
-    is_image: bool      # belongs in the table
-    sha256: str         # "" when the file was not read whole
-    problem: str        # "" when usable
-    decoded: bool       # the verdict includes a full decode (check_images)
-    phash: str = ""     # perceptual hash, 16 hex digits; "" when not decoded or not an image
+    is_image: bool  # belongs in the table
+    sha256: str  # "" when the file was not read whole
+    problem: str  # "" when usable
+    decoded: bool  # the verdict includes a full decode (check_images)
+    phash: str = ""  # perceptual hash, 16 hex digits; "" when not decoded or not an image
 
 
 def file_stamp(path: str | Path) -> Stamp | None:
@@ -116,14 +116,24 @@ class CheckStore:
             previous = self.entries.get(file)
             # A verdict reused unchanged keeps the time it was first stored: that is what the racy rule compares.
             written = previous[2] if previous and tuple(previous[0]) == stamp and previous[1] == check else now
-            entries[file] = [list(stamp), check.is_image, check.sha256, check.problem, check.decoded, check.phash,
-                             written]
+            entries[file] = [
+                list(stamp),
+                check.is_image,
+                check.sha256,
+                check.problem,
+                check.decoded,
+                check.phash,
+                written,
+            ]
         data = {"format": FORMAT, "version": VERSION, "root": self.root, "entries": entries}
         try:
             write_bytes_atomic(self.path, json.dumps(data, separators=(",", ":")).encode())
         except OSError as error:
-            _log.warning("%s: could not store the checked files (%s); the next reopen checks them again",
-                         self.path, error.strerror or error)
+            _log.warning(
+                "%s: could not store the checked files (%s); the next reopen checks them again",
+                self.path,
+                error.strerror or error,
+            )
             return
         self.entries = {file: (tuple(e[0]), FileCheck(*e[1:6]), e[6]) for file, e in entries.items()}
         _prune(self.path.parent)
@@ -158,8 +168,12 @@ def _entry(value: list) -> tuple[Stamp, FileCheck, int]:
     stamp, is_image, sha256, problem, decoded, phash, written = value
     if not (isinstance(stamp, list) and len(stamp) == 4 and all(type(n) is int for n in stamp)):
         raise ValueError(f"stamp {stamp!r}")
-    if not (isinstance(is_image, bool) and isinstance(decoded, bool) and type(written) is int
-            and all(isinstance(text, str) for text in (sha256, problem, phash))):
+    if not (
+        isinstance(is_image, bool)
+        and isinstance(decoded, bool)
+        and type(written) is int
+        and all(isinstance(text, str) for text in (sha256, problem, phash))
+    ):
         raise ValueError(f"entry {value!r}")
     # Hashes are compared and parsed later (duplicates, near-duplicates): a malformed one is damage, not a value.
     if not _SHA256.fullmatch(sha256) or not _PHASH.fullmatch(phash):

@@ -101,8 +101,10 @@ def free_mb(path: str | Path) -> float:
 def disk_full_message(where: str | Path, needed_mb: float | None = None) -> str:
     """One line for a full disk: which folder, how much is free, how much more is needed (when known)."""
     need = f"free about {max(needed_mb, 0.1):,.1f} MB" if needed_mb else "free some space"
-    return (f"the disk holding {display_name(where)} is full ({free_mb(where):,.1f} MB free): {need}, then run "
-            "again — everything written so far is kept")
+    return (
+        f"the disk holding {display_name(where)} is full ({free_mb(where):,.1f} MB free): {need}, then run "
+        "again — everything written so far is kept"
+    )
 
 
 def display_name(path: str | Path) -> str:
@@ -134,6 +136,7 @@ def from_display_name(text: str) -> str:
 
 # ---- Files the user names for an output -------------------------------------------------------------------------
 
+
 def refuse_to_replace(path: str | Path, is_ours: Callable[[Path], bool], what: str) -> None:
     """Stop before writing an output the user named where a file that is not one of ours already stands.
 
@@ -147,15 +150,21 @@ def refuse_to_replace(path: str | Path, is_ours: Callable[[Path], bool], what: s
         with contextlib.suppress(OSError, ValueError):
             if is_ours(path):
                 return
-    raise RetrainError(f"{display_name(path)} already exists and is not {what} written by Retrain Studio; "
-                       "nothing was written to it: choose another file name, or move that file away first")
+    raise RetrainError(
+        f"{display_name(path)} already exists and is not {what} written by Retrain Studio; "
+        "nothing was written to it: choose another file name, or move that file away first"
+    )
 
 
 def looks_like_labels_file(path: Path) -> bool:
     """A labels.txt as `write_labels` writes it: short UTF-8 text, one name a line, ending in a newline."""
     data = path.read_bytes()
-    return (len(data) < (1 << 20) and data.endswith(b"\n") and b"\0" not in data
-            and all(line.strip() for line in data.decode("utf-8").splitlines()))
+    return (
+        len(data) < (1 << 20)
+        and data.endswith(b"\n")
+        and b"\0" not in data
+        and all(line.strip() for line in data.decode("utf-8").splitlines())
+    )
 
 
 # ---- Small rules every reader of folders and sizes shares ---------------------------------------------------------

@@ -52,9 +52,11 @@ def unfreeze_top_layers(backbone_model: keras.Model, count: int) -> int:
     """
     weighted = weighted_layers(backbone_model)
     if count > len(weighted):
-        raise RetrainError(f"--fine_tune_layers {count} is more than the backbone's {len(weighted)} layers "
-                           "with weights; choose a smaller number")
-    blocks = {block_of(layer) for layer in weighted[len(weighted) - count:]} if count else set()
+        raise RetrainError(
+            f"--fine_tune_layers {count} is more than the backbone's {len(weighted)} layers "
+            "with weights; choose a smaller number"
+        )
+    blocks = {block_of(layer) for layer in weighted[len(weighted) - count :]} if count else set()
     backbone_model.trainable = True
     for layer in weighted:
         # Frozen BatchNorm runs in inference mode in Keras 3, keeping its statistics intact.
@@ -62,8 +64,15 @@ def unfreeze_top_layers(backbone_model: keras.Model, count: int) -> int:
     return sum(layer.trainable for layer in weighted)
 
 
-def image_dataset(items: Sequence[ExtractItem], labels: Sequence[int], num_classes: int, size: int,
-                  augment: AugmentConfig | None, batch_size: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
+def image_dataset(
+    items: Sequence[ExtractItem],
+    labels: Sequence[int],
+    num_classes: int,
+    size: int,
+    augment: AugmentConfig | None,
+    batch_size: int,
+    shuffle_seed: int | None = None,
+) -> tf.data.Dataset:
     """Decoded (and for copies, augmented) images with one-hot labels, through the training decode path."""
     targets = one_hot(np.asarray(labels), num_classes)
 
@@ -81,30 +90,41 @@ def image_dataset(items: Sequence[ExtractItem], labels: Sequence[int], num_class
     return indices.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
 
 
-def fine_tune(backbone, head: keras.Model, train: tuple[list[ExtractItem], list[int]],
-              validation: tuple[list[ExtractItem], list[int]], num_classes: int, config: TrainConfig,
-              augment: AugmentConfig | None, on_metrics: Callable[[dict], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> keras.Model:
+def fine_tune(
+    backbone,
+    head: keras.Model,
+    train: tuple[list[ExtractItem], list[int]],
+    validation: tuple[list[ExtractItem], list[int]],
+    num_classes: int,
+    config: TrainConfig,
+    augment: AugmentConfig | None,
+    on_metrics: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> keras.Model:
     """Backbone + trained head as one model, with the top backbone layers trained a little further."""
     classifier = build_classifier(backbone.model, head, backbone.input_size)
     unfreeze_top_layers(backbone.model, config.fine_tune_layers)
-    classifier.compile(optimizer=make_optimizer(config, config.fine_tune_learning_rate),
-                       loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-                       metrics=["accuracy"])
+    classifier.compile(
+        optimizer=make_optimizer(config, config.fine_tune_learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+    )
     size, batch = backbone.input_size, config.train_batch_size
     train_data = image_dataset(*train, num_classes, size, augment, batch, shuffle_seed=config.seed)
     validation_data = image_dataset(*validation, num_classes, size, augment, batch) if validation[0] else None
     steps = -(-len(train[0]) // batch)
     recorder = MetricsRecorder(steps, on_metrics, should_stop)
-    classifier.fit(train_data, epochs=config.fine_tune_epochs, validation_data=validation_data,
-                   callbacks=[recorder], verbose=0)
+    classifier.fit(
+        train_data, epochs=config.fine_tune_epochs, validation_data=validation_data, callbacks=[recorder], verbose=0
+    )
     if recorder.cancelled:
         raise RunCancelled("fine-tuning was cancelled")
     return classifier
 
 
-def classifier_probabilities(classifier: keras.Model, items: Sequence[ExtractItem], size: int,
-                             batch_size: int = 32) -> np.ndarray:
+def classifier_probabilities(
+    classifier: keras.Model, items: Sequence[ExtractItem], size: int, batch_size: int = 32
+) -> np.ndarray:
     """The whole model's probabilities for images (after fine-tuning, the cache no longer applies)."""
     if not items:
         return np.zeros((0, classifier.output_shape[-1]), np.float32)

@@ -32,7 +32,7 @@ from pipeline.errors import ImageProblem
 # Formats accepted by content, whatever the file is called. MPO is how some cameras store JPEGs.
 SUPPORTED_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP"}
 # A decompression bomb is refused before decoding: a 100 MP photo is large but real; 10x that is not.
-HOSTED_MAX_PIXELS = 50_000_000    # the app's default: a 50 MP camera photo still passes
+HOSTED_MAX_PIXELS = 50_000_000  # the app's default: a 50 MP camera photo still passes
 # What a user is told when an image is refused for its size.
 TOO_LARGE = "image too large; possible decompression bomb — resize it if it is real"
 # The background that transparent pixels are laid on, so a cut-out product shot looks like one.
@@ -55,8 +55,9 @@ def read_bytes(path: str | Path) -> bytes:
     return data
 
 
-def decode_image(data: bytes, min_side: int | None = None,
-                 finish: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+def decode_image(
+    data: bytes, min_side: int | None = None, finish: Callable[[np.ndarray], np.ndarray] | None = None
+) -> np.ndarray:
     """Decode image bytes to an (H, W, 3) uint8 RGB array, upright as the camera meant it.
 
     `min_side` lets JPEG decoding skip detail that the resize would throw away anyway
@@ -77,8 +78,10 @@ def decode_image(data: bytes, min_side: int | None = None,
     width, height = image.size
     limit = max_pixels()
     if width * height > limit:
-        raise ImageProblem(f"image too large ({width}x{height} pixels, over {limit:,}); "
-                           "possible decompression bomb — resize it if it is real")
+        raise ImageProblem(
+            f"image too large ({width}x{height} pixels, over {limit:,}); "
+            "possible decompression bomb — resize it if it is real"
+        )
     if width < 1 or height < 1:
         raise ImageProblem("image has no pixels")
     if min_side and image.format in ("JPEG", "MPO"):
@@ -200,7 +203,7 @@ def center_square(rgb: np.ndarray) -> np.ndarray:
     height, width = rgb.shape[:2]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    return rgb[top:top + side, left:left + side]
+    return rgb[top : top + side, left : left + side]
 
 
 def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -215,8 +218,9 @@ def prepare_for_model(rgb: np.ndarray, size: int) -> np.ndarray:
     return resize_square(center_square(rgb), size)
 
 
-def load_image(path: str | Path, min_side: int | None = None,
-               finish: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+def load_image(
+    path: str | Path, min_side: int | None = None, finish: Callable[[np.ndarray], np.ndarray] | None = None
+) -> np.ndarray:
     """Read and decode one image file (see `decode_image`)."""
     return decode_image(read_bytes(path), min_side=min_side, finish=finish)
 
@@ -239,5 +243,10 @@ def thumbnail(path: str | Path, size: int = 160) -> np.ndarray:
     """A small square RGB copy of an image (its centre) for galleries; JPEGs are decoded at reduced size."""
     from PIL import Image
 
-    return load_image(path, min_side=size, finish=lambda rgb: np.asarray(
-        Image.fromarray(center_square(rgb)).resize((size, size), Image.Resampling.BILINEAR)))
+    return load_image(
+        path,
+        min_side=size,
+        finish=lambda rgb: np.asarray(
+            Image.fromarray(center_square(rgb)).resize((size, size), Image.Resampling.BILINEAR)
+        ),
+    )

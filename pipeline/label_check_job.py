@@ -47,25 +47,33 @@ FORMAT = "retrain-studio/label-check"
 PER_PAGE = 20
 ACTIVE = ("queued", "running")
 _FIX = "start the check again (Find likely mistakes)"
-_WORDS = {"caching": "reading photos through the backbone", "checking labels": "checking labels",
-          "mapping": "drawing the map"}
+_WORDS = {
+    "caching": "reading photos through the backbone",
+    "checking labels": "checking labels",
+    "mapping": "drawing the map",
+}
 
 
 @dataclass
 class SuspectsPage:
     """One page of a finished check's suspects, with what the page needs to draw around them."""
 
-    suspects: list[dict[str, Any]]   # file, path, label, suggested, label_probability, suggested_probability
-    page: int                        # 1-based, clamped into 1..pages
+    suspects: list[dict[str, Any]]  # file, path, label, suggested, label_probability, suggested_probability
+    page: int  # 1-based, clamped into 1..pages
     pages: int
     total: int
     checked_images: int
-    signature: str                   # the dataset's content signature when checked: differs → results are stale
+    signature: str  # the dataset's content signature when checked: differs → results are stale
     architecture: str
 
 
-def start_label_check(folder: str | Path, dataset: DatasetConfig, train: TrainConfig,
-                      bottleneck_dir: str | Path | None = None, method: str = "pca") -> int:
+def start_label_check(
+    folder: str | Path,
+    dataset: DatasetConfig,
+    train: TrainConfig,
+    bottleneck_dir: str | Path | None = None,
+    method: str = "pca",
+) -> int:
     """Start a check in the background (the process id); refused while one is running in `folder`.
 
     Earlier results stay readable until the new ones replace them.
@@ -76,19 +84,32 @@ def start_label_check(folder: str | Path, dataset: DatasetConfig, train: TrainCo
         return _start(folder, dataset, train, bottleneck_dir, method)
 
 
-def _start(folder: Path, dataset: DatasetConfig, train: TrainConfig, bottleneck_dir: str | Path | None,
-           method: str) -> int:
+def _start(
+    folder: Path, dataset: DatasetConfig, train: TrainConfig, bottleneck_dir: str | Path | None, method: str
+) -> int:
     if label_check_status(folder)["state"] in ACTIVE:
         raise RetrainError("a check for likely mistakes is already running; wait for it or cancel it")
     (folder / "cancel-requested").unlink(missing_ok=True)
-    write_json_atomic(folder / "request.json", {
-        "format": FORMAT, "dataset": dataclasses.asdict(dataset), "train": dataclasses.asdict(train),
-        "bottleneck_dir": str(bottleneck_dir or cache_root() / "bottlenecks"), "method": method})
+    write_json_atomic(
+        folder / "request.json",
+        {
+            "format": FORMAT,
+            "dataset": dataclasses.asdict(dataset),
+            "train": dataclasses.asdict(train),
+            "bottleneck_dir": str(bottleneck_dir or cache_root() / "bottlenecks"),
+            "method": method,
+        },
+    )
     _write_status(folder, "queued", "starting", pid=0)
     with open(folder / "job.log", "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "pipeline.label_check_job", str(folder)], stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                   cwd=Path(__file__).resolve().parents[1])
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.label_check_job", str(folder)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
     _write_status(folder, "queued", "starting", pid=process.pid, pid_started=process_started(process.pid))
     return process.pid
 
@@ -124,12 +145,22 @@ def label_check_status(folder: str | Path) -> dict[str, Any]:
         return {"state": "damaged", "message": f"{folder / 'status.json'}: is damaged (no known state); {_FIX}"}
     pid, started = status.get("pid"), status.get("pid_started")
     # pid -1 or true would ask os.kill about every process or init (always "alive": a check running forever).
-    if pid is not None and (type(pid) is not int or not 0 <= pid < 2**31) \
-            or started is not None and not isinstance(started, str):
-        return {"state": "damaged", "message": f"{folder / 'status.json'}: is damaged (pid {pid!r:.30} is not a "
-                                               f"process id); {_FIX}"}
-    if status["state"] in ACTIVE and pid and not process_alive(pid, started) and \
-            read_json_record(folder / "status.json", _FIX, default={}).get("state") in ACTIVE:
+    if (
+        pid is not None
+        and (type(pid) is not int or not 0 <= pid < 2**31)
+        or started is not None
+        and not isinstance(started, str)
+    ):
+        return {
+            "state": "damaged",
+            "message": f"{folder / 'status.json'}: is damaged (pid {pid!r:.30} is not a process id); {_FIX}",
+        }
+    if (
+        status["state"] in ACTIVE
+        and pid
+        and not process_alive(pid, started)
+        and read_json_record(folder / "status.json", _FIX, default={}).get("state") in ACTIVE
+    ):
         return {**status, "state": "failed", "message": f"the check stopped unexpectedly; see {folder / 'job.log'}"}
     return status
 
@@ -154,21 +185,30 @@ def suspects_page(folder: str | Path, page: int = 1, per_page: int = PER_PAGE) -
     pages = max(1, -(-len(suspects) // per_page))
     # A page number from a widget may be a float (or NaN): clamped into 1..pages, never an error.
     page = min(max(int(page), 1), pages) if isinstance(page, (int, float)) and math.isfinite(page) else 1
-    return SuspectsPage(suspects[(page - 1) * per_page: page * per_page], page, pages, len(suspects),
-                        results["checked_images"], results["signature"], results["architecture"])
+    return SuspectsPage(
+        suspects[(page - 1) * per_page : page * per_page],
+        page,
+        pages,
+        len(suspects),
+        results["checked_images"],
+        results["signature"],
+        results["architecture"],
+    )
 
 
 def map_points(folder: str | Path) -> pd.DataFrame:
     """The dataset map of the last finished check: x, y, file, path, label, split, suspect."""
-    return pd.DataFrame(_read_results(Path(folder))["points"],
-                        columns=["x", "y", "file", "path", "label", "split", "suspect"])
+    return pd.DataFrame(
+        _read_results(Path(folder))["points"], columns=["x", "y", "file", "path", "label", "split", "suspect"]
+    )
 
 
 def run_label_check(folder: str | Path) -> None:
     """The background process's whole job: read the request, check in a training slot, write the results."""
     folder = Path(folder)
-    _write_status(folder, "queued", "waiting for a free slot", pid=os.getpid(),
-                  pid_started=process_started(os.getpid()))
+    _write_status(
+        folder, "queued", "waiting for a free slot", pid=os.getpid(), pid_started=process_started(os.getpid())
+    )
     try:
         request = read_json_record(folder / "request.json", _FIX)
         if request.get("format") != FORMAT:
@@ -184,11 +224,19 @@ def run_label_check(folder: str | Path) -> None:
         _write_status(folder, "failed", "failed", message=str(error))
         return
     except Exception as error:  # a bug: the traceback goes to job.log, the page gets one line
-        _write_status(folder, "failed", "failed", message=f"internal error ({type(error).__name__}: {error}); "
-                                                          f"see {folder / 'job.log'}")
+        _write_status(
+            folder,
+            "failed",
+            "failed",
+            message=f"internal error ({type(error).__name__}: {error}); see {folder / 'job.log'}",
+        )
         raise
-    _write_status(folder, "done", "done", message=f"{len(results['suspects'])} likely mistake(s) among "
-                                                  f"{results['checked_images']} photos")
+    _write_status(
+        folder,
+        "done",
+        "done",
+        message=f"{len(results['suspects'])} likely mistake(s) among {results['checked_images']} photos",
+    )
 
 
 def _check(folder: Path, request: dict[str, Any], stop) -> dict[str, Any]:
@@ -205,9 +253,15 @@ def _check(folder: Path, request: dict[str, Any], stop) -> dict[str, Any]:
     def progress(report: Progress) -> None:
         if stop():
             raise RunCancelled("cancelled")
-        _write_status(folder, "running", _WORDS.get(report.stage, report.stage), done=report.done,
-                      total=report.total, per_second=round(report.per_second, 2),
-                      eta_seconds=None if report.eta_seconds is None else round(report.eta_seconds, 1))
+        _write_status(
+            folder,
+            "running",
+            _WORDS.get(report.stage, report.stage),
+            done=report.done,
+            total=report.total,
+            per_second=round(report.per_second, 2),
+            eta_seconds=None if report.eta_seconds is None else round(report.eta_seconds, 1),
+        )
 
     _write_status(folder, "running", "reading the dataset")
     dataset = load_dataset(dataset_config, check_images=False)
@@ -217,10 +271,15 @@ def _check(folder: Path, request: dict[str, Any], stop) -> dict[str, Any]:
     suspects, points = check.suspects, check.points
     # The page shows "looks like <suggested> (87%)": that is the order a reader expects, most confident first.
     ordered = sorted(suspects, key=lambda s: (-s.suggested_probability, s.label_probability, s.file))
-    return {"format": FORMAT, "signature": dataset.signature, "architecture": train.architecture,
-            "checked_images": int(len(points)), "finished": time.time(),
-            "suspects": [{**suspect.to_dict(), "path": suspect.path} for suspect in ordered],
-            "points": points[["x", "y", "file", "path", "label", "split", "suspect"]].to_dict("records")}
+    return {
+        "format": FORMAT,
+        "signature": dataset.signature,
+        "architecture": train.architecture,
+        "checked_images": int(len(points)),
+        "finished": time.time(),
+        "suspects": [{**suspect.to_dict(), "path": suspect.path} for suspect in ordered],
+        "points": points[["x", "y", "file", "path", "label", "split", "suspect"]].to_dict("records"),
+    }
 
 
 def _read_results(folder: Path) -> dict[str, Any]:
@@ -228,11 +287,21 @@ def _read_results(folder: Path) -> dict[str, Any]:
     results = read_json_record(path, _FIX, default=None)
     if results is None:
         raise RetrainError("no likely mistakes have been looked for yet; start the check")
-    if results.get("format") != FORMAT or not isinstance(results.get("suspects"), list) \
-            or not isinstance(results.get("points"), list) or type(results.get("checked_images")) is not int:
+    if (
+        results.get("format") != FORMAT
+        or not isinstance(results.get("suspects"), list)
+        or not isinstance(results.get("points"), list)
+        or type(results.get("checked_images")) is not int
+    ):
         raise DamagedFile(path, "is damaged (not the results of a check)", _FIX)
-    keys = {"file": str, "path": str, "label": str, "suggested": str, "label_probability": (int, float),
-            "suggested_probability": (int, float)}
+    keys = {
+        "file": str,
+        "path": str,
+        "label": str,
+        "suggested": str,
+        "label_probability": (int, float),
+        "suggested_probability": (int, float),
+    }
     for suspect in results["suspects"]:
         if not isinstance(suspect, dict) or not all(isinstance(suspect.get(k), t) for k, t in keys.items()):
             raise DamagedFile(path, f"is damaged (a suspect is malformed: {suspect!r:.80})", _FIX)

@@ -28,7 +28,7 @@ from pipeline.errors import RetrainError
 from pipeline.files import write_bytes_atomic
 
 MANIFEST = "dataset_manifest.csv"
-QUEUED = "queued_dataset.csv"    # the dataset as it was when the run was queued (the app's runs only)
+QUEUED = "queued_dataset.csv"  # the dataset as it was when the run was queued (the app's runs only)
 COLUMNS = ["file", "label", "split", "sha256", "status"]
 
 
@@ -52,11 +52,14 @@ def read_manifest(run_dir: str | Path, name: str = MANIFEST) -> pd.DataFrame | N
     except FileNotFoundError:
         return None
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as err:
-        raise RetrainError(f"{path}: the run's dataset manifest cannot be read ({err}); it was damaged after "
-                           "the run wrote it") from None
+        raise RetrainError(
+            f"{path}: the run's dataset manifest cannot be read ({err}); it was damaged after the run wrote it"
+        ) from None
     if list(table.columns) != COLUMNS:
-        raise RetrainError(f"{path}: the run's dataset manifest has columns {list(table.columns)}, expected "
-                           f"{COLUMNS}; it was changed after the run wrote it")
+        raise RetrainError(
+            f"{path}: the run's dataset manifest has columns {list(table.columns)}, expected "
+            f"{COLUMNS}; it was changed after the run wrote it"
+        )
     return table
 
 
@@ -112,13 +115,26 @@ def as_queued(dataset: Dataset, run_dir: str | Path) -> tuple[Dataset, int]:
             gone += 1 if row.status == "ok" else 0
             continue
         used.add(path)
-        rows.append({"path": path, "file": row.file, "label": row.label, "split": row.split, "sha256": row.sha256,
-                     "status": row.status, "problem": ""})
+        rows.append(
+            {
+                "path": path,
+                "file": row.file,
+                "label": row.label,
+                "split": row.split,
+                "sha256": row.sha256,
+                "status": row.status,
+                "problem": "",
+            }
+        )
     kept = pd.DataFrame(rows, columns=list(table.columns), dtype=object)
     problems = table[["file", "problem"]].drop_duplicates("file").set_index("file")["problem"]
     kept["problem"] = kept["file"].map(problems).fillna("")
     kept = kept.astype({column: str for column in kept.columns if column != "path"})
     usable = kept[kept["status"] == "ok"]
-    frozen = dataclasses.replace(dataset, table=kept.reset_index(drop=True), classes=sorted(usable["label"].unique()),
-                                 problems=[item for item in dataset.problems if item["file"] in set(kept["file"])])
+    frozen = dataclasses.replace(
+        dataset,
+        table=kept.reset_index(drop=True),
+        classes=sorted(usable["label"].unique()),
+        problems=[item for item in dataset.problems if item["file"] in set(kept["file"])],
+    )
     return frozen, gone

@@ -55,7 +55,7 @@ def hash_groups(files: Sequence[str], hashes: Sequence[str], max_distance: int =
     parent = list(range(len(known)))
     for i in range(len(known)):
         # XOR against all later hashes at once, then count bits: O(n^2) in numpy, fine for tens of thousands.
-        xor = np.bitwise_xor(values[i + 1:], values[i])
+        xor = np.bitwise_xor(values[i + 1 :], values[i])
         distances = _popcount(xor)
         for j in np.nonzero(distances <= max_distance)[0]:
             _union(parent, i, i + 1 + int(j))
@@ -69,7 +69,7 @@ def bottleneck_groups(files: Sequence[str], vectors: np.ndarray, min_cosine: flo
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     parent = list(range(len(files)))
     for start in range(0, len(files), 1024):  # blocks keep the similarity matrix small
-        similar = unit[start:start + 1024] @ unit.T
+        similar = unit[start : start + 1024] @ unit.T
         for i, j in zip(*np.nonzero(similar >= min_cosine), strict=True):
             if start + i < j:
                 _union(parent, start + int(i), int(j))

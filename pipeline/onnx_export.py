@@ -30,8 +30,9 @@ def write_onnx(classifier, path: Path, labels: list[str], preprocessing: dict) -
         import onnx
         import tf2onnx
     except ImportError:
-        raise ExportUnavailable(f"ONNX export needs tf2onnx and onnxruntime, which are not installed: {INSTALL}") \
-            from None
+        raise ExportUnavailable(
+            f"ONNX export needs tf2onnx and onnxruntime, which are not installed: {INSTALL}"
+        ) from None
     except Exception as error:  # installed against another numpy/protobuf: AttributeError, OSError from a .so, ...
         raise _broken(error) from None
     import tensorflow as tf
@@ -43,10 +44,16 @@ def write_onnx(classifier, path: Path, labels: list[str], preprocessing: dict) -
         with native_logs_silenced():
             model, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=OPSET)
     except Exception as error:  # tf2onnx raises many types for an op it cannot map
-        raise ExportUnavailable(f"the ONNX conversion failed ({type(error).__name__}: {str(error)[:200]}); "
-                                "the other formats are unaffected") from None
-    onnx.helper.set_model_props(model, {"labels": json.dumps(labels, ensure_ascii=False),
-                                        "preprocessing": json.dumps(preprocessing, ensure_ascii=False)})
+        raise ExportUnavailable(
+            f"the ONNX conversion failed ({type(error).__name__}: {str(error)[:200]}); the other formats are unaffected"
+        ) from None
+    onnx.helper.set_model_props(
+        model,
+        {
+            "labels": json.dumps(labels, ensure_ascii=False),
+            "preprocessing": json.dumps(preprocessing, ensure_ascii=False),
+        },
+    )
     write_bytes_atomic(path, model.SerializeToString())
 
 
@@ -55,8 +62,9 @@ def onnx_probabilities(path: str | Path, images: np.ndarray) -> np.ndarray:
     try:
         import onnxruntime
     except ImportError:  # a model nobody here can check is never offered
-        raise ExportUnavailable(f"checking the ONNX export needs onnxruntime, which is not installed: {INSTALL}") \
-            from None
+        raise ExportUnavailable(
+            f"checking the ONNX export needs onnxruntime, which is not installed: {INSTALL}"
+        ) from None
     except Exception as error:
         raise _broken(error) from None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -64,5 +72,7 @@ def onnx_probabilities(path: str | Path, images: np.ndarray) -> np.ndarray:
 
 
 def _broken(error: Exception) -> ExportUnavailable:
-    return ExportUnavailable(f"the ONNX extra is installed but broken and cannot be loaded ({type(error).__name__}: "
-                             f"{str(error)[:200]}); reinstall it: {INSTALL}. The other formats are unaffected")
+    return ExportUnavailable(
+        f"the ONNX extra is installed but broken and cannot be loaded ({type(error).__name__}: "
+        f"{str(error)[:200]}); reinstall it: {INSTALL}. The other formats are unaffected"
+    )

@@ -42,9 +42,11 @@ class Predictor:
         self.model = fixed_size_model(loaded)
         self.input_size = int(self.model.input_shape[1])
         # One compiled graph for any batch size: no per-call retracing, ~ms per image.
-        self._forward = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True,
-                                    input_signature=[tf.TensorSpec((None, self.input_size, self.input_size, 3),
-                                                                   tf.float32)])
+        self._forward = tf.function(
+            lambda x: self.model(x, training=False),
+            reduce_retracing=True,
+            input_signature=[tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.float32)],
+        )
         self._split = split_for_runtime(self.model, self.input_size)
         # What a photo unlike the training photos is measured against (None: only the "unsure" check).
         self.familiarity = load_familiarity(model_path.parent, self.labels)
@@ -71,8 +73,10 @@ class Predictor:
         distance = None
         if self.familiarity is not None and features is not None:
             distance = self.familiarity.distance(features)
-        return {"predictions": self.top_k(probabilities, k),
-                "caution": caution(probabilities, self.labels, distance, self.familiarity)}
+        return {
+            "predictions": self.top_k(probabilities, k),
+            "caution": caution(probabilities, self.labels, distance, self.familiarity),
+        }
 
     def predict_bytes_judged(self, data: bytes, k: int = 5) -> dict:
         """Top-k for one image file's bytes, with whether to doubt it (see pipeline.familiarity)."""
@@ -80,7 +84,7 @@ class Predictor:
         return self.judged(probabilities[0], None if features is None else features[0], k)
 
     def top_k(self, probabilities: np.ndarray, k: int) -> list[dict]:
-        order = np.argsort(-probabilities)[:max(1, min(k, len(self.labels)))]
+        order = np.argsort(-probabilities)[: max(1, min(k, len(self.labels)))]
         return [{"label": self.labels[i], "score": round(float(probabilities[i]), 6)} for i in order]
 
     def predict_bytes(self, data: bytes, k: int = 5) -> list[dict]:
@@ -91,14 +95,15 @@ class Predictor:
         """Top-k for an already decoded RGB image (crop and resize as in training)."""
         return self.top_k(self.probabilities(prepare_for_model(rgb, self.input_size)[None])[0], k)
 
-    def predict_files(self, paths: list[str | Path], k: int = 5,
-                      progress: ProgressCallback | None = None) -> list[dict]:
+    def predict_files(
+        self, paths: list[str | Path], k: int = 5, progress: ProgressCallback | None = None
+    ) -> list[dict]:
         """One result per file: {file, predictions} or {file, error}; a bad file never stops the rest."""
         results: list[dict] = []
         meter = ProgressMeter("predicting", len(paths), progress)
         for start in range(0, len(paths), BATCH):
-            results.extend(self._predict_batch(paths[start:start + BATCH], k))
-            meter.advance(len(paths[start:start + BATCH]))
+            results.extend(self._predict_batch(paths[start : start + BATCH], k))
+            meter.advance(len(paths[start : start + BATCH]))
         return results
 
     def _predict_batch(self, paths: list[str | Path], k: int) -> list[dict]:
@@ -132,8 +137,10 @@ def _compiled_parts(model, input_size: int):
         return None
     image = tf.TensorSpec((None, input_size, input_size, 3), tf.float32)
     vector = tf.TensorSpec((None, int(backbone.output.shape[-1])), tf.float32)
-    return (tf.function(lambda x: backbone(x, training=False), reduce_retracing=True, input_signature=[image]),
-            tf.function(lambda x: head(x, training=False), reduce_retracing=True, input_signature=[vector]))
+    return (
+        tf.function(lambda x: backbone(x, training=False), reduce_retracing=True, input_signature=[image]),
+        tf.function(lambda x: head(x, training=False), reduce_retracing=True, input_signature=[vector]),
+    )
 
 
 def split_for_runtime(model, input_size: int):
@@ -160,8 +167,11 @@ def split_for_runtime(model, input_size: int):
     except Exception as error:  # predictions are not cached: TensorFlow is always a safe answer
         log.warning("Predicting on TensorFlow: %s", error)
         return None
-    compiled_head = tf.function(lambda x: head(x, training=False), reduce_retracing=True,
-                                input_signature=[tf.TensorSpec((None, int(backbone.output.shape[-1])), tf.float32)])
+    compiled_head = tf.function(
+        lambda x: head(x, training=False),
+        reduce_retracing=True,
+        input_signature=[tf.TensorSpec((None, int(backbone.output.shape[-1])), tf.float32)],
+    )
     return forward, compiled_head
 
 
@@ -177,8 +187,10 @@ def resolve_model(model: str | Path, labels: str | Path | None = None) -> tuple[
     if not path.is_file():
         raise RetrainError(f"{path} not found: give a run folder or a .keras model file")
     if path.suffix != ".keras":
-        raise RetrainError(f"{path}: predict reads Keras models (.keras) or run folders; for SavedModel and "
-                           "TFLite files use TF Serving or LiteRT (see README: exports)")
+        raise RetrainError(
+            f"{path}: predict reads Keras models (.keras) or run folders; for SavedModel and "
+            "TFLite files use TF Serving or LiteRT (see README: exports)"
+        )
     if labels is None and path.parent.joinpath("labels.txt").is_file():
         labels = path.parent / "labels.txt"
     if labels is None:
@@ -200,12 +212,17 @@ def require_ready(run_dir: Path, export: str) -> str:
     # Runs written before per-export states: only a finished run's exports were checked.
     ready = exports.get(export) == "ready" if isinstance(exports, dict) else state == "done"
     if not ready:
-        why = f"run {state}" + (f": {status['message']}" if status.get("message") else "") if state else \
-            "no status.json: not a run folder, or a run that never started"
+        why = (
+            f"run {state}" + (f": {status['message']}" if status.get("message") else "")
+            if state
+            else "no status.json: not a run folder, or a run that never started"
+        )
         raise RetrainError(f"{run_dir}: its {export} export was not finished and checked ({why}); train again")
     if state in ("failed", "cancelled"):
-        return f"run {run_dir} ended {state} before all its exports were ready; its {export} export was checked " \
-               "and is used"
+        return (
+            f"run {run_dir} ended {state} before all its exports were ready; its {export} export was checked "
+            "and is used"
+        )
     return ""
 
 
@@ -214,8 +231,9 @@ def image_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise RetrainError(f"{folder}: not a folder")
-    return sorted(path for path in folder.rglob("*")
-                  if path.is_file() and not has_hidden_part(path.relative_to(folder)))
+    return sorted(
+        path for path in folder.rglob("*") if path.is_file() and not has_hidden_part(path.relative_to(folder))
+    )
 
 
 def write_predictions_csv(results: list[dict], output_csv: str | Path, k: int, root: str | Path | None = None) -> None:

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Progress:
-    stage: str                   # "checking", "caching", "augmenting", "training", ...
+    stage: str  # "checking", "caching", "augmenting", "training", ...
     done: int
     total: int
-    per_second: float            # items per second so far
-    eta_seconds: float | None    # None until there is a rate to go on
+    per_second: float  # items per second so far
+    eta_seconds: float | None  # None until there is a rate to go on
     message: str = ""
     indeterminate: bool = False  # work that cannot be counted (loading a backbone, writing an export)
 
@@ -60,8 +60,12 @@ def print_progress(progress: Progress) -> None:
         return
     eta = f", ETA {progress.eta_seconds:.0f}s" if progress.eta_seconds is not None else ""
     end = "\n" if progress.done >= progress.total else "\r"
-    print(f"{progress.stage}: {progress.done}/{progress.total} ({progress.per_second:.1f}/s{eta}) {progress.message}",
-          end=end, file=sys.stderr, flush=True)
+    print(
+        f"{progress.stage}: {progress.done}/{progress.total} ({progress.per_second:.1f}/s{eta}) {progress.message}",
+        end=end,
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 class ProgressBars:
@@ -77,16 +81,27 @@ class ProgressBars:
     def __call__(self, progress: Progress) -> None:
         from tqdm import tqdm
 
-        if self.bar is not None and self.bar.total is None and progress.stage == self.stage \
-                and not progress.indeterminate:  # the uncounted stage ended: its line keeps the time it took
+        if (
+            self.bar is not None
+            and self.bar.total is None
+            and progress.stage == self.stage
+            and not progress.indeterminate
+        ):  # the uncounted stage ended: its line keeps the time it took
             self.bar.set_postfix_str(progress.message, refresh=False)
             self.close()
             return
         if progress.indeterminate:  # no bar, only the time taken (shown when the stage ends)
             self.close()
             self.stage = progress.stage
-            self.bar = tqdm(total=None, desc=progress.stage, file=sys.stderr, dynamic_ncols=True, leave=True,
-                            bar_format="{desc}: {elapsed} {postfix}", postfix=progress.message)
+            self.bar = tqdm(
+                total=None,
+                desc=progress.stage,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=True,
+                bar_format="{desc}: {elapsed} {postfix}",
+                postfix=progress.message,
+            )
             return
         if progress.total == 0:  # nothing to do: one line, not an empty bar
             self.close()
@@ -95,8 +110,9 @@ class ProgressBars:
         if self.bar is None or progress.stage != self.stage or progress.total != self.bar.total:
             self.close()
             self.stage = progress.stage
-            self.bar = tqdm(total=progress.total, desc=progress.stage, file=sys.stderr, dynamic_ncols=True,
-                            leave=True, unit="it")
+            self.bar = tqdm(
+                total=progress.total, desc=progress.stage, file=sys.stderr, dynamic_ncols=True, leave=True, unit="it"
+            )
         self.bar.update(max(progress.done - self.bar.n, 0))
         if progress.message:
             self.bar.set_postfix_str(progress.message, refresh=False)

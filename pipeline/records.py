@@ -80,24 +80,42 @@ def read_json_record(path: str | Path, fix: str, expect: type = dict, default: A
     return value
 
 
-def require_type(path: str | Path, data: dict, key: str, kinds: tuple[type, ...], fix: str,
-                 optional: bool = True) -> None:
+def require_type(
+    path: str | Path, data: dict, key: str, kinds: tuple[type, ...], fix: str, optional: bool = True
+) -> None:
     """DamagedFile unless data[key] is one of `kinds` (or absent/None when `optional`); bools are not numbers."""
     value = data.get(key)
     if value is None and optional:
         return
     numeric = int in kinds or float in kinds
-    if value is None or not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds and numeric) \
-            or (isinstance(value, float) and not math.isfinite(value)):
-        raise DamagedFile(path, f"is damaged ({key!r} is {value!r}, expected "
-                                f"{' or '.join(kind.__name__ for kind in kinds)})", fix)
+    if (
+        value is None
+        or not isinstance(value, kinds)
+        or (isinstance(value, bool) and bool not in kinds and numeric)
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
+        raise DamagedFile(
+            path, f"is damaged ({key!r} is {value!r}, expected {' or '.join(kind.__name__ for kind in kinds)})", fix
+        )
 
 
 # ---- status.json ----------------------------------------------------------------------------------------------------
 
 STATUS_FIX = "the run is shown as unknown; delete it or rerun it"
-_STATUS_NUMBERS = ("progress", "updated", "started", "finished", "test_accuracy", "done", "total", "per_second",
-                   "eta_seconds", "step_number", "total_steps", "working_since")
+_STATUS_NUMBERS = (
+    "progress",
+    "updated",
+    "started",
+    "finished",
+    "test_accuracy",
+    "done",
+    "total",
+    "per_second",
+    "eta_seconds",
+    "step_number",
+    "total_steps",
+    "working_since",
+)
 
 
 def read_status(path: str | Path, states: tuple[str, ...]) -> dict[str, Any]:
@@ -151,29 +169,49 @@ def read_report(path: str | Path):
         require_type(path, data, key, (int, float), REPORT_FIX, optional=False)
     require_type(path, data, "test_images", (int,), REPORT_FIX, optional=False)
     matrix = data.get("confusion_matrix")
-    if not isinstance(matrix, list) or len(matrix) != len(labels) or not all(
-            isinstance(row, list) and len(row) == len(labels) and all(type(n) is int for n in row) for row in matrix):
-        raise DamagedFile(path, f"is damaged (the confusion matrix is not {len(labels)}×{len(labels)} counts)",
-                          REPORT_FIX)
+    if (
+        not isinstance(matrix, list)
+        or len(matrix) != len(labels)
+        or not all(
+            isinstance(row, list) and len(row) == len(labels) and all(type(n) is int for n in row) for row in matrix
+        )
+    ):
+        raise DamagedFile(
+            path, f"is damaged (the confusion matrix is not {len(labels)}×{len(labels)} counts)", REPORT_FIX
+        )
     try:
         per_class = {str(label): ClassScores(**scores) for label, scores in data["per_class"].items()}
         misclassified = [Prediction(**item) for item in data["misclassified"]]
         predictions = [Prediction(**item) for item in data.get("predictions") or []]
     except (KeyError, TypeError, AttributeError) as error:
-        raise DamagedFile(path, f"is damaged (per-class scores or predictions malformed: {error})",
-                          REPORT_FIX) from None
+        raise DamagedFile(
+            path, f"is damaged (per-class scores or predictions malformed: {error})", REPORT_FIX
+        ) from None
     for item in misclassified + predictions:
-        if not all(isinstance(text, str) for text in (item.file, item.true_label, item.predicted_label)) \
-                or not isinstance(item.confidence, (int, float)) or isinstance(item.confidence, bool):
+        if (
+            not all(isinstance(text, str) for text in (item.file, item.true_label, item.predicted_label))
+            or not isinstance(item.confidence, (int, float))
+            or isinstance(item.confidence, bool)
+        ):
             raise DamagedFile(path, f"is damaged (a prediction is malformed: {item!r:.120})", REPORT_FIX)
     for scores in per_class.values():
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                   for v in (scores.precision, scores.recall, scores.f1, scores.support)):
+        if not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool)
+            for v in (scores.precision, scores.recall, scores.f1, scores.support)
+        ):
             raise DamagedFile(path, "is damaged (a per-class score is not a number)", REPORT_FIX)
     extra = {key: value for key, value in data.items() if key not in Report.__dataclass_fields__}
-    return Report(test_accuracy=data["test_accuracy"], top5_accuracy=data["top5_accuracy"],
-                  test_images=data["test_images"], labels=labels, per_class=per_class, confusion_matrix=matrix,
-                  misclassified=misclassified, predictions=predictions, extra=extra)
+    return Report(
+        test_accuracy=data["test_accuracy"],
+        top5_accuracy=data["top5_accuracy"],
+        test_images=data["test_images"],
+        labels=labels,
+        per_class=per_class,
+        confusion_matrix=matrix,
+        misclassified=misclassified,
+        predictions=predictions,
+        extra=extra,
+    )
 
 
 # ---- metrics.csv ----------------------------------------------------------------------------------------------------
@@ -235,8 +273,9 @@ def read_workspace_state(path: str | Path) -> dict[str, Any]:
         "preset": lambda v: isinstance(v, str),
         "dataset": lambda v: isinstance(v, dict) and _quietly(section_from_dict, DatasetConfig, v),
         "config": lambda v: isinstance(v, dict) and _quietly(RunConfig.from_dict, v),
-        "dataset_summary": lambda v: isinstance(v, dict) and all(
-            type(v.get(name)) is kind for name, kind in _SUMMARY_TYPES.items()),
+        "dataset_summary": lambda v: (
+            isinstance(v, dict) and all(type(v.get(name)) is kind for name, kind in _SUMMARY_TYPES.items())
+        ),
     }.items():
         if checked.get(key) is not None and not valid(checked[key]):
             del checked[key]
@@ -260,11 +299,15 @@ def read_overrides(path: str | Path) -> dict:
     """{"drop": [file, ...], "relabel": {file: label}} from a decisions file; empty when it does not exist."""
     data = read_json_record(path, OVERRIDES_FIX, default={})
     drop, relabel = data.get("drop", []), data.get("relabel", {})
-    if not isinstance(drop, list) or not isinstance(relabel, dict) \
-            or not all(isinstance(file, str) for file in drop) \
-            or not all(isinstance(label, str) for label in relabel.values()):
-        raise DamagedFile(path, "is damaged (it must look like {\"drop\": [files], \"relabel\": {file: label}})",
-                          OVERRIDES_FIX)
+    if (
+        not isinstance(drop, list)
+        or not isinstance(relabel, dict)
+        or not all(isinstance(file, str) for file in drop)
+        or not all(isinstance(label, str) for label in relabel.values())
+    ):
+        raise DamagedFile(
+            path, 'is damaged (it must look like {"drop": [files], "relabel": {file: label}})', OVERRIDES_FIX
+        )
     return {"drop": sorted(set(drop)), "relabel": dict(relabel)}
 
 
@@ -293,13 +336,13 @@ def load_keras_model(path: str | Path):
     if not Path(path).is_file():
         raise DamagedFile(path, "the file is missing", EXPORT_FIX)
     if not zipfile.is_zipfile(path):  # Keras would say "File not found" of a file that is there but cut short
-        raise DamagedFile(path, "is damaged (not a whole .keras archive: truncated, or another kind of file)",
-                          EXPORT_FIX)
+        raise DamagedFile(
+            path, "is damaged (not a whole .keras archive: truncated, or another kind of file)", EXPORT_FIX
+        )
     try:
         return keras.saving.load_model(path)
     except Exception as error:  # zipfile, h5py, JSON and Keras errors alike: the file is not a usable model
-        raise DamagedFile(path, f"cannot be loaded ({type(error).__name__}: {str(error)[:160]})",
-                          EXPORT_FIX) from None
+        raise DamagedFile(path, f"cannot be loaded ({type(error).__name__}: {str(error)[:160]})", EXPORT_FIX) from None
 
 
 def load_model_and_labels(model_path: str | Path, labels_path: str | Path):
@@ -308,6 +351,10 @@ def load_model_and_labels(model_path: str | Path, labels_path: str | Path):
     model = load_keras_model(model_path)
     outputs = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
     if outputs != len(labels):
-        raise DamagedFile(labels_path, f"lists {len(labels)} classes but {Path(model_path).name} has {outputs} "
-                                       "outputs, so every answer would name the wrong class", EXPORT_FIX)
+        raise DamagedFile(
+            labels_path,
+            f"lists {len(labels)} classes but {Path(model_path).name} has {outputs} "
+            "outputs, so every answer would name the wrong class",
+            EXPORT_FIX,
+        )
     return model, labels

@@ -85,6 +85,7 @@ class RunContext:
 
     def stage_progress(self, key: str, state: str, unit: str = "images") -> ProgressCallback:
         """A ProgressCallback for one stage: its line on the board, status.json and the CLI."""
+
         def report(progress: Progress) -> None:
             self.board.from_progress(key, progress, unit)
             if progress.total == 0:
@@ -92,12 +93,18 @@ class RunContext:
                 self.status(state, 1.0, step)
             else:
                 eta = f", about {progress.eta_seconds:.0f}s left" if progress.eta_seconds is not None else ""
-                self.status(state, progress.fraction, f"{stage_title(key)} {progress.done}/{progress.total} {unit} "
-                            f"({progress.per_second:.1f}/s{eta})", done=progress.done, total=progress.total,
-                            per_second=round(progress.per_second, 2),
-                            eta_seconds=None if progress.eta_seconds is None else round(progress.eta_seconds, 1))
+                self.status(
+                    state,
+                    progress.fraction,
+                    f"{stage_title(key)} {progress.done}/{progress.total} {unit} ({progress.per_second:.1f}/s{eta})",
+                    done=progress.done,
+                    total=progress.total,
+                    per_second=round(progress.per_second, 2),
+                    eta_seconds=None if progress.eta_seconds is None else round(progress.eta_seconds, 1),
+                )
             if self.echo:
                 self.echo(replace(progress, stage=stage_title(key)))
+
         return report
 
     def stage_begin(self, key: str, state: str, fraction: float, message: str = "") -> None:
@@ -159,8 +166,9 @@ def _retrain(config: RunConfig, run: RunDir, echo: ProgressCallback | None) -> R
     run.clear_outputs()
     config.output.output_dir = str(run.path)
     config.save(run.config)
-    run.write_status("queued", 0.0, "waiting for a free training slot", pid=os.getpid(),
-                     pid_started=process_started(os.getpid()))
+    run.write_status(
+        "queued", 0.0, "waiting for a free training slot", pid=os.getpid(), pid_started=process_started(os.getpid())
+    )
     context: RunContext | None = None
     try:
         config.validate()
@@ -169,10 +177,13 @@ def _retrain(config: RunConfig, run: RunDir, echo: ProgressCallback | None) -> R
         def waiting() -> None:
             run.write_status("queued", 0.0, "waiting for a free training slot", waiting=True)
 
-        with StopFlag(run.cancel_request) as stop, \
-                job_slot(max_jobs(), cache_root() / "jobs", on_wait=waiting, should_stop=stop.is_set):
-            keys = run_stage_keys(config.output.export_formats, augmenting=True,
-                                  fine_tuning=config.train.fine_tune_layers > 0)
+        with (
+            StopFlag(run.cancel_request) as stop,
+            job_slot(max_jobs(), cache_root() / "jobs", on_wait=waiting, should_stop=stop.is_set),
+        ):
+            keys = run_stage_keys(
+                config.output.export_formats, augmenting=True, fine_tuning=config.train.fine_tune_layers > 0
+            )
             context = RunContext(config, run, stop, echo, board=StageBoard(keys))
             report = _run_stages(context)
     except RunCancelled as cancelled:
@@ -182,14 +193,23 @@ def _retrain(config: RunConfig, run: RunDir, echo: ProgressCallback | None) -> R
         run.write_status("failed", message=str(error), **settled_exports(context, "failed"))
         raise
     except Exception as error:
-        run.write_status("failed", message=f"internal error ({type(error).__name__}: {error}); see run.log",
-                         **settled_exports(context, "failed"))
+        run.write_status(
+            "failed",
+            message=f"internal error ({type(error).__name__}: {error}); see run.log",
+            **settled_exports(context, "failed"),
+        )
         raise
-    warning = {"test_split_warning": report.extra["test_split_warning"]} \
-        if "test_split_warning" in report.extra else {}
-    run.write_status("done", 1.0, "done", f"test accuracy {report.test_accuracy:.1%}",
-                     test_accuracy=report.test_accuracy, exports=dict(context.exports), **warning,
-                     **context.board.to_status())
+    warning = {"test_split_warning": report.extra["test_split_warning"]} if "test_split_warning" in report.extra else {}
+    run.write_status(
+        "done",
+        1.0,
+        "done",
+        f"test accuracy {report.test_accuracy:.1%}",
+        test_accuracy=report.test_accuracy,
+        exports=dict(context.exports),
+        **warning,
+        **context.board.to_status(),
+    )
     return report
 
 
@@ -202,14 +222,20 @@ def settled_exports(context: RunContext | None, ending: str) -> dict:
     if not context.exports:
         return context.board.to_status()
     settled = {"building": ending, "pending": "not built"}
-    return {"exports": {name: settled.get(state, state) for name, state in context.exports.items()},
-            **context.board.to_status()}
+    return {
+        "exports": {name: settled.get(state, state) for name, state in context.exports.items()},
+        **context.board.to_status(),
+    }
 
 
 def refuse_foreign_folder(folder: str | None) -> None:
     """--saved_model_dir must be new or empty: a copy must never overwrite a user's other files."""
-    if folder and Path(folder).exists() and any(Path(folder).iterdir()) \
-            and not (Path(folder) / "saved_model.pb").exists():
+    if (
+        folder
+        and Path(folder).exists()
+        and any(Path(folder).iterdir())
+        and not (Path(folder) / "saved_model.pb").exists()
+    ):
         raise RetrainError(f"--saved_model_dir {folder} exists and holds other files; choose a new or empty folder")
 
 
@@ -218,12 +244,20 @@ def _run_stages(context: RunContext) -> Report:
 
     config, started = context.config, time.monotonic()
     context.stage_begin("dataset", "caching", 0.0, "listing the images")
-    dataset = load_dataset(config.dataset, check_images=False, workdir=cache_root() / "datasets",
-                           progress=context.stage_progress("dataset", "caching", "files"))
+    dataset = load_dataset(
+        config.dataset,
+        check_images=False,
+        workdir=cache_root() / "datasets",
+        progress=context.stage_progress("dataset", "caching", "files"),
+    )
     dataset, gone = as_queued(dataset, context.run.path)  # the photos as they were when the run was queued
     if gone:
-        print(f"note: {gone} photo(s) of the dataset as it was queued were deleted or changed since; the run "
-              "trains without them", file=sys.stderr, flush=True)
+        print(
+            f"note: {gone} photo(s) of the dataset as it was queued were deleted or changed since; the run "
+            "trains without them",
+            file=sys.stderr,
+            flush=True,
+        )
         dataset.warnings.append(f"{gone} photo(s) were deleted or changed after the run was queued; left out")
     write_manifest(dataset, context.run.path)  # the run's record of its data, whatever the folder becomes later
     summary = summarize_dataset(dataset, config.dataset)
@@ -241,11 +275,11 @@ def _run_stages(context: RunContext) -> Report:
     if config.train.fine_tune_layers == 0:  # fine-tuning changes the backbone: the cached features no longer apply
         x_train, y_train, _ = _split_arrays(dataset, features, labels, "train")
         save_familiarity(fit_familiarity(x_train, y_train, labels), context.run.path)
-    classifier = _fine_tune(context, dataset, features, labels, backbone, head) \
-        if config.train.fine_tune_layers > 0 else None
+    classifier = (
+        _fine_tune(context, dataset, features, labels, backbone, head) if config.train.fine_tune_layers > 0 else None
+    )
     context.stage_begin("evaluating", "evaluating", 0.0, "on the test images")
-    report = _evaluate(dataset, features, head, labels, classifier, backbone.input_size,
-                       config.train.test_batch_size)
+    report = _evaluate(dataset, features, head, labels, classifier, backbone.input_size, config.train.test_batch_size)
     context.stage_end("evaluating", "evaluating", 1.0, f"{report.test_images} images")
     percentage = None if dataset.layout == "pre_split" else config.dataset.testing_percentage
     if warning := small_test_split_warning(report, percentage):
@@ -307,8 +341,13 @@ def _cache_features(context: RunContext, dataset: Dataset, backbone) -> Features
     started = time.monotonic()
     usable = dataset.usable()
     originals = [ExtractItem(row.path, row.sha256) for row in usable.itertuples()]
-    result = cache_bottlenecks(originals, backbone, bottleneck_dir,
-                               progress=context.stage_progress("caching", "caching"), should_stop=context.stop.is_set)
+    result = cache_bottlenecks(
+        originals,
+        backbone,
+        bottleneck_dir,
+        progress=context.stage_progress("caching", "caching"),
+        should_stop=context.stop.is_set,
+    )
     context.check_stop()
     _record_problems(dataset, result)
     context.stage_end("caching", "caching", 1.0, _cache_words(result))
@@ -318,9 +357,14 @@ def _cache_features(context: RunContext, dataset: Dataset, backbone) -> Features
     wanted = [item for group in copies.values() for item in group]
     if not wanted:
         context.stage_skip("augmenting", "augmenting", 1.0, "no augmented copies asked for")
-    augmented = cache_bottlenecks(wanted, backbone, bottleneck_dir, augment=augment,
-                                  progress=context.stage_progress("augmenting", "augmenting") if wanted else None,
-                                  should_stop=context.stop.is_set)
+    augmented = cache_bottlenecks(
+        wanted,
+        backbone,
+        bottleneck_dir,
+        augment=augment,
+        progress=context.stage_progress("augmenting", "augmenting") if wanted else None,
+        should_stop=context.stop.is_set,
+    )
     context.check_stop()
     if wanted:
         context.stage_end("augmenting", "augmenting", 1.0, _cache_words(augmented))
@@ -349,12 +393,16 @@ def _record_problems(dataset: Dataset, result: CacheResult) -> None:
 def _copy_items(usable: pd.DataFrame, augment) -> dict[str, list[ExtractItem]]:
     train = usable[usable["split"] == "train"]
     per_class = copies_per_class(train["label"].value_counts().to_dict(), augment)
-    return {row.path: [ExtractItem(row.path, row.sha256, copy) for copy in range(1, per_class[row.label] + 1)]
-            for row in train.itertuples() if per_class[row.label]}
+    return {
+        row.path: [ExtractItem(row.path, row.sha256, copy) for copy in range(1, per_class[row.label] + 1)]
+        for row in train.itertuples()
+        if per_class[row.label]
+    }
 
 
-def _split_items(dataset: Dataset, features: Features, labels: list[str], split: str,
-                 with_copies: bool = False) -> tuple[list[ExtractItem], list[int], list[str]]:
+def _split_items(
+    dataset: Dataset, features: Features, labels: list[str], split: str, with_copies: bool = False
+) -> tuple[list[ExtractItem], list[int], list[str]]:
     """The items (images, and for training their augmented copies) of one split, with label indices."""
     index = {label: i for i, label in enumerate(labels)}
     rows = dataset.usable()
@@ -367,8 +415,9 @@ def _split_items(dataset: Dataset, features: Features, labels: list[str], split:
     return items, targets, files
 
 
-def _split_arrays(dataset: Dataset, features: Features, labels: list[str], split: str,
-                  with_copies: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _split_arrays(
+    dataset: Dataset, features: Features, labels: list[str], split: str, with_copies: bool = False
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     items, targets, files = _split_items(dataset, features, labels, split, with_copies)
     dim = next(iter(features.vectors.values())).shape[0] if features.vectors else 0
     vectors = np.stack([features.vectors[item] for item in items]) if items else np.zeros((0, dim), np.float32)
@@ -393,14 +442,25 @@ def _train(context: RunContext, dataset: Dataset, features: Features, labels: li
         accuracy = row["val_accuracy"] if row["val_accuracy"] is not None else row["train_accuracy"]
         rate = row["step"] / max(row["elapsed_seconds"], 1e-9)
         eta = (total_steps - row["step"]) / rate if rate > 0 else None
-        context.board.advance("training", row["step"], total_steps, rate, eta, f"loss {row['train_loss']:.3f}",
-                              "steps")
-        context.status("training", row["step"] / total_steps,
-                       f"training step {row['step']}/{total_steps}, loss {row['train_loss']:.3f}, "
-                       f"accuracy {accuracy:.1%}", step_number=row["step"], total_steps=total_steps)
+        context.board.advance("training", row["step"], total_steps, rate, eta, f"loss {row['train_loss']:.3f}", "steps")
+        context.status(
+            "training",
+            row["step"] / total_steps,
+            f"training step {row['step']}/{total_steps}, loss {row['train_loss']:.3f}, accuracy {accuracy:.1%}",
+            step_number=row["step"],
+            total_steps=total_steps,
+        )
         if context.echo:
-            context.echo(Progress(stage_title("training"), row["step"], total_steps, rate, eta,
-                                  f"loss {row['train_loss']:.3f} val_acc {row['val_accuracy']}"))
+            context.echo(
+                Progress(
+                    stage_title("training"),
+                    row["step"],
+                    total_steps,
+                    rate,
+                    eta,
+                    f"loss {row['train_loss']:.3f} val_acc {row['val_accuracy']}",
+                )
+            )
 
     context.board.begin("training", total_steps, "steps", f"{len(x_train)} examples")
     context.status("training", 0.0, f"training the head on {len(x_train)} examples")
@@ -424,16 +484,31 @@ def _fine_tune(context: RunContext, dataset: Dataset, features: Features, labels
         context.run.append_metrics({**row, "step": head_steps + row["step"]})
         elapsed = time.monotonic() - started
         rate = row["epoch"] / max(elapsed, 1e-9)
-        context.board.advance("fine-tuning", row["epoch"], epochs, rate, (epochs - row["epoch"]) / rate,
-                              unit="epochs")
-        context.status("training", 0.9 + 0.1 * row["epoch"] / epochs,
-                       f"fine-tuning (slow) epoch {row['epoch']}/{epochs}, loss {row['train_loss']:.3f}")
+        context.board.advance("fine-tuning", row["epoch"], epochs, rate, (epochs - row["epoch"]) / rate, unit="epochs")
+        context.status(
+            "training",
+            0.9 + 0.1 * row["epoch"] / epochs,
+            f"fine-tuning (slow) epoch {row['epoch']}/{epochs}, loss {row['train_loss']:.3f}",
+        )
 
     context.board.begin("fine-tuning", epochs, "epochs", f"top {config.train.fine_tune_layers} backbone layers")
-    context.status("training", 0.9, f"fine-tuning the top {config.train.fine_tune_layers} backbone layers "
-                                    f"on {len(train_items)} images (slow on a CPU)")
-    classifier = fine_tune(backbone, head, (train_items, train_targets), (val_items, val_targets), len(labels),
-                           config.train, effective_augment(config.augment), on_metrics, context.stop.is_set)
+    context.status(
+        "training",
+        0.9,
+        f"fine-tuning the top {config.train.fine_tune_layers} backbone layers "
+        f"on {len(train_items)} images (slow on a CPU)",
+    )
+    classifier = fine_tune(
+        backbone,
+        head,
+        (train_items, train_targets),
+        (val_items, val_targets),
+        len(labels),
+        config.train,
+        effective_augment(config.augment),
+        on_metrics,
+        context.stop.is_set,
+    )
     context.stage_end("fine-tuning", "training", 1.0)
     context.timings["fine_tune_seconds"] = time.monotonic() - started
     return classifier
@@ -468,8 +543,15 @@ def _evaluation_split(dataset: Dataset) -> str:
     return "test" if (usable["split"] == "test").any() else "validation"
 
 
-def _evaluate(dataset: Dataset, features: Features, head, labels: list[str], classifier, input_size: int,
-              test_batch_size: int = -1) -> Report:
+def _evaluate(
+    dataset: Dataset,
+    features: Features,
+    head,
+    labels: list[str],
+    classifier,
+    input_size: int,
+    test_batch_size: int = -1,
+) -> Report:
     split = _evaluation_split(dataset)
     if classifier is not None:  # fine-tuned: the cached features are no longer the model's
         from pipeline.finetune import classifier_probabilities
@@ -505,8 +587,12 @@ def _export_data(dataset: Dataset, features: Features, classifier) -> ExportData
     def cached_vectors(rows: pd.DataFrame) -> np.ndarray:
         return np.stack([features.vectors[ExtractItem(row.path, row.sha256)] for row in rows.itertuples()])
 
-    return ExportData(usable[usable["split"] == _evaluation_split(dataset)], usable[usable["split"] == "train"],
-                      read_bytes, None if classifier is not None else cached_vectors)
+    return ExportData(
+        usable[usable["split"] == _evaluation_split(dataset)],
+        usable[usable["split"] == "train"],
+        read_bytes,
+        None if classifier is not None else cached_vectors,
+    )
 
 
 class Exporter:
@@ -518,8 +604,9 @@ class Exporter:
     marked ready.
     """
 
-    def __init__(self, context: RunContext, backbone, head, labels: list[str], data: ExportData,
-                 classifier=None) -> None:
+    def __init__(
+        self, context: RunContext, backbone, head, labels: list[str], data: ExportData, classifier=None
+    ) -> None:
         from pipeline.export import ExportCheck, build_classifier, eager_probabilities, originals_for_check
 
         self.context, self.labels, self.input_size = context, labels, backbone.input_size
@@ -532,8 +619,9 @@ class Exporter:
         images = np.stack([bytes_for_model(data, backbone.input_size) for data in raw])
         self.classifier = classifier or build_classifier(backbone.model, head, backbone.input_size)
         expected = eager_probabilities(self.classifier, images)
-        originals = originals_for_check(self.classifier, raw) if "keras" in context.config.output.export_formats \
-            else ([], None)
+        originals = (
+            originals_for_check(self.classifier, raw) if "keras" in context.config.output.export_formats else ([], None)
+        )
         self.check = ExportCheck(images, raw, expected, *originals)
         self.parity: dict[str, float] = {}
         if data.cached_vectors is not None:
@@ -560,8 +648,10 @@ class Exporter:
             raise RetrainError(f"unknown export formats {unknown}; choose from {list(FORMATS)}")
         write_labels(self.labels, self.context.run.path / "labels.txt")
         description = preprocessing_description(self.labels, self.input_size)
-        write_bytes_atomic(self.context.run.path / PREPROCESSING_FILE,
-                           (json.dumps(description, indent=1, ensure_ascii=False) + "\n").encode())
+        write_bytes_atomic(
+            self.context.run.path / PREPROCESSING_FILE,
+            (json.dumps(description, indent=1, ensure_ascii=False) + "\n").encode(),
+        )
         if self.context.config.output.output_labels:
             from pipeline.files import looks_like_labels_file, refuse_to_replace
 
@@ -613,8 +703,9 @@ class Exporter:
         self.context.exports[name] = "unavailable"
         self.unavailable[name] = why  # report.json keeps why; the CLI prints it once the run is done
         done = sum(state == "ready" for state in self.context.exports.values())
-        self.context.stage_skip(EXPORT_PREFIX + name, "exporting", done / len(self.context.exports),
-                                f"unavailable: {why}")
+        self.context.stage_skip(
+            EXPORT_PREFIX + name, "exporting", done / len(self.context.exports), f"unavailable: {why}"
+        )
 
     def _images(self, rows, limit: int | None = None) -> np.ndarray:
         """Prepared images of some dataset rows (evenly spaced when limited)."""
@@ -633,8 +724,11 @@ class Exporter:
             self.evaluated_images = self._images(self.evaluated)
         predicted = tflite_probabilities(path, self.evaluated_images).argmax(1) if len(targets) else targets
         accuracy = float((predicted == targets).mean()) if len(targets) else 0.0
-        return {"file": FILES[name], "size_mb": round(path.stat().st_size / 1e6, 2),
-                "test_accuracy": round(accuracy, 4)}
+        return {
+            "file": FILES[name],
+            "size_mb": round(path.stat().st_size / 1e6, 2),
+            "test_accuracy": round(accuracy, 4),
+        }
 
     def _copy_to_user_folders(self, name: str) -> None:
         if name == "saved_model" and self.context.config.output.saved_model_dir:

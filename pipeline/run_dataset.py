@@ -34,8 +34,13 @@ def dataset_display_name(config: DatasetConfig) -> str:
 
 def summarize_dataset(dataset, config: DatasetConfig) -> dict[str, Any]:
     """{name, images, classes, class_names, signature} of a loaded Dataset: what a run records about its data."""
-    return {"name": dataset_display_name(config), "images": int(len(dataset.usable())),
-            "classes": len(dataset.classes), "class_names": list(dataset.classes), "signature": dataset.signature}
+    return {
+        "name": dataset_display_name(config),
+        "images": int(len(dataset.usable())),
+        "classes": len(dataset.classes),
+        "class_names": list(dataset.classes),
+        "signature": dataset.signature,
+    }
 
 
 def write_run_dataset(run_dir: str | Path, summary: dict[str, Any]) -> None:
@@ -102,5 +107,9 @@ def _from_manifest(run_dir: Path) -> dict[str, Any] | None:
     if table is None:
         return None
     usable = table[table["status"] == "ok"]
-    return {"name": dataset_display_name(read_config(run_dir / "config.json").dataset),
-            "images": int(len(usable)), "classes": int(usable["label"].nunique()), "signature": ""}
+    return {
+        "name": dataset_display_name(read_config(run_dir / "config.json").dataset),
+        "images": int(len(usable)),
+        "classes": int(usable["label"].nunique()),
+        "signature": "",
+    }

@@ -36,8 +36,8 @@ from pipeline.errors import RetrainError
 
 # The environment variables a queued run is started with: where its queue is and which ticket it is.
 QUEUE_ENV, TICKET_ENV = settings.QUEUE_DIR.name, settings.QUEUE_TICKET.name  # set for the run a ticket starts
-START_ATTEMPTS = 3     # a ticket whose process never gets going is given up after this many starts
-RECENT_RUNS = 10       # how many finished runs the wait estimate averages
+START_ATTEMPTS = 3  # a ticket whose process never gets going is given up after this many starts
+RECENT_RUNS = 10  # how many finished runs the wait estimate averages
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tickets (
@@ -67,7 +67,7 @@ class Place:
     position: int
     waiting: int
     running: int
-    estimate_seconds: float | None   # None until some run has finished to estimate from
+    estimate_seconds: float | None  # None until some run has finished to estimate from
 
 
 class RunQueue:
@@ -150,17 +150,25 @@ class RunQueue:
         with self._db() as db:
             waiting = db.execute("SELECT COUNT(*) FROM tickets WHERE state = 'queued'").fetchone()[0]
             if waiting >= limit:
-                raise RetrainError(f"the server's training queue is full ({waiting} runs waiting, the most it "
-                                   "takes); try again when some have finished")
-            cursor = db.execute("INSERT INTO tickets (run_dir, owner, submitted) VALUES (?, ?, ?)",
-                                (str(run_dir), owner, time.time()))
+                raise RetrainError(
+                    f"the server's training queue is full ({waiting} runs waiting, the most it "
+                    "takes); try again when some have finished"
+                )
+            cursor = db.execute(
+                "INSERT INTO tickets (run_dir, owner, submitted) VALUES (?, ?, ?)", (str(run_dir), owner, time.time())
+            )
             return int(cursor.lastrowid)
 
     def withdraw(self, run_dir: str | Path) -> bool:
         """Take a run that has not started out of the line; True when it was waiting."""
         with self._db() as db:
-            return db.execute("UPDATE tickets SET state = 'finished', finished = ? WHERE run_dir = ? "
-                              "AND state = 'queued'", (time.time(), str(run_dir))).rowcount > 0
+            return (
+                db.execute(
+                    "UPDATE tickets SET state = 'finished', finished = ? WHERE run_dir = ? AND state = 'queued'",
+                    (time.time(), str(run_dir)),
+                ).rowcount
+                > 0
+            )
 
     # ---- Dispatching ------------------------------------------------------------------------------------------------
 
@@ -188,8 +196,9 @@ class RunQueue:
         """Bring each started ticket up to date with its lock; how many are running."""
         running = 0
         with self._db() as db:
-            rows = db.execute("SELECT id, state, attempts, run_dir FROM tickets "
-                              "WHERE state IN ('starting', 'running')").fetchall()
+            rows = db.execute(
+                "SELECT id, state, attempts, run_dir FROM tickets WHERE state IN ('starting', 'running')"
+            ).fetchall()
             for ticket, state, attempts, run_dir in rows:
                 if self._lock_is_held(ticket):
                     running += 1
@@ -206,8 +215,9 @@ class RunQueue:
         """Mark the oldest waiting ticket as starting (and count the attempt); None when none waits."""
         with self._db() as db:
             while True:
-                row = db.execute("SELECT id, run_dir FROM tickets WHERE state = 'queued' "
-                                 "ORDER BY id LIMIT 1").fetchone()
+                row = db.execute(
+                    "SELECT id, run_dir FROM tickets WHERE state = 'queued' ORDER BY id LIMIT 1"
+                ).fetchone()
                 if row is None:
                     return None
                 if _was_cancelled(row[1]):
@@ -223,13 +233,24 @@ class RunQueue:
         run = RunDir(run_dir)
         with open(self._ticket_lock(ticket), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # free (_settle saw so), or probed for a moment by a page
-            env = {**os.environ, QUEUE_ENV: str(self.folder), TICKET_ENV: str(ticket),
-                   settings.LOCK_FD.name: str(lock.fileno())}
+            env = {
+                **os.environ,
+                QUEUE_ENV: str(self.folder),
+                TICKET_ENV: str(ticket),
+                settings.LOCK_FD.name: str(lock.fileno()),
+            }
             try:
                 with open(run.log, "ab") as log:
-                    process = subprocess.Popen([*self.command, str(ticket)], stdout=log, stderr=subprocess.STDOUT,
-                                               stdin=subprocess.DEVNULL, start_new_session=True, env=env,
-                                               pass_fds=(lock.fileno(),), cwd=Path(__file__).resolve().parents[1])
+                    process = subprocess.Popen(
+                        [*self.command, str(ticket)],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        start_new_session=True,
+                        env=env,
+                        pass_fds=(lock.fileno(),),
+                        cwd=Path(__file__).resolve().parents[1],
+                    )
             except OSError as error:
                 with self._db() as db:
                     _finish(db, ticket)
@@ -237,8 +258,15 @@ class RunQueue:
                 return False
         # Reap it when it ends (else it stays a zombie of this long-lived process); a daemon thread only waits.
         threading.Thread(target=process.wait, name=f"reap-run-{process.pid}", daemon=True).start()
-        run.write_status("queued", 0.0, "starting", pid=process.pid, pid_started=process_started(process.pid),
-                         ticket=ticket, waiting=False)
+        run.write_status(
+            "queued",
+            0.0,
+            "starting",
+            pid=process.pid,
+            pid_started=process_started(process.pid),
+            ticket=ticket,
+            waiting=False,
+        )
         return True
 
     # ---- What a run does with its ticket ----------------------------------------------------------------------------
@@ -249,8 +277,10 @@ class RunQueue:
             row = db.execute("SELECT run_dir FROM tickets WHERE id = ?", (ticket,)).fetchone()
             if row is None:
                 raise RetrainError(f"ticket {ticket} is not in the queue at {self.folder}")
-            db.execute("UPDATE tickets SET state = 'running', pid = ?, started = ? WHERE id = ?",
-                       (os.getpid(), time.time(), ticket))
+            db.execute(
+                "UPDATE tickets SET state = 'running', pid = ?, started = ? WHERE id = ?",
+                (os.getpid(), time.time(), ticket),
+            )
             return str(row[0])
 
     def mark_finished(self, ticket: int) -> None:
@@ -264,9 +294,11 @@ class RunQueue:
         with self._db() as db:
             waiting = [row[0] for row in db.execute("SELECT run_dir FROM tickets WHERE state = 'queued' ORDER BY id")]
             started = db.execute("SELECT id, started FROM tickets WHERE state IN ('starting', 'running')").fetchall()
-            recent = db.execute("SELECT finished - started FROM tickets WHERE state = 'finished' AND started "
-                                "IS NOT NULL AND finished IS NOT NULL ORDER BY finished DESC LIMIT ?",
-                                (RECENT_RUNS,)).fetchall()
+            recent = db.execute(
+                "SELECT finished - started FROM tickets WHERE state = 'finished' AND started "
+                "IS NOT NULL AND finished IS NOT NULL ORDER BY finished DESC LIMIT ?",
+                (RECENT_RUNS,),
+            ).fetchall()
         if str(run_dir) not in waiting:
             return None
         running = [(when,) for ticket, when in started if self._lock_is_held(ticket)]
@@ -275,23 +307,33 @@ class RunQueue:
         estimate = None
         if durations:
             typical = sum(durations) / len(durations)
-            estimate = _wait_estimate(position, [time.time() - (row[0] or time.time()) for row in running],
-                                      max(max_jobs, 1), typical)
+            estimate = _wait_estimate(
+                position, [time.time() - (row[0] or time.time()) for row in running], max(max_jobs, 1), typical
+            )
         return Place(position, len(waiting), len(running), estimate)
 
     def holders(self) -> list[dict]:
         """The runs holding slots now: [{ticket, run_dir, owner, pid, started}] (for 'what holds the slot')."""
         with self._db() as db:
-            rows = db.execute("SELECT id, run_dir, owner, pid, started FROM tickets "
-                              "WHERE state IN ('starting', 'running') ORDER BY id").fetchall()
-        return [{"ticket": r[0], "run_dir": r[1], "owner": r[2], "pid": r[3], "started": r[4]} for r in rows
-                if self._lock_is_held(r[0])]
+            rows = db.execute(
+                "SELECT id, run_dir, owner, pid, started FROM tickets "
+                "WHERE state IN ('starting', 'running') ORDER BY id"
+            ).fetchall()
+        return [
+            {"ticket": r[0], "run_dir": r[1], "owner": r[2], "pid": r[3], "started": r[4]}
+            for r in rows
+            if self._lock_is_held(r[0])
+        ]
 
     def is_pending(self, run_dir: str | Path) -> bool:
         """True while the run's ticket waits in line or is being started."""
         with self._db() as db:
-            return db.execute("SELECT 1 FROM tickets WHERE run_dir = ? AND state IN ('queued', 'starting')",
-                              (str(run_dir),)).fetchone() is not None
+            return (
+                db.execute(
+                    "SELECT 1 FROM tickets WHERE run_dir = ? AND state IN ('queued', 'starting')", (str(run_dir),)
+                ).fetchone()
+                is not None
+            )
 
 
 def _wait_estimate(position: int, running_for: list[float], slots: int, typical: float) -> float:
@@ -314,13 +356,16 @@ def _set_aside(path: Path, error: Exception) -> RetrainError:
     aside = path.with_name(f"queue.sqlite.damaged-{int(time.time())}")
     with contextlib.suppress(OSError):
         os.replace(path, aside)
-    return RetrainError(f"{path}: the training queue file was damaged ({error}); it was set aside as "
-                        f"{aside.name} and a new queue starts — submit the run again")
+    return RetrainError(
+        f"{path}: the training queue file was damaged ({error}); it was set aside as "
+        f"{aside.name} and a new queue starts — submit the run again"
+    )
 
 
 def _finish(db: sqlite3.Connection, ticket: int) -> None:
-    db.execute("UPDATE tickets SET state = 'finished', finished = COALESCE(finished, ?) WHERE id = ?",
-               (time.time(), ticket))
+    db.execute(
+        "UPDATE tickets SET state = 'finished', finished = COALESCE(finished, ?) WHERE id = ?", (time.time(), ticket)
+    )
 
 
 def _was_cancelled(run_dir: str) -> bool:

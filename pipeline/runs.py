@@ -30,7 +30,6 @@ except ImportError:  # Windows: the engine imports (predict, inspect), but train
     fcntl = None
 
 
-
 class StateInfo(NamedTuple):
     """What a run state means to someone who has never trained a model, its Material icon, and the share of the
     progress bar it fills (roughly by how long it takes on a cold cache)."""
@@ -83,8 +82,20 @@ class RunDir:
         self.needed_mb: float | None = None  # disk space the run expects to write, for a full disk's message
 
     # What a run writes; cleared when a run starts again in the same folder, so old and new never mix.
-    OUTPUTS = ("metrics.csv", "report.json", "model.keras", "model.tflite", "labels.txt", "saved_model", "logs",
-               "dataset_manifest.csv", "dataset.json", "familiarity.json", "model.onnx", "preprocessing.json")
+    OUTPUTS = (
+        "metrics.csv",
+        "report.json",
+        "model.keras",
+        "model.tflite",
+        "labels.txt",
+        "saved_model",
+        "logs",
+        "dataset_manifest.csv",
+        "dataset.json",
+        "familiarity.json",
+        "model.onnx",
+        "preprocessing.json",
+    )
 
     def is_ours(self) -> bool:
         """True when the folder carries our run marker."""
@@ -103,17 +114,20 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
             handle = open(self.marker, "a+")
         except OSError as error:
-            raise RetrainError(f"cannot start a run in {display_name(self.path)}: "
-                               f"{describe_write_error(error, self.path)}") from None
+            raise RetrainError(
+                f"cannot start a run in {display_name(self.path)}: {describe_write_error(error, self.path)}"
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip()
             handle.close()
-            raise RetrainError(f"{display_name(self.path)}: another run{f' (pid {holder})' if holder else ''} is "
-                               "writing into this folder now; wait for it to finish, or choose another "
-                               "--output_dir") from None
+            raise RetrainError(
+                f"{display_name(self.path)}: another run{f' (pid {holder})' if holder else ''} is "
+                "writing into this folder now; wait for it to finish, or choose another "
+                "--output_dir"
+            ) from None
         try:
             handle.seek(0)
             handle.truncate()
@@ -129,18 +143,26 @@ class RunDir:
         except FileNotFoundError:
             return
         except NotADirectoryError:
-            raise RetrainError(f"{display_name(self.path)} is a file, not a folder; choose a new or empty folder "
-                               "for the run") from None
+            raise RetrainError(
+                f"{display_name(self.path)} is a file, not a folder; choose a new or empty folder for the run"
+            ) from None
         except OSError as error:  # a loop of links, a folder we may not read, a name too long
-            raise RetrainError(f"{display_name(self.path)} cannot be used as the run folder "
-                               f"({error.strerror or error}); choose a new or empty folder for the run") from None
-        if not entries or RUN_MARKER in entries or (entries == ["config.json"] and config is not None
-                                                     and _same_settings(self.config, config)):
+            raise RetrainError(
+                f"{display_name(self.path)} cannot be used as the run folder "
+                f"({error.strerror or error}); choose a new or empty folder for the run"
+            ) from None
+        if (
+            not entries
+            or RUN_MARKER in entries
+            or (entries == ["config.json"] and config is not None and _same_settings(self.config, config))
+        ):
             return
-        raise RetrainError(f"{display_name(self.path)} already holds files ({len(entries)} entries, e.g. "
-                           f"{display_name(entries[0])}) and is not a Retrain Studio run folder; nothing in it was "
-                           f"touched. Choose a new or empty --output_dir (a run folder of an older version: create "
-                           f"an empty file {RUN_MARKER} in it)")
+        raise RetrainError(
+            f"{display_name(self.path)} already holds files ({len(entries)} entries, e.g. "
+            f"{display_name(entries[0])}) and is not a Retrain Studio run folder; nothing in it was "
+            f"touched. Choose a new or empty --output_dir (a run folder of an older version: create "
+            f"an empty file {RUN_MARKER} in it)"
+        )
 
     def clear_outputs(self) -> None:
         for name in self.OUTPUTS:
@@ -165,8 +187,9 @@ class RunDir:
         except DamagedFile as damaged:
             return {"state": UNKNOWN, "message": str(damaged), "damaged": True}
 
-    def write_status(self, state: str, progress: float | None = None, step: str = "", message: str = "",
-                     **details: Any) -> None:
+    def write_status(
+        self, state: str, progress: float | None = None, step: str = "", message: str = "", **details: Any
+    ) -> None:
         """Replace status.json in one atomic step, keeping when the run started.
 
         On a full disk (no room for the temporary copy) the file is overwritten in place instead: a
@@ -180,14 +203,21 @@ class RunDir:
         now = time.time()
         if progress is None:
             progress = previous.get("progress", 0.0)
-        status = {"state": state, "progress": round(progress, 4),
-                  "step": step, "message": message, "updated": now, "started": previous.get("started", now),
-                  "pid": previous.get("pid", os.getpid())}
+        status = {
+            "state": state,
+            "progress": round(progress, 4),
+            "step": step,
+            "message": message,
+            "updated": now,
+            "started": previous.get("started", now),
+            "pid": previous.get("pid", os.getpid()),
+        }
         if "pid" in previous and "pid" not in details and previous.get("pid_started"):
             status["pid_started"] = previous["pid_started"]  # what tells the run's process from a reused pid
         # When the work began, after any wait in a queue: durations shown count from here, the wait apart.
-        working_since = None if state == "queued" else previous.get("working_since") or (
-            None if state in FINISHED else now)
+        working_since = (
+            None if state == "queued" else previous.get("working_since") or (None if state in FINISHED else now)
+        )
         if working_since:
             status["working_since"] = working_since
         if state in FINISHED:
@@ -220,8 +250,10 @@ def _same_settings(config_file: Path, config: dict[str, Any]) -> bool:
         saved = read_config(config_file).to_dict()
     except RetrainError:
         return False
-    return {**saved, "output": {**saved["output"], "output_dir": None}} == \
-        {**config, "output": {**config["output"], "output_dir": None}}
+    return {**saved, "output": {**saved["output"], "output_dir": None}} == {
+        **config,
+        "output": {**config["output"], "output_dir": None},
+    }
 
 
 def refreshed_status(run: RunDir) -> dict[str, Any]:
@@ -244,12 +276,19 @@ def refreshed_status(run: RunDir) -> dict[str, Any]:
         stage = status.get("state", "")
         # Exports it had checked stay usable (predict says the run ended early); the rest were never finished.
         exports = status.get("exports")
-        kept = {name: state if state == "ready" else "not built" for name, state in exports.items()} \
-            if isinstance(exports, dict) else None
-        run.write_status("failed", message=f"interrupted: the run's process (pid {status.get('pid')}) died while "
-                                           f"{stage} (killed or out of memory); start it again — cached "
-                                           "bottlenecks are kept", interrupted=stage,
-                         **({"exports": kept} if kept is not None else {}))
+        kept = (
+            {name: state if state == "ready" else "not built" for name, state in exports.items()}
+            if isinstance(exports, dict)
+            else None
+        )
+        run.write_status(
+            "failed",
+            message=f"interrupted: the run's process (pid {status.get('pid')}) died while "
+            f"{stage} (killed or out of memory); start it again — cached "
+            "bottlenecks are kept",
+            interrupted=stage,
+            **({"exports": kept} if kept is not None else {}),
+        )
     return run.status()
 
 
@@ -261,7 +300,7 @@ def _last_error_line(run: RunDir) -> str | None:
             tail = log.read().decode("utf-8", errors="replace")
     except OSError:
         return None
-    errors = [line[len("error:"):].strip() for line in tail.splitlines() if line.startswith("error:")]
+    errors = [line[len("error:") :].strip() for line in tail.splitlines() if line.startswith("error:")]
     return errors[-1] if errors else None
 
 
@@ -318,12 +357,18 @@ def launch_run(run_dir: str | Path, env: dict[str, str] | None = None) -> int:
     run.cancel_request.unlink(missing_ok=True)  # a new start; an old cancel does not carry over
     run.write_status("queued", progress=0.0, step="waiting to start", pid=0)
     with open(run.log, "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "pipeline", "run", "--run_dir", str(run.path)],
-                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, env={**os.environ, **(env or {})},
-                                   cwd=Path(__file__).resolve().parents[1])
-    run.write_status("queued", progress=0.0, step="waiting to start", pid=process.pid,
-                     pid_started=process_started(process.pid))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "run", "--run_dir", str(run.path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+            cwd=Path(__file__).resolve().parents[1],
+        )
+    run.write_status(
+        "queued", progress=0.0, step="waiting to start", pid=process.pid, pid_started=process_started(process.pid)
+    )
     return process.pid
 
 
@@ -374,8 +419,12 @@ def list_runs(root: str | Path) -> list[RunDir]:
 
 
 @contextlib.contextmanager
-def job_slot(max_jobs: int, slots_dir: str | Path, on_wait: Callable[[], None] | None = None,
-             should_stop: Callable[[], bool] | None = None) -> Iterator[int]:
+def job_slot(
+    max_jobs: int,
+    slots_dir: str | Path,
+    on_wait: Callable[[], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[int]:
     """Hold one of `max_jobs` training slots; wait (calling on_wait) while all are taken.
 
     Slots are file locks, so they are released by the kernel even when a run is killed. A run that
@@ -385,8 +434,9 @@ def job_slot(max_jobs: int, slots_dir: str | Path, on_wait: Callable[[], None] |
         yield -1
         return
     if fcntl is None:
-        raise RetrainError("training needs a POSIX system (Linux or macOS; on Windows use WSL): "
-                           "training slots are fcntl file locks")
+        raise RetrainError(
+            "training needs a POSIX system (Linux or macOS; on Windows use WSL): training slots are fcntl file locks"
+        )
     slots_dir = Path(slots_dir)
     slots_dir.mkdir(parents=True, exist_ok=True)
     while True:

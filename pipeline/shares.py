@@ -59,7 +59,7 @@ class ShareRefused(RetrainError):
 @dataclass(frozen=True)
 class Share:
     token: str
-    run: str          # the run's folder name in the workspace
+    run: str  # the run's folder name in the workspace
     created: float
 
 
@@ -79,8 +79,9 @@ def create_share(workspace: str | Path, run: str, root: str | Path) -> Share:
     with _locked(workspace):
         shares = _read_shares_or_set_aside(workspace)
         if len(shares) >= MAX_SHARES_PER_WORKSPACE:
-            raise RetrainError(f"this workspace already has {len(shares)} share links, the most it may have; "
-                               "revoke one first")
+            raise RetrainError(
+                f"this workspace already has {len(shares)} share links, the most it may have; revoke one first"
+            )
         share = Share(secrets.token_urlsafe(24), run_dir.name, time.time())
         _write_index(root, share.token, workspace, share.run)
         _write_shares(workspace, [*shares, share])
@@ -128,16 +129,18 @@ def resolve_share(token: object, root: str | Path) -> SharedRun:
     try:
         entry = read_json_record(_index_path(root, token), _FIX, default=None)
     except DamagedFile:
-        raise ShareRefused("this share link cannot be opened: its record on the server is damaged; ask its "
-                           "owner for a new one") from None
+        raise ShareRefused(
+            "this share link cannot be opened: its record on the server is damaged; ask its owner for a new one"
+        ) from None
     if entry is None or not isinstance(entry.get("workspace"), str) or not isinstance(entry.get("run"), str):
         raise ShareRefused(REFUSED)
     try:
         workspace = (root / entry["workspace"]).resolve()
         usable = workspace.is_relative_to(root.resolve()) and workspace.is_dir()
     except (OSError, ValueError):  # a NUL byte or a name too long: an index entry no real path could give
-        raise ShareRefused("this share link cannot be opened: its record on the server is damaged; ask its "
-                           "owner for a new one") from None
+        raise ShareRefused(
+            "this share link cannot be opened: its record on the server is damaged; ask its owner for a new one"
+        ) from None
     if not usable:
         raise ShareRefused("the workspace this link shared no longer exists")
     try:
@@ -164,6 +167,7 @@ def _same(known: str, given: object) -> bool:
 
 # ---- Files ----------------------------------------------------------------------------------------------------------
 
+
 def _run_dir(workspace: Path, run: str) -> Path:
     """The run folder `run` inside workspace/runs (a name, never a path), which must be one of ours."""
     if not isinstance(run, str) or not run or "/" in run or "\\" in run or run in (".", "..") or "\0" in run:
@@ -171,8 +175,12 @@ def _run_dir(workspace: Path, run: str) -> Path:
     try:
         runs = (workspace / "runs").resolve()
         run_dir = runs / run
-        ours = not run_dir.is_symlink() and run_dir.is_dir() and (run_dir / ".retrain-studio-run").exists() \
+        ours = (
+            not run_dir.is_symlink()
+            and run_dir.is_dir()
+            and (run_dir / ".retrain-studio-run").exists()
             and run_dir.resolve().is_relative_to(runs)
+        )
     except (OSError, ValueError):  # a name too long for the disk, a loop of links
         ours = False
     if not ours:
@@ -187,9 +195,14 @@ def _read_shares(workspace: Path) -> list[Share]:
         raise DamagedFile(path, "is damaged (not a list of share links)", _FIX)
     shares = []
     for item in data["shares"]:
-        if not isinstance(item, dict) or not isinstance(item.get("token"), str) \
-                or not TOKEN_PATTERN.fullmatch(item["token"]) or not isinstance(item.get("run"), str) \
-                or not isinstance(item.get("created"), (int, float)) or not math.isfinite(item["created"]):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("token"), str)
+            or not TOKEN_PATTERN.fullmatch(item["token"])
+            or not isinstance(item.get("run"), str)
+            or not isinstance(item.get("created"), (int, float))
+            or not math.isfinite(item["created"])
+        ):
             raise DamagedFile(path, f"is damaged (a share link is malformed: {item!r:.60})", _FIX)
         shares.append(Share(item["token"], item["run"], float(item["created"])))
     return shares
@@ -211,8 +224,13 @@ def _read_shares_or_set_aside(workspace: Path) -> list[Share]:
 
 
 def _write_shares(workspace: Path, shares: list[Share]) -> None:
-    write_json_atomic(workspace / SHARES_FILE, {"format": FORMAT, "shares": [
-        {"token": share.token, "run": share.run, "created": share.created} for share in shares]})
+    write_json_atomic(
+        workspace / SHARES_FILE,
+        {
+            "format": FORMAT,
+            "shares": [{"token": share.token, "run": share.run, "created": share.created} for share in shares],
+        },
+    )
 
 
 def _index_path(root: Path, token: str) -> Path:

@@ -25,9 +25,11 @@ def validate_percentages(validation_percentage: float, testing_percentage: float
         if not 0 <= value <= 100:
             raise RetrainError(f"{flag} is {value}; it must be between 0 and 100")
     if validation_percentage + testing_percentage >= 100:
-        raise RetrainError(f"--validation_percentage {validation_percentage} plus --testing_percentage "
-                           f"{testing_percentage} is {validation_percentage + testing_percentage}; together "
-                           "they must be under 100 so some images are left to train on")
+        raise RetrainError(
+            f"--validation_percentage {validation_percentage} plus --testing_percentage "
+            f"{testing_percentage} is {validation_percentage + testing_percentage}; together "
+            "they must be under 100 so some images are left to train on"
+        )
 
 
 def name_percentage(file_name: str) -> float:
@@ -38,7 +40,7 @@ def name_percentage(file_name: str) -> float:
 
 
 def split_for_name(file_name: str, validation_percentage: float, testing_percentage: float) -> str:
-    """"train", "validation" or "test" for a file's base name, exactly as retrain.py assigned it."""
+    """ "train", "validation" or "test" for a file's base name, exactly as retrain.py assigned it."""
     percentage = name_percentage(file_name)
     if percentage < validation_percentage:
         return "validation"

@@ -26,8 +26,15 @@ from pipeline.progress import Progress
 PENDING, RUNNING, DONE, SKIPPED, NOT_REACHED = "pending", "running", "done", "skipped", "not reached"
 
 # Stage keys and what a user reads for them.
-TITLES = {"dataset": "reading the dataset", "backbone": "loading the backbone", "caching": "caching bottlenecks",
-          "augmenting": "augmenting", "training": "training", "fine-tuning": "fine-tuning", "evaluating": "evaluating"}
+TITLES = {
+    "dataset": "reading the dataset",
+    "backbone": "loading the backbone",
+    "caching": "caching bottlenecks",
+    "augmenting": "augmenting",
+    "training": "training",
+    "fine-tuning": "fine-tuning",
+    "evaluating": "evaluating",
+}
 EXPORT_PREFIX = "export "
 # Durations past this (a year) are not a run's: a status.json damaged or written by a broken clock. Not shown.
 MAX_SHOWN_SECONDS = 365 * 24 * 3600
@@ -38,12 +45,12 @@ class Stage:
     key: str
     state: str = PENDING
     done: int = 0
-    total: int | None = None        # None: not countable (a spinner, not a bar)
-    unit: str = ""                  # "images", "steps", "epochs"
+    total: int | None = None  # None: not countable (a spinner, not a bar)
+    unit: str = ""  # "images", "steps", "epochs"
     per_second: float | None = None
     eta_seconds: float | None = None
     message: str = ""
-    started: float | None = None    # wall clock (time.time), so another process can show "so far"
+    started: float | None = None  # wall clock (time.time), so another process can show "so far"
     finished: float | None = None
 
 
@@ -60,8 +67,16 @@ class StageBoard:
         stage.done, stage.per_second, stage.eta_seconds = 0, None, None
         stage.started, stage.finished = self.clock(), None
 
-    def advance(self, key: str, done: int, total: int | None, per_second: float | None = None,
-                eta_seconds: float | None = None, message: str = "", unit: str = "") -> None:
+    def advance(
+        self,
+        key: str,
+        done: int,
+        total: int | None,
+        per_second: float | None = None,
+        eta_seconds: float | None = None,
+        message: str = "",
+        unit: str = "",
+    ) -> None:
         stage = self._stage(key)
         if stage.state != RUNNING:
             self.begin(key, total, unit or stage.unit)
@@ -98,8 +113,9 @@ class StageBoard:
         if progress.total == 0:
             self.skip(key, progress.message or "nothing to do")
             return
-        self.advance(key, progress.done, progress.total, progress.per_second, progress.eta_seconds,
-                     progress.message, unit)
+        self.advance(
+            key, progress.done, progress.total, progress.per_second, progress.eta_seconds, progress.message, unit
+        )
 
     def run_eta(self) -> tuple[float | None, bool]:
         """(seconds left for the whole run, whether that is only a lower bound); (None, True) when nothing is known."""
@@ -119,8 +135,11 @@ class StageBoard:
 
     def to_status(self) -> dict[str, Any]:
         eta, lower_bound = self.run_eta()
-        return {"stages": [asdict(stage) for stage in self.stages.values()], "run_eta_seconds": eta,
-                "run_eta_is_lower_bound": lower_bound}
+        return {
+            "stages": [asdict(stage) for stage in self.stages.values()],
+            "run_eta_seconds": eta,
+            "run_eta_is_lower_bound": lower_bound,
+        }
 
     def _stage(self, key: str) -> Stage:
         if key not in self.stages:  # a stage not planned (e.g. a format added late) still gets its line
@@ -187,7 +206,7 @@ def stage_lines(status: dict[str, Any], now: float | None = None) -> list[str]:
 
 
 def run_estimate_line(status: dict[str, Any]) -> str:
-    """"about 2 min 10 s left", "at least 40 s left" or "" when there is nothing honest to say."""
+    """ "about 2 min 10 s left", "at least 40 s left" or "" when there is nothing honest to say."""
     eta = _duration(status.get("run_eta_seconds"))
     if eta is None:
         return ""

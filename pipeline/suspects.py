@@ -49,38 +49,42 @@ from pipeline.progress import ProgressCallback, ProgressMeter
 if TYPE_CHECKING:
     from pipeline.backbones import Backbone
 
-FOLDS = 5                               # out-of-fold models per check; each sees (k-1)/k of the images
+FOLDS = 5  # out-of-fold models per check; each sees (k-1)/k of the images
 CHECKED_SPLITS = ("train", "validation")  # test labels are not second-guessed by a model (see above)
-REGULARIZATION = 3.0                    # LogisticRegression C on unit-mean-length vectors; 1-3 measured best
-MAX_ITERATIONS = 500                    # lbfgs converges in about 50 on flowers; a cap, not a schedule
+REGULARIZATION = 3.0  # LogisticRegression C on unit-mean-length vectors; 1-3 measured best
+MAX_ITERATIONS = 500  # lbfgs converges in about 50 on flowers; a cap, not a schedule
 
 
 @dataclass
 class Suspect:
     """One image whose out-of-fold prediction names another class than its label."""
 
-    file: str                     # relative to the dataset root, as in the dataset table
-    path: str                     # the image on disk, for thumbnails
-    label: str                    # the label it has now
-    suggested: str                # the class the out-of-fold model prefers
-    label_probability: float      # out-of-fold probability of `label`
+    file: str  # relative to the dataset root, as in the dataset table
+    path: str  # the image on disk, for thumbnails
+    label: str  # the label it has now
+    suggested: str  # the class the out-of-fold model prefers
+    label_probability: float  # out-of-fold probability of `label`
     suggested_probability: float  # out-of-fold probability of `suggested`
 
     def to_dict(self) -> dict:
         """The fields the CLI prints (no path: it is the dataset root plus `file`)."""
-        return {"file": self.file, "label": self.label, "suggested": self.suggested,
-                "label_probability": round(self.label_probability, 4),
-                "suggested_probability": round(self.suggested_probability, 4)}
+        return {
+            "file": self.file,
+            "label": self.label,
+            "suggested": self.suggested,
+            "label_probability": round(self.label_probability, 4),
+            "suggested_probability": round(self.suggested_probability, 4),
+        }
 
 
 @dataclass
 class DatasetBottlenecks:
     """A dataset's usable images with their bottlenecks as arrays, row i of `rows` being x[i]."""
 
-    rows: pd.DataFrame        # dataset table rows (path, file, label, split, sha256, ...), in table order
-    x: np.ndarray             # (n, feature_dim) float32 bottlenecks
-    y: np.ndarray             # (n,) index of each row's label in `classes`
-    classes: list[str]        # the dataset's classes, sorted (as training numbers them)
+    rows: pd.DataFrame  # dataset table rows (path, file, label, split, sha256, ...), in table order
+    x: np.ndarray  # (n, feature_dim) float32 bottlenecks
+    y: np.ndarray  # (n,) index of each row's label in `classes`
+    classes: list[str]  # the dataset's classes, sorted (as training numbers them)
 
     def of_splits(self, splits: Sequence[str]) -> DatasetBottlenecks:
         """Only the rows of `splits`, in the same order."""
@@ -88,9 +92,13 @@ class DatasetBottlenecks:
         return DatasetBottlenecks(self.rows[keep].reset_index(drop=True), self.x[keep], self.y[keep], self.classes)
 
 
-def dataset_bottlenecks(dataset: Dataset, backbone: Backbone, bottleneck_dir: str | Path,
-                        splits: Sequence[str] | None = None,
-                        progress: ProgressCallback | None = None) -> DatasetBottlenecks:
+def dataset_bottlenecks(
+    dataset: Dataset,
+    backbone: Backbone,
+    bottleneck_dir: str | Path,
+    splits: Sequence[str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> DatasetBottlenecks:
     """The bottlenecks of a dataset's usable images (of `splits`, default all) as arrays; cached ones are reused.
 
     Images that cannot be decoded are left out and become problems of `dataset` (status
@@ -111,8 +119,15 @@ def dataset_bottlenecks(dataset: Dataset, backbone: Backbone, bottleneck_dir: st
     return DatasetBottlenecks(kept, x, y, list(dataset.classes))
 
 
-def find_suspects(dataset: Dataset, backbone: Backbone, bottleneck_dir: str | Path, folds: int = FOLDS,
-                  top: int | None = None, seed: int = 0, progress: ProgressCallback | None = None) -> list[Suspect]:
+def find_suspects(
+    dataset: Dataset,
+    backbone: Backbone,
+    bottleneck_dir: str | Path,
+    folds: int = FOLDS,
+    top: int | None = None,
+    seed: int = 0,
+    progress: ProgressCallback | None = None,
+) -> list[Suspect]:
     """Training and validation images whose out-of-fold prediction is another class, most suspicious first.
 
     `top` keeps only the first `top` of them. Bottlenecks come from the cache (computed when missing).
@@ -124,26 +139,46 @@ def find_suspects(dataset: Dataset, backbone: Backbone, bottleneck_dir: str | Pa
     return suspects_from_bottlenecks(features, dataset.source or str(dataset.root), folds, top, seed, progress)
 
 
-def suspects_from_bottlenecks(features: DatasetBottlenecks, where: str, folds: int = FOLDS, top: int | None = None,
-                              seed: int = 0, progress: ProgressCallback | None = None) -> list[Suspect]:
+def suspects_from_bottlenecks(
+    features: DatasetBottlenecks,
+    where: str,
+    folds: int = FOLDS,
+    top: int | None = None,
+    seed: int = 0,
+    progress: ProgressCallback | None = None,
+) -> list[Suspect]:
     """`find_suspects` on bottlenecks fetched already (of the checked splits only); `where` names the dataset."""
     _check_folds(folds)
     present = sorted({features.classes[i] for i in features.y})
     if len(present) < 2:
         found = f"only {present[0]!r}" if present else "none"
-        raise DatasetError(f"checking labels needs training or validation images of at least two classes; "
-                           f"found {found} in {where}")
-    probabilities = out_of_fold_probabilities(features.x, features.y, len(features.classes), folds, seed,
-                                              groups=features.rows["sha256"].to_numpy(), progress=progress)
+        raise DatasetError(
+            f"checking labels needs training or validation images of at least two classes; found {found} in {where}"
+        )
+    probabilities = out_of_fold_probabilities(
+        features.x,
+        features.y,
+        len(features.classes),
+        folds,
+        seed,
+        groups=features.rows["sha256"].to_numpy(),
+        progress=progress,
+    )
     order = suspicion_order(probabilities, features.y)
     if top is not None:
         order = order[:top]
     return [_suspect(features, probabilities, i) for i in order]
 
 
-def out_of_fold_probabilities(x: np.ndarray, y: np.ndarray, num_classes: int, folds: int = FOLDS, seed: int = 0,
-                              groups: np.ndarray | None = None,
-                              progress: ProgressCallback | None = None) -> np.ndarray:
+def out_of_fold_probabilities(
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    folds: int = FOLDS,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+    progress: ProgressCallback | None = None,
+) -> np.ndarray:
     """(n, num_classes) class probabilities of each row from a model fitted on the other folds only.
 
     Folds are stratified by `y` and seeded; rows sharing a `groups` value (e.g. a content hash)
@@ -180,12 +215,14 @@ def suspicion_order(probabilities: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _check_folds(folds: int) -> None:
     if folds < 2:
-        raise RetrainError(f"--folds is {folds}; at least 2 are needed so each image is judged by a model that "
-                           "did not see it")
+        raise RetrainError(
+            f"--folds is {folds}; at least 2 are needed so each image is judged by a model that did not see it"
+        )
 
 
-def _fold_indices(y: np.ndarray, folds: int, seed: int,
-                  groups: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
+def _fold_indices(
+    y: np.ndarray, folds: int, seed: int, groups: np.ndarray | None
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(training rows, held-out rows) per fold; fewer folds when there are too few images or groups for `folds`."""
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
@@ -193,8 +230,10 @@ def _fold_indices(y: np.ndarray, folds: int, seed: int,
     largest_class = int(np.bincount(y).max()) if len(y) else 0
     usable_folds = min(folds, n_groups, largest_class)
     if usable_folds < 2:
-        raise DatasetError(f"too few images to check labels: {len(y)} image(s), at most {largest_class} in a "
-                           "class; each class needs at least 2")
+        raise DatasetError(
+            f"too few images to check labels: {len(y)} image(s), at most {largest_class} in a "
+            "class; each class needs at least 2"
+        )
     with warnings.catch_warnings():
         # A class smaller than the number of folds is expected in small datasets: it is just absent from some.
         warnings.filterwarnings("ignore", message=".*least populated class.*", category=UserWarning)
@@ -205,8 +244,7 @@ def _fold_indices(y: np.ndarray, folds: int, seed: int,
         return list(splitter.split(np.zeros(len(y)), y, groups))
 
 
-def _fit_and_predict(x_train: np.ndarray, y_train: np.ndarray, x_held_out: np.ndarray,
-                     num_classes: int) -> np.ndarray:
+def _fit_and_predict(x_train: np.ndarray, y_train: np.ndarray, x_held_out: np.ndarray, num_classes: int) -> np.ndarray:
     """Probabilities over all classes for the held-out rows, from a model of the training rows."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
@@ -231,7 +269,11 @@ def _suspect(features: DatasetBottlenecks, probabilities: np.ndarray, i: int) ->
     others = probabilities[i].copy()
     others[given] = -1.0
     suggested = int(others.argmax())
-    return Suspect(file=row["file"], path=row["path"], label=row["label"], suggested=features.classes[suggested],
-                   label_probability=float(probabilities[i, given]),
-                   suggested_probability=float(probabilities[i, suggested]))
-
+    return Suspect(
+        file=row["file"],
+        path=row["path"],
+        label=row["label"],
+        suggested=features.classes[suggested],
+        label_probability=float(probabilities[i, given]),
+        suggested_probability=float(probabilities[i, suggested]),
+    )

@@ -92,32 +92,51 @@ def _nearest_divisor(total: int, wanted: int) -> int:
     return min(divisors, key=lambda d: (abs(d - wanted), -d))
 
 
-def train_head(data: HeadData, config: TrainConfig, on_metrics: MetricsCallback | None = None,
-               should_stop: Callable[[], bool] | None = None) -> tuple[keras.Model, list[dict]]:
+def train_head(
+    data: HeadData,
+    config: TrainConfig,
+    on_metrics: MetricsCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[keras.Model, list[dict]]:
     """Train a new head; returns it (best validation weights) and one metrics row per validation."""
     if len(data.x_train) == 0:
         raise RetrainError("no training images with bottlenecks; check the dataset's problems")
     keras.utils.set_random_seed(config.seed)
     head = build_head(data.x_train.shape[1], data.num_classes, config)
     interval, rounds = schedule(config, len(data.x_train))
-    head.compile(optimizer=make_optimizer(config),
-                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-                 metrics=["accuracy"], steps_per_execution=interval)
-    train = (tf.data.Dataset.from_tensor_slices((data.x_train, one_hot(data.y_train, data.num_classes)))
-             .shuffle(len(data.x_train), seed=config.seed, reshuffle_each_iteration=True)
-             .repeat().batch(config.train_batch_size))
+    head.compile(
+        optimizer=make_optimizer(config),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+        steps_per_execution=interval,
+    )
+    train = (
+        tf.data.Dataset.from_tensor_slices((data.x_train, one_hot(data.y_train, data.num_classes)))
+        .shuffle(len(data.x_train), seed=config.seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(config.train_batch_size)
+    )
     has_validation = len(data.x_val) > 0
     recorder = MetricsRecorder(interval, on_metrics, should_stop)
     callbacks: list = [recorder]
     if has_validation and config.early_stopping > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping,
-                                                       restore_best_weights=True))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping, restore_best_weights=True)
+        )
     validation = (data.x_val, one_hot(data.y_val, data.num_classes)) if has_validation else None
-    head.fit(train, steps_per_epoch=interval, epochs=rounds, validation_data=validation,
-             validation_batch_size=max(len(data.x_val), 1) if config.validation_batch_size < 0
-             else config.validation_batch_size,
-             class_weight=class_weights(data.y_train, data.num_classes) if config.class_weights else None,
-             callbacks=callbacks, shuffle=False, verbose=0)  # the dataset shuffles itself
+    head.fit(
+        train,
+        steps_per_epoch=interval,
+        epochs=rounds,
+        validation_data=validation,
+        validation_batch_size=max(len(data.x_val), 1)
+        if config.validation_batch_size < 0
+        else config.validation_batch_size,
+        class_weight=class_weights(data.y_train, data.num_classes) if config.class_weights else None,
+        callbacks=callbacks,
+        shuffle=False,
+        verbose=0,
+    )  # the dataset shuffles itself
     if recorder.cancelled:
         raise RunCancelled("training was cancelled")
     return head, recorder.rows
@@ -131,8 +150,9 @@ def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
 class MetricsRecorder(keras.callbacks.Callback):
     """Turns each validation into a metrics row, and stops training when asked to."""
 
-    def __init__(self, steps_per_round: int, on_metrics: MetricsCallback | None,
-                 should_stop: Callable[[], bool] | None):
+    def __init__(
+        self, steps_per_round: int, on_metrics: MetricsCallback | None, should_stop: Callable[[], bool] | None
+    ):
         super().__init__()
         self.steps_per_round, self.on_metrics, self.should_stop = steps_per_round, on_metrics, should_stop
         self.rows: list[dict] = []
@@ -141,10 +161,15 @@ class MetricsRecorder(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
-        row = {"step": (epoch + 1) * self.steps_per_round, "epoch": epoch + 1,
-               "train_loss": _rounded(logs.get("loss")), "train_accuracy": _rounded(logs.get("accuracy")),
-               "val_loss": _rounded(logs.get("val_loss")), "val_accuracy": _rounded(logs.get("val_accuracy")),
-               "elapsed_seconds": round(time.monotonic() - self.started, 3)}
+        row = {
+            "step": (epoch + 1) * self.steps_per_round,
+            "epoch": epoch + 1,
+            "train_loss": _rounded(logs.get("loss")),
+            "train_accuracy": _rounded(logs.get("accuracy")),
+            "val_loss": _rounded(logs.get("val_loss")),
+            "val_accuracy": _rounded(logs.get("val_accuracy")),
+            "elapsed_seconds": round(time.monotonic() - self.started, 3),
+        }
         self.rows.append(row)
         if self.on_metrics:
             self.on_metrics(row)

@@ -34,8 +34,9 @@ def tiny_backbone_file(tmp_path_factory) -> Path:
     inputs = keras.Input((32, 32, 3), name="image")
     scaled = keras.layers.Rescaling(1 / 255.0)(inputs)
     conv = keras.layers.Conv2D(12, 3, strides=2, activation="relu")(scaled)
-    features = keras.layers.Concatenate(name="features")([
-        keras.layers.GlobalAveragePooling2D()(scaled), keras.layers.GlobalAveragePooling2D()(conv)])
+    features = keras.layers.Concatenate(name="features")(
+        [keras.layers.GlobalAveragePooling2D()(scaled), keras.layers.GlobalAveragePooling2D()(conv)]
+    )
     outputs = keras.layers.Dense(4, activation="softmax")(features)
     path = tmp_path_factory.mktemp("tiny") / "tiny_backbone.keras"
     keras.Model(inputs, outputs).save(path)

@@ -29,6 +29,7 @@ FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".gif"
 
 # ---- Images that look like their class --------------------------------------------------------------------------
 
+
 def class_colour(label: str, index: int) -> tuple[int, int, int]:
     """The class's colour: the named colour when the label is one ("red"), else a hue spread by index."""
     try:
@@ -65,8 +66,13 @@ def write_image(path: str | Path, rgb: np.ndarray, image_format: str | None = No
     return path
 
 
-def make_class_folders(root: str | Path, classes: dict[str, int] | None = None, size: tuple[int, int] = (48, 40),
-                       seed: int = 0, ext: str = ".jpg") -> Path:
+def make_class_folders(
+    root: str | Path,
+    classes: dict[str, int] | None = None,
+    size: tuple[int, int] = (48, 40),
+    seed: int = 0,
+    ext: str = ".jpg",
+) -> Path:
     """Write ROOT/<class>/<class>_NNN.jpg for each class and count; returns ROOT.
 
     Classes are numbered in sorted order, so the same dict always gives the same pictures.
@@ -80,8 +86,13 @@ def make_class_folders(root: str | Path, classes: dict[str, int] | None = None, 
     return root
 
 
-def make_split_folders(root: str | Path, splits: dict[str, dict[str, int]], size: tuple[int, int] = (48, 40),
-                       seed: int = 0, ext: str = ".jpg") -> Path:
+def make_split_folders(
+    root: str | Path,
+    splits: dict[str, dict[str, int]],
+    size: tuple[int, int] = (48, 40),
+    seed: int = 0,
+    ext: str = ".jpg",
+) -> Path:
     """Write ROOT/<split folder>/<class>/... (e.g. {"train": {"red": 8}, "val": {"red": 2}}); returns ROOT."""
     root = Path(root)
     for offset, (folder, classes) in enumerate(sorted(splits.items())):
@@ -89,8 +100,9 @@ def make_split_folders(root: str | Path, splits: dict[str, dict[str, int]], size
     return root
 
 
-def make_zip(folder: str | Path, zip_path: str | Path, top_folder: str | None = None,
-             extra: dict[str, bytes] | None = None) -> Path:
+def make_zip(
+    folder: str | Path, zip_path: str | Path, top_folder: str | None = None, extra: dict[str, bytes] | None = None
+) -> Path:
     """Zip every file under `folder` (optionally inside one `top_folder`), plus `extra` {name: bytes} entries."""
     folder, zip_path = Path(folder), Path(zip_path)
     prefix = f"{top_folder}/" if top_folder else ""
@@ -103,8 +115,9 @@ def make_zip(folder: str | Path, zip_path: str | Path, top_folder: str | None = 
     return zip_path
 
 
-def write_labels_csv(path: str | Path, rows: list[tuple[str, str]], header: str = "image_id,label",
-                     bom: bool = False) -> Path:
+def write_labels_csv(
+    path: str | Path, rows: list[tuple[str, str]], header: str = "image_id,label", bom: bool = False
+) -> Path:
     """A labels CSV of (image id, label) rows under `header`."""
     path = Path(path)
     text = header + "\n" + "".join(f"{image_id},{label}\n" for image_id, label in rows)
@@ -124,6 +137,7 @@ def flatten_to_csv_layout(class_root: str | Path, images: str | Path, drop_exten
 
 
 # ---- Bad files: each must become a reported problem, never a crash ------------------------------------------------
+
 
 def write_empty(path: str | Path) -> Path:
     """A 0-byte file."""
@@ -181,6 +195,7 @@ BAD_FILES: dict[str, Callable[[str | Path], Path]] = {
 
 
 # ---- Odd but valid files: each must decode to upright RGB ---------------------------------------------------------
+
 
 def write_rgba_png(path: str | Path) -> Path:
     """RGBA: left half opaque red, right half fully transparent (must come out white)."""

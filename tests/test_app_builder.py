@@ -206,9 +206,29 @@ def test_predict_adds_a_photo_back_least_sure_first(token, tmp_path, tiny_backbo
         builder.add_class(workspace, root, label)
         builder.add_photos(workspace, root, label, [(f"{i}.jpg", jpeg(label, i)) for i in range(12)])
     run = workspace.runs / "run-20240101-000000-abcd"
-    subprocess.run([sys.executable, "-m", "pipeline", "train", "--image_dir", str(root), "--output_dir", str(run),
-                    "--architecture", str(tiny_backbone_file), "--bottleneck_layer", "features", "--epochs", "10",
-                    "--bottleneck_dir", str(tmp_path / "bottlenecks")], cwd=REPO, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "train",
+            "--image_dir",
+            str(root),
+            "--output_dir",
+            str(run),
+            "--architecture",
+            str(tiny_backbone_file),
+            "--bottleneck_layer",
+            "features",
+            "--epochs",
+            "10",
+            "--bottleneck_dir",
+            str(tmp_path / "bottlenecks"),
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
     assert trained_images(run) == 24  # the run's own record of its data
     workspace.update_state(dataset=dataclasses.asdict(builder.dataset_config_for(root)), run=run.name)
     at = app(token, "pages/predict.py")

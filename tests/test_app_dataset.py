@@ -50,8 +50,10 @@ def with_dataset(tmp_path: Path, classes: dict[str, int], broken: int = 0) -> st
         (write_truncated_jpeg if index % 2 else write_not_an_image)(images / first / f"bad_{index}.jpg")
     token = new_token()
     workspace = open_workspace(token)
-    workspace.update_state(dataset=dataclasses.asdict(DatasetConfig(image_dir=str(images))),
-                           dataset_summary={"name": "shapes", "images": sum(classes.values()), "classes": len(classes)})
+    workspace.update_state(
+        dataset=dataclasses.asdict(DatasetConfig(image_dir=str(images))),
+        dataset_summary={"name": "shapes", "images": sum(classes.values()), "classes": len(classes)},
+    )
     return token
 
 
@@ -69,10 +71,12 @@ def plotly_values(values) -> list:
 def test_landing_page_paints_without_tensorflow(data_root):
     # A fresh interpreter, as a server has: the first paint must not import TensorFlow (what makes it slow;
     # the time itself is the benchmark's business, not a test's, on a machine this noisy).
-    script = ("import json, sys; from streamlit.testing.v1 import AppTest; "
-              f"at = AppTest.from_file({APP!r}, default_timeout=30).run(); "
-              "print(json.dumps({'tensorflow': 'tensorflow' in sys.modules, "
-              "'titles': [t.value for t in at.title], 'exceptions': len(at.exception)}))")
+    script = (
+        "import json, sys; from streamlit.testing.v1 import AppTest; "
+        f"at = AppTest.from_file({APP!r}, default_timeout=30).run(); "
+        "print(json.dumps({'tensorflow': 'tensorflow' in sys.modules, "
+        "'titles': [t.value for t in at.title], 'exceptions': len(at.exception)}))"
+    )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["titles"] == ["Dataset"] and result["exceptions"] == 0, result
@@ -94,8 +98,9 @@ def test_a_malformed_workspace_id_is_replaced_not_used(data_root):
 
 
 def test_uploading_a_zip_loads_the_dataset(data_root, tmp_path):
-    zip_path = make_zip(make_class_folders(tmp_path / "shapes", {"red": 12, "blue": 12}), tmp_path / "shapes.zip",
-                        top_folder="shapes")
+    zip_path = make_zip(
+        make_class_folders(tmp_path / "shapes", {"red": 12, "blue": 12}), tmp_path / "shapes.zip", top_folder="shapes"
+    )
     at = app()
     at.file_uploader(key="zip_upload").upload("shapes.zip", zip_path.read_bytes(), "application/zip").run()
     assert not at.exception and not at.error, texts(at.error)
@@ -145,10 +150,12 @@ def test_a_csv_of_labels_with_a_zip_of_images(data_root, tmp_path):
         rows.append((path.name, path.parent.name))
         path.rename(flat / path.name)
     at = app()
-    at.file_uploader(key="csv_upload").upload("labels.csv", write_labels_csv(tmp_path / "l.csv", rows).read_bytes(),
-                                              "text/csv")
-    at.file_uploader(key="csv_zip_upload").upload("images.zip", make_zip(flat, tmp_path / "i.zip").read_bytes(),
-                                                  "application/zip").run()
+    at.file_uploader(key="csv_upload").upload(
+        "labels.csv", write_labels_csv(tmp_path / "l.csv", rows).read_bytes(), "text/csv"
+    )
+    at.file_uploader(key="csv_zip_upload").upload(
+        "images.zip", make_zip(flat, tmp_path / "i.zip").read_bytes(), "application/zip"
+    ).run()
     assert not at.error, texts(at.error)
     assert {metric.label: metric.value for metric in at.metric}["Usable images"] == "12"
 
@@ -221,8 +228,10 @@ def test_configure_bounds_every_number_by_the_config_s_range(data_root, tmp_path
     workspace.update_state(config=saved.to_dict())
     decoded = []
     real_decode = pipeline.images.decode_image
-    monkeypatch.setattr("pipeline.images.decode_image",
-                        lambda data, min_side=None: decoded.append(min_side) or real_decode(data, min_side))
+    monkeypatch.setattr(
+        "pipeline.images.decode_image",
+        lambda data, min_side=None: decoded.append(min_side) or real_decode(data, min_side),
+    )
     at = app(token, "pages/configure.py")
     for field in dataclasses.fields(TrainConfig):
         if "min" in field.metadata and field.type in ("int", "float"):
@@ -239,15 +248,21 @@ def test_class_balancing_is_off_by_default_and_charts_the_copies(data_root, tmp_
     assert at.toggle(key="knob.balance").value is False and not at.get("plotly_chart")
     assert open_workspace(token).state().get("config", {}).get("augment", {}).get("class_size", 0) == 0
     at.toggle(key="knob.balance").set_value(True).run()
-    train = {label: n["train"] for label, n in
-             load_dataset(DatasetConfig(image_dir=str(tmp_path / "shapes")), check_images=False).class_counts().items()}
+    train = {
+        label: n["train"]
+        for label, n in load_dataset(DatasetConfig(image_dir=str(tmp_path / "shapes")), check_images=False)
+        .class_counts()
+        .items()
+    }
     size = max(train.values())
     assert at.number_input(key="knob.augment.class_size").value == size, "starts at the largest class"
     at.number_input(key="knob.augment.class_size").set_value(40).run()
     assert open_workspace(token).state()["config"]["augment"]["class_size"] == 40
     [chart] = at.get("plotly_chart")
-    bars = {trace["name"]: dict(zip(trace["x"], plotly_values(trace["y"]), strict=True))
-            for trace in json.loads(chart.proto.spec)["data"]}
+    bars = {
+        trace["name"]: dict(zip(trace["x"], plotly_values(trace["y"]), strict=True))
+        for trace in json.loads(chart.proto.spec)["data"]
+    }
     assert bars["now"] == train
     assert bars["after balancing"] == {label: n * (40 // n - 1 + 1) if n < 40 else n for label, n in train.items()}
     at.toggle(key="knob.balance").set_value(False).run()

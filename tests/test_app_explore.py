@@ -44,8 +44,11 @@ def misfiled(tmp_path, monkeypatch, tiny_backbone_file):
     config = apply_preset(RunConfig(), "Quick")
     config.train.architecture, config.train.bottleneck_layer = str(tiny_backbone_file), "features"
     config.output.bottleneck_dir = str(tmp_path / "bottlenecks")
-    workspace.update_state(dataset=dataclasses.asdict(DatasetConfig(image_dir=str(images))), config=config.to_dict(),
-                           dataset_summary={"name": "colours", "images": 72, "classes": 3})
+    workspace.update_state(
+        dataset=dataclasses.asdict(DatasetConfig(image_dir=str(images))),
+        config=config.to_dict(),
+        dataset_summary={"name": "colours", "images": 72, "classes": 3},
+    )
     files = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in images.rglob("*.jpg")}
     return {"token": token, "workspace": workspace, "images": images, "moved": moved, "files": files}
 
@@ -90,8 +93,9 @@ def test_the_map_and_the_suspects_are_shown(misfiled):
     assert {b.key for b in at.button} >= {f"relabel-suspect-{file}" for file in misfiled["moved"]}
     assert sum(len(image.value) for image in at.image) >= min(len(ringed), 8), "a thumbnail per suspect row"
     # Clicking a dot shows its photo, file and label (with the same actions).
-    at.session_state["data_map"] = {"selection": {"points": [{"customdata": [misfiled["moved"][0]]}],
-                                                  "point_indices": [0], "box": [], "lasso": []}}
+    at.session_state["data_map"] = {
+        "selection": {"points": [{"customdata": [misfiled["moved"][0]]}], "point_indices": [0], "box": [], "lasso": []}
+    }
     at.run()
     assert not at.exception
     assert any(m.value.startswith(f"`{misfiled['moved'][0]}`") for m in at.markdown if "looks like" in m.value)
@@ -129,12 +133,14 @@ def test_drop_relabel_and_undo_change_the_next_run_not_the_photos(misfiled, monk
     others[0].click("green").run()
     chosen = others[0].key.removeprefix("choose-suspect-")
     assert json.loads(Path(config.overrides).read_text()) == {"drop": [], "relabel": {second: "red", chosen: "green"}}
-    assert {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in misfiled["images"].rglob("*.jpg")} \
-        == misfiled["files"], "no photo was moved, changed or deleted"
+    assert {
+        path: (path.read_bytes(), path.stat().st_mtime_ns) for path in misfiled["images"].rglob("*.jpg")
+    } == misfiled["files"], "no photo was moved, changed or deleted"
 
 
-def test_the_check_runs_in_the_background_is_kept_paged_ordered_flagged_when_stale_and_cancellable(misfiled,
-                                                                                                     monkeypatch):
+def test_the_check_runs_in_the_background_is_kept_paged_ordered_flagged_when_stale_and_cancellable(
+    misfiled, monkeypatch
+):
     token, workspace = misfiled["token"], misfiled["workspace"]
     monkeypatch.setenv("RETRAIN_STUDIO_MAX_JOBS", "1")
     at = open_app("pages/explore.py", token, timeout=120)

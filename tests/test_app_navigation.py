@@ -17,8 +17,16 @@ from pages import navigation
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("data_root")  # every test in an empty data root
-TITLES = {"dataset": "Dataset", "builder": "Build a dataset", "explore": "Explore", "configure": "Configure",
-          "train": "Train", "evaluate": "Evaluate", "predict": "Predict", "runs": "Runs"}
+TITLES = {
+    "dataset": "Dataset",
+    "builder": "Build a dataset",
+    "explore": "Explore",
+    "configure": "Configure",
+    "train": "Train",
+    "evaluate": "Evaluate",
+    "predict": "Predict",
+    "runs": "Runs",
+}
 
 
 def test_no_private_streamlit_api_in_our_code():
@@ -34,8 +42,10 @@ def test_every_page_is_registered_once_with_its_own_module():
         source = (REPO / "pages" / f"{entry.name}.py").read_text()
         assert "\ndef show() -> None:" in source, entry.name
         # A run Streamlit's pages-folder mode starts on the file itself is handed to app.py.
-        assert source.rstrip().endswith('if __name__ == "__main__":  # Streamlit\'s pages/-folder mode ran this '
-                                        "file by itself: see pages/navigation.py\n    navigation.run_app()"), entry.name
+        assert source.rstrip().endswith(
+            'if __name__ == "__main__":  # Streamlit\'s pages/-folder mode ran this '
+            "file by itself: see pages/navigation.py\n    navigation.run_app()"
+        ), entry.name
     with pytest.raises(KeyError, match="No page named 'pages/train.py'"):
         navigation.page("pages/train.py")
 
@@ -53,13 +63,15 @@ def test_each_page_opens_inside_the_app(name):
 def test_a_deep_link_as_a_processes_first_run_goes_through_app_py():
     # A fresh interpreter, as a server's first session has: Streamlit's pages-folder mode runs pages/configure.py
     # by itself; it must hand over to app.py (sidebar, workspace), and its buttons must switch inside the app.
-    script = ("import json; from streamlit.testing.v1 import AppTest; "
-              f"at = AppTest.from_file({APP!r}, default_timeout=60); at.switch_page('pages/configure.py').run(); "
-              "first = {'titles': [t.value for t in at.title], 'sidebar': [str(m.value) for m in at.sidebar.markdown],"
-              " 'ws': at.query_params.get('ws'), 'exceptions': [str(e.value) for e in at.exception]}; "
-              "[b for b in at.button if b.label == 'Next: Train'][0].click().run(); "
-              "print(json.dumps({'first': first, 'after': [t.value for t in at.title], "
-              "'after_exceptions': [str(e.value) for e in at.exception]}))")
+    script = (
+        "import json; from streamlit.testing.v1 import AppTest; "
+        f"at = AppTest.from_file({APP!r}, default_timeout=60); at.switch_page('pages/configure.py').run(); "
+        "first = {'titles': [t.value for t in at.title], 'sidebar': [str(m.value) for m in at.sidebar.markdown],"
+        " 'ws': at.query_params.get('ws'), 'exceptions': [str(e.value) for e in at.exception]}; "
+        "[b for b in at.button if b.label == 'Next: Train'][0].click().run(); "
+        "print(json.dumps({'first': first, 'after': [t.value for t in at.title], "
+        "'after_exceptions': [str(e.value) for e in at.exception]}))"
+    )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["first"]["titles"] == ["Configure"] and not result["first"]["exceptions"], result

@@ -29,8 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
 CLASSES = {"red": 14, "blue": 14, "green": 14}
 # Run folder names as the app makes them (find_run accepts nothing else).
-FIRST, FAILED, QUEUED, SECOND = (f"run-20240101-00000{i}-{tail}" for i, tail in enumerate(["f125", "fa11", "0ed0",
-                                                                                            "5ec0"]))
+FIRST, FAILED, QUEUED, SECOND = (
+    f"run-20240101-00000{i}-{tail}" for i, tail in enumerate(["f125", "fa11", "0ed0", "5ec0"])
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +45,38 @@ def studio(tmp_path_factory, tiny_backbone_file):
         images = make_class_folders(workspace.uploads / "colours", CLASSES)
         bottlenecks = tmp_path_factory.mktemp("bottlenecks")
         run_dir = workspace.runs / FIRST
-        subprocess.run([sys.executable, "-m", "pipeline", "train", "--image_dir", str(images), "--output_dir",
-                        str(run_dir), "--architecture", str(tiny_backbone_file), "--bottleneck_layer", "features",
-                        "--epochs", "20", "--bottleneck_dir", str(bottlenecks)],
-                       cwd=REPO, check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "train",
+                "--image_dir",
+                str(images),
+                "--output_dir",
+                str(run_dir),
+                "--architecture",
+                str(tiny_backbone_file),
+                "--bottleneck_layer",
+                "features",
+                "--epochs",
+                "20",
+                "--bottleneck_dir",
+                str(bottlenecks),
+            ],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
         config = apply_preset(RunConfig(), "Quick")
         config.train.architecture, config.train.bottleneck_layer = str(tiny_backbone_file), "features"
         config.output.bottleneck_dir = str(bottlenecks)
-        workspace.update_state(dataset=dataclasses.asdict(DatasetConfig(image_dir=str(images))), run=run_dir.name,
-                               dataset_summary={"name": "colours", "images": 42, "classes": 3},
-                               config=config.to_dict())
+        workspace.update_state(
+            dataset=dataclasses.asdict(DatasetConfig(image_dir=str(images))),
+            run=run_dir.name,
+            dataset_summary={"name": "colours", "images": 42, "classes": 3},
+            config=config.to_dict(),
+        )
         yield {"token": token, "workspace": workspace, "run": RunDir(run_dir), "images": images, "root": root}
 
 
@@ -102,8 +125,13 @@ def test_train_page_shows_a_finished_run_and_leads_to_evaluate(studio):
 
 def test_a_failed_run_shows_the_engines_message_not_a_traceback(studio):
     workspace = open_workspace(studio["token"])
-    fake_run(workspace, FAILED, state="failed", message="class 'red' has 1 usable image(s); each class needs "
-             "at least 2", pid=os.getpid())
+    fake_run(
+        workspace,
+        FAILED,
+        state="failed",
+        message="class 'red' has 1 usable image(s); each class needs at least 2",
+        pid=os.getpid(),
+    )
     workspace.update_state(run=FAILED)
     try:
         at = app(studio["token"], "pages/train.py")
@@ -153,8 +181,9 @@ def test_bad_settings_and_a_full_queue_are_refused_with_a_message(studio):
     waiter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         for name in (QUEUED, SECOND):
-            fake_run(workspace, name, state="queued", step="waiting for a free training slot", waiting=True,
-                     pid=waiter.pid)
+            fake_run(
+                workspace, name, state="queued", step="waiting for a free training slot", waiting=True, pid=waiter.pid
+            )
         workspace.update_state(run=SECOND)
         at.run()
         assert "2 run(s) of this workspace queued or training" in texts(at.sidebar.caption)
@@ -309,9 +338,14 @@ def test_runs_lists_compares_downloads_and_deletes(studio):
     assert set(table["Dataset"]) == {"colours · 42 images · 3 classes"}
     assert all(re.fullmatch(r"\d+\.\d%", value) for value in table["Test accuracy"]), list(table["Test accuracy"])
     assert "None" not in table.to_string() and "Queue wait" in table.columns
-    assert {button.label for button in at.get("download_button")} >= {"Bundle (.zip)", "Keras model", "TFLite model",
-                                                                        "labels.txt", "report.json",
-                                                                        "SavedModel (.zip)"}
+    assert {button.label for button in at.get("download_button")} >= {
+        "Bundle (.zip)",
+        "Keras model",
+        "TFLite model",
+        "labels.txt",
+        "report.json",
+        "SavedModel (.zip)",
+    }
     at.multiselect(key="compare").set_value([FIRST, SECOND]).run()
     compared = at.table[0].value
     assert list(compared.columns) == [FIRST, SECOND]
@@ -368,8 +402,9 @@ def test_train_shows_one_line_per_stage_and_a_whole_run_estimate(studio):
     board.advance("training", 120, 300, 40.0, 4.5, unit="steps")
     workspace = open_workspace(studio["token"])
     waiter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    run = fake_run(workspace, QUEUED, state="training", step="training", pid=waiter.pid, progress=0.75,
-                   **board.to_status())
+    run = fake_run(
+        workspace, QUEUED, state="training", step="training", pid=waiter.pid, progress=0.75, **board.to_status()
+    )
     try:
         workspace.update_state(run=QUEUED)
         at = app(studio["token"], "pages/train.py")

@@ -112,7 +112,7 @@ def test_a_group_split_across_classes_can_be_labelled_as_one(data_root, tmp_path
     assert relabel[f"red/{names[0]}"] == "daisy" and len(relabel) == 10
 
 
-@pytest.mark.parametrize("damage", [b"", b"{\"state\": \"do", "\u00e9t\u00e9".encode("latin-1"), b"[1, 2]"])
+@pytest.mark.parametrize("damage", [b"", b'{"state": "do', "\u00e9t\u00e9".encode("latin-1"), b"[1, 2]"])
 def test_a_damaged_check_record_is_a_clear_message_and_a_fresh_start(data_root, tmp_path, damage):
     token = workspace_on(make_class_folders(tmp_path / "photos", {"red": 9, "blue": 9}))
     folder = open_workspace(token).path / "label-check"
@@ -138,16 +138,23 @@ def test_a_new_workspace_opens_with_a_short_introduction(data_root, tmp_path):
 
 def test_imbalance_is_judged_on_the_whole_class_not_an_uneven_split():
     # Balanced classes whose hash split happened to put more of one in train: no advice.
-    assert imbalance_advice({"a": {"train": 12, "validation": 1, "test": 2},
-                             "b": {"train": 7, "validation": 4, "test": 4}}) is None
-    advice = imbalance_advice({"a": {"train": 40, "validation": 5, "test": 5}, "b": {"train": 10, "validation": 2,
-                                                                                     "test": 3}})
+    assert (
+        imbalance_advice(
+            {"a": {"train": 12, "validation": 1, "test": 2}, "b": {"train": 7, "validation": 4, "test": 4}}
+        )
+        is None
+    )
+    advice = imbalance_advice(
+        {"a": {"train": 40, "validation": 5, "test": 5}, "b": {"train": 10, "validation": 2, "test": 3}}
+    )
     assert "'a' has 50 images" in advice and "'b' only 15" in advice and "Balance classes" in advice
 
 
 def test_a_balanced_but_unevenly_split_dataset_gets_no_imbalance_warning(data_root, tmp_path):
-    images = make_split_folders(tmp_path / "photos", {"train": {"red": 12, "blue": 7}, "val": {"red": 1, "blue": 4},
-                                                      "test": {"red": 2, "blue": 4}})
+    images = make_split_folders(
+        tmp_path / "photos",
+        {"train": {"red": 12, "blue": 7}, "val": {"red": 1, "blue": 4}, "test": {"red": 2, "blue": 4}},
+    )
     at = open_app("pages/explore.py", workspace_on(images))
     assert not at.exception and {m.label: m.value for m in at.metric}["Usable images"] == "30"
     assert "imbalanced" not in texts(at.warning)
@@ -157,6 +164,7 @@ def test_a_balanced_but_unevenly_split_dataset_gets_no_imbalance_warning(data_ro
 
 
 # ---- Predict: which model, caution, share --------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_backbone_file):
@@ -169,10 +177,29 @@ def trained(tmp_path_factory, tiny_backbone_file):
         first = make_class_folders(workspace.uploads / "colours", {"red": 14, "blue": 14})
         second = make_class_folders(workspace.uploads / "other", {"red": 14, "green": 14})
         for name, images in ((OLD, first), (NEW, second)):
-            subprocess.run([sys.executable, "-m", "pipeline", "train", "--image_dir", str(images), "--output_dir",
-                            str(workspace.runs / name), "--architecture", str(tiny_backbone_file),
-                            "--bottleneck_layer", "features", "--epochs", "20", "--bottleneck_dir",
-                            str(tmp_path_factory.mktemp("bottlenecks"))], cwd=REPO, check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline",
+                    "train",
+                    "--image_dir",
+                    str(images),
+                    "--output_dir",
+                    str(workspace.runs / name),
+                    "--architecture",
+                    str(tiny_backbone_file),
+                    "--bottleneck_layer",
+                    "features",
+                    "--epochs",
+                    "20",
+                    "--bottleneck_dir",
+                    str(tmp_path_factory.mktemp("bottlenecks")),
+                ],
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+            )
         workspace.update_state(dataset=dataclasses.asdict(DatasetConfig(image_dir=str(first))), run=NEW)
         yield {"token": token, "workspace": workspace, "root": root}
 
@@ -188,8 +215,8 @@ def daisy() -> bytes:
     y, x = np.mgrid[:64, :64]
     image = np.zeros((64, 64, 3), np.uint8)
     image[:] = (40, 140, 40)
-    image[(y - 32) ** 2 + (x - 32) ** 2 < 26 ** 2] = (250, 250, 250)
-    image[(y - 32) ** 2 + (x - 32) ** 2 < 8 ** 2] = (240, 200, 20)
+    image[(y - 32) ** 2 + (x - 32) ** 2 < 26**2] = (250, 250, 250)
+    image[(y - 32) ** 2 + (x - 32) ** 2 < 8**2] = (240, 200, 20)
     return jpeg(image)
 
 

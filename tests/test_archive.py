@@ -42,9 +42,14 @@ def patch_all(data: bytes, signature: bytes, offset: int, fmt: str, value: int) 
 
 # ---- Good archives ----------------------------------------------------------------------------------------------
 
+
 def test_zip_with_one_top_folder_returns_that_folder(tmp_path):
-    zip_path = make_zip(make_class_folders(tmp_path / "src", {"red": 2, "blue": 2}), tmp_path / "d.zip",
-                        top_folder="flowers", extra={"__MACOSX/flowers/._red": b"junk", "flowers/.DS_Store": b"x"})
+    zip_path = make_zip(
+        make_class_folders(tmp_path / "src", {"red": 2, "blue": 2}),
+        tmp_path / "d.zip",
+        top_folder="flowers",
+        extra={"__MACOSX/flowers/._red": b"junk", "flowers/.DS_Store": b"x"},
+    )
     root = safe_extract(zip_path, tmp_path / "out")
     assert root == tmp_path / "out" / "flowers"
     assert sorted(p.name for p in root.iterdir()) == ["blue", "red"]
@@ -112,8 +117,9 @@ def test_two_entries_with_one_name_are_refused(tmp_path):
 
 
 def test_same_zip_is_unpacked_once(tmp_path, monkeypatch):
-    zip_path = make_zip(make_class_folders(tmp_path / "src", {"red": 2, "blue": 2}), tmp_path / "d.zip",
-                        top_folder="top")
+    zip_path = make_zip(
+        make_class_folders(tmp_path / "src", {"red": 2, "blue": 2}), tmp_path / "d.zip", top_folder="top"
+    )
     first = unpack_dataset_zip(zip_path, tmp_path / "work")
     monkeypatch.setattr(archive, "safe_extract", lambda *args, **kwargs: pytest.fail("extracted again"))
     assert unpack_dataset_zip(zip_path, tmp_path / "work") == first
@@ -134,14 +140,18 @@ def test_missing_zip_names_the_path(tmp_path):
 
 # ---- Unsafe or damaged archives: refused, nothing left behind ---------------------------------------------------
 
-@pytest.mark.parametrize("name, why", [
-    ("../evil.txt", r"outside the folder"),
-    ("red/../../evil.txt", r"outside the folder"),
-    ("..\\..\\evil.txt", r"outside the folder"),
-    ("/etc/evil.txt", r"absolute path"),
-    ("C:/Windows/evil.txt", r"drive letter"),
-    ("C:\\evil.txt", r"drive letter"),
-])
+
+@pytest.mark.parametrize(
+    "name, why",
+    [
+        ("../evil.txt", r"outside the folder"),
+        ("red/../../evil.txt", r"outside the folder"),
+        ("..\\..\\evil.txt", r"outside the folder"),
+        ("/etc/evil.txt", r"absolute path"),
+        ("C:/Windows/evil.txt", r"drive letter"),
+        ("C:\\evil.txt", r"drive letter"),
+    ],
+)
 def test_entry_escaping_the_target_is_refused(tmp_path, name, why):
     zip_path = zip_of(tmp_path / "slip.zip", {"red/1.jpg": b"fine", name: b"evil"})
     refused(tmp_path, zip_path, re.escape(f"entry {name!r}") + ".*" + why)
@@ -226,7 +236,7 @@ def test_damaged_data_is_refused_and_partial_files_removed(tmp_path):
     zip_path = zip_of(tmp_path / "broken.zip", {"red/1.jpg": b"a" * 100, "red/2.jpg": b"b" * 5000})
     data = bytearray(zip_path.read_bytes())
     second = data.find(b"PK\x03\x04", 1)
-    data[second + 40: second + 60] = b"\xff" * 20  # scramble the second entry's compressed data
+    data[second + 40 : second + 60] = b"\xff" * 20  # scramble the second entry's compressed data
     zip_path.write_bytes(bytes(data))
     refused(tmp_path, zip_path, r"entry 'red/2.jpg' is damaged")
 

@@ -24,8 +24,17 @@ def photo() -> np.ndarray:
     return np.clip(image + rng.integers(0, 40, image.shape), 0, 255).astype(np.uint8)
 
 
-ALL_ON = AugmentConfig(flip_left_right=True, random_crop=10, random_scale=10, random_brightness=20, rotation=30,
-                       width_shift=0.1, height_shift=0.1, shear=5, zoom=0.2)
+ALL_ON = AugmentConfig(
+    flip_left_right=True,
+    random_crop=10,
+    random_scale=10,
+    random_brightness=20,
+    rotation=30,
+    width_shift=0.1,
+    height_shift=0.1,
+    shear=5,
+    zoom=0.2,
+)
 
 
 def test_copy_is_deterministic_per_seed_and_differs_between_copies(photo):

@@ -96,8 +96,10 @@ def test_larger_lites_recognise_daisies(architecture, cache_dir):
     """Lite1 and Lite2 come from their own wheels through the same converter: wrong scaling would not load."""
     model = load_imagenet_classifier(architecture)
     size = backbone_input_size(architecture)
-    assert tuple(model.input.shape) == (None, size, size, 3) and size == {"efficientnet_lite1": 240,
-                                                                          "efficientnet_lite2": 260}[architecture]
+    assert (
+        tuple(model.input.shape) == (None, size, size, 3)
+        and size == {"efficientnet_lite1": 240, "efficientnet_lite2": 260}[architecture]
+    )
     assert tuple(model.get_layer("global_pool").output.shape) == (None, 1280)
     batch = photos(sorted((FLOWERS / "daisy").glob("*.jpg"))[:20], size)
     top5 = np.argsort(model.predict(batch, verbose=0), axis=1)[:, -5:]
@@ -385,8 +387,14 @@ def test_list_and_sizes_without_tensorflow():
 def test_catalogue():
     backbones = list_backbones()
     assert backbones[0].name == "efficientnet_lite0" and backbones[0].offline
-    assert {b.name for b in backbones} == {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
-                                           "inception_v3", "mobilenet_v2", "resnet50"}
+    assert {b.name for b in backbones} == {
+        "efficientnet_lite0",
+        "efficientnet_lite1",
+        "efficientnet_lite2",
+        "inception_v3",
+        "mobilenet_v2",
+        "resnet50",
+    }
     assert [b.offline for b in backbones] == [True, True, True, False, False, False]
     assert all(b.description for b in backbones)
     assert [backbone_input_size(n) for n in ("resnet50", "mobilenet_v2", "mobilenet_v2_1.4")] == [224, 224, 224]

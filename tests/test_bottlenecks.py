@@ -43,10 +43,13 @@ def test_second_run_reuses_everything_and_renames_do_not_matter(tmp_path, tiny):
 
 def test_keys_separate_backbones_layers_and_copies():
     item = ExtractItem("a.jpg", "f" * 64)
-    keys = {entry_key(item, "lite0:w1:global_pool", None), entry_key(item, "lite0:w1:other_layer", None),
-            entry_key(item, "resnet50:w2:avg", None),
-            entry_key(ExtractItem("a.jpg", "f" * 64, 1), "lite0:w1:global_pool", AugmentConfig(rotation=10)),
-            entry_key(ExtractItem("a.jpg", "f" * 64, 1), "lite0:w1:global_pool", AugmentConfig(rotation=20))}
+    keys = {
+        entry_key(item, "lite0:w1:global_pool", None),
+        entry_key(item, "lite0:w1:other_layer", None),
+        entry_key(item, "resnet50:w2:avg", None),
+        entry_key(ExtractItem("a.jpg", "f" * 64, 1), "lite0:w1:global_pool", AugmentConfig(rotation=10)),
+        entry_key(ExtractItem("a.jpg", "f" * 64, 1), "lite0:w1:global_pool", AugmentConfig(rotation=20)),
+    }
     assert len(keys) == 5
     assert entry_key(ExtractItem("b/renamed.jpg", "f" * 64), "x", None) == entry_key(item, "x", None)
 
@@ -99,8 +102,16 @@ def test_kill_9_mid_cache_then_rerun_resumes_with_no_corrupt_entry(tmp_path):
     """A real `python -m pipeline cache` process with the default backbone, killed with SIGKILL partway."""
     images = make_class_folders(tmp_path / "images", {"red": 150, "blue": 150}, size=(96, 80))
     cache_dir = tmp_path / "cache"
-    command = [sys.executable, "-m", "pipeline", "cache", "--image_dir", str(images), "--bottleneck_dir",
-               str(cache_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "cache",
+        "--image_dir",
+        str(images),
+        "--bottleneck_dir",
+        str(cache_dir),
+    ]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

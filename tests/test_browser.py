@@ -27,12 +27,20 @@ from imagegen import make_class_folders, make_zip
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TRAINING_TIMEOUT_MS = 300_000
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium "
-                                "(bash .ci/setup --tests installs it)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="Debian's chromium is not installed at /usr/bin/chromium (bash .ci/setup --tests installs it)",
+)
 
 
 def free_port() -> int:
@@ -48,12 +56,32 @@ def running_server(tmp_path_factory, root: Path | None = None):
     root = root or tmp_path_factory.mktemp("data")
     port = free_port()
     log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w")
-    env = {**os.environ, "RETRAIN_STUDIO_DATA_ROOT": str(root), "RETRAIN_STUDIO_MAX_JOBS": "1",
-           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    env = {
+        **os.environ,
+        "RETRAIN_STUDIO_DATA_ROOT": str(root),
+        "RETRAIN_STUDIO_MAX_JOBS": "1",
+        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+    }
     env.pop("RETRAIN_STUDIO_SAMPLES", None)
-    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                                "--server.headless", "true", "--server.address", "127.0.0.1"],
-                               cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -131,7 +159,7 @@ def test_from_a_zip_of_photos_to_a_downloaded_model(server, browser, tmp_path):
     wait_for_text(page, "Drop a zip of your photos here")
     shot(page, "1-dataset-empty")
 
-    upload(page, flowers_zip(tmp_path))                                         # click 1: drop the zip
+    upload(page, flowers_zip(tmp_path))  # click 1: drop the zip
     wait_for_text(page, "Current dataset: flowers_small")
     assert re.search(r"[?&]ws=[A-Za-z0-9_-]{22}", page.url), page.url
     shot(page, "2-dataset-loaded")
@@ -145,15 +173,15 @@ def test_from_a_zip_of_photos_to_a_downloaded_model(server, browser, tmp_path):
     shot(page, "4-configure")
     page.get_by_role("link", name="Dataset").click()
 
-    click(page, "Next: Train")                                                  # click 2
+    click(page, "Next: Train")  # click 2
     wait_for_text(page, "No run yet")
-    click(page, "Start training")                                               # click 3
+    click(page, "Start training")  # click 3
     page.wait_for_timeout(3000)
     shot(page, "5-train-running")
     wait_for_text(page, "Finished: test accuracy", timeout=TRAINING_TIMEOUT_MS)
     shot(page, "6-train-done")
 
-    click(page, "Next: Evaluate")                                               # click 4
+    click(page, "Next: Evaluate")  # click 4
     wait_for_text(page, "Test accuracy")
     shot(page, "7-evaluate")
     accuracy = page.get_by_test_id("stMetricValue").first.inner_text()
@@ -162,7 +190,7 @@ def test_from_a_zip_of_photos_to_a_downloaded_model(server, browser, tmp_path):
     page.mouse.click(cell["x"] + cell["width"] / 2, cell["y"] + cell["height"] / 2)
     wait_for_text(page, "of daisy predicted as daisy")
     with page.expect_download() as download_info:
-        click(page, "Download model (.keras)")                                  # click 5
+        click(page, "Download model (.keras)")  # click 5
     download = download_info.value
     saved = tmp_path / download.suggested_filename
     download.save_as(saved)
@@ -239,8 +267,9 @@ def test_two_sessions_train_at_once_and_stay_apart(server, browser, tmp_path):
         context.close()
 
 
-def test_a_cold_servers_first_request_is_a_deep_link_and_stays_in_the_apps_navigation(tmp_path_factory, browser,
-                                                                                     monkeypatch):
+def test_a_cold_servers_first_request_is_a_deep_link_and_stays_in_the_apps_navigation(
+    tmp_path_factory, browser, monkeypatch
+):
     # Streamlit runs the first session of a process in its legacy pages-folder mode (a folder named pages/ sits
     # beside app.py), which runs pages/train.py by itself: the page must still come inside app.py's navigation.
     from pipeline.config import DatasetConfig

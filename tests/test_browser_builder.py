@@ -61,8 +61,9 @@ def test_build_train_predict_add_back_retrain(server, camera_browser, tmp_path, 
     config.train.architecture, config.train.bottleneck_layer = str(tiny_backbone_file), "features"
     config.train.epochs, config.output.export_formats = 10, ["keras"]  # seconds per run; Keras is what is downloaded
     open_workspace(token, server["root"]).update_state(config=config.to_dict())
-    context = camera_browser.new_context(viewport={"width": 1400, "height": 1600}, accept_downloads=True,
-                                         permissions=["camera"])
+    context = camera_browser.new_context(
+        viewport={"width": 1400, "height": 1600}, accept_downloads=True, permissions=["camera"]
+    )
     page = context.new_page()
     try:
         walk_through(page, server, token, tmp_path)
@@ -76,16 +77,16 @@ def test_build_train_predict_add_back_retrain(server, camera_browser, tmp_path, 
 def walk_through(page, server, token: str, tmp_path: Path) -> None:
     page.goto(f"{server['url']}/?ws={token}")
 
-    page.get_by_role("tab", name="New dataset").click()                            # click 1
+    page.get_by_role("tab", name="New dataset").click()  # click 1
     page.get_by_label("Name of the new dataset").fill("colours")
-    click(page, "Create and start adding photos")                                   # click 2
+    click(page, "Create and start adding photos")  # click 2
     wait_for_text(page, "Add a first class")
-    add_class(page, "red")                                                          # click 3
+    add_class(page, "red")  # click 3
     page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(photos(tmp_path, "red", PER_CLASS))
-    wait_for_class(page, f"red: {PER_CLASS} photos")                               # drop 1
-    add_class(page, "blue")                                                         # click 4
+    wait_for_class(page, f"red: {PER_CLASS} photos")  # drop 1
+    add_class(page, "blue")  # click 4
     page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(photos(tmp_path, "blue", PER_CLASS))
-    wait_for_class(page, f"blue: {PER_CLASS} photos")                              # drop 2
+    wait_for_class(page, f"blue: {PER_CLASS} photos")  # drop 2
     page.get_by_role("tab", name="Camera").click()
     page.get_by_text("Use the camera").click()
     # Shots in a row, same class: the camera is ready again after each one. A shot can repeat the previous frame
@@ -153,8 +154,9 @@ def test_a_drop_right_after_add_class_is_never_lost(server, camera_browser, tmp_
     workspace = open_workspace(new_token(), server["root"])
     root = builder.new_dataset(workspace, "quick drops")
     builder.add_class(workspace, root, "red")
-    builder.add_photos(workspace, root, "red", [(Path(p).name, Path(p).read_bytes())
-                                                for p in photos(tmp_path, "red", 2)])
+    builder.add_photos(
+        workspace, root, "red", [(Path(p).name, Path(p).read_bytes()) for p in photos(tmp_path, "red", 2)]
+    )
     workspace.update_state(dataset=dataclasses.asdict(with_overrides(workspace, builder.dataset_config_for(root))))
     context = camera_browser.new_context(viewport={"width": 1400, "height": 1600})
     page = context.new_page()

@@ -67,10 +67,10 @@ def zip_with_raw_names(folder: Path, zip_path: Path, placeholder: bytes, raw: by
     return zip_path
 
 
-@pytest.mark.parametrize("kind, placeholder, raw", [("cp437", b"cafX", "café".encode("cp437")),
-                                                    ("raw-utf8", b"cafXX", "café".encode())])
-def test_zip_names_without_the_utf8_flag_come_out_right(tmp_path_factory, browser, tmp_path, kind, placeholder,
-                                                        raw):
+@pytest.mark.parametrize(
+    "kind, placeholder, raw", [("cp437", b"cafX", "café".encode("cp437")), ("raw-utf8", b"cafXX", "café".encode())]
+)
+def test_zip_names_without_the_utf8_flag_come_out_right(tmp_path_factory, browser, tmp_path, kind, placeholder, raw):
     folder = make_class_folders(tmp_path / "shop", {placeholder.decode(): 6, "plain": 6})
     zip_path = zip_with_raw_names(folder, tmp_path / f"{kind}.zip", placeholder, raw)
     with running_server(tmp_path_factory) as server:
@@ -87,12 +87,13 @@ def test_zip_names_without_the_utf8_flag_come_out_right(tmp_path_factory, browse
 
 # ---- A workspace with a dataset, a finished check and a run; the owner's pages and a shared link ----------------
 
+
 def daisy() -> bytes:
     y, x = np.mgrid[:64, :64]
     image = np.zeros((64, 64, 3), np.uint8)
     image[:] = (40, 140, 40)
-    image[(y - 32) ** 2 + (x - 32) ** 2 < 26 ** 2] = (250, 250, 250)
-    image[(y - 32) ** 2 + (x - 32) ** 2 < 8 ** 2] = (240, 200, 20)
+    image[(y - 32) ** 2 + (x - 32) ** 2 < 26**2] = (250, 250, 250)
+    image[(y - 32) ** 2 + (x - 32) ** 2 < 8**2] = (240, 200, 20)
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, "JPEG", quality=95)
     return buffer.getvalue()
@@ -119,15 +120,35 @@ def studio(tmp_path_factory, tiny_backbone_file):
         _write_copies(images / "blue", _photo())
         bottlenecks = tmp_path_factory.mktemp("bottlenecks")
         run = workspace.runs / "run-20240101-000000-0001"
-        subprocess.run([sys.executable, "-m", "pipeline", "train", "--image_dir", str(images), "--output_dir",
-                        str(run), "--architecture", str(tiny_backbone_file), "--bottleneck_layer", "features",
-                        "--epochs", "20", "--bottleneck_dir", str(bottlenecks)], cwd=REPO, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "train",
+                "--image_dir",
+                str(images),
+                "--output_dir",
+                str(run),
+                "--architecture",
+                str(tiny_backbone_file),
+                "--bottleneck_layer",
+                "features",
+                "--epochs",
+                "20",
+                "--bottleneck_dir",
+                str(bottlenecks),
+            ],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
         config = apply_preset(RunConfig(), "Quick")
         config.train.architecture, config.train.bottleneck_layer = str(tiny_backbone_file), "features"
         config.output.bottleneck_dir = str(bottlenecks)
-        workspace.update_state(dataset=dataclasses.asdict(DatasetConfig(image_dir=str(images))), run=run.name,
-                               config=config.to_dict())
+        workspace.update_state(
+            dataset=dataclasses.asdict(DatasetConfig(image_dir=str(images))), run=run.name, config=config.to_dict()
+        )
         start_check(workspace)
         deadline = time.monotonic() + 300
         while label_check_status(check_folder(workspace))["state"] in ("queued", "running"):
@@ -203,8 +224,9 @@ def test_landing_and_phone_width(studio, browser):
     shot(page, "phone-dataset-landing")
     phone.close()
     # Screenshots of whole pages at phone width: Streamlit scrolls inside its own container, so the window is tall.
-    phone = browser.new_context(viewport={"width": PHONE["width"], "height": 3600}, device_scale_factor=1,
-                                is_mobile=True, has_touch=True)
+    phone = browser.new_context(
+        viewport={"width": PHONE["width"], "height": 3600}, device_scale_factor=1, is_mobile=True, has_touch=True
+    )
     page = phone.new_page()
     for name in ("explore", "predict", "evaluate"):
         page.goto(f"{studio['url']}/{name}?ws={studio['token']}")

@@ -73,11 +73,25 @@ def test_readme_tutorial_lines_run_as_written(tmp_path, tiny_backbone_file):
         line = line.replace("~/flower_photos", str(photos))
         argv = line.split()[3:]
         if argv[0] == "train":  # for speed: the tiny backbone, and only the exports this line is about
-            argv += ["--architecture", str(tiny_backbone_file), "--bottleneck_layer", "features",
-                     "--bottleneck_dir", str(scratch / "bottleneck"), "--export_formats", "keras"]
+            argv += [
+                "--architecture",
+                str(tiny_backbone_file),
+                "--bottleneck_layer",
+                "features",
+                "--bottleneck_dir",
+                str(scratch / "bottleneck"),
+                "--export_formats",
+                "keras",
+            ]
             argv += ["saved_model"] if "--saved_model_dir" in argv else []
-        result = subprocess.run([sys.executable, "-m", "pipeline", *argv], cwd=tmp_path, env=env,
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline", *argv],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, f"{line}\n{result.stderr[-3000:]}"
         assert "Traceback" not in result.stderr and "WARNING" not in result.stderr, result.stderr[-3000:]
         runs.append(result)

@@ -33,8 +33,9 @@ def test_project_keeps_tiny_inputs_drawable():
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    return make_class_folders(tmp_path_factory.mktemp("map") / "images", {"red": 15, "green": 15, "blue": 15},
-                              size=(40, 40))
+    return make_class_folders(
+        tmp_path_factory.mktemp("map") / "images", {"red": 15, "green": 15, "blue": 15}, size=(40, 40)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +56,10 @@ def test_dataset_map_has_one_row_per_usable_image(images, tiny, tmp_path):
     pd.testing.assert_frame_equal(table, dataset_map(dataset, tiny, tmp_path / "bottlenecks"))
     centres = table.groupby("label")[["x", "y"]].mean()
     spread = table.groupby("label")[["x", "y"]].std().to_numpy().max()
-    gaps = [np.linalg.norm(centres.loc[a] - centres.loc[b]) for a, b in [("red", "green"), ("red", "blue"),
-                                                                        ("green", "blue")]]
+    gaps = [
+        np.linalg.norm(centres.loc[a] - centres.loc[b])
+        for a, b in [("red", "green"), ("red", "blue"), ("green", "blue")]
+    ]
     assert min(gaps) > spread, "each colour is its own cloud"
 
 

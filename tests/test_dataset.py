@@ -52,6 +52,7 @@ def counts(dataset):
 
 # ---- Layouts ----------------------------------------------------------------------------------------------------
 
+
 def test_class_folders_give_one_row_per_image(tmp_path):
     root = make_class_folders(tmp_path / "data", {"red": 12, "blue": 10})
     dataset = load(root)
@@ -77,8 +78,10 @@ def test_nested_folders_count_as_their_class(tmp_path):
     assert "red/2019/june/red_000.jpg" in set(dataset.table.loc[dataset.table["label"] == "red", "file"])
 
 
-@pytest.mark.parametrize("val_name, test_name", [("val", "test"), ("validation", "testing"), ("valid", "test"),
-                                                 ("VAL", "Test"), ("Validation", None)])
+@pytest.mark.parametrize(
+    "val_name, test_name",
+    [("val", "test"), ("validation", "testing"), ("valid", "test"), ("VAL", "Test"), ("Validation", None)],
+)
 def test_pre_split_folders_are_honoured(tmp_path, val_name, test_name):
     splits = {"train": {"red": 6, "blue": 6}, val_name: {"red": 2, "blue": 2}}
     if test_name:
@@ -108,8 +111,12 @@ def test_pre_split_with_two_validation_folders_is_refused(tmp_path):
 @pytest.mark.parametrize("top_folder", [None, "my photos"])
 def test_zip_of_class_folders(tmp_path, top_folder):
     source = make_class_folders(tmp_path / "src", {"red": 5, "blue": 4})
-    zip_path = make_zip(source, tmp_path / "upload.zip", top_folder=top_folder,
-                        extra={"__MACOSX/._red_000.jpg": b"\0\5\26\7", ".DS_Store": b"\0\0\0\1Bud1"})
+    zip_path = make_zip(
+        source,
+        tmp_path / "upload.zip",
+        top_folder=top_folder,
+        extra={"__MACOSX/._red_000.jpg": b"\0\5\26\7", ".DS_Store": b"\0\0\0\1Bud1"},
+    )
     dataset = load(zip=str(zip_path), workdir=tmp_path / "work")
     assert counts(dataset) == {"blue": 4, "red": 5} and dataset.problems == []
     assert dataset.table.iloc[0]["file"] == "blue/blue_000.jpg"
@@ -121,15 +128,15 @@ def test_zip_of_class_folders(tmp_path, top_folder):
 def test_zip_of_pre_split_folders(tmp_path):
     source = make_split_folders(tmp_path / "src", {"train": {"red": 4, "blue": 4}, "test": {"red": 2, "blue": 2}})
     dataset = load(zip=str(make_zip(source, tmp_path / "d.zip", top_folder="data")), workdir=tmp_path / "work")
-    assert dataset.layout == "pre_split" and dataset.class_counts()["blue"] == {"train": 4, "validation": 0,
-                                                                                "test": 2}
+    assert dataset.layout == "pre_split" and dataset.class_counts()["blue"] == {"train": 4, "validation": 0, "test": 2}
 
 
 @pytest.mark.parametrize("drop_extension", [False, True])
 def test_csv_of_labels(tmp_path, drop_extension):
     images = tmp_path / "images"
-    rows = flatten_to_csv_layout(make_class_folders(tmp_path / "src", {"red": 4, "blue": 3}, ext=".png"), images,
-                                 drop_extension=drop_extension)
+    rows = flatten_to_csv_layout(
+        make_class_folders(tmp_path / "src", {"red": 4, "blue": 3}, ext=".png"), images, drop_extension=drop_extension
+    )
     csv_path = write_labels_csv(tmp_path / "labels.csv", rows)
     dataset = load(images, label_csv=str(csv_path))
     assert dataset.layout == "csv" and counts(dataset) == {"blue": 3, "red": 4}
@@ -139,9 +146,11 @@ def test_csv_of_labels(tmp_path, drop_extension):
 def test_csv_tolerates_bom_whitespace_extra_columns_and_header_variants(tmp_path):
     images = make_class_folders(tmp_path / "images", {"red": 2, "blue": 2})
     csv_path = tmp_path / "labels.csv"
-    csv_path.write_bytes(b"\xef\xbb\xbf Notes , Filename , Class \n"
-                         b"a, red/red_000 , Red\nb,red/red_001.jpg,Red\n , blue/blue_000,\n\n"
-                         b"c,blue/blue_000.jpg ,Blue\nd, blue/blue_001 ,Blue\n")
+    csv_path.write_bytes(
+        b"\xef\xbb\xbf Notes , Filename , Class \n"
+        b"a, red/red_000 , Red\nb,red/red_001.jpg,Red\n , blue/blue_000,\n\n"
+        b"c,blue/blue_000.jpg ,Blue\nd, blue/blue_001 ,Blue\n"
+    )
     dataset = load(images, label_csv=str(csv_path))
     assert counts(dataset) == {"Blue": 2, "Red": 2}
     assert dataset.table.iloc[0]["file"] == "blue/blue_000.jpg"
@@ -150,12 +159,20 @@ def test_csv_tolerates_bom_whitespace_extra_columns_and_header_variants(tmp_path
 
 def test_csv_rows_without_files_are_problems_and_unlisted_images_a_warning(tmp_path):
     images = make_class_folders(tmp_path / "images", {"red": 3, "blue": 3})
-    csv_path = write_labels_csv(tmp_path / "labels.csv", [("red/red_000", "red"), ("red/red_001", "red"),
-                                                          ("red/gone", "red"), ("blue/blue_000", "blue"),
-                                                          ("blue/blue_001.jpg", "blue")])
+    csv_path = write_labels_csv(
+        tmp_path / "labels.csv",
+        [
+            ("red/red_000", "red"),
+            ("red/red_001", "red"),
+            ("red/gone", "red"),
+            ("blue/blue_000", "blue"),
+            ("blue/blue_001.jpg", "blue"),
+        ],
+    )
     dataset = load(images, label_csv=str(csv_path))
-    assert dataset.problems == [{"file": "red/gone", "problem": f"listed in labels.csv row 4 but no such file in "
-                                                                 f"{images.resolve()}"}]
+    assert dataset.problems == [
+        {"file": "red/gone", "problem": f"listed in labels.csv row 4 but no such file in {images.resolve()}"}
+    ]
     assert "2 image(s) in" in " ".join(dataset.warnings) and "not listed in labels.csv" in " ".join(dataset.warnings)
 
 
@@ -169,8 +186,9 @@ def test_csv_without_usable_columns_names_the_columns_found(tmp_path):
 def test_csv_ids_found_by_name_anywhere_below_the_folder_unless_ambiguous(tmp_path):
     # HackerEarth grocery layout: dataset/train/train_1.png with ids like "train_1", image_dir = dataset.
     images = tmp_path / "dataset"
-    rows = flatten_to_csv_layout(make_class_folders(tmp_path / "src", {"red": 3, "blue": 3}, ext=".png"),
-                                 images / "train", drop_extension=True)
+    rows = flatten_to_csv_layout(
+        make_class_folders(tmp_path / "src", {"red": 3, "blue": 3}, ext=".png"), images / "train", drop_extension=True
+    )
     write_image(images / "test" / "red_000.png", class_image("red", 0, seed=99))  # same name, other folder
     dataset = load(images, label_csv=str(write_labels_csv(tmp_path / "train.csv", rows)))
     assert counts(dataset) == {"blue": 3, "red": 2}
@@ -202,6 +220,7 @@ def test_csv_needs_an_images_folder(tmp_path):
 
 # ---- What counts as an image ------------------------------------------------------------------------------------
 
+
 def test_hidden_files_and_non_images_are_ignored_and_misnamed_files_reported(tmp_path):
     root = make_class_folders(tmp_path / "data", {"red": 2, "blue": 2})
     write_image(root / "red" / ".hidden.jpg", class_image("red", 0))
@@ -215,10 +234,19 @@ def test_hidden_files_and_non_images_are_ignored_and_misnamed_files_reported(tmp
     (root / "LICENSE.txt").write_text("CC-BY")
     dataset = load(root)
     files = set(dataset.table["file"])
-    assert files == {"red/red_000.jpg", "red/red_001.jpg", "red/not_really.jpg", "blue/blue_000.jpg",
-                     "blue/blue_001.jpg", "blue/png_inside.jpg", "blue/SHOUTY.JPG", "blue/no_extension"}
-    assert dataset.problems == [{"file": "red/not_really.jpg",
-                                 "problem": "not an image (content is not JPEG, PNG, BMP, GIF or WebP)"}]
+    assert files == {
+        "red/red_000.jpg",
+        "red/red_001.jpg",
+        "red/not_really.jpg",
+        "blue/blue_000.jpg",
+        "blue/blue_001.jpg",
+        "blue/png_inside.jpg",
+        "blue/SHOUTY.JPG",
+        "blue/no_extension",
+    }
+    assert dataset.problems == [
+        {"file": "red/not_really.jpg", "problem": "not an image (content is not JPEG, PNG, BMP, GIF or WebP)"}
+    ]
     assert not any("not in a class folder" in warning for warning in dataset.warnings)
 
 
@@ -227,8 +255,10 @@ def test_check_images_decodes_but_the_quick_path_only_sniffs(tmp_path):
     write_truncated_jpeg(root / "red" / "cut.jpg")
     (root / "red" / "empty.png").write_bytes(b"")
     checked, quick = load(root, check_images=True), load(root, check_images=False)
-    assert {p["file"]: p["problem"][:20] for p in checked.problems} == {"red/cut.jpg": "truncated or damaged",
-                                                                       "red/empty.png": "empty file (0 bytes)"}
+    assert {p["file"]: p["problem"][:20] for p in checked.problems} == {
+        "red/cut.jpg": "truncated or damaged",
+        "red/empty.png": "empty file (0 bytes)",
+    }
     assert [p["file"] for p in quick.problems] == ["red/empty.png"]
     assert len(quick.usable()) == len(checked.usable()) + 1
 
@@ -240,8 +270,10 @@ def test_symlink_outside_the_dataset_is_refused_inside_is_followed(tmp_path):
     (root / "blue" / "photos_elsewhere").symlink_to(outside.parent, target_is_directory=True)
     (root / "blue" / "alias.jpg").symlink_to(root / "red" / "red_000.jpg")
     dataset = load(root)
-    assert {p["file"]: p["problem"] for p in dataset.problems} == {"red/linked_out.jpg": REFUSED_LINK,
-                                                                  "blue/photos_elsewhere": REFUSED_LINK}
+    assert {p["file"]: p["problem"] for p in dataset.problems} == {
+        "red/linked_out.jpg": REFUSED_LINK,
+        "blue/photos_elsewhere": REFUSED_LINK,
+    }
     assert "blue/alias.jpg" in set(dataset.usable()["file"])
 
 
@@ -253,8 +285,11 @@ def test_symlink_loops_and_linked_class_folders_outside_are_problems_not_crashes
     make_class_folders(tmp_path / "other", {"green": 2})
     (root / "green").symlink_to(tmp_path / "other" / "green", target_is_directory=True)
     problems = {p["file"]: p["problem"] for p in load(root).problems}
-    assert problems == {"red/loop_a.jpg": "symlink loop; refused", "red/loop_b.jpg": "symlink loop; refused",
-                        "green": REFUSED_LINK}
+    assert problems == {
+        "red/loop_a.jpg": "symlink loop; refused",
+        "red/loop_b.jpg": "symlink loop; refused",
+        "green": REFUSED_LINK,
+    }
 
 
 def test_deep_folders_are_walked_without_recursion(tmp_path):
@@ -275,8 +310,9 @@ def test_photos_in_unsupported_formats_are_counted_in_a_warning(tmp_path):
     root = make_class_folders(tmp_path / "data", {"red": 2, "blue": 2})
     for name in ("IMG_1.HEIC", "IMG_2.heic", "scan.tif"):
         (root / "red" / name).write_bytes(b"\0\0\0\x18ftypheic")
-    assert ("3 file(s) in formats that are not read (.heic, .tif) are ignored; convert them to JPEG or PNG to use "
-            "them") in load(root).warnings
+    assert (
+        "3 file(s) in formats that are not read (.heic, .tif) are ignored; convert them to JPEG or PNG to use them"
+    ) in load(root).warnings
 
 
 def test_images_outside_class_folders_and_empty_folders_are_warned_about(tmp_path):
@@ -296,13 +332,13 @@ def test_progress_is_reported_as_checking(tmp_path):
 
 # ---- The split --------------------------------------------------------------------------------------------------
 
+
 def retrain_py_split(file_name, validation_percentage, testing_percentage):
     """retrain.py's which_set, as it was written there."""
     max_num_images_per_class = 2**27 - 1
     hash_name = re.sub(r"_nohash_.*$", "", file_name)
     hash_name_hashed = hashlib.sha1(hash_name.encode()).hexdigest()
-    percentage_hash = ((int(hash_name_hashed, 16) % (max_num_images_per_class + 1))
-                       * (100.0 / max_num_images_per_class))
+    percentage_hash = (int(hash_name_hashed, 16) % (max_num_images_per_class + 1)) * (100.0 / max_num_images_per_class)
     if percentage_hash < validation_percentage:
         return "validation"
     if percentage_hash < (testing_percentage + validation_percentage):
@@ -340,6 +376,7 @@ def test_impossible_percentages_are_refused(tmp_path, validation, testing):
 
 # ---- Duplicates and warnings ------------------------------------------------------------------------------------
 
+
 def test_duplicates_within_and_across_classes(tmp_path):
     root = make_class_folders(tmp_path / "data", {"red": 3, "blue": 3})
     shutil.copy(root / "red" / "red_000.jpg", root / "red" / "red_copy.jpg")
@@ -349,10 +386,11 @@ def test_duplicates_within_and_across_classes(tmp_path):
     assert by_first["blue/looks_blue.jpg"]["files"] == ["blue/looks_blue.jpg", "red/red_001.jpg"]
     assert by_first["blue/looks_blue.jpg"]["labels"] == ["blue", "red"]
     assert by_first["red/red_000.jpg"]["files"] == ["red/red_000.jpg", "red/red_copy.jpg"]
-    assert ("same image in classes blue and red: blue/looks_blue.jpg, red/red_001.jpg — it can only be one; "
-            "delete or relabel one") in dataset.warnings
-    assert any(w.startswith("1 image(s) are exact copies of another image in the same class") for w in
-               dataset.warnings)
+    assert (
+        "same image in classes blue and red: blue/looks_blue.jpg, red/red_001.jpg — it can only be one; "
+        "delete or relabel one"
+    ) in dataset.warnings
+    assert any(w.startswith("1 image(s) are exact copies of another image in the same class") for w in dataset.warnings)
 
 
 def test_small_classes_are_warned_about(tmp_path):
@@ -362,6 +400,7 @@ def test_small_classes_are_warned_about(tmp_path):
 
 
 # ---- Verdicts ---------------------------------------------------------------------------------------------------
+
 
 def test_a_good_dataset_is_trainable(tmp_path):
     require_trainable(load(make_class_folders(tmp_path / "data", {"red": 12, "blue": 12})))
@@ -401,19 +440,23 @@ def test_hash_split_leaving_a_class_without_training_images_is_named(tmp_path):
         require_trainable(load(root))
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"image_dir": "/no/such/folder"}, r"/no/such/folder: image folder not found"),
-    ({"zip": "/no/such/data.zip"}, r"/no/such/data.zip: zip file not found"),
-    ({"image_dir": ".", "label_csv": "/no/such/labels.csv"}, r"/no/such/labels.csv: labels CSV not found"),
-    ({"image_dir": ".", "zip": "x.zip"}, r"both --image_dir and --zip"),
-    ({}, r"no dataset given"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"image_dir": "/no/such/folder"}, r"/no/such/folder: image folder not found"),
+        ({"zip": "/no/such/data.zip"}, r"/no/such/data.zip: zip file not found"),
+        ({"image_dir": ".", "label_csv": "/no/such/labels.csv"}, r"/no/such/labels.csv: labels CSV not found"),
+        ({"image_dir": ".", "zip": "x.zip"}, r"both --image_dir and --zip"),
+        ({}, r"no dataset given"),
+    ],
+)
 def test_missing_sources_name_the_path(settings, message):
     with pytest.raises(RetrainError, match=message):
         load_dataset(DatasetConfig(**settings))
 
 
 # ---- Overrides --------------------------------------------------------------------------------------------------
+
 
 def test_overrides_drop_and_relabel_without_touching_files(tmp_path):
     root = make_class_folders(tmp_path / "data", {"red": 4, "blue": 4})
@@ -440,8 +483,9 @@ def test_overrides_for_files_that_are_gone_are_warned_about(tmp_path):
     root = make_class_folders(tmp_path / "data", {"red": 2, "blue": 2})
     overrides = tmp_path / "overrides.json"
     save_override(overrides, "red/deleted.jpg", drop=True)
-    assert any("1 override(s) name files no longer in the dataset" in w for w in load(root, overrides=str(overrides))
-               .warnings)
+    assert any(
+        "1 override(s) name files no longer in the dataset" in w for w in load(root, overrides=str(overrides)).warnings
+    )
 
 
 def test_damaged_overrides_file_is_a_clear_error(tmp_path):
@@ -452,6 +496,7 @@ def test_damaged_overrides_file_is_a_clear_error(tmp_path):
 
 
 # ---- The report -------------------------------------------------------------------------------------------------
+
 
 def test_inspect_report_is_plain_json(tmp_path):
     root = make_class_folders(tmp_path / "data", {"red": 3, "blue": 3})

@@ -49,11 +49,22 @@ def test_new_dataset_is_marked_empty_folder_in_uploads(ws):
     assert not list(ws.uploads.glob(".new-*"))  # the temp folder became the dataset
 
 
-@pytest.mark.parametrize("name, why", [
-    ("", "empty"), ("   ", "empty"), ("a/b", "slash"), ("a\\b", "slash"), (".", "starts with '.'"),
-    ("..", "starts with '.'"), (".hidden", "starts with '.'"), ("cat\ndog", "control character"),
-    ("tab\there", "control character"), ("x" * 101, "at most 100"), ("é" * 121, "at most 100"),
-])
+@pytest.mark.parametrize(
+    "name, why",
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("a/b", "slash"),
+        ("a\\b", "slash"),
+        (".", "starts with '.'"),
+        ("..", "starts with '.'"),
+        (".hidden", "starts with '.'"),
+        ("cat\ndog", "control character"),
+        ("tab\there", "control character"),
+        ("x" * 101, "at most 100"),
+        ("é" * 121, "at most 100"),
+    ],
+)
 def test_bad_class_names_are_refused_with_the_reason(ws, name, why):
     root = builder.new_dataset(ws, "d")
     with pytest.raises(RetrainError, match=why):
@@ -84,9 +95,15 @@ def test_add_photos_checks_every_file_and_keeps_its_name_with_a_content_hash(ws,
     root = builder.new_dataset(ws, "d")
     builder.add_class(ws, root, "cats")
     broken = write_truncated_jpeg(tmp_path / "broken.jpg").read_bytes()
-    files = [*photos("cats", 3), ("../../etc/passwd.jpg", photo("cats", 9)), ("notes.jpg", b"hello, not a photo"),
-             ("empty.png", b""), ("broken.jpg", broken), ("again.jpg", photo("cats", 0)),
-             ("pic.png", photo("cats", 7, "PNG"))]
+    files = [
+        *photos("cats", 3),
+        ("../../etc/passwd.jpg", photo("cats", 9)),
+        ("notes.jpg", b"hello, not a photo"),
+        ("empty.png", b""),
+        ("broken.jpg", broken),
+        ("again.jpg", photo("cats", 0)),
+        ("pic.png", photo("cats", 7, "PNG")),
+    ]
     result = builder.add_photos(ws, root, "cats", files)
     assert len(result.added) == 5 and result.already_there == ["again.jpg"]
     reasons = {item["file"]: item["reason"] for item in result.refused}
@@ -94,8 +111,13 @@ def test_add_photos_checks_every_file_and_keeps_its_name_with_a_content_hash(ws,
     assert "not an image" in reasons["notes.jpg"] and "empty" in reasons["empty.png"]
     assert "truncated" in reasons["broken.jpg"]
     stored = sorted(path.name for path in (root / "cats").iterdir())
-    assert [re.sub(r"-[0-9a-f]{12}\.", ".", name) for name in stored] == \
-        ["cats 0.jpg", "cats 1.jpg", "cats 2.jpg", "passwd.jpg", "pic.png"]
+    assert [re.sub(r"-[0-9a-f]{12}\.", ".", name) for name in stored] == [
+        "cats 0.jpg",
+        "cats 1.jpg",
+        "cats 2.jpg",
+        "passwd.jpg",
+        "pic.png",
+    ]
     assert not (tmp_path / "etc").exists() and [p.parent for p in ws.path.rglob("passwd*")] == [root / "cats"]
 
 
@@ -225,27 +247,45 @@ def test_export_zip_round_trips_as_a_dataset(ws, tmp_path):
         names = archive.namelist()
         archive.extractall(tmp_path / "out")
     assert "pets/empty/" in names and not any(builder.MARKER in name for name in names)
-    assert load_dataset(DatasetConfig(image_dir=str(tmp_path / "out" / "pets"))).class_counts().keys() == \
-        {"cats", "dogs"}
+    assert load_dataset(DatasetConfig(image_dir=str(tmp_path / "out" / "pets"))).class_counts().keys() == {
+        "cats",
+        "dogs",
+    }
 
 
 def test_export_keeps_the_names_photos_were_added_with(ws, tmp_path):
     root = builder.new_dataset(ws, "pets: mine?")
     builder.add_class(ws, root, "cats")
-    odd = [("IMG_0001.JPG", photo("cats", 1)), ("IMG_0001.JPG", photo("cats", 2)), ("img_0001.jpg", photo("cats", 3)),
-           ("a\udcff\u202e<b>.jpeg", photo("cats", 4)), ("C:\\Users\\me\\.hidden.png", photo("cats", 5, "PNG")),
-           ("", photo("cats", 6)), ("x" * 300 + ".jpg", photo("cats", 7)), ("camera photo", photo("cats", 8)),
-           ("seems.png", photo("cats", 9))]  # JPEG content: the name says so, so the name's extension changes
+    odd = [
+        ("IMG_0001.JPG", photo("cats", 1)),
+        ("IMG_0001.JPG", photo("cats", 2)),
+        ("img_0001.jpg", photo("cats", 3)),
+        ("a\udcff\u202e<b>.jpeg", photo("cats", 4)),
+        ("C:\\Users\\me\\.hidden.png", photo("cats", 5, "PNG")),
+        ("", photo("cats", 6)),
+        ("x" * 300 + ".jpg", photo("cats", 7)),
+        ("camera photo", photo("cats", 8)),
+        ("seems.png", photo("cats", 9)),
+    ]  # JPEG content: the name says so, so the name's extension changes
     assert len(builder.add_photos(ws, root, "cats", odd).added) == 9
-    names = [archive_name.split("/")[-1] for archive_name in zipfile.ZipFile(io.BytesIO(builder.export_zip(root)))
-             .namelist() if not archive_name.endswith("/")]
+    names = [
+        archive_name.split("/")[-1]
+        for archive_name in zipfile.ZipFile(io.BytesIO(builder.export_zip(root))).namelist()
+        if not archive_name.endswith("/")
+    ]
     assert len(names) == 9 and len({name.casefold() for name in names}) == 9  # unique on any disk
     assert {"IMG_0001.JPG", "a___b_.jpeg", "hidden.png", "photo.jpg", "camera photo.jpg", "seems.jpg"} <= set(names)
-    assert {n.casefold() for n in names if n.casefold().startswith("img_0001")} == \
-        {"img_0001.jpg", "img_0001 (2).jpg", "img_0001 (3).jpg"}  # which one is "(2)" follows the stored names
+    assert {n.casefold() for n in names if n.casefold().startswith("img_0001")} == {
+        "img_0001.jpg",
+        "img_0001 (2).jpg",
+        "img_0001 (3).jpg",
+    }  # which one is "(2)" follows the stored names
     assert max(len(name.encode()) for name in names) < 200
-    assert names == [archive_name.split("/")[-1] for archive_name in zipfile.ZipFile(io.BytesIO(
-        builder.export_zip(root))).namelist() if not archive_name.endswith("/")]  # the same names every time
+    assert names == [
+        archive_name.split("/")[-1]
+        for archive_name in zipfile.ZipFile(io.BytesIO(builder.export_zip(root))).namelist()
+        if not archive_name.endswith("/")
+    ]  # the same names every time
     assert zipfile.ZipFile(io.BytesIO(builder.export_zip(root))).namelist()[0] == "pets_ mine_/cats/"
 
 
@@ -257,8 +297,11 @@ def test_an_adopted_upload_exports_its_own_names_made_safe(ws, tmp_path):
     root = builder.editable_root(ws, config)
     os.rename(root / "a" / "a_001.jpg", os.fsencode(root / "a") + b"/caf\xe9.jpg")  # a Latin-1 name from an old zip
     builder.add_photos(ws, root, "a", [("holiday.jpg", photo("a", 30))])
-    names = sorted(name.split("/")[-1] for name in zipfile.ZipFile(io.BytesIO(builder.export_zip(root))).namelist()
-                   if not name.endswith("/"))
+    names = sorted(
+        name.split("/")[-1]
+        for name in zipfile.ZipFile(io.BytesIO(builder.export_zip(root))).namelist()
+        if not name.endswith("/")
+    )
     assert names == ["Holiday.JPG", "caf_.jpg", "holiday (2).jpg"]
 
 
@@ -305,16 +348,16 @@ def test_a_copy_whose_labels_cannot_be_folders_is_refused_before_anything_is_mad
     from imagegen import flatten_to_csv_layout, write_labels_csv
 
     folder = make_class_folders(tmp_path / "src", {"a": 2, "b": 2})
-    rows = [(image, "a/b" if label == "a" else label) for image, label in
-            flatten_to_csv_layout(folder, tmp_path / "flat")]
+    rows = [
+        (image, "a/b" if label == "a" else label) for image, label in flatten_to_csv_layout(folder, tmp_path / "flat")
+    ]
     csv_path = write_labels_csv(tmp_path / "labels.csv", rows)
     with pytest.raises(RetrainError, match="slash"):
         builder.editable_root(ws, DatasetConfig(image_dir=str(tmp_path / "flat"), label_csv=str(csv_path)))
     assert builder.built_datasets(ws) == {}
 
 
-def test_a_queued_run_trains_on_the_photos_there_were_when_it_was_queued(ws, monkeypatch, capsys,
-                                                                         tiny_backbone_file):
+def test_a_queued_run_trains_on_the_photos_there_were_when_it_was_queued(ws, monkeypatch, capsys, tiny_backbone_file):
     import dataclasses
 
     from pipeline.config import RunConfig, apply_preset
@@ -335,8 +378,8 @@ def test_a_queued_run_trains_on_the_photos_there_were_when_it_was_queued(ws, mon
     run = start_run(ws, config)
     assert len(read_manifest(run.path, QUEUED)) == 20
 
-    builder.add_photos(ws, root, "cats", photos("cats", 5, start=50))   # added while it waits: not trained on
-    builder.rename_class(ws, root, "dogs", "hounds")                     # moved: found by content, label kept
+    builder.add_photos(ws, root, "cats", photos("cats", 5, start=50))  # added while it waits: not trained on
+    builder.rename_class(ws, root, "dogs", "hounds")  # moved: found by content, label kept
     builder.remove_photos(ws, root, "cats", [builder.class_photos(root, "cats")[0].name])  # gone: counted
     retrain(RunConfig.load(run.config), run.path)
 

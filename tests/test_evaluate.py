@@ -8,8 +8,9 @@ from pipeline.evaluate import Report, build_report
 def test_report_numbers_by_hand(tmp_path):
     labels = ["cat", "dog", "fox"]
     truth = np.array([0, 0, 1, 1, 2, 2])
-    probabilities = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1],
-                              [0.1, 0.6, 0.3], [0.3, 0.3, 0.4], [0.05, 0.9, 0.05]])
+    probabilities = np.array(
+        [[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.1, 0.6, 0.3], [0.3, 0.3, 0.4], [0.05, 0.9, 0.05]]
+    )
     files = [f"img{i}.jpg" for i in range(6)]
     report = build_report(truth, probabilities, labels, files)
     assert report.test_accuracy == 4 / 6
@@ -36,8 +37,8 @@ def test_top5_with_many_classes_and_a_class_without_test_images():
     labels = [f"c{i}" for i in range(7)]
     truth = np.array([0, 1, 2])
     probabilities = np.full((3, 7), 0.01)
-    probabilities[0, [6, 5, 4, 3, 0]] = [0.5, 0.2, 0.1, 0.1, 0.05]   # true class 5th: top-5 hit
-    probabilities[1, [6, 5, 4, 3, 2]] = [0.5, 0.2, 0.1, 0.1, 0.05]   # true class not in top 5
+    probabilities[0, [6, 5, 4, 3, 0]] = [0.5, 0.2, 0.1, 0.1, 0.05]  # true class 5th: top-5 hit
+    probabilities[1, [6, 5, 4, 3, 2]] = [0.5, 0.2, 0.1, 0.1, 0.05]  # true class not in top 5
     probabilities[2, 2] = 0.9
     report = build_report(truth, probabilities, labels, ["a", "b", "c"])
     assert report.test_accuracy == 1 / 3 and report.top5_accuracy == 2 / 3

@@ -24,7 +24,7 @@ ONNX_INSTALLED = all(importlib.util.find_spec(name) for name in ("tf2onnx", "onn
 
 # Runs with only the venv's packages: `-I` ignores PYTHONPATH and the current folder, and the
 # working folder is a temporary one, so `pipeline` cannot be imported (the script checks).
-CLIENTS = r'''
+CLIENTS = r"""
 import importlib.util, json, sys
 assert importlib.util.find_spec("pipeline") is None, "project code is importable"
 run, photos, pixels_file = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
@@ -71,18 +71,22 @@ for split in ("train", "validation"):
                      for tag in events.Tags()["tensors"]}
 out["curves"] = curves
 print(json.dumps(out))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, tiny_backbone_file):
     tmp = tmp_path_factory.mktemp("exports")
     images = make_class_folders(tmp / "images", {"red": 20, "green": 20, "blue": 20}, size=(40, 40))
-    config = RunConfig(dataset=DatasetConfig(image_dir=str(images)),
-                       train=TrainConfig(architecture=str(tiny_backbone_file), bottleneck_layer="features",
-                                         epochs=20, learning_rate=0.01),
-                       output=OutputConfig(bottleneck_dir=str(tmp / "bottlenecks"),
-                                           export_formats=["keras", "saved_model", "tflite", "onnx"]))
+    config = RunConfig(
+        dataset=DatasetConfig(image_dir=str(images)),
+        train=TrainConfig(
+            architecture=str(tiny_backbone_file), bottleneck_layer="features", epochs=20, learning_rate=0.01
+        ),
+        output=OutputConfig(
+            bottleneck_dir=str(tmp / "bottlenecks"), export_formats=["keras", "saved_model", "tflite", "onnx"]
+        ),
+    )
     retrain(config, tmp / "run")
     photos = [images / "red" / "red_000.jpg", images / "green" / "green_001.jpg", images / "blue" / "blue_002.jpg"]
     large = write_image(tmp / "large.jpg", class_image("green", 3, size=(300, 200)))  # exercises draft decoding
@@ -100,9 +104,14 @@ def clients(exported):
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     scratch = tmp / "elsewhere"
     scratch.mkdir()
-    result = subprocess.run([sys.executable, "-I", "-c", CLIENTS, str(run), json.dumps([str(p) for p in photos]),
-                             str(tmp / "pixels.npz")], cwd=scratch, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", CLIENTS, str(run), json.dumps([str(p) for p in photos]), str(tmp / "pixels.npz")],
+        cwd=scratch,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1]), Predictor(run), prepared, raw
 
@@ -115,8 +124,9 @@ def test_run_is_done_with_every_export_ready_and_readable_by_others(exported):
     onnx = "ready" if ONNX_INSTALLED else "unavailable"
     assert status["exports"] == {"keras": "ready", "saved_model": "ready", "tflite": "ready", "onnx": onnx}
     mode = 0o666 & ~current_umask()
-    for name in ("labels.txt", "model.tflite", "report.json", "status.json", "preprocessing.json") + \
-            (("model.onnx",) if ONNX_INSTALLED else ()):
+    for name in ("labels.txt", "model.tflite", "report.json", "status.json", "preprocessing.json") + (
+        ("model.onnx",) if ONNX_INSTALLED else ()
+    ):
         assert (run.path / name).stat().st_mode & 0o777 == mode, name
     assert (run.path / "saved_model" / "1" / "assets" / "labels.txt").read_text().split() == ["blue", "green", "red"]
     timings = json.loads(run.report.read_text())["timings"]
@@ -241,8 +251,12 @@ def test_cancel_during_export_ends_cancelled_and_never_offers_the_partial(export
         retrain(config, run.path)
     status = run.status()
     assert status["state"] == "cancelled"
-    assert status["exports"] == {"keras": "ready", "saved_model": "cancelled", "tflite": "not built",
-                                 "onnx": "not built"}
+    assert status["exports"] == {
+        "keras": "ready",
+        "saved_model": "cancelled",
+        "tflite": "not built",
+        "onnx": "not built",
+    }
     assert not (run.path / "saved_model").exists() and not (run.path / "model.tflite").exists()
     predictor = Predictor(run.path)  # the checked model.keras is usable, but never silently
     assert "ended cancelled" in predictor.note
@@ -274,13 +288,22 @@ def test_a_killed_runs_exports_are_refused_in_one_line(exported, tmp_path):
     shutil.copytree(tmp / "run", run.path)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    run.write_status("exporting", 0.95, "exporting and checking keras", pid=dead.pid,
-                     exports={"keras": "building", "saved_model": "pending", "tflite": "pending"})
+    run.write_status(
+        "exporting",
+        0.95,
+        "exporting and checking keras",
+        pid=dead.pid,
+        exports={"keras": "building", "saved_model": "pending", "tflite": "pending"},
+    )
     with pytest.raises(RetrainError, match="not finished and checked"):
         Predictor(run.path)
-    result = subprocess.run([sys.executable, "-m", "pipeline", "predict", "--model", str(run.path),
-                             str(images / "red" / "red_000.jpg")], cwd=REPO, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "predict", "--model", str(run.path), str(images / "red" / "red_000.jpg")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "train again" in result.stderr
 
@@ -310,8 +333,15 @@ def test_bundle_holds_checked_exports_labels_report_and_a_model_card(exported, t
 
     tmp, _, _, _ = exported
     names = zipfile.ZipFile(io.BytesIO(bundle_bytes(tmp / "run"))).namelist()
-    for name in ("run/model.keras", "run/model.tflite", "run/labels.txt", "run/report.json", "run/MODEL_CARD.md",
-                 "run/saved_model/1/saved_model.pb", "run/saved_model/1/assets/labels.txt"):
+    for name in (
+        "run/model.keras",
+        "run/model.tflite",
+        "run/labels.txt",
+        "run/report.json",
+        "run/MODEL_CARD.md",
+        "run/saved_model/1/saved_model.pb",
+        "run/saved_model/1/assets/labels.txt",
+    ):
         assert name in names, name
     card = zipfile.ZipFile(io.BytesIO(bundle_bytes(tmp / "run"))).read("run/MODEL_CARD.md").decode()
     assert "| red |" in card and "32x32" in card and "## Limits" in card
@@ -328,11 +358,32 @@ def test_cli_says_in_one_line_that_onnx_was_not_made(exported, tmp_path, tiny_ba
     (blocker / "tf2onnx").mkdir(parents=True)
     (blocker / "tf2onnx" / "__init__.py").write_text("raise ImportError('no tf2onnx here')\n")
     env = {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{REPO}"}
-    result = subprocess.run([sys.executable, "-m", "pipeline", "train", "--image_dir", str(images),
-                             "--architecture", str(tiny_backbone_file), "--bottleneck_layer", "features",
-                             "--bottleneck_dir", str(tmp_path / "bottlenecks"), "--output_dir", str(tmp_path / "run"),
-                             "--export_formats", "keras", "onnx"], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "train",
+            "--image_dir",
+            str(images),
+            "--architecture",
+            str(tiny_backbone_file),
+            "--bottleneck_layer",
+            "features",
+            "--bottleneck_dir",
+            str(tmp_path / "bottlenecks"),
+            "--output_dir",
+            str(tmp_path / "run"),
+            "--export_formats",
+            "keras",
+            "onnx",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     notes = [line for line in result.stderr.splitlines() if "onnx export not made" in line]
     assert len(notes) == 1 and "requirements-onnx.txt" in notes[0], result.stderr[-3000:]

@@ -42,10 +42,13 @@ def _daisy() -> bytes:
 def trained(tmp_path_factory, tiny_backbone_file):
     tmp = tmp_path_factory.mktemp("familiar")
     images = make_class_folders(tmp / "images", CLASSES, size=(40, 40))
-    config = RunConfig(dataset=DatasetConfig(image_dir=str(images)),
-                       train=TrainConfig(architecture=str(tiny_backbone_file), bottleneck_layer="features",
-                                         epochs=40, learning_rate=0.01),
-                       output=OutputConfig(bottleneck_dir=str(tmp / "bn"), export_formats=["keras"]))
+    config = RunConfig(
+        dataset=DatasetConfig(image_dir=str(images)),
+        train=TrainConfig(
+            architecture=str(tiny_backbone_file), bottleneck_layer="features", epochs=40, learning_rate=0.01
+        ),
+        output=OutputConfig(bottleneck_dir=str(tmp / "bn"), export_formats=["keras"]),
+    )
     retrain(config, tmp / "run")
     return tmp / "run"
 
@@ -73,8 +76,10 @@ def test_a_daisy_is_flagged_as_unlike_the_training_photos(trained):
 def test_files_carry_the_same_caution(trained, tmp_path):
     (tmp_path / "daisy.jpg").write_bytes(_daisy())
     (tmp_path / "red.jpg").write_bytes(_jpeg(class_image("red", 2, (40, 40), seed=4242)))
-    results = {r["file"].rsplit("/", 1)[-1]: r for r in Predictor(trained).predict_files(
-        [tmp_path / "daisy.jpg", tmp_path / "red.jpg"], 2)}
+    results = {
+        r["file"].rsplit("/", 1)[-1]: r
+        for r in Predictor(trained).predict_files([tmp_path / "daisy.jpg", tmp_path / "red.jpg"], 2)
+    }
     assert results["daisy.jpg"]["caution"]["unlike_training"] is True
     assert results["red.jpg"]["caution"]["unlike_training"] is False
 

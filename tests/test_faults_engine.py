@@ -47,6 +47,7 @@ RUN_NAME = "run-20240101-000000-fa17"
 
 # ---- Helpers ----------------------------------------------------------------------------------------------------
 
+
 def tree_hashes(folder: Path) -> dict[str, str]:
     """sha256 of every file under folder (links not followed), by relative path: proof nothing was touched."""
     hashes = {}
@@ -59,8 +60,14 @@ def tree_hashes(folder: Path) -> dict[str, str]:
 
 
 def cli(*args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def assert_one_clear_line(result: subprocess.CompletedProcess, *words: str) -> str:
@@ -74,16 +81,31 @@ def assert_one_clear_line(result: subprocess.CompletedProcess, *words: str) -> s
 
 
 def train_args(images: Path, output: Path, backbone: Path, bottlenecks: Path, *extra: str) -> list[str]:
-    return ["train", "--image_dir", str(images), "--output_dir", str(output), "--architecture", str(backbone),
-            "--bottleneck_layer", "features", "--bottleneck_dir", str(bottlenecks), "--epochs", "3", *extra]
+    return [
+        "train",
+        "--image_dir",
+        str(images),
+        "--output_dir",
+        str(output),
+        "--architecture",
+        str(backbone),
+        "--bottleneck_layer",
+        "features",
+        "--bottleneck_dir",
+        str(bottlenecks),
+        "--epochs",
+        "3",
+        *extra,
+    ]
 
 
 def try_mount_tmpfs(target: Path, options: str) -> bool:
     """Mount a small tmpfs (root only, where the machine allows it); False when it cannot be done here."""
     target.mkdir(parents=True, exist_ok=True)
     try:
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True,
-                                timeout=20)
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, timeout=20
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return result.returncode == 0
@@ -94,6 +116,7 @@ def unmount(target: Path) -> None:
 
 
 # ---- A finished run: the files to damage -----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory, tiny_backbone_file):
@@ -111,14 +134,26 @@ def studio(tmp_path_factory, tiny_backbone_file):
         config.train.epochs = 3
         config.output.bottleneck_dir = str(bottlenecks)
         retrain(dataclasses.replace(config, dataset=DatasetConfig(image_dir=str(images))), run.path)
-        workspace.update_state(dataset=dataclasses.asdict(DatasetConfig(image_dir=str(images))), run=RUN_NAME,
-                               dataset_summary={"name": "colours", "images": 30, "classes": 3, "problems": 0},
-                               config=config.to_dict())
-        pristine = {name: (run.path / name).read_bytes() for name in
-                    ("status.json", "config.json", "report.json", "metrics.csv", "labels.txt", "model.keras")}
+        workspace.update_state(
+            dataset=dataclasses.asdict(DatasetConfig(image_dir=str(images))),
+            run=RUN_NAME,
+            dataset_summary={"name": "colours", "images": 30, "classes": 3, "problems": 0},
+            config=config.to_dict(),
+        )
+        pristine = {
+            name: (run.path / name).read_bytes()
+            for name in ("status.json", "config.json", "report.json", "metrics.csv", "labels.txt", "model.keras")
+        }
         pristine["workspace.json"] = (workspace.path / "workspace.json").read_bytes()
-        yield {"token": token, "workspace": workspace, "run": run, "images": images, "root": root,
-               "pristine": pristine, "bottlenecks": bottlenecks}
+        yield {
+            "token": token,
+            "workspace": workspace,
+            "run": run,
+            "images": images,
+            "root": root,
+            "pristine": pristine,
+            "bottlenecks": bottlenecks,
+        }
 
 
 @pytest.fixture
@@ -135,16 +170,28 @@ def restore(studio):
 def damage(data: bytes, how: str) -> bytes | None:
     """The bytes of a file damaged one way (None: the file is removed)."""
     middle = len(data) // 2
-    return {"truncated": data[: len(data) // 2], "empty": b"", "not utf-8": b"\xff\xfe" + data[2:],
-            "missing": None, "garbage in the middle": data[:middle] + b"\x00" * 512 + data[middle + 512:]}[how]
+    return {
+        "truncated": data[: len(data) // 2],
+        "empty": b"",
+        "not utf-8": b"\xff\xfe" + data[2:],
+        "missing": None,
+        "garbage in the middle": data[:middle] + b"\x00" * 512 + data[middle + 512 :],
+    }[how]
 
 
 # Wrong types: valid JSON of the right outer shape whose fields lie.
 WRONG_TYPES = {
     "status.json": {"state": "training", "progress": "half", "pid": "twelve"},
     "config.json": {"train": {"epochs": "many", "architecture": 5}},
-    "report.json": {"labels": ["a", "b"], "test_accuracy": "high", "top5_accuracy": 1, "test_images": 2,
-                    "confusion_matrix": [[1]], "per_class": {}, "misclassified": []},
+    "report.json": {
+        "labels": ["a", "b"],
+        "test_accuracy": "high",
+        "top5_accuracy": 1,
+        "test_images": 2,
+        "confusion_matrix": [[1]],
+        "per_class": {},
+        "misclassified": [],
+    },
     "workspace.json": ["not", "an", "object"],
 }
 HOW = ["truncated", "empty", "not utf-8", "missing"]
@@ -174,8 +221,9 @@ MISSING_IS = {"status.json": {}, "metrics.csv": [], "workspace.json": {}}
 
 
 @pytest.mark.parametrize("how", HOW + ["wrong types"])
-@pytest.mark.parametrize("name", ["status.json", "config.json", "report.json", "metrics.csv", "labels.txt",
-                                  "workspace.json"])
+@pytest.mark.parametrize(
+    "name", ["status.json", "config.json", "report.json", "metrics.csv", "labels.txt", "workspace.json"]
+)
 def test_every_file_read_back_damaged_is_a_clear_answer(studio, restore, name, how):
     folder = studio["workspace"].path if name == "workspace.json" else studio["run"].path
     target = folder / name
@@ -218,8 +266,13 @@ def test_metrics_damaged_in_the_middle_is_an_error_not_a_silent_gap(studio, rest
 def test_overrides_file_damaged_every_way(tmp_path):
     path = tmp_path / "overrides.json"
     assert load_overrides(path) == {"drop": [], "relabel": {}}  # missing: no decisions yet
-    for data in (b"{\"drop\": [", b"\xff\xfe{}", b"[1, 2]", b"{\"drop\": [1], \"relabel\": {}}",
-                 b"{\"drop\": [], \"relabel\": {\"a.jpg\": 7}}"):
+    for data in (
+        b'{"drop": [',
+        b"\xff\xfe{}",
+        b"[1, 2]",
+        b'{"drop": [1], "relabel": {}}',
+        b'{"drop": [], "relabel": {"a.jpg": 7}}',
+    ):
         path.write_bytes(data)
         with pytest.raises(DamagedFile, match="overrides.json"):
             load_overrides(path)
@@ -253,14 +306,15 @@ def test_a_damaged_model_file_is_a_clear_error(studio, restore, how):
 def test_damaged_config_on_the_command_line_is_one_line(studio, restore, tmp_path):
     bad = tmp_path / "config.json"
     bad.write_bytes(b"\xff" + studio["pristine"]["config.json"])
-    assert_one_clear_line(cli("train", "--config", str(bad), "--output_dir", str(tmp_path / "run")),
-                          "config.json", "not UTF-8")
+    assert_one_clear_line(
+        cli("train", "--config", str(bad), "--output_dir", str(tmp_path / "run")), "config.json", "not UTF-8"
+    )
     bad.write_text(json.dumps({"train": {"epochs": [3]}}))
-    assert_one_clear_line(cli("train", "--config", str(bad), "--output_dir", str(tmp_path / "run")),
-                          "train.epochs")
+    assert_one_clear_line(cli("train", "--config", str(bad), "--output_dir", str(tmp_path / "run")), "train.epochs")
 
 
 # ---- The pages keep rendering ------------------------------------------------------------------------------------
+
 
 def app(token: str, page: str) -> AppTest:
     at = open_app(page, token, timeout=600)  # generous: the first run imports plotly on a busy machine
@@ -269,27 +323,41 @@ def app(token: str, page: str) -> AppTest:
 
 
 def shown(at: AppTest) -> str:
-    return " | ".join(str(element.value) for kind in (at.warning, at.error, at.info, at.markdown, at.caption)
-                      for element in kind) + " | " + " | ".join(str(e.value) for e in at.sidebar.markdown)
+    return (
+        " | ".join(
+            str(element.value) for kind in (at.warning, at.error, at.info, at.markdown, at.caption) for element in kind
+        )
+        + " | "
+        + " | ".join(str(e.value) for e in at.sidebar.markdown)
+    )
 
 
 PAGES = ["pages/dataset.py", "pages/train.py", "pages/evaluate.py", "pages/predict.py", "pages/runs.py"]
 
 
-@pytest.mark.parametrize("name, how, says", [
-    ("status.json", "truncated", "status.json"),
-    ("status.json", "not utf-8", "status.json"),
-    ("metrics.csv", "not utf-8", "metrics.csv"),
-    ("config.json", "truncated", "config.json"),
-    ("report.json", "not utf-8", "report.json"),
-    ("workspace.json", "truncated", "workspace.json"),
-])
+@pytest.mark.parametrize(
+    "name, how, says",
+    [
+        ("status.json", "truncated", "status.json"),
+        ("status.json", "not utf-8", "status.json"),
+        ("metrics.csv", "not utf-8", "metrics.csv"),
+        ("config.json", "truncated", "config.json"),
+        ("report.json", "not utf-8", "report.json"),
+        ("workspace.json", "truncated", "workspace.json"),
+    ],
+)
 def test_pages_render_and_name_the_damaged_file(studio, restore, name, how, says):
     folder = studio["workspace"].path if name == "workspace.json" else studio["run"].path
     (folder / name).write_bytes(damage(studio["pristine"][name], how))
-    pages = PAGES if name in ("status.json", "workspace.json") else \
-        {"metrics.csv": ["pages/train.py", "pages/runs.py"], "config.json": ["pages/runs.py", "pages/evaluate.py"],
-         "report.json": ["pages/evaluate.py"]}[name]
+    pages = (
+        PAGES
+        if name in ("status.json", "workspace.json")
+        else {
+            "metrics.csv": ["pages/train.py", "pages/runs.py"],
+            "config.json": ["pages/runs.py", "pages/evaluate.py"],
+            "report.json": ["pages/evaluate.py"],
+        }[name]
+    )
     seen = []
     for page in pages:
         at = app(studio["token"], page)  # asserts no exception
@@ -302,13 +370,14 @@ def test_a_damaged_run_can_still_be_deleted(studio, tmp_path):
 
     run = RunDir(studio["workspace"].runs / "run-20240101-000001-dead")
     shutil.copytree(studio["run"].path, run.path)
-    run.status_file.write_bytes(b"{\"state\": \"trai")
+    run.status_file.write_bytes(b'{"state": "trai')
     assert refreshed_status(run)["state"] == "unknown"
     delete_run(run.path)
     assert not run.path.exists()
 
 
 # ---- The bottleneck cache ----------------------------------------------------------------------------------------
+
 
 def filled_store(folder: Path, entries: int = 600) -> dict[str, np.ndarray]:
     vectors = {f"key{i}": np.full(256, i, np.float32) for i in range(entries)}
@@ -323,7 +392,7 @@ def test_cache_damaged_in_its_middle_is_set_aside_rebuilt_and_healthy_entries_ke
     database = tmp_path / DATABASE_NAME
     damaged = bytearray(database.read_bytes())
     middle = len(damaged) // 2 // 4096 * 4096
-    damaged[middle:middle + 8192] = os.urandom(8192)  # two pages in the middle; the header is intact
+    damaged[middle : middle + 8192] = os.urandom(8192)  # two pages in the middle; the header is intact
     database.write_bytes(bytes(damaged))
     with pytest.raises(sqlite3.DatabaseError, match="malformed"):  # what every later run used to fail with
         connection = sqlite3.connect(database)
@@ -334,8 +403,11 @@ def test_cache_damaged_in_its_middle_is_set_aside_rebuilt_and_healthy_entries_ke
     assert len(vectors) // 2 < len(found) < len(vectors), "the readable entries are carried over, the rest not"
     assert all(np.array_equal(found[key], vectors[key]) for key in found), "carried entries are intact"
     assert "set aside" in store.repaired
-    aside = [path for path in tmp_path.iterdir() if path.name.startswith(f"{DATABASE_NAME}.damaged-")
-             and not path.name.endswith(("-wal", "-shm"))]
+    aside = [
+        path
+        for path in tmp_path.iterdir()
+        if path.name.startswith(f"{DATABASE_NAME}.damaged-") and not path.name.endswith(("-wal", "-shm"))
+    ]
     assert aside and aside[0].read_bytes() == bytes(damaged), "the damaged file is kept as it was"
 
 
@@ -343,13 +415,14 @@ def test_cache_run_over_a_damaged_cache_computes_only_what_was_lost(tmp_path, ti
     from pipeline.backbones import load_backbone
 
     images = make_class_folders(tmp_path / "images", {"red": 40, "blue": 40})
-    items = [ExtractItem(str(path), hashlib.sha256(path.read_bytes()).hexdigest())
-             for path in sorted(images.rglob("*.jpg"))]
+    items = [
+        ExtractItem(str(path), hashlib.sha256(path.read_bytes()).hexdigest()) for path in sorted(images.rglob("*.jpg"))
+    ]
     backbone = load_backbone(str(tiny_backbone_file), "features")
     first = cache_bottlenecks(items, backbone, tmp_path / "cache")
     database = tmp_path / "cache" / DATABASE_NAME
     damaged = bytearray(database.read_bytes())
-    damaged[len(damaged) // 2:len(damaged) // 2 + 4096] = b"\x00" * 4096
+    damaged[len(damaged) // 2 : len(damaged) // 2 + 4096] = b"\x00" * 4096
     database.write_bytes(bytes(damaged))
     second = cache_bottlenecks(items, backbone, tmp_path / "cache")
     assert first.computed == len(items) and second.reused + second.computed == len(items)
@@ -358,29 +431,47 @@ def test_cache_run_over_a_damaged_cache_computes_only_what_was_lost(tmp_path, ti
 
 def test_cache_folder_missing_unwritable_or_a_file_is_one_line(tmp_path, tiny_backbone_file):
     images = make_class_folders(tmp_path / "images", {"red": 3, "blue": 3})
-    common = ["cache", "--image_dir", str(images), "--architecture", str(tiny_backbone_file),
-              "--bottleneck_layer", "features"]
+    common = [
+        "cache",
+        "--image_dir",
+        str(images),
+        "--architecture",
+        str(tiny_backbone_file),
+        "--bottleneck_layer",
+        "features",
+    ]
     (tmp_path / "a-file").write_text("not a folder")
-    assert_one_clear_line(cli(*common, "--bottleneck_dir", str(tmp_path / "a-file" / "cache")),
-                          "bottleneck cache folder")
+    assert_one_clear_line(
+        cli(*common, "--bottleneck_dir", str(tmp_path / "a-file" / "cache")), "bottleneck cache folder"
+    )
     result = cli(*common, "--bottleneck_dir", str(tmp_path / "new" / "deeper"))  # missing: created
     assert result.returncode == 0 and (tmp_path / "new" / "deeper" / DATABASE_NAME).exists(), result.stderr[-2000:]
     readonly = tmp_path / "readonly"
     if not try_mount_tmpfs(readonly, "ro,size=1m"):
         pytest.skip("cannot mount a read-only tmpfs here (not root)")
     try:
-        assert_one_clear_line(cli(*common, "--bottleneck_dir", str(readonly / "cache")),
-                              "bottleneck cache folder", "Read-only")
+        assert_one_clear_line(
+            cli(*common, "--bottleneck_dir", str(readonly / "cache")), "bottleneck cache folder", "Read-only"
+        )
     finally:
         unmount(readonly)
 
 
 # ---- train --output_dir: only our folders, one run at a time ----------------------------------------------------
 
+
 def test_a_folder_that_is_not_a_run_is_refused_untouched(tmp_path, tiny_backbone_file):
     foreign = tmp_path / "my-project"
-    for name in ("logs/events.txt", "saved_model/keep.pb", "labels.txt", "report.json", "metrics.csv",
-                 "model.keras", "status.json", "cancel-requested"):
+    for name in (
+        "logs/events.txt",
+        "saved_model/keep.pb",
+        "labels.txt",
+        "report.json",
+        "metrics.csv",
+        "model.keras",
+        "status.json",
+        "cancel-requested",
+    ):
         (foreign / name).parent.mkdir(parents=True, exist_ok=True)
         (foreign / name).write_text(f"the user's own {name}")
     before = tree_hashes(foreign)
@@ -406,6 +497,7 @@ def test_claim_marks_new_folders_and_refuses_a_second_run(tmp_path):
 
 # ---- kill -9 at each stage, and two runs into one folder --------------------------------------------------------
 
+
 @pytest.mark.parametrize("stage", ["caching", "training", "exporting"])
 def test_kill_9_at_each_stage_is_reported_as_interrupted_and_a_rerun_works(tmp_path, tiny_backbone_file, stage):
     images = make_class_folders(tmp_path / "images", {"red": 150, "blue": 150} if stage == "caching" else CLASSES)
@@ -413,8 +505,9 @@ def test_kill_9_at_each_stage_is_reported_as_interrupted_and_a_rerun_works(tmp_p
     run = RunDir(tmp_path / "run")
     args = train_args(images, run.path, tiny_backbone_file, tmp_path / "cache")
     args[-1] = "400" if stage == "training" else "3"  # epochs: long enough to be caught training
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 600
     try:
         while run.status().get("state") != stage:
@@ -437,8 +530,13 @@ def test_two_runs_into_one_folder_at_once_the_second_is_refused(tmp_path, tiny_b
     run = RunDir(tmp_path / "run")
     args = train_args(images, run.path, tiny_backbone_file, tmp_path / "cache")
     args[-1] = "200"
-    first = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 600
         while run.status().get("state") not in ("caching", "training"):
@@ -454,6 +552,7 @@ def test_two_runs_into_one_folder_at_once_the_second_is_refused(tmp_path, tiny_b
 
 
 # ---- Full disk ---------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("size", ["24k", "100k"])  # full while caching; full while exporting
 def test_full_disk_on_a_small_tmpfs_is_one_line_and_a_failed_status(tmp_path, tiny_backbone_file, size):
@@ -472,8 +571,9 @@ def test_full_disk_on_a_small_tmpfs_is_one_line_and_a_failed_status(tmp_path, ti
         unmount(disk)
 
 
-def test_full_disk_stubbed_while_training_fails_the_run_with_where_and_how_much(tmp_path, tiny_backbone_file,
-                                                                                monkeypatch):
+def test_full_disk_stubbed_while_training_fails_the_run_with_where_and_how_much(
+    tmp_path, tiny_backbone_file, monkeypatch
+):
     from pipeline.config import OutputConfig, TrainConfig
 
     images = make_class_folders(tmp_path / "images", CLASSES)
@@ -482,9 +582,11 @@ def test_full_disk_stubbed_while_training_fails_the_run_with_where_and_how_much(
         raise OSError(errno.ENOSPC, "No space left on device", str(self.metrics))
 
     monkeypatch.setattr(RunDir, "append_metrics", no_space)
-    config = RunConfig(dataset=DatasetConfig(image_dir=str(images)),
-                       train=TrainConfig(architecture=str(tiny_backbone_file), bottleneck_layer="features", epochs=2),
-                       output=OutputConfig(bottleneck_dir=str(tmp_path / "cache")))
+    config = RunConfig(
+        dataset=DatasetConfig(image_dir=str(images)),
+        train=TrainConfig(architecture=str(tiny_backbone_file), bottleneck_layer="features", epochs=2),
+        output=OutputConfig(bottleneck_dir=str(tmp_path / "cache")),
+    )
     with pytest.raises(RetrainError, match=r"metrics.csv is full \(.* MB free\): free about .* MB"):
         retrain(config, tmp_path / "run")
     status = RunDir(tmp_path / "run").status()
@@ -538,10 +640,10 @@ def test_start_training_on_a_full_disk_shows_an_error_on_the_page(studio, monkey
 
 # ---- Settings out of range --------------------------------------------------------------------------------------
 
+
 def test_out_of_range_seed_is_one_line_and_configure_bounds_it(studio, tmp_path, tiny_backbone_file):
     images = make_class_folders(tmp_path / "images", {"red": 3, "blue": 3})
-    result = cli(*train_args(images, tmp_path / "run", tiny_backbone_file, tmp_path / "cache"),
-                 "--seed", "99999999999")
+    result = cli(*train_args(images, tmp_path / "run", tiny_backbone_file, tmp_path / "cache"), "--seed", "99999999999")
     assert_one_clear_line(result, "train.seed = 99999999999 is out of range")
     with pytest.raises(RetrainError, match="train.seed"):
         RunConfig.from_dict({"train": {"seed": -1}}).validate()
@@ -551,6 +653,7 @@ def test_out_of_range_seed_is_one_line_and_configure_bounds_it(studio, tmp_path,
 
 
 # ---- Hostile names -----------------------------------------------------------------------------------------------
+
 
 def test_names_that_are_not_utf8_and_a_pipe_behind_a_symlink(tmp_path, tiny_backbone_file):
     images = make_class_folders(tmp_path / "images", CLASSES)
@@ -564,7 +667,7 @@ def test_names_that_are_not_utf8_and_a_pipe_behind_a_symlink(tmp_path, tiny_back
     before = tree_hashes(images)
     inspect = cli("inspect", "--image_dir", str(images), timeout=60)  # a pipe once made this hang forever
     assert inspect.returncode == 0 and "Traceback" not in inspect.stderr, inspect.stderr[-2000:]
-    report = json.loads(inspect.stdout[inspect.stdout.index("{\n"):])
+    report = json.loads(inspect.stdout[inspect.stdout.index("{\n") :])
     assert "r\\xe9d" in report["classes"]
     problems = {problem["file"]: problem["problem"] for problem in report["problems"]}
     assert "pipe, device or socket" in problems["green/pipe.jpg"] and "green/direct.jpg" in problems
@@ -586,16 +689,36 @@ def test_a_server_folder_whose_name_is_not_utf8_is_listed_and_usable(tmp_path, m
 
 # Kinds of fault this suite tries (each a distinct way for a file, a disk, a process or a name to go wrong).
 FAULT_KINDS = [
-    "truncated file", "empty file", "non-UTF-8 file", "missing file", "wrong-typed JSON",
-    "metrics line damaged mid-file", "labels not matching the model", "repeated label", "damaged model.keras",
-    "cache damaged mid-file", "cache folder a file", "cache folder read-only", "cache folder missing",
-    "foreign --output_dir", "two runs into one folder", "kill -9 while caching", "kill -9 while training",
-    "kill -9 while exporting", "full disk (tmpfs) while caching", "full disk (tmpfs) while exporting",
-    "full disk (stub) writing metrics", "full disk (stub) writing status", "full disk in the cache database",
-    "full disk when starting a run in the app", "out-of-range setting", "non-UTF-8 file and folder names",
-    "pipe behind a symlink", "pipe in the dataset", "non-UTF-8 server folder name",
+    "truncated file",
+    "empty file",
+    "non-UTF-8 file",
+    "missing file",
+    "wrong-typed JSON",
+    "metrics line damaged mid-file",
+    "labels not matching the model",
+    "repeated label",
+    "damaged model.keras",
+    "cache damaged mid-file",
+    "cache folder a file",
+    "cache folder read-only",
+    "cache folder missing",
+    "foreign --output_dir",
+    "two runs into one folder",
+    "kill -9 while caching",
+    "kill -9 while training",
+    "kill -9 while exporting",
+    "full disk (tmpfs) while caching",
+    "full disk (tmpfs) while exporting",
+    "full disk (stub) writing metrics",
+    "full disk (stub) writing status",
+    "full disk in the cache database",
+    "full disk when starting a run in the app",
+    "out-of-range setting",
+    "non-UTF-8 file and folder names",
+    "pipe behind a symlink",
+    "pipe in the dataset",
+    "non-UTF-8 server folder name",
 ]
-
 
 
 def test_a_run_that_stopped_on_an_error_before_its_status_says_that_error(tmp_path):
@@ -632,8 +755,12 @@ def test_outputs_the_user_names_never_replace_a_file_that_is_not_ours(tmp_path):
     refuse_to_replace(tmp_path / "new.txt", looks_like_labels_file, "a labels file")  # absent: fine
     refuse_to_replace(labels, looks_like_labels_file, "a labels file")  # an earlier run's: fine
     refuse_to_replace(csv_of_ours, looks_like_predictions_csv, "a predictions CSV")
-    for path, is_ours in ((photo, looks_like_labels_file), (csv_of_theirs, looks_like_predictions_csv),
-                          (photo, looks_like_our_model), (tmp_path, looks_like_labels_file)):
+    for path, is_ours in (
+        (photo, looks_like_labels_file),
+        (csv_of_theirs, looks_like_predictions_csv),
+        (photo, looks_like_our_model),
+        (tmp_path, looks_like_labels_file),
+    ):
         with pytest.raises(RetrainError, match="already exists and is not"):
             refuse_to_replace(path, is_ours, "an output")
     assert photo.read_bytes() == b"\xff\xd8\xff\xe0 a photo" and csv_of_theirs.read_text() == "name,amount\n"
@@ -672,8 +799,14 @@ def test_status_keeps_the_process_start_time_and_an_interrupted_run_keeps_its_ch
     run.write_status("exporting", 0.9, "model.keras", exports={"keras": "ready", "saved_model": "building"})
     assert run.status()["pid_started"] == process_started(os.getpid())
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    run.write_status("exporting", 0.9, "saved_model", pid=int(finished.stdout), pid_started="0",
-                     exports={"keras": "ready", "saved_model": "building"})
+    run.write_status(
+        "exporting",
+        0.9,
+        "saved_model",
+        pid=int(finished.stdout),
+        pid_started="0",
+        exports={"keras": "ready", "saved_model": "building"},
+    )
     status = refreshed_status(run)
     assert status["state"] == "failed" and "interrupted" in status["message"]
     assert status["exports"] == {"keras": "ready", "saved_model": "not built"}
@@ -705,8 +838,12 @@ def test_missing_overrides_file_and_a_newline_in_a_message_stay_one_line(tmp_pat
     from pipeline.errors import RetrainError
 
     images = make_class_folders(tmp_path / "images", {"red": 3, "blue": 3})
-    result = cli(*train_args(images, tmp_path / "run", tiny_backbone_file, tmp_path / "cache"),
-                 "--overrides", str(tmp_path / "typo.json"), timeout=120)
+    result = cli(
+        *train_args(images, tmp_path / "run", tiny_backbone_file, tmp_path / "cache"),
+        "--overrides",
+        str(tmp_path / "typo.json"),
+        timeout=120,
+    )
     assert_one_clear_line(result, "typo.json: no such file")
     assert not (tmp_path / "run").exists()  # refused before any work
     assert one_line(RetrainError("class 'new\nline' has 1 image")) == "class 'new\\nline' has 1 image"

@@ -89,9 +89,16 @@ def test_six_simultaneous_submissions_never_run_more_than_the_cap(tmp_path, monk
     monkeypatch.setenv("RETRAIN_STUDIO_MAX_JOBS", "2")
     runs = fake_runs(tmp_path / "runs", 6, sleep=1.0)
     at = time.time() + 1.5  # six processes, released at the same moment: six sessions pressing Start
-    sessions = [subprocess.Popen([sys.executable, "-c", SUBMIT.format(repo=str(REPO), queue=str(tmp_path / "q"),
-                                                                      worker=WORKER, at=at, run=str(run))])
-                for run in runs]
+    sessions = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                SUBMIT.format(repo=str(REPO), queue=str(tmp_path / "q"), worker=WORKER, at=at, run=str(run)),
+            ]
+        )
+        for run in runs
+    ]
     assert all(session.wait(timeout=60) == 0 for session in sessions)
     spans = intervals(tmp_path / "runs", 6)
     assert most_at_once(spans) == 2, spans  # the cap is used, and never exceeded
@@ -133,8 +140,11 @@ def test_finished_runs_are_reaped_not_left_as_zombies(tmp_path, monkeypatch):
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
         time.sleep(0.1)
-    states = {pid: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-              for pid in pids if Path(f"/proc/{pid}").exists()}
+    states = {
+        pid: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        for pid in pids
+        if Path(f"/proc/{pid}").exists()
+    }
     assert not states, f"left behind (Z = zombie): {states}"
 
 
@@ -150,9 +160,17 @@ def test_a_dispatcher_killed_between_claim_and_start_loses_nothing_and_starts_no
     third = fake_runs(tmp_path / "more", 1)[0]
     queue.submit(third)
     ticket, _ = queue._claim_next()
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
-                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(30)",
-                               str(tmp_path / "q" / "tickets" / f"{ticket}.lock")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+            "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(30)",
+            str(tmp_path / "q" / "tickets" / f"{ticket}.lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         assert queue.dispatch(1) == [] and [h["ticket"] for h in queue.holders()] == [ticket]
@@ -170,8 +188,10 @@ def test_a_waiting_run_knows_its_place_and_an_estimate(tmp_path):
         queue.submit(run)
     assert queue.place(runs[2], 1).position == 3 and queue.place(runs[2], 1).estimate_seconds is None
     with queue._db() as db:  # two earlier runs took 100 s each
-        db.execute("INSERT INTO tickets (run_dir, state, submitted, started, finished) VALUES "
-                   "('old1', 'finished', 0, 0, 100), ('old2', 'finished', 0, 200, 300)")
+        db.execute(
+            "INSERT INTO tickets (run_dir, state, submitted, started, finished) VALUES "
+            "('old1', 'finished', 0, 0, 100), ('old2', 'finished', 0, 200, 300)"
+        )
     place = queue.place(runs[2], 1)
     assert (place.position, place.waiting, place.running, place.estimate_seconds) == (3, 3, 0, 200.0)
     assert queue.place(runs[2], 2).estimate_seconds == 100.0
@@ -216,9 +236,17 @@ def test_the_train_page_and_sidebar_show_a_waiting_runs_place(root, monkeypatch)
     training = fake_runs(root / "elsewhere", 1)[0]  # a stranger's run holds the only slot
     queue.submit(training)
     ticket, _ = queue._claim_next()
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
-                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
-                               str(queue.folder / "tickets" / f"{ticket}.lock")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+            "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+            str(queue.folder / "tickets" / f"{ticket}.lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         token = new_token()
@@ -238,6 +266,7 @@ def test_the_train_page_and_sidebar_show_a_waiting_runs_place(root, monkeypatch)
 
 
 # ---- Disk --------------------------------------------------------------------------------------------------------
+
 
 def test_the_workspace_quota_counts_runs_and_the_server_budget_counts_everyone(root, tmp_path, monkeypatch):
     from pipeline.studio.launch import start_run
@@ -311,6 +340,7 @@ def test_idle_workspaces_expire_but_never_active_or_foreign_folders(root, tmp_pa
 
 # ---- Memory ------------------------------------------------------------------------------------------------------
 
+
 def test_concurrent_decodes_wait_for_the_shared_pixel_budget(tmp_path, monkeypatch):
     import threading
     from concurrent.futures import ThreadPoolExecutor
@@ -320,8 +350,7 @@ def test_concurrent_decodes_wait_for_the_shared_pixel_budget(tmp_path, monkeypat
 
     from pipeline import images
 
-    data = (write_image(tmp_path / "budget.png",
-                        class_image("red", 0, (400, 300)))).read_bytes()
+    data = (write_image(tmp_path / "budget.png", class_image("red", 0, (400, 300)))).read_bytes()
     real_load, lock, now, peak = ImageFile.ImageFile.load, threading.Lock(), [0], [0]
 
     def slow_load(self):
@@ -368,8 +397,13 @@ def test_four_huge_decodes_at_once_stay_near_one_images_memory():
     """Four 12 MP RGBA PNGs in four threads, the budget room for one: well under four images' ~600 MB."""
     env = {**os.environ, "RETRAIN_STUDIO_MAX_PIXELS": "12000000"}
     env.pop("RETRAIN_STUDIO_DECODE_BUDGET_PIXELS", None)
-    done = subprocess.run([sys.executable, "-c", MEMORY_CHILD.format(repo=str(REPO))], env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD.format(repo=str(REPO))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     added = json.loads(done.stdout.strip().splitlines()[-1])["added_mb"]
     assert added < 350, f"decoding added {added:.0f} MB"
@@ -377,8 +411,10 @@ def test_four_huge_decodes_at_once_stay_near_one_images_memory():
 
 # ---- Privacy -------------------------------------------------------------------------------------------------------
 
-def test_uploaded_photos_are_cached_per_workspace_so_no_run_reveals_anothers_uploads(root, tmp_path,
-                                                                                        tiny_backbone_file):
+
+def test_uploaded_photos_are_cached_per_workspace_so_no_run_reveals_anothers_uploads(
+    root, tmp_path, tiny_backbone_file
+):
     from imagegen import make_class_folders, make_zip
 
     from pipeline.backbones import load_backbone
@@ -427,8 +463,11 @@ def test_user_supplied_names_are_shown_as_plain_text(root, tmp_path):
     for page in ("pages/dataset.py", "pages/explore.py"):
         at = open_app(page, token)
         assert not at.exception, [e.value for e in at.exception]
-        markdown = [str(e.value) for kind in ("markdown", "caption", "subheader", "info", "warning", "error")
-                    for e in getattr(at, kind)] + [str(e.value) for e in at.sidebar.markdown]
+        markdown = [
+            str(e.value)
+            for kind in ("markdown", "caption", "subheader", "info", "warning", "error")
+            for e in getattr(at, kind)
+        ] + [str(e.value) for e in at.sidebar.markdown]
         for text in markdown:
             assert "](" not in text.replace("\\](", "") and ":red[" not in text, text
         assert any("\\[home\\](https\\:evil.example)" in text for text in markdown), markdown

@@ -98,9 +98,17 @@ def test_a_decode_check_is_not_satisfied_by_a_listing_without_decode(photos, tmp
     assert again.files_checked == 0 and len(again.problems) == 1  # the decode verdict serves a quick listing too
 
 
-@pytest.mark.parametrize("damage", [b"", b'{"format": "retrain-studio/file-checks", "vers', b"\xff\xfe garbage",
-                                    b"[1, 2, 3]", b'{"format": "retrain-studio/file-checks", "version": 2, '
-                                    b'"root": "ROOT", "entries": {"red/red_000.jpg": [1, 2]}}'])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"",
+        b'{"format": "retrain-studio/file-checks", "vers',
+        b"\xff\xfe garbage",
+        b"[1, 2, 3]",
+        b'{"format": "retrain-studio/file-checks", "version": 2, '
+        b'"root": "ROOT", "entries": {"red/red_000.jpg": [1, 2]}}',
+    ],
+)
 def test_a_damaged_store_is_ignored_with_a_log_line_and_rebuilt(photos, tmp_path, decodes, caplog, damage):
     store = tmp_path / "store"
     _load(photos, store)
@@ -145,6 +153,7 @@ def test_without_a_store_every_load_checks_everything(photos, decodes):
 
 
 # ---- Hostile stores (attack2) ---------------------------------------------------------------------------------------
+
 
 def test_a_store_that_is_a_fifo_is_ignored_not_waited_on(photos, tmp_path, decodes, caplog):
     store = tmp_path / "store"
@@ -200,7 +209,7 @@ def test_a_photo_replaced_with_same_size_and_mtime_is_checked_again(photos, tmp_
     _load(photos, store)
     target, other = photos / "red" / "red_000.jpg", photos / "blue" / "blue_000.jpg"
     before = os.stat(target)
-    data = other.read_bytes()[:before.st_size].ljust(before.st_size, b"\0")
+    data = other.read_bytes()[: before.st_size].ljust(before.st_size, b"\0")
     time.sleep(0.01)
     target.write_bytes(data)
     os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
@@ -210,6 +219,7 @@ def test_a_photo_replaced_with_same_size_and_mtime_is_checked_again(photos, tmp_
     assert decodes["n"] == 1
     row = dataset.table[dataset.table["file"] == "red/red_000.jpg"].iloc[0]
     import hashlib
+
     assert row["sha256"] == hashlib.sha256(data).hexdigest()
 
 

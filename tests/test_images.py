@@ -35,13 +35,17 @@ def close_to(pixel, colour, tolerance=12):
 
 # ---- Bad input: a problem with a message, never a crash ---------------------------------------------------------
 
-@pytest.mark.parametrize("kind, message", [
-    ("empty", r"empty file \(0 bytes\)"),
-    ("truncated_jpeg", "truncated or damaged"),
-    ("not_an_image", "not an image"),
-    ("png_bomb", "image too large.*decompression bomb"),
-    ("tiff_as_jpg", "unsupported image type TIFF"),
-])
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("empty", r"empty file \(0 bytes\)"),
+        ("truncated_jpeg", "truncated or damaged"),
+        ("not_an_image", "not an image"),
+        ("png_bomb", "image too large.*decompression bomb"),
+        ("tiff_as_jpg", "unsupported image type TIFF"),
+    ],
+)
 def test_bad_file_is_a_problem(tmp_path, kind, message):
     path = BAD_FILES[kind](tmp_path / "bad.jpg")
     with pytest.raises(ImageProblem, match=message):
@@ -85,10 +89,18 @@ def test_file_without_read_permission_is_a_problem(tmp_path):
 
 # ---- Odd but valid: converted, not refused ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", sorted(ODD_FILES))
 def test_odd_file_decodes_to_rgb(tmp_path, kind):
-    suffix = {"webp": ".webp", "bmp": ".bmp", "two_frame_gif": ".gif", "cmyk_jpeg": ".jpg", "gray_jpeg": ".jpg",
-              "exif_rotated_jpeg": ".jpg", "png_named_jpg": ".jpg"}.get(kind, ".png")
+    suffix = {
+        "webp": ".webp",
+        "bmp": ".bmp",
+        "two_frame_gif": ".gif",
+        "cmyk_jpeg": ".jpg",
+        "gray_jpeg": ".jpg",
+        "exif_rotated_jpeg": ".jpg",
+        "png_named_jpg": ".jpg",
+    }.get(kind, ".png")
     rgb = load_image(ODD_FILES[kind](tmp_path / f"odd{suffix}"))
     assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
 

@@ -54,8 +54,15 @@ def finished_check(tmp_path_factory, tiny_backbone_file):
 
 def test_the_check_runs_in_the_background_and_says_where_it_is(finished_check):
     folder, seen = finished_check
-    assert seen & {"starting", "waiting for a free slot", "reading the dataset", "loading the backbone",
-                   "reading photos through the backbone", "checking labels", "drawing the map"}
+    assert seen & {
+        "starting",
+        "waiting for a free slot",
+        "reading the dataset",
+        "loading the backbone",
+        "reading photos through the backbone",
+        "checking labels",
+        "drawing the map",
+    }
     status = label_check_status(folder)
     assert status_line(status).startswith("done: ") and "likely mistake" in status_line(status)
 
@@ -81,8 +88,9 @@ def test_damaged_results_and_status_say_which_file(finished_check, tmp_path):
     (folder / "results.json").write_bytes((folder / "results.json").read_bytes()[:100])
     with pytest.raises(DamagedFile, match="results.json"):
         suspects_page(folder)
-    (folder / "results.json").write_text(json.dumps({"format": "retrain-studio/label-check", "suspects": [1],
-                                                     "points": [], "checked_images": 1}))
+    (folder / "results.json").write_text(
+        json.dumps({"format": "retrain-studio/label-check", "suspects": [1], "points": [], "checked_images": 1})
+    )
     with pytest.raises(DamagedFile, match="suspect is malformed"):
         suspects_page(folder)
     (folder / "status.json").write_bytes(b"\xff\xfe")
@@ -97,12 +105,21 @@ def test_a_job_whose_process_died_reads_as_failed_and_a_live_one_refuses_a_secon
     folder = tmp_path / "label-check"
     folder.mkdir()
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (folder / "status.json").write_text(json.dumps({"state": "running", "step": "checking labels",
-                                                    "pid": int(gone.stdout), "pid_started": "x"}))
+    (folder / "status.json").write_text(
+        json.dumps({"state": "running", "step": "checking labels", "pid": int(gone.stdout), "pid_started": "x"})
+    )
     assert label_check_status(folder)["state"] == "failed"
     assert "stopped unexpectedly" in label_check_status(folder)["message"]
-    (folder / "status.json").write_text(json.dumps({"state": "running", "step": "checking labels",
-                                                    "pid": os.getpid(), "pid_started": process_started(os.getpid())}))
+    (folder / "status.json").write_text(
+        json.dumps(
+            {
+                "state": "running",
+                "step": "checking labels",
+                "pid": os.getpid(),
+                "pid_started": process_started(os.getpid()),
+            }
+        )
+    )
     with pytest.raises(RetrainError, match="already running"):
         start_label_check(folder, DatasetConfig(image_dir=str(tmp_path)), TrainConfig())
     cancel_label_check(folder)
@@ -114,15 +131,24 @@ def test_a_cancelled_check_says_so(tmp_path, tiny_backbone_file):
     folder = tmp_path / "label-check"
     folder.mkdir()
     train = TrainConfig(architecture=str(tiny_backbone_file), bottleneck_layer="features")
-    (folder / "request.json").write_text(json.dumps({
-        "format": "retrain-studio/label-check", "dataset": DatasetConfig(image_dir=str(images)).__dict__,
-        "train": train.__dict__, "bottleneck_dir": str(tmp_path / "bn"), "method": "pca"}))
+    (folder / "request.json").write_text(
+        json.dumps(
+            {
+                "format": "retrain-studio/label-check",
+                "dataset": DatasetConfig(image_dir=str(images)).__dict__,
+                "train": train.__dict__,
+                "bottleneck_dir": str(tmp_path / "bn"),
+                "method": "pca",
+            }
+        )
+    )
     (folder / "cancel-requested").touch()
     run_label_check(folder)
     assert label_check_status(folder)["state"] == "cancelled"
 
 
 # ---- Hostile files and callers (attack2) ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("pid", ['"abc"', "-1", "100000000000000000000000", "1.5", "true", "[1]"])
 def test_a_status_with_a_malformed_pid_is_damaged_not_running_forever(tmp_path, pid):
@@ -137,11 +163,23 @@ def test_a_status_with_a_malformed_pid_is_damaged_not_running_forever(tmp_path, 
 
 
 def _results(folder, **changes):
-    suspect = {"file": "f", "path": "p", "label": "a", "suggested": "b", "label_probability": 0.1,
-               "suggested_probability": 0.9}
-    results = {"format": "retrain-studio/label-check", "checked_images": 3, "signature": "s", "architecture": "a",
-               "points": [{"x": 0.0, "y": 1.0, "file": "f", "path": "p", "label": "a", "split": "", "suspect": True}],
-               "suspects": [suspect] * 45, **changes}
+    suspect = {
+        "file": "f",
+        "path": "p",
+        "label": "a",
+        "suggested": "b",
+        "label_probability": 0.1,
+        "suggested_probability": 0.9,
+    }
+    results = {
+        "format": "retrain-studio/label-check",
+        "checked_images": 3,
+        "signature": "s",
+        "architecture": "a",
+        "points": [{"x": 0.0, "y": 1.0, "file": "f", "path": "p", "label": "a", "split": "", "suspect": True}],
+        "suspects": [suspect] * 45,
+        **changes,
+    }
     folder.mkdir(exist_ok=True)
     (folder / "results.json").write_text(json.dumps(results))
     return folder
@@ -157,8 +195,9 @@ def test_paging_edge_cases_are_clamped_not_raised(tmp_path):
     assert suspects_page(_results(tmp_path / "none", suspects=[]), 5).pages == 1
 
 
-@pytest.mark.parametrize("changes", [{"points": [1, "x", None]}, {"points": [{"x": "a"}]}, {"signature": 5},
-                                     {"architecture": ["a"]}])
+@pytest.mark.parametrize(
+    "changes", [{"points": [1, "x", None]}, {"points": [{"x": "a"}]}, {"signature": 5}, {"architecture": ["a"]}]
+)
 def test_damaged_points_or_signature_say_which_file(tmp_path, changes):
     folder = _results(tmp_path / "lc", **changes)
     with pytest.raises(DamagedFile, match="results.json"):
@@ -188,8 +227,11 @@ def test_two_starts_at_once_start_one_check(tmp_path, monkeypatch):
 
     def press():
         try:
-            outcomes.append(start_label_check(folder, DatasetConfig(image_dir=str(tmp_path / "missing")),
-                                              TrainConfig(), tmp_path / "bn"))
+            outcomes.append(
+                start_label_check(
+                    folder, DatasetConfig(image_dir=str(tmp_path / "missing")), TrainConfig(), tmp_path / "bn"
+                )
+            )
         except RetrainError as error:
             outcomes.append(str(error))
 

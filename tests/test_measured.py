@@ -9,10 +9,22 @@ from pipeline.backbones.measured import NOT_MEASURED, backbone_table, measured_n
 
 def test_figures_come_from_the_bench_file_only(tmp_path):
     path = tmp_path / "backbones.json"
-    path.write_text(json.dumps({"measured": "2026-11-30 08:00 UTC", "conditions": "load 3.1",
-                                "backbones": {"efficientnet_lite2": {"flowers_test_accuracy": 0.9512,
-                                                                     "model_mb": 24.41, "predict_p50_ms": None,
-                                                                     "extract_litert_images_per_second": "fast"}}}))
+    path.write_text(
+        json.dumps(
+            {
+                "measured": "2026-11-30 08:00 UTC",
+                "conditions": "load 3.1",
+                "backbones": {
+                    "efficientnet_lite2": {
+                        "flowers_test_accuracy": 0.9512,
+                        "model_mb": 24.41,
+                        "predict_p50_ms": None,
+                        "extract_litert_images_per_second": "fast",
+                    }
+                },
+            }
+        )
+    )
     rows = {row["Backbone"]: row for row in backbone_table(path)}
     assert set(rows) >= {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
     lite2 = rows["efficientnet_lite2"]
@@ -20,14 +32,22 @@ def test_figures_come_from_the_bench_file_only(tmp_path):
     assert lite2["Input (px)"] == "260" and lite2["Offline"] == "yes"
     assert lite2["Predict p50 (ms)"] == NOT_MEASURED  # null
     assert lite2["Extraction, LiteRT (img/s)"] == NOT_MEASURED  # not a number
-    assert all(value == NOT_MEASURED for key, value in rows["efficientnet_lite0"].items()
-               if key not in ("Backbone", "Input (px)", "Offline"))
+    assert all(
+        value == NOT_MEASURED
+        for key, value in rows["efficientnet_lite0"].items()
+        if key not in ("Backbone", "Input (px)", "Offline")
+    )
     assert "2026-11-30 08:00 UTC" in measured_note(path) and "load 3.1" in measured_note(path)
 
 
 def test_missing_or_damaged_file_means_nothing_measured(tmp_path):
-    for content in (None, b"{\"backbones\": {\"efficientnet_lite0\": ", b"\xff\xfe not utf-8", b"[1, 2]",
-                    b'{"backbones": {"efficientnet_lite0": [0.93]}}'):
+    for content in (
+        None,
+        b'{"backbones": {"efficientnet_lite0": ',
+        b"\xff\xfe not utf-8",
+        b"[1, 2]",
+        b'{"backbones": {"efficientnet_lite0": [0.93]}}',
+    ):
         path = tmp_path / "backbones.json"
         if content is not None:
             path.write_bytes(content)

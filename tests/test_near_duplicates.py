@@ -26,8 +26,18 @@ from pipeline.near_duplicates import (
 )
 
 # Ten re-encodings of one photo: JPEG quality from 10 to 95, sizes from 30% to 150%.
-VARIANTS = [(10, 1.0), (20, 0.4), (30, 0.5), (40, 0.6), (50, 0.75), (60, 1.5), (70, 0.9), (80, 1.25), (90, 0.3),
-            (95, 1.0)]
+VARIANTS = [
+    (10, 1.0),
+    (20, 0.4),
+    (30, 0.5),
+    (40, 0.6),
+    (50, 0.75),
+    (60, 1.5),
+    (70, 0.9),
+    (80, 1.25),
+    (90, 0.3),
+    (95, 1.0),
+]
 
 
 def _photo() -> Image.Image:
@@ -80,8 +90,9 @@ def test_distinct_daisies_stay_apart(dataset_with_copies):
 
 
 def test_the_hash_is_stored_with_the_checked_files(dataset_with_copies, tmp_path):
-    again = load_dataset(DatasetConfig(image_dir=str(dataset_with_copies.root)), check_images=True,
-                         check_store=tmp_path / "store")
+    again = load_dataset(
+        DatasetConfig(image_dir=str(dataset_with_copies.root)), check_images=True, check_store=tmp_path / "store"
+    )
     assert again.files_checked == 0
     assert list(again.table["phash"]) == list(dataset_with_copies.table["phash"])
 
@@ -115,8 +126,11 @@ def test_a_dataset_after_drop_keeps_one_of_the_group(dataset_with_copies, tmp_pa
     group = next(g for g in table_groups(dataset_with_copies.table) if any("copy_" in f for f in g["files"]))
     overrides = tmp_path / "decisions.json"
     drop_duplicates(overrides, group["files"], keep=group["files"][0])
-    kept = load_dataset(DatasetConfig(image_dir=str(dataset_with_copies.root), overrides=str(overrides)),
-                        check_images=True, check_store=tmp_path / "store")
+    kept = load_dataset(
+        DatasetConfig(image_dir=str(dataset_with_copies.root), overrides=str(overrides)),
+        check_images=True,
+        check_store=tmp_path / "store",
+    )
     assert [g for g in table_groups(kept.table) if any("copy_" in f for f in g["files"])] == []
     assert (kept.table["status"] == "dropped").sum() == len(VARIANTS) - 1
 
@@ -129,7 +143,8 @@ def test_reencoding_moves_the_hash_little():
     for quality, scale in VARIANTS:
         buffer = io.BytesIO()
         image.resize((max(8, int(image.width * scale)), max(8, int(image.height * scale)))).save(
-            buffer, "JPEG", quality=quality)
+            buffer, "JPEG", quality=quality
+        )
         assert hamming(original, perceptual_hash(np.asarray(Image.open(buffer).convert("RGB")))) <= NEAR_HAMMING
 
 

@@ -20,12 +20,18 @@ PER_CLASS = 80
 def flowers_run(tmp_path_factory):
     """A fixed subset of flowers (first 80 names per class), labelled by a CSV: no copies of the photos."""
     tmp = tmp_path_factory.mktemp("flowers")
-    rows = [(f"{label}/{path.name}", label) for label in sorted(p.name for p in FLOWERS.iterdir() if p.is_dir())
-            for path in sorted((FLOWERS / label).iterdir())[:PER_CLASS]]
+    rows = [
+        (f"{label}/{path.name}", label)
+        for label in sorted(p.name for p in FLOWERS.iterdir() if p.is_dir())
+        for path in sorted((FLOWERS / label).iterdir())[:PER_CLASS]
+    ]
     csv = write_labels_csv(tmp / "labels.csv", rows)
     bottlenecks = Path(os.environ["RETRAIN_STUDIO_CACHE"]) / "bottlenecks"  # shared: content-keyed
-    config = RunConfig(dataset=DatasetConfig(image_dir=str(FLOWERS), label_csv=str(csv)),
-                       train=TrainConfig(epochs=60), output=OutputConfig(bottleneck_dir=str(bottlenecks)))
+    config = RunConfig(
+        dataset=DatasetConfig(image_dir=str(FLOWERS), label_csv=str(csv)),
+        train=TrainConfig(epochs=60),
+        output=OutputConfig(bottleneck_dir=str(bottlenecks)),
+    )
     return tmp, retrain(config, tmp / "run")
 
 
@@ -58,8 +64,12 @@ def test_saved_model_bytes_signature_agrees_with_our_decode_on_real_photos(flowe
     predictor = Predictor(tmp / "run")
     photos = [path for label in predictor.labels for path in sorted((FLOWERS / label).iterdir())[-12:]]
     got, classes = predict_saved_model_bytes(tmp / "run", [path.read_bytes() for path in photos])
-    expected = np.concatenate([predictor.probabilities(np.stack([load(path) for path in photos[i:i + 20]]))
-                               for i in range(0, len(photos), 20)])
+    expected = np.concatenate(
+        [
+            predictor.probabilities(np.stack([load(path) for path in photos[i : i + 20]]))
+            for i in range(0, len(photos), 20)
+        ]
+    )
     assert classes[0] == predictor.labels
     assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.99
     assert np.abs(got - expected).max() <= 0.02

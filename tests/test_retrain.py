@@ -20,10 +20,13 @@ CLASSES = {"red": 30, "green": 30, "blue": 30}
 
 
 def tiny_config(images: Path, tmp: Path, tiny_file: Path, **train) -> RunConfig:
-    return RunConfig(dataset=DatasetConfig(image_dir=str(images)),
-                     train=TrainConfig(architecture=str(tiny_file), bottleneck_layer="features",
-                                       **{"epochs": 40, "learning_rate": 0.01, **train}),
-                     output=OutputConfig(bottleneck_dir=str(tmp / "bottlenecks")))
+    return RunConfig(
+        dataset=DatasetConfig(image_dir=str(images)),
+        train=TrainConfig(
+            architecture=str(tiny_file), bottleneck_layer="features", **{"epochs": 40, "learning_rate": 0.01, **train}
+        ),
+        output=OutputConfig(bottleneck_dir=str(tmp / "bottlenecks")),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +42,16 @@ def finished_run(tmp_path_factory, tiny_backbone_file):
 def test_run_writes_every_file(finished_run):
     tmp, _, _, report = finished_run
     run = RunDir(tmp / "run1")
-    for name in ("config.json", "status.json", "metrics.csv", "report.json", "model.keras", "model.tflite",
-                 "labels.txt", "saved_model/1/saved_model.pb"):
+    for name in (
+        "config.json",
+        "status.json",
+        "metrics.csv",
+        "report.json",
+        "model.keras",
+        "model.tflite",
+        "labels.txt",
+        "saved_model/1/saved_model.pb",
+    ):
         assert (run.path / name).exists(), name
     assert list(run.logs_dir.iterdir()), "TensorBoard event files"
     status = run.status()
@@ -54,11 +65,26 @@ def test_report_fields(finished_run):
     tmp, _, _, report = finished_run
     data = json.loads((tmp / "run1" / "report.json").read_text())
     assert 0 <= data["test_accuracy"] <= 1 and data["test_accuracy"] >= 0.8
-    for key in ("top5_accuracy", "per_class", "confusion_matrix", "misclassified", "export_parity",
-                "train_class_counts", "timings", "problems"):
+    for key in (
+        "top5_accuracy",
+        "per_class",
+        "confusion_matrix",
+        "misclassified",
+        "export_parity",
+        "train_class_counts",
+        "timings",
+        "problems",
+    ):
         assert key in data, key
-    assert set(data["export_parity"]) == {"keras", "keras_any_size", "saved_model", "saved_model_pixels",
-                                          "saved_model_bytes", "tflite", "cached_bottlenecks"}
+    assert set(data["export_parity"]) == {
+        "keras",
+        "keras_any_size",
+        "saved_model",
+        "saved_model_pixels",
+        "saved_model_bytes",
+        "tflite",
+        "cached_bottlenecks",
+    }
     assert data["export_parity"]["saved_model_pixels"] <= 1e-5 and data["export_parity"]["keras_any_size"] <= 1e-4
     assert data["export_parity"]["keras"] <= 1e-4 and data["export_parity"]["tflite"] <= 1e-3
     assert any(p["file"] == "red/broken.jpg" and "truncated" in p["problem"] for p in data["problems"])
@@ -97,15 +123,20 @@ def test_class_size_balances_only_the_training_split(tmp_path, tiny_backbone_fil
     after = report.extra["train_class_counts"]
     for label, count in before.items():
         assert after[label] == count * max(48 // count, 1)
-    assert report.test_images == plain.test_images and report.extra["validation_images"] == \
-        plain.extra["validation_images"]
+    assert (
+        report.test_images == plain.test_images
+        and report.extra["validation_images"] == plain.extra["validation_images"]
+    )
 
 
 def test_predict_cli_on_files_and_folder_with_a_bad_file(finished_run):
     tmp, images, _, _ = finished_run
     run = tmp / "run1"
-    files = [str(images / "red" / "red_000.jpg"), str(images / "blue" / "blue_001.jpg"),
-             str(images / "red" / "broken.jpg")]
+    files = [
+        str(images / "red" / "red_000.jpg"),
+        str(images / "blue" / "blue_001.jpg"),
+        str(images / "red" / "broken.jpg"),
+    ]
     out = _cli("predict", "--model", str(run), "--top_k", "2", *files)
     results = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["predictions"][0]["label"] for r in results[:2]] == ["red", "blue"]
@@ -142,19 +173,49 @@ def test_training_prediction_and_uploads_prepare_a_large_jpeg_identically(finish
 
 def test_train_cli_retrain_flags_and_unsupported_ones(tmp_path, tiny_backbone_file):
     images = make_class_folders(tmp_path / "images", {"red": 20, "blue": 20}, size=(40, 40))
-    out = _cli("train", "--image_dir", str(images), "--output_dir", str(tmp_path / "run"), "--architecture",
-               str(tiny_backbone_file), "--bottleneck_layer", "features", "--how_many_training_steps", "60",
-               "--learning_rate", "0.01", "--train_batch_size", "16", "--flip_left_right", "--augment_copies", "1",
-               "--bottleneck_dir", str(tmp_path / "cache"), "--output_labels", str(tmp_path / "labels.txt"),
-               "--print_misclassified_test_images", "--export_formats", "keras")
+    out = _cli(
+        "train",
+        "--image_dir",
+        str(images),
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--architecture",
+        str(tiny_backbone_file),
+        "--bottleneck_layer",
+        "features",
+        "--how_many_training_steps",
+        "60",
+        "--learning_rate",
+        "0.01",
+        "--train_batch_size",
+        "16",
+        "--flip_left_right",
+        "--augment_copies",
+        "1",
+        "--bottleneck_dir",
+        str(tmp_path / "cache"),
+        "--output_labels",
+        str(tmp_path / "labels.txt"),
+        "--print_misclassified_test_images",
+        "--export_formats",
+        "keras",
+    )
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["test_accuracy"] >= 0.5 and "test accuracy" in out.stdout
     assert (tmp_path / "labels.txt").read_text().split() == ["blue", "red"]
     assert not (tmp_path / "run" / "model.tflite").exists()
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["train"]["how_many_training_steps"] == 60 and config["augment"]["flip_left_right"] is True
-    bad = _cli("train", "--image_dir", str(images), "--output_dir", str(tmp_path / "x"),
-               "--tfhub_module", "https://tfhub.dev/x", check=False)
+    bad = _cli(
+        "train",
+        "--image_dir",
+        str(images),
+        "--output_dir",
+        str(tmp_path / "x"),
+        "--tfhub_module",
+        "https://tfhub.dev/x",
+        check=False,
+    )
     assert bad.returncode == 2 and "--tfhub_module is not supported" in bad.stderr
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
@@ -239,8 +300,9 @@ def test_same_seed_same_accuracy(finished_run, tiny_backbone_file):
 
 
 def _cli(*args, check=True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -248,8 +310,15 @@ def _cli(*args, check=True) -> subprocess.CompletedProcess:
 
 def test_fine_tuning_trains_top_layers_and_exports_what_it_evaluated(tmp_path, tiny_backbone_file):
     images = make_class_folders(tmp_path / "images", {"red": 20, "blue": 20}, size=(40, 40))
-    config = tiny_config(images, tmp_path, tiny_backbone_file, epochs=10, fine_tune_layers=1, fine_tune_epochs=2,
-                         fine_tune_learning_rate=1e-3)
+    config = tiny_config(
+        images,
+        tmp_path,
+        tiny_backbone_file,
+        epochs=10,
+        fine_tune_layers=1,
+        fine_tune_epochs=2,
+        fine_tune_learning_rate=1e-3,
+    )
     before = retrain(tiny_config(images, tmp_path, tiny_backbone_file, epochs=10), tmp_path / "plain")
     report = retrain(config, tmp_path / "tuned")
     assert "fine_tune_seconds" in report.extra["timings"]
@@ -300,8 +369,13 @@ def test_unfreeze_top_layers_unfreezes_whole_blocks_through_nested_models():
     x = keras.layers.Conv2D(4, 1, name="block1_project")(x)
     model = keras.Model(inputs, inner(x))
     model.trainable = False
-    assert [layer.name for layer in weighted_layers(model)] == ["block1_expand", "block1_project", "block2_expand",
-                                                               "block2_project", "block2_project_bn"]
+    assert [layer.name for layer in weighted_layers(model)] == [
+        "block1_expand",
+        "block1_project",
+        "block2_expand",
+        "block2_project",
+        "block2_project_bn",
+    ]
     # The top layer is block2's BatchNorm: all of block2 is trained but that BatchNorm, nothing of block1.
     assert unfreeze_top_layers(model, 1) == 2
     assert [layer.trainable for layer in weighted_layers(model)] == [False, False, True, True, False]
@@ -320,6 +394,16 @@ def test_run_with_a_broken_config_fails_with_the_reason_in_status(tmp_path):
 
 def test_out_of_range_setting_is_refused_before_any_work(tmp_path, tiny_backbone_file):
     images = make_class_folders(tmp_path / "images", {"red": 10, "blue": 10}, size=(40, 40))
-    result = _cli("train", "--image_dir", str(images), "--output_dir", str(tmp_path / "run"),
-                  "--architecture", str(tiny_backbone_file), "--train_batch_size", "0", check=False)
+    result = _cli(
+        "train",
+        "--image_dir",
+        str(images),
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--architecture",
+        str(tiny_backbone_file),
+        "--train_batch_size",
+        "0",
+        check=False,
+    )
     assert result.returncode == 2 and "train.train_batch_size = 0 is out of range" in result.stderr

@@ -27,9 +27,25 @@ def small_run(tmp_path_factory, tiny_backbone_file):
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["train", "--image_dir", str(images), "--output_dir", str(run_dir), "--architecture",
-                     str(tiny_backbone_file), "--bottleneck_layer", "features", "--bottleneck_dir", str(tmp / "bn"),
-                     "--how_many_training_steps", "20", "--export_formats", "keras"])
+        code = main(
+            [
+                "train",
+                "--image_dir",
+                str(images),
+                "--output_dir",
+                str(run_dir),
+                "--architecture",
+                str(tiny_backbone_file),
+                "--bottleneck_layer",
+                "features",
+                "--bottleneck_dir",
+                str(tmp / "bn"),
+                "--how_many_training_steps",
+                "20",
+                "--export_formats",
+                "keras",
+            ]
+        )
     assert code == 0, err.getvalue()
     return run_dir, out.getvalue(), err.getvalue()
 
@@ -64,8 +80,13 @@ def test_the_row_of_a_finished_run_is_all_text(small_run):
 def test_old_and_damaged_runs_show_unknown_dataset(tmp_path, small_run):
     old = RunDir(tmp_path / "old")
     old.path.mkdir()
-    assert run_dataset_summary(old.path) == {"name": "unknown dataset", "images": None, "classes": None,
-                                             "signature": "", "known": False}
+    assert run_dataset_summary(old.path) == {
+        "name": "unknown dataset",
+        "images": None,
+        "classes": None,
+        "signature": "",
+        "known": False,
+    }
     row = run_row(old)
     assert row["dataset"] == "unknown dataset" and "None" not in "".join(row.values())
     (old.path / "dataset.json").write_bytes(b'{"name": "x", "ima')  # truncated
@@ -77,8 +98,12 @@ def test_old_and_damaged_runs_show_unknown_dataset(tmp_path, small_run):
     for name in ("dataset_manifest.csv", "config.json"):
         (before / name).write_bytes((small_run[0] / name).read_bytes())
     summary = run_dataset_summary(before)
-    assert (summary["name"], summary["images"], summary["classes"], summary["signature"]) == \
-        ("bees-and-ants", 16, 2, "")
+    assert (summary["name"], summary["images"], summary["classes"], summary["signature"]) == (
+        "bees-and-ants",
+        16,
+        2,
+        "",
+    )
 
 
 def test_durations_leave_out_the_wait_in_the_queue():
@@ -108,8 +133,9 @@ def test_status_marks_when_the_work_began(tmp_path):
 
 def _report(supports: dict[str, int], evaluated_on: str = "test") -> Report:
     scores = {label: ClassScores(1.0, 1.0, 1.0, n) for label, n in supports.items()}
-    return Report(1.0, 1.0, sum(supports.values()), list(supports), scores, [], [],
-                  extra={"evaluated_on": evaluated_on})
+    return Report(
+        1.0, 1.0, sum(supports.values()), list(supports), scores, [], [], extra={"evaluated_on": evaluated_on}
+    )
 
 
 def test_test_split_warning_thresholds():
@@ -137,9 +163,11 @@ def test_a_row_of_a_status_with_absurd_times_is_text_not_a_crash(tmp_path):
     """status.json from a broken clock or edited by hand: times out of the platform's range (attack2)."""
     import json
 
-    for name, status in {"huge": {"state": "done", "started": 1e300, "finished": 1e300},
-                         "negative": {"state": "done", "started": -1e18, "finished": 5},
-                         "long": {"state": "done", "started": 100, "working_since": -1e300, "finished": 1e300}}.items():
+    for name, status in {
+        "huge": {"state": "done", "started": 1e300, "finished": 1e300},
+        "negative": {"state": "done", "started": -1e18, "finished": 5},
+        "long": {"state": "done", "started": 100, "working_since": -1e300, "finished": 1e300},
+    }.items():
         run = RunDir(tmp_path / name)
         run.path.mkdir()
         run.status_file.write_text(json.dumps(status))

@@ -49,8 +49,9 @@ def run_config(image_dir, bottleneck_dir, backbone_file) -> RunConfig:
     return config
 
 
-def test_ray_vectors_match_the_sqlite_cache_and_bad_images_are_problems(ray_local, images, tmp_path,
-                                                                       tiny_backbone_file):
+def test_ray_vectors_match_the_sqlite_cache_and_bad_images_are_problems(
+    ray_local, images, tmp_path, tiny_backbone_file
+):
     from pipeline.backbones import load_backbone
     from pipeline.backbones.runtime import feature_identity
     from pipeline.bottlenecks import ExtractItem, cache_bottlenecks, entry_key
@@ -79,8 +80,9 @@ def test_ray_vectors_match_the_sqlite_cache_and_bad_images_are_problems(ray_loca
     assert local_problems == set(summary.problems)
 
 
-def test_rerun_skips_written_keys_and_ignores_partial_and_damaged_shards(ray_local, images, tmp_path,
-                                                                         tiny_backbone_file):
+def test_rerun_skips_written_keys_and_ignores_partial_and_damaged_shards(
+    ray_local, images, tmp_path, tiny_backbone_file
+):
     config = run_config(images, tmp_path / "bottlenecks", tiny_backbone_file)
     first, _, _ = extract_with_ray(config, RayOptions(batch_size=4))
     folder = tmp_path / "bottlenecks" / shards.SHARD_FOLDER
@@ -121,8 +123,7 @@ def _kill_first_backbone_actor(stop, killed: list) -> None:
         time.sleep(0.05)
 
 
-def test_a_worker_killed_mid_job_is_retried_and_every_shard_is_whole(ray_local, images, tmp_path,
-                                                                      tiny_backbone_file):
+def test_a_worker_killed_mid_job_is_retried_and_every_shard_is_whole(ray_local, images, tmp_path, tiny_backbone_file):
     import threading
 
     config = run_config(images, tmp_path / "bottlenecks", tiny_backbone_file)
@@ -172,9 +173,23 @@ def test_pool_fits_the_cluster_with_room_for_the_read_tasks():
 def test_unreachable_ray_address_is_one_line_in_seconds(tmp_path, images, tiny_backbone_file):
     from pipeline.__main__ import main
 
-    code = main(["cache", "--engine", "ray", "--ray_address", "ray://127.0.0.1:9", "--image_dir", str(images),
-                 "--bottleneck_dir", str(tmp_path), "--architecture", str(tiny_backbone_file),
-                 "--bottleneck_layer", "features"])
+    code = main(
+        [
+            "cache",
+            "--engine",
+            "ray",
+            "--ray_address",
+            "ray://127.0.0.1:9",
+            "--image_dir",
+            str(images),
+            "--bottleneck_dir",
+            str(tmp_path),
+            "--architecture",
+            str(tiny_backbone_file),
+            "--bottleneck_layer",
+            "features",
+        ]
+    )
     assert code == 2
     with pytest.raises(RetrainError, match=r"cannot reach the Ray cluster at ray://127.0.0.1:9"):
         with cluster.ray_session("ray://127.0.0.1:9"):
@@ -196,8 +211,22 @@ def test_missing_ray_says_how_to_install_the_extra(monkeypatch, images, tmp_path
     assert main(["train", "--engine", "ray", "--image_dir", str(images), "--output_dir", str(run_dir)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"error: {cluster.INSTALL_HINT}"]
     assert not run_dir.exists()  # refused before the run folder was made
-    assert main(["predict", "--engine", "ray", "--model", str(run_dir), "--image_dir", str(images), "--output",
-                 str(tmp_path / "p.csv")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--engine",
+                "ray",
+                "--model",
+                str(run_dir),
+                "--image_dir",
+                str(images),
+                "--output",
+                str(tmp_path / "p.csv"),
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.strip().splitlines() == [f"error: {cluster.INSTALL_HINT}"]
 
 
@@ -225,18 +254,25 @@ def test_unusable_storage_is_one_line_before_ray_starts(images, tmp_path, capsys
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     backbone = ["--architecture", str(tiny_backbone_file), "--bottleneck_layer", "features"]
-    for location, says in (("nosuch://x/bottlenecks", "cannot open nosuch://x/bottlenecks"),
-                           ("s3://retrain-studio-no-such-bucket/bn", "cannot reach s3://retrain-studio-no-such-bucket")):
-        assert main(["cache", "--engine", "ray", "--image_dir", str(images), "--bottleneck_dir", location,
-                     *backbone]) == 2
+    for location, says in (
+        ("nosuch://x/bottlenecks", "cannot open nosuch://x/bottlenecks"),
+        ("s3://retrain-studio-no-such-bucket/bn", "cannot reach s3://retrain-studio-no-such-bucket"),
+    ):
+        assert (
+            main(["cache", "--engine", "ray", "--image_dir", str(images), "--bottleneck_dir", location, *backbone]) == 2
+        )
         (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
         assert line.startswith(f"error: {says}")
 
     theirs = tmp_path / "notes.csv"  # a file of the user's where predictions would go: never replaced
     theirs.write_text("my,own\nnotes,here\n")
     for output, says in ((str(theirs), "is not a predictions CSV"), ("s3://bucket/p.parquet", "give a local file")):
-        assert main(["predict", "--engine", "ray", "--model", str(tmp_path), "--image_dir", str(images), "--output",
-                     output]) == 2
+        assert (
+            main(
+                ["predict", "--engine", "ray", "--model", str(tmp_path), "--image_dir", str(images), "--output", output]
+            )
+            == 2
+        )
         assert says in capsys.readouterr().err
     assert theirs.read_text() == "my,own\nnotes,here\n"
 
@@ -287,8 +323,13 @@ def _peak_growth_mb(folder) -> float:
 
     from conftest import REPO
 
-    done = subprocess.run([sys.executable, "-c", TRAIN_FROM_SHARDS, str(folder), json.dumps(STREAM_LIMITS)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", TRAIN_FROM_SHARDS, str(folder), json.dumps(STREAM_LIMITS)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["steps"] >= result["vectors"] // 1000  # one full pass over the training split
@@ -308,8 +349,10 @@ def test_training_streams_shards_in_memory_set_by_the_limits_not_the_data(tmp_pa
     data_mb = _write_synthetic_shards(tmp_path / "large", 50)
     growth = _peak_growth_mb(tmp_path / "large")
     held_mb = StreamLimits(**STREAM_LIMITS).held_vectors(1000) * 1280 * 4 / 2**20
-    print(f"peak RSS growth {growth:.0f} MB on {data_mb:.0f} MB of vectors, {floor:.0f} MB on 10 MB; "
-          f"the limits hold {held_mb:.0f} MB")
+    print(
+        f"peak RSS growth {growth:.0f} MB on {data_mb:.0f} MB of vectors, {floor:.0f} MB on 10 MB; "
+        f"the limits hold {held_mb:.0f} MB"
+    )
     assert growth - floor <= held_mb + ALLOWANCE_MB
     assert held_mb + ALLOWANCE_MB < data_mb / 4  # the set is large enough that loading it could not pass
 
@@ -324,10 +367,32 @@ def test_ray_trained_run_predicts_on_ray_as_the_local_predict_does(ray_local, im
     from pipeline.scale.batch_predict import write_predictions
 
     run_dir = tmp_path / "run"  # trained by the Ray engine: extraction on Ray, the head streamed from shards
-    code = main(["train", "--engine", "ray", "--image_dir", str(images), "--output_dir", str(run_dir), "--architecture",
-                 str(tiny_backbone_file), "--bottleneck_layer", "features", "--bottleneck_dir", str(tmp_path / "bn"),
-                 "--how_many_training_steps", "30", "--export_formats", "keras", "saved_model", "tflite",
-                 "tflite_int8", "--saved_model_dir", str(tmp_path / "exported")])
+    code = main(
+        [
+            "train",
+            "--engine",
+            "ray",
+            "--image_dir",
+            str(images),
+            "--output_dir",
+            str(run_dir),
+            "--architecture",
+            str(tiny_backbone_file),
+            "--bottleneck_layer",
+            "features",
+            "--bottleneck_dir",
+            str(tmp_path / "bn"),
+            "--how_many_training_steps",
+            "30",
+            "--export_formats",
+            "keras",
+            "saved_model",
+            "tflite",
+            "tflite_int8",
+            "--saved_model_dir",
+            str(tmp_path / "exported"),
+        ]
+    )
     assert code == 0
     report = json.loads((run_dir / "report.json").read_text())
     assert report["engine"] == "ray" and report["test_images"] > 0
@@ -345,8 +410,24 @@ def test_ray_trained_run_predicts_on_ray_as_the_local_predict_does(ray_local, im
     assert len((run_dir / "metrics.csv").read_text().splitlines()) >= 2
     local = Predictor(run_dir).predict_files(image_files(images), 3)
     write_predictions_csv(local, tmp_path / "local.csv", 3, root=images)
-    assert main(["predict", "--engine", "ray", "--model", str(run_dir), "--image_dir", str(images), "--top_k", "3",
-                 "--output", str(tmp_path / "ray.csv")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--engine",
+                "ray",
+                "--model",
+                str(run_dir),
+                "--image_dir",
+                str(images),
+                "--top_k",
+                "3",
+                "--output",
+                str(tmp_path / "ray.csv"),
+            ]
+        )
+        == 0
+    )
     write_predictions(local, str(tmp_path / "local.parquet"), 3, str(images))  # the Parquet output's writer
 
     def rows(path):
@@ -365,12 +446,15 @@ def test_ray_trained_run_predicts_on_ray_as_the_local_predict_does(ray_local, im
     assert [row["label"] or "" for row in table] == [row["label"] for row in local_rows]
 
 
-@pytest.mark.parametrize("flags, says", [
-    (["--flip_left_right"], "augmented copies"),  # distortions switch copies on, as in retrain.py
-    (["--augment_copies", "2", "--random_crop", "10"], "augmented copies"),
-    (["--class_size", "50"], "augmented copies"),
-    (["--fine_tune_layers", "5"], "fine-tuning"),
-])
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--flip_left_right"], "augmented copies"),  # distortions switch copies on, as in retrain.py
+        (["--augment_copies", "2", "--random_crop", "10"], "augmented copies"),
+        (["--class_size", "50"], "augmented copies"),
+        (["--fine_tune_layers", "5"], "fine-tuning"),
+    ],
+)
 def test_ray_training_refuses_local_only_settings_up_front(flags, says, images, tmp_path, capsys):
     from pipeline.__main__ import main
 
@@ -391,11 +475,32 @@ def test_ray_training_is_cancelled_as_a_local_run_is(images, tmp_path, tiny_back
     from pipeline.runs import RunDir, cancel_run
 
     run_dir, bottlenecks = tmp_path / "run", tmp_path / "bn"
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "train", "--engine", "ray", "--image_dir",
-                                str(images), "--output_dir", str(run_dir), "--architecture", str(tiny_backbone_file),
-                                "--bottleneck_layer", "features", "--bottleneck_dir", str(bottlenecks),
-                                "--ray_batch_size", "2"], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "train",
+            "--engine",
+            "ray",
+            "--image_dir",
+            str(images),
+            "--output_dir",
+            str(run_dir),
+            "--architecture",
+            str(tiny_backbone_file),
+            "--bottleneck_layer",
+            "features",
+            "--bottleneck_dir",
+            str(bottlenecks),
+            "--ray_batch_size",
+            "2",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     run = RunDir(run_dir)
     try:
         deadline = time.monotonic() + 300

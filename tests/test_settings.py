@@ -35,10 +35,12 @@ def test_only_the_settings_module_reads_the_environment_for_them():
 
 
 def test_the_readme_and_app_docstring_list_them_as_declared():
-    assert settings.readme_table() in (REPO / "README.md").read_text(), \
+    assert settings.readme_table() in (REPO / "README.md").read_text(), (
         "README's settings table is out of date: paste `python -m pipeline.settings readme`"
-    assert settings.docstring_block() in (REPO / "app.py").read_text(), \
+    )
+    assert settings.docstring_block() in (REPO / "app.py").read_text(), (
         "app.py's docstring is out of date: paste `python -m pipeline.settings docstring`"
+    )
 
 
 def test_settings_are_read_when_used(monkeypatch, tmp_path):

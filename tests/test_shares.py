@@ -113,6 +113,7 @@ def test_links_per_workspace_are_capped_and_a_run_can_lose_all_its_links(two_wor
 
 # ---- Hostile records and callers (attack2) --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("workspace", ["workspaces/x\u0000", "x" * 5000, "a/" * 3000])
 def test_an_index_entry_no_path_can_hold_is_refused_not_raised(two_workspaces, workspace):
     root, first, _ = two_workspaces

@@ -77,21 +77,43 @@ def test_tqdm_bars_per_stage_including_an_uncounted_one(capsys):
 
 def test_a_run_writes_every_stage_and_a_rerun_says_caching_had_nothing_to_do(tmp_path, tiny_backbone_file):
     images = make_class_folders(tmp_path / "images", {"red": 10, "blue": 10}, size=(40, 40))
-    args = ["train", "--image_dir", str(images), "--architecture", str(tiny_backbone_file), "--bottleneck_layer",
-            "features", "--bottleneck_dir", str(tmp_path / "bn"), "--how_many_training_steps", "10",
-            "--export_formats", "keras", "tflite"]
+    args = [
+        "train",
+        "--image_dir",
+        str(images),
+        "--architecture",
+        str(tiny_backbone_file),
+        "--bottleneck_layer",
+        "features",
+        "--bottleneck_dir",
+        str(tmp_path / "bn"),
+        "--how_many_training_steps",
+        "10",
+        "--export_formats",
+        "keras",
+        "tflite",
+    ]
     for run in ("first", "second"):
         err = io.StringIO()
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
             assert main([*args, "--output_dir", str(tmp_path / run)]) == 0
     status = RunDir(tmp_path / "second").status()
     keys = [stage["key"] for stage in status["stages"]]
-    assert keys == ["dataset", "backbone", "caching", "augmenting", "training", "evaluating", "export keras",
-                    "export tflite"]
+    assert keys == [
+        "dataset",
+        "backbone",
+        "caching",
+        "augmenting",
+        "training",
+        "evaluating",
+        "export keras",
+        "export tflite",
+    ]
     assert all(stage["state"] in ("done", "skipped") for stage in status["stages"])
     lines = stage_lines(status)
-    assert any(line.startswith("caching bottlenecks: done") and "all 20 reused from the cache" in line
-               for line in lines), lines
+    assert any(
+        line.startswith("caching bottlenecks: done") and "all 20 reused from the cache" in line for line in lines
+    ), lines
     assert "augmenting: skipped — no augmented copies asked for" in lines
     assert any(line.startswith("export tflite: done in") for line in lines)
     assert status["run_eta_seconds"] == 0.0 and not status["run_eta_is_lower_bound"]
@@ -104,8 +126,11 @@ def test_a_run_that_stops_early_says_where_and_what_was_not_reached():
     board = StageBoard(["caching", "training", "export keras"], Clock())
     board.advance("caching", 10, 40, 5.0, 6.0)
     board.settle("cancelled")
-    assert stage_lines(board.to_status()) == ["caching bottlenecks: cancelled", "training: not reached",
-                                              "export keras: not reached"]
+    assert stage_lines(board.to_status()) == [
+        "caching bottlenecks: cancelled",
+        "training: not reached",
+        "export keras: not reached",
+    ]
     assert run_estimate_line(board.to_status()) == ""
 
 
@@ -114,11 +139,17 @@ def test_non_finite_or_absurd_numbers_in_stages_are_left_out_not_raised():
     nan, inf = float("nan"), float("inf")
     for eta in (inf, nan, -5, 1e300):
         assert run_estimate_line({"run_eta_seconds": eta}) == ""
-    stages = [{"key": "training", "state": "running", "started": nan},
-              {"key": "caching", "state": "running", "total": 5, "done": 1, "eta_seconds": inf},
-              {"key": "evaluating", "state": "running", "total": inf, "done": 1},
-              {"key": "fine-tuning", "state": "running", "total": 5, "done": nan},
-              {"key": "dataset", "state": "done", "started": -1e308, "finished": 1e308}]
+    stages = [
+        {"key": "training", "state": "running", "started": nan},
+        {"key": "caching", "state": "running", "total": 5, "done": 1, "eta_seconds": inf},
+        {"key": "evaluating", "state": "running", "total": inf, "done": 1},
+        {"key": "fine-tuning", "state": "running", "total": 5, "done": nan},
+        {"key": "dataset", "state": "done", "started": -1e308, "finished": 1e308},
+    ]
     assert stage_lines({"stages": stages}, now=1000.0) == [
-        "training: working", "caching bottlenecks: 1/5", "evaluating: working", "fine-tuning: 0/5",
-        "reading the dataset: done"]
+        "training: working",
+        "caching bottlenecks: 1/5",
+        "evaluating: working",
+        "fine-tuning: 0/5",
+        "reading the dataset: done",
+    ]

@@ -37,6 +37,7 @@ def flip(y: np.ndarray, count: int, classes: int, seed: int = 1) -> tuple[np.nda
 
 # ---- Arrays -----------------------------------------------------------------------------------------------------
 
+
 def test_out_of_fold_finds_flipped_labels_in_blobs():
     x, y = blobs()
     noisy, flipped = flip(y, 8, 3)
@@ -90,6 +91,7 @@ def test_too_few_folds_or_images_are_user_errors():
 
 # ---- A dataset of generated images ------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def misfiled(tmp_path_factory):
     """Generated class folders with two red images filed under blue (training or validation split)."""
@@ -125,8 +127,9 @@ def test_find_suspects_puts_misfiled_images_first(misfiled, tiny, tmp_path):
     assert find_suspects(dataset, tiny, tmp_path / "bottlenecks", top=1) == suspects[:1]
 
 
-def test_the_label_check_reads_the_bottlenecks_once_for_suspects_and_map(misfiled, tiny, tiny_backbone_file,
-                                                                          tmp_path, monkeypatch):
+def test_the_label_check_reads_the_bottlenecks_once_for_suspects_and_map(
+    misfiled, tiny, tiny_backbone_file, tmp_path, monkeypatch
+):
     import pipeline.suspects
     from pipeline.config import TrainConfig
     from pipeline.studio.label_check import check_labels
@@ -134,10 +137,14 @@ def test_the_label_check_reads_the_bottlenecks_once_for_suspects_and_map(misfile
     root, moved = misfiled
     dataset = load_dataset(DatasetConfig(image_dir=str(root)), check_images=False)
     real, calls = pipeline.suspects.cache_bottlenecks, []
-    monkeypatch.setattr(pipeline.suspects, "cache_bottlenecks", lambda items, *a, **k: calls.append(len(items))
-                        or real(items, *a, **k))
-    check = check_labels(dataset, TrainConfig(architecture=str(tiny_backbone_file), bottleneck_layer="features"),
-                         str(tmp_path / "bottlenecks"))
+    monkeypatch.setattr(
+        pipeline.suspects, "cache_bottlenecks", lambda items, *a, **k: calls.append(len(items)) or real(items, *a, **k)
+    )
+    check = check_labels(
+        dataset,
+        TrainConfig(architecture=str(tiny_backbone_file), bottleneck_layer="features"),
+        str(tmp_path / "bottlenecks"),
+    )
     assert calls == [len(dataset.usable())], "one fetch of every usable image"
     alone = find_suspects(dataset, tiny, tmp_path / "bottlenecks")
     assert [s.file for s in check.suspects] == [s.file for s in alone], "the same suspects as on their own"
@@ -157,15 +164,30 @@ def test_relabelled_images_are_no_longer_suspects(misfiled, tiny, tmp_path):
 
 def test_cli_prints_suspects_as_a_json_list_last(misfiled, tiny_backbone_file, tmp_path, capsys):
     root, moved = misfiled
-    code = main(["suspects", "--image_dir", str(root), "--architecture", str(tiny_backbone_file),
-                 "--bottleneck_layer", "features", "--bottleneck_dir", str(tmp_path / "b"), "--top", "3",
-                 "--folds", "4"])
+    code = main(
+        [
+            "suspects",
+            "--image_dir",
+            str(root),
+            "--architecture",
+            str(tiny_backbone_file),
+            "--bottleneck_layer",
+            "features",
+            "--bottleneck_dir",
+            str(tmp_path / "b"),
+            "--top",
+            "3",
+            "--folds",
+            "4",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     listed = json.loads(out.strip().splitlines()[-1])
     assert isinstance(listed, list) and 2 <= len(listed) <= 3
-    assert all(set(entry) == {"file", "label", "suggested", "label_probability", "suggested_probability"}
-               for entry in listed)
+    assert all(
+        set(entry) == {"file", "label", "suggested", "label_probability", "suggested_probability"} for entry in listed
+    )
     assert {entry["file"] for entry in listed[:2]} == set(moved)
     assert [e["label_probability"] for e in listed] == sorted(e["label_probability"] for e in listed)
     assert "checking labels: 4/4" in err
@@ -173,13 +195,27 @@ def test_cli_prints_suspects_as_a_json_list_last(misfiled, tiny_backbone_file, t
 
 def test_cli_reports_bad_folds_without_a_traceback(misfiled, tiny_backbone_file, tmp_path, capsys):
     root, _ = misfiled
-    code = main(["suspects", "--image_dir", str(root), "--architecture", str(tiny_backbone_file),
-                 "--bottleneck_layer", "features", "--bottleneck_dir", str(tmp_path / "b"), "--folds", "1"])
+    code = main(
+        [
+            "suspects",
+            "--image_dir",
+            str(root),
+            "--architecture",
+            str(tiny_backbone_file),
+            "--bottleneck_layer",
+            "features",
+            "--bottleneck_dir",
+            str(tmp_path / "b"),
+            "--folds",
+            "1",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.splitlines()[-1].startswith("error: --folds is 1") and "Traceback" not in err
 
 
 # ---- Real photos: 2% of flowers' labels made wrong in a CSV -----------------------------------------------------
+
 
 @needs_flowers()
 def test_finds_most_labels_made_wrong_in_flowers(tmp_path):

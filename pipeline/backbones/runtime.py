@@ -104,8 +104,10 @@ def litert_forward(model_loader: Callable[[], keras.Model], key: str, input_size
         try:
             flatbuffer = convert_to_tflite(model, input_size)
         except Exception as error:  # the converter's own errors are many and undocumented
-            raise RetrainError(f"cannot convert {name} for LiteRT ({type(error).__name__}: {error}); set "
-                               f"{RUNTIME_ENV}=tensorflow to run it on TensorFlow") from None
+            raise RetrainError(
+                f"cannot convert {name} for LiteRT ({type(error).__name__}: {error}); set "
+                f"{RUNTIME_ENV}=tensorflow to run it on TensorFlow"
+            ) from None
         check_conversion(model, flatbuffer, input_size)
         write_tflite(flatbuffer, path)
         runner = LiteRTRunner(flatbuffer)
@@ -119,8 +121,10 @@ def check_conversion(model: keras.Model, flatbuffer: bytes, input_size: int) -> 
     got = LiteRTRunner(flatbuffer)(probe)
     difference = float(np.abs(got - expected).max())
     if not difference <= CONVERSION_TOLERANCE * max(1.0, float(np.abs(expected).max())):  # NaN fails too
-        raise RetrainError(f"the LiteRT conversion of this backbone differs from TensorFlow by {difference:.3g}; "
-                           f"set {RUNTIME_ENV}=tensorflow to run it on TensorFlow")
+        raise RetrainError(
+            f"the LiteRT conversion of this backbone differs from TensorFlow by {difference:.3g}; "
+            f"set {RUNTIME_ENV}=tensorflow to run it on TensorFlow"
+        )
 
 
 def tflite_path(key: str, name: str) -> Path:

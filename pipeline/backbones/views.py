@@ -26,8 +26,13 @@ MIRROR = "mirror"  # the view's name in backbone identities (and so in bottlenec
 
 def with_mirror_view(backbone: Backbone) -> Backbone:
     """`backbone` whose features are the mean over the image and its mirror image; keyed apart from it."""
-    return Backbone(backbone.name, backbone.input_size, f"{backbone.identity}|views:{MIRROR}", backbone.feature_dim,
-                    model_loader=lambda: mirror_averaged(backbone.model))
+    return Backbone(
+        backbone.name,
+        backbone.input_size,
+        f"{backbone.identity}|views:{MIRROR}",
+        backbone.feature_dim,
+        model_loader=lambda: mirror_averaged(backbone.model),
+    )
 
 
 def mirror_averaged(model: keras.Model) -> keras.Model:

@@ -26,8 +26,10 @@ def predict_folder(model_dir: str, image_dir: str, top_k: int, actors: int | Non
 
     for name in ("model.keras", "labels.txt"):
         if not (Path(model_dir) / name).exists():
-            raise RetrainError(f"{Path(model_dir) / name} not found: is {model_dir} a finished run with the "
-                               "keras export? (the model folder must be readable by every Ray worker)")
+            raise RetrainError(
+                f"{Path(model_dir) / name} not found: is {model_dir} a finished run with the "
+                "keras export? (the model folder must be readable by every Ray worker)"
+            )
     paths = list_files(image_dir)
     if not paths:
         return []
@@ -37,12 +39,21 @@ def predict_folder(model_dir: str, image_dir: str, top_k: int, actors: int | Non
     step = max(1, min(BATCH, -(-len(paths) // (plan.actors * 2))))
     listing = pa.table({"path": paths})
     files = ray.data.from_arrow([listing.slice(start, step) for start in range(0, len(paths), step)])
-    decoded = files.map_batches(decode_for_prediction, batch_format="numpy", num_cpus=plan.read_cpus,
-                                fn_kwargs={"filesystem": filesystem, "size": input_size})
-    predicted = decoded.map_batches(PredictorActor, batch_format="numpy", batch_size=BATCH,
-                                    compute=ray.data.ActorPoolStrategy(size=plan.actors),
-                                    num_cpus=plan.cpus_per_actor, num_gpus=plan.gpus_per_actor or None,
-                                    fn_constructor_kwargs={"model_dir": str(model_dir), "top_k": top_k})
+    decoded = files.map_batches(
+        decode_for_prediction,
+        batch_format="numpy",
+        num_cpus=plan.read_cpus,
+        fn_kwargs={"filesystem": filesystem, "size": input_size},
+    )
+    predicted = decoded.map_batches(
+        PredictorActor,
+        batch_format="numpy",
+        batch_size=BATCH,
+        compute=ray.data.ActorPoolStrategy(size=plan.actors),
+        num_cpus=plan.cpus_per_actor,
+        num_gpus=plan.gpus_per_actor or None,
+        fn_constructor_kwargs={"model_dir": str(model_dir), "top_k": top_k},
+    )
     results = {}
     for batch in predicted.iter_batches(batch_size=None, batch_format="numpy"):
         for path, result in zip(batch["path"], batch["result"], strict=True):
@@ -78,8 +89,11 @@ def decode_for_prediction(batch: dict[str, np.ndarray], filesystem, size: int) -
         except ImageProblem as problem:
             images.append(np.zeros((size, size, 3), np.uint8))
             problems.append(str(problem))
-    return {"path": batch["path"], "problem": np.array(problems, dtype=object),
-            "image": np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)}
+    return {
+        "path": batch["path"],
+        "problem": np.array(problems, dtype=object),
+        "image": np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8),
+    }
 
 
 class PredictorActor:
@@ -140,7 +154,7 @@ def _looks_like_predictions_parquet(path) -> bool:
 
 def _relative(path: str, root: str) -> str:
     base = filesystem_for(root)[1].rstrip("/") + "/"
-    return path[len(base):] if path.startswith(base) else path
+    return path[len(base) :] if path.startswith(base) else path
 
 
 def _write_parquet(results: list[dict], output: str, top_k: int) -> None:

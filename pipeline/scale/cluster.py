@@ -17,8 +17,10 @@ from urllib.parse import urlparse
 
 from pipeline.errors import RetrainError
 
-INSTALL_HINT = ("Ray is not installed: the --engine ray extra needs it; install it with "
-                "`.venv/bin/pip install -r requirements-scale.txt`")
+INSTALL_HINT = (
+    "Ray is not installed: the --engine ray extra needs it; install it with "
+    "`.venv/bin/pip install -r requirements-scale.txt`"
+)
 READ_TASK_CPUS = 0.5  # CPU share of one read-and-decode task
 CONNECT_TIMEOUT = 5.0  # seconds to wait for a --ray_address to answer before saying it cannot be reached
 
@@ -43,8 +45,7 @@ class PoolPlan:
     read_cpus: float  # per read/decode task
 
 
-def plan_pool(resources: dict[str, float], actors: int | None = None,
-              node_cpus: list[float] | None = None) -> PoolPlan:
+def plan_pool(resources: dict[str, float], actors: int | None = None, node_cpus: list[float] | None = None) -> PoolPlan:
     """An actor pool that fits the cluster with room left for the read tasks (see the module docstring).
 
     With GPUs: one actor per GPU. Without: a quarter of the CPUs (at least one) stays with the read
@@ -71,8 +72,11 @@ def cluster_plan(actors: int | None = None) -> PoolPlan:
     """`plan_pool` for the cluster this process is connected to."""
     import ray
 
-    node_cpus = [float(node["Resources"].get("CPU", 0)) for node in ray.nodes()
-                 if node.get("Alive") and node["Resources"].get("CPU")]
+    node_cpus = [
+        float(node["Resources"].get("CPU", 0))
+        for node in ray.nodes()
+        if node.get("Alive") and node["Resources"].get("CPU")
+    ]
     return plan_pool(ray.cluster_resources(), actors, node_cpus)
 
 
@@ -107,8 +111,10 @@ def ray_session(address: str | None = None, object_store_mb: int | None = None) 
     try:
         ray.init(address=address, **(init_options(object_store_mb) if not address else _QUIET))
     except ConnectionError as error:
-        raise RetrainError(f"cannot connect to the Ray cluster at {address!r} ({_first_line(error)}); "
-                           "start one with `ray start --head`, or leave --ray_address out for a local one") from None
+        raise RetrainError(
+            f"cannot connect to the Ray cluster at {address!r} ({_first_line(error)}); "
+            "start one with `ray start --head`, or leave --ray_address out for a local one"
+        ) from None
     try:
         yield ray
     finally:
@@ -140,8 +146,10 @@ def _require_reachable(address: str) -> None:
         with socket.create_connection((parsed.hostname, port), timeout=CONNECT_TIMEOUT):
             pass
     except OSError as error:
-        raise RetrainError(f"cannot reach the Ray cluster at {address} ({error.strerror or error}); check the "
-                           "address and that the cluster is up, or leave --ray_address out for a local one") from None
+        raise RetrainError(
+            f"cannot reach the Ray cluster at {address} ({error.strerror or error}); check the "
+            "address and that the cluster is up, or leave --ray_address out for a local one"
+        ) from None
 
 
 def _first_line(error: BaseException) -> str:

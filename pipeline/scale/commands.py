@@ -31,15 +31,18 @@ def dataset_table(config: RunConfig) -> tuple[pd.DataFrame, str, list[str], list
 
     image_dir = config.dataset.image_dir or ""
     if is_uri(image_dir):
-        return load_remote_dataset(image_dir, config.dataset.validation_percentage,
-                                   config.dataset.testing_percentage)
+        return load_remote_dataset(image_dir, config.dataset.validation_percentage, config.dataset.testing_percentage)
     dataset = load_dataset(config.dataset, check_images=False, progress=print_progress)
     usable = dataset.usable()[["path", "file", "label", "split", "sha256"]].reset_index(drop=True)
     return usable, image_dir, dataset.classes, dataset.problems
 
 
-def extract_with_ray(config: RunConfig, options: RayOptions, progress: ProgressCallback | None = print_progress,
-                     should_stop: Callable[[], bool] | None = None):
+def extract_with_ray(
+    config: RunConfig,
+    options: RayOptions,
+    progress: ProgressCallback | None = print_progress,
+    should_stop: Callable[[], bool] | None = None,
+):
     """Bottlenecks of every image of the configured dataset into Parquet shards; (summary, table, classes).
 
     `should_stop` is polled as batches come back: the job then ends with RunCancelled, its shards kept.
@@ -52,12 +55,22 @@ def extract_with_ray(config: RunConfig, options: RayOptions, progress: ProgressC
 
     require_ray()  # before any work: without the extra, say how to install it and nothing else
     table, image_root, classes, problems = dataset_table(config)
-    backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer,  # identity only: lazy
-                             config.train.mirror_view)
+    backbone = load_backbone(
+        config.train.architecture,
+        config.train.bottleneck_layer,  # identity only: lazy
+        config.train.mirror_view,
+    )
     bottleneck_dir = bottleneck_dir_of(config)
-    job = ExtractJob(config.train.architecture, config.train.bottleneck_layer, bottleneck_dir,
-                     feature_identity(backbone), backbone.input_size, options.batch_size, options.actors,
-                     config.train.mirror_view)
+    job = ExtractJob(
+        config.train.architecture,
+        config.train.bottleneck_layer,
+        bottleneck_dir,
+        feature_identity(backbone),
+        backbone.input_size,
+        options.batch_size,
+        options.actors,
+        config.train.mirror_view,
+    )
     probe(bottleneck_dir)  # a wrong bucket or missing credentials: one line now, not after Ray has started
     with ray_session(options.address, options.object_store_mb):
         summary = extract_to_shards(table, image_root, job, progress=progress, should_stop=should_stop)
@@ -85,8 +98,10 @@ def predict_command(model_dir: str, image_dir: str, output: str | None, top_k: i
 
     require_ray()
     if not image_dir or not output:
-        raise RetrainError("--engine ray predicts a whole folder: give --image_dir DIR (or a URI) and "
-                           "--output FILE.csv or FILE.parquet")
+        raise RetrainError(
+            "--engine ray predicts a whole folder: give --image_dir DIR (or a URI) and "
+            "--output FILE.csv or FILE.parquet"
+        )
     if not output.endswith((".csv", ".parquet")):
         raise RetrainError(f"--output {output}: name a .csv or .parquet file")
     if is_uri(output):  # the driver writes it: a URI would become a strange local folder
@@ -106,8 +121,16 @@ def train_command(config: RunConfig, options: RayOptions) -> None:
 
     report = train_run(config, options)
     print(report.table())
-    print(json.dumps({"run_dir": config.output.output_dir, "test_accuracy": report.test_accuracy,
-                      "top5_accuracy": report.top5_accuracy, "export_parity": report.extra["export_parity"]}))
+    print(
+        json.dumps(
+            {
+                "run_dir": config.output.output_dir,
+                "test_accuracy": report.test_accuracy,
+                "top5_accuracy": report.top5_accuracy,
+                "export_parity": report.extra["export_parity"],
+            }
+        )
+    )
 
 
 def bottleneck_dir_of(config: RunConfig) -> str:

@@ -60,18 +60,28 @@ class ExtractSummary:
     feature_dim: int = 0  # length of one vector (set by the caller, which has the backbone)
     steady_images_per_second: float = 0.0  # after the first batch: the pool's rate without its start-up
 
-
     def to_dict(self) -> dict:
-        return {"images": self.images, "computed": self.computed, "reused": self.reused,
-                "problems": len(self.problems), "damaged_shards": self.damaged_shards, "actors": self.actors,
-                "nodes": self.nodes,
-                "seconds": round(self.seconds, 3),
-                "images_per_second": round(self.computed / self.seconds, 2) if self.seconds > 0 else 0.0,
-                "steady_images_per_second": round(self.steady_images_per_second, 2)}
+        return {
+            "images": self.images,
+            "computed": self.computed,
+            "reused": self.reused,
+            "problems": len(self.problems),
+            "damaged_shards": self.damaged_shards,
+            "actors": self.actors,
+            "nodes": self.nodes,
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.computed / self.seconds, 2) if self.seconds > 0 else 0.0,
+            "steady_images_per_second": round(self.steady_images_per_second, 2),
+        }
 
 
-def extract_to_shards(table: pd.DataFrame, image_root: str, job: ExtractJob, progress: ProgressCallback | None = None,
-                      should_stop: Callable[[], bool] | None = None) -> ExtractSummary:
+def extract_to_shards(
+    table: pd.DataFrame,
+    image_root: str,
+    job: ExtractJob,
+    progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ExtractSummary:
     """Have a shard entry for every image of `table` (columns path, and sha256 when known, else "").
 
     Must run inside `cluster.ray_session()`. Bad images become `problems`, never a failed job. `should_stop`
@@ -98,8 +108,9 @@ def extract_to_shards(table: pd.DataFrame, image_root: str, job: ExtractJob, pro
         unknown_done = done if (todo["sha256"] == "").any() else set()
         finished: dict[str, list[float]] = {}  # actor → when it finished each image's batch (its own clock)
         nodes: set[str] = set()
-        for batch in _pipeline(todo, image_root, job, plan, unknown_done).iter_batches(batch_size=None,
-                                                                                         batch_format="pandas"):
+        for batch in _pipeline(todo, image_root, job, plan, unknown_done).iter_batches(
+            batch_size=None, batch_format="pandas"
+        ):
             for path, key, problem in zip(batch["path"], batch["key"], batch["problem"], strict=True):
                 if problem:
                     summary.problems[path] = problem
@@ -131,20 +142,32 @@ def _pipeline(todo: pd.DataFrame, image_root: str, job: ExtractJob, plan: PoolPl
     listing = pa.table({"path": todo["path"].astype(str).tolist()})
     step = -(-len(todo) // blocks)
     images = ray.data.from_arrow([listing.slice(start, step) for start in range(0, len(todo), step)])
-    decoded = images.map_batches(decode_batch, batch_format="numpy", num_cpus=plan.read_cpus,
-                                 fn_kwargs={"filesystem": filesystem, "size": job.input_size,
-                                            "identity": job.identity, "done": done})
-    return decoded.map_batches(BackboneActor, batch_format="numpy", batch_size=job.batch_size,
-                               compute=ray.data.ActorPoolStrategy(size=plan.actors), num_cpus=plan.cpus_per_actor,
-                               num_gpus=plan.gpus_per_actor or None,
-                               fn_constructor_kwargs={"architecture": job.architecture,
-                                                      "bottleneck_layer": job.bottleneck_layer,
-                                                      "bottleneck_dir": job.bottleneck_dir,
-                                                      "identity": job.identity, "mirror_view": job.mirror_view})
+    decoded = images.map_batches(
+        decode_batch,
+        batch_format="numpy",
+        num_cpus=plan.read_cpus,
+        fn_kwargs={"filesystem": filesystem, "size": job.input_size, "identity": job.identity, "done": done},
+    )
+    return decoded.map_batches(
+        BackboneActor,
+        batch_format="numpy",
+        batch_size=job.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=plan.actors),
+        num_cpus=plan.cpus_per_actor,
+        num_gpus=plan.gpus_per_actor or None,
+        fn_constructor_kwargs={
+            "architecture": job.architecture,
+            "bottleneck_layer": job.bottleneck_layer,
+            "bottleneck_dir": job.bottleneck_dir,
+            "identity": job.identity,
+            "mirror_view": job.mirror_view,
+        },
+    )
 
 
-def decode_batch(batch: dict[str, np.ndarray], filesystem, size: int, identity: str,
-                 done: set[str]) -> dict[str, np.ndarray]:
+def decode_batch(
+    batch: dict[str, np.ndarray], filesystem, size: int, identity: str, done: set[str]
+) -> dict[str, np.ndarray]:
     """A Ray task: read each file, key it by its content, decode it for the model (or say why not)."""
     from pipeline.images import bytes_for_model, read_bytes
     from pipeline.scale.storage import read_file_bytes
@@ -171,17 +194,31 @@ def decode_batch(batch: dict[str, np.ndarray], filesystem, size: int, identity: 
             image, problem = np.zeros((size, size, 3), np.uint8), f"could not decode ({type(error).__name__}: {error})"
         paths.append(path), keys.append(key), problems.append(problem), images.append(image)
     skip = np.array([image is None for image in images], dtype=bool)
-    stacked = np.stack([np.zeros((size, size, 3), np.uint8) if image is None else image for image in images]) \
-        if images else np.zeros((0, size, size, 3), np.uint8)
-    return {"path": np.array(paths, dtype=object), "key": np.array(keys, dtype=object),
-            "problem": np.array(problems, dtype=object), "done": skip, "image": stacked}
+    stacked = (
+        np.stack([np.zeros((size, size, 3), np.uint8) if image is None else image for image in images])
+        if images
+        else np.zeros((0, size, size, 3), np.uint8)
+    )
+    return {
+        "path": np.array(paths, dtype=object),
+        "key": np.array(keys, dtype=object),
+        "problem": np.array(problems, dtype=object),
+        "done": skip,
+        "image": stacked,
+    }
 
 
 class BackboneActor:
     """A Ray actor: loads the backbone once, then turns batches of decoded images into one shard each."""
 
-    def __init__(self, architecture: str, bottleneck_layer: str | None, bottleneck_dir: str, identity: str,
-                 mirror_view: bool = False):
+    def __init__(
+        self,
+        architecture: str,
+        bottleneck_layer: str | None,
+        bottleneck_dir: str,
+        identity: str,
+        mirror_view: bool = False,
+    ):
         import ray
 
         from pipeline.backbones import load_backbone
@@ -191,8 +228,10 @@ class BackboneActor:
         # The keys name the runtime the driver expects (LiteRT or TensorFlow): a worker that would compute
         # with the other one (ai-edge-litert missing there) must not file its vectors under those keys.
         if feature_identity(self.backbone) != identity:
-            raise RuntimeError(f"this worker computes {feature_identity(self.backbone)!r}, the job expects "
-                               f"{identity!r}: install the same requirements on every node")
+            raise RuntimeError(
+                f"this worker computes {feature_identity(self.backbone)!r}, the job expects "
+                f"{identity!r}: install the same requirements on every node"
+            )
         self.forward = backbone_forward(self.backbone)  # the local engine's runtime, so vectors match its cache
         self.bottleneck_dir = bottleneck_dir
         self.name = f"{socket.gethostname()}:{os.getpid()}"
@@ -201,14 +240,21 @@ class BackboneActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         todo = (batch["problem"] == "") & ~batch["done"].astype(bool)
         images = batch["image"][todo]
-        vectors = [np.asarray(self.forward(images[start:start + FORWARD_CHUNK]), dtype=np.float32)
-                   for start in range(0, len(images), FORWARD_CHUNK)]
+        vectors = [
+            np.asarray(self.forward(images[start : start + FORWARD_CHUNK]), dtype=np.float32)
+            for start in range(0, len(images), FORWARD_CHUNK)
+        ]
         if vectors:
             write_shard(self.bottleneck_dir, list(batch["key"][todo]), np.concatenate(vectors))
         finished = np.where(todo, time.time(), np.nan)  # each computed image's batch end, for the steady rate
-        return {"path": batch["path"], "key": batch["key"], "problem": batch["problem"], "finished": finished,
-                "actor": np.full(len(todo), self.name, dtype=object),
-                "node": np.full(len(todo), self.node, dtype=object)}
+        return {
+            "path": batch["path"],
+            "key": batch["key"],
+            "problem": batch["problem"],
+            "finished": finished,
+            "actor": np.full(len(todo), self.name, dtype=object),
+            "node": np.full(len(todo), self.node, dtype=object),
+        }
 
 
 def _steady_rate(finished: list[float]) -> float:
@@ -229,8 +275,11 @@ def _spread_to_twins(table: pd.DataFrame, job: ExtractJob, summary: ExtractSumma
     for path, sha in zip(table["path"], table["sha256"], strict=True):
         if sha and path in summary.keys:
             by_sha[sha] = summary.keys[path]
-    problem_by_sha = {sha: summary.problems[path] for path, sha in zip(table["path"], table["sha256"], strict=True)
-                      if sha and path in summary.problems}
+    problem_by_sha = {
+        sha: summary.problems[path]
+        for path, sha in zip(table["path"], table["sha256"], strict=True)
+        if sha and path in summary.problems
+    }
     for path, sha in zip(table["path"], table["sha256"], strict=True):
         if path in summary.keys or path in summary.problems or not sha:
             continue

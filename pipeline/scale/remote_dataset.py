@@ -17,8 +17,9 @@ from pipeline.scale.storage import filesystem_for, list_files
 from pipeline.splits import split_for_name, validate_percentages
 
 
-def load_remote_dataset(uri: str, validation_percentage: float,
-                        testing_percentage: float) -> tuple[pd.DataFrame, str, list[str], list[dict]]:
+def load_remote_dataset(
+    uri: str, validation_percentage: float, testing_percentage: float
+) -> tuple[pd.DataFrame, str, list[str], list[dict]]:
     """(table of path, file, label, split, sha256=""; the URI; classes; problems) for class folders at `uri`."""
     validate_percentages(validation_percentage, testing_percentage)
     _, base = filesystem_for(uri)
@@ -31,8 +32,15 @@ def load_remote_dataset(uri: str, validation_percentage: float,
         if relative.suffix.lower() not in IMAGE_EXTENSIONS:
             problems.append({"file": str(relative), "problem": f"not an image file type ({relative.suffix or 'none'})"})
             continue
-        rows.append({"path": path, "file": str(relative), "label": relative.parts[0],
-                     "split": split_for_name(relative.name, validation_percentage, testing_percentage), "sha256": ""})
+        rows.append(
+            {
+                "path": path,
+                "file": str(relative),
+                "label": relative.parts[0],
+                "split": split_for_name(relative.name, validation_percentage, testing_percentage),
+                "sha256": "",
+            }
+        )
     if not rows:
         raise DatasetError(f"{uri}: no images in class folders (expected {uri}/<class>/<image>.jpg)")
     table = pd.DataFrame(rows)

@@ -27,11 +27,15 @@ def refuse_local_only_settings(config: RunConfig) -> None:
     """One line naming a setting `--engine ray` cannot honour, and what to use instead."""
     augment = config.augment
     if augment.class_size > 0 or (augment.augment_copies > 0 and augment.is_active()):
-        raise RetrainError("--engine ray trains on each image's bottleneck once: augmented copies (--augment_copies, "
-                           "--class_size, or the distortion flags) need --engine local, or leave them out")
+        raise RetrainError(
+            "--engine ray trains on each image's bottleneck once: augmented copies (--augment_copies, "
+            "--class_size, or the distortion flags) need --engine local, or leave them out"
+        )
     if config.train.fine_tune_layers > 0:
-        raise RetrainError("--engine ray trains the head on cached bottlenecks: fine-tuning (--fine_tune_layers) "
-                           "reads every image at each epoch; use --engine local for it, or leave it out")
+        raise RetrainError(
+            "--engine ray trains the head on cached bottlenecks: fine-tuning (--fine_tune_layers) "
+            "reads every image at each epoch; use --engine local for it, or leave it out"
+        )
 
 
 def train_run(config: RunConfig, options) -> Report:
@@ -65,11 +69,21 @@ def train_run(config: RunConfig, options) -> Report:
                 run.write_status("failed", message=str(error), **settled_exports(context, "failed"))
                 raise
             except Exception as error:
-                run.write_status("failed", message=f"internal error ({type(error).__name__}: {error})",
-                                 **settled_exports(context, "failed"))
+                run.write_status(
+                    "failed",
+                    message=f"internal error ({type(error).__name__}: {error})",
+                    **settled_exports(context, "failed"),
+                )
                 raise
-        run.write_status("done", 1.0, "done", f"test accuracy {report.test_accuracy:.1%}",
-                         test_accuracy=report.test_accuracy, exports=dict(context.exports), **context.board.to_status())
+        run.write_status(
+            "done",
+            1.0,
+            "done",
+            f"test accuracy {report.test_accuracy:.1%}",
+            test_accuracy=report.test_accuracy,
+            exports=dict(context.exports),
+            **context.board.to_status(),
+        )
         return report
 
 
@@ -97,9 +111,16 @@ def _train_evaluate_export(context, summary, table: pd.DataFrame, classes: list[
     shard_splits, counts = _splits(config, bottleneck_dir_of(config), table, classes)
     head = _train(context, shard_splits, int(summary.feature_dim), len(classes))
     report = _evaluate(context, shard_splits, table, classes, head, int(summary.feature_dim))
-    report.extra.update({"engine": "ray", "cache": summary.to_dict(), "architecture": config.train.architecture,
-                         "train_class_counts": counts, "validation_images": len(shard_splits["validation"]),
-                         "problems": [{"file": f, "problem": p} for f, p in sorted(summary.problems.items())]})
+    report.extra.update(
+        {
+            "engine": "ray",
+            "cache": summary.to_dict(),
+            "architecture": config.train.architecture,
+            "train_class_counts": counts,
+            "validation_images": len(shard_splits["validation"]),
+            "problems": [{"file": f, "problem": p} for f, p in sorted(summary.problems.items())],
+        }
+    )
     _export(context, head, classes, table, report, summary)
     context.timings["total_seconds"] = time.monotonic() - started
     report.extra["timings"] = {k: round(v, 2) for k, v in context.timings.items()}
@@ -112,12 +133,16 @@ def _splits(config: RunConfig, bottleneck_dir: str, table: pd.DataFrame, classes
     from pipeline.scale.stream import split_from_shards
 
     index = {label: i for i, label in enumerate(classes)}
-    labels = {name: {key: index[label] for key, label in zip(rows["key"], rows["label"], strict=True)}
-              for name, rows in table.groupby("split")}
+    labels = {
+        name: {key: index[label] for key, label in zip(rows["key"], rows["label"], strict=True)}
+        for name, rows in table.groupby("split")
+    }
     train = table[table["split"] == "train"]
     if train["label"].nunique() < 2:
-        raise DatasetError(f"{config.dataset.image_dir}: fewer than two classes have training images with "
-                           f"bottlenecks ({sorted(set(train['label']))}); see the problems above")
+        raise DatasetError(
+            f"{config.dataset.image_dir}: fewer than two classes have training images with "
+            f"bottlenecks ({sorted(set(train['label']))}); see the problems above"
+        )
     splits = {name: split_from_shards(bottleneck_dir, labels.get(name, {})) for name in ("train", "validation", "test")}
     return splits, {label: int(count) for label, count in train["label"].value_counts().sort_index().items()}
 
@@ -132,14 +157,35 @@ def _train(context, splits: dict, dim: int, num_classes: int):
 
     def on_metrics(row: dict) -> None:
         context.run.append_metrics(row)
-        context.status("training", row["step"] / total, f"training step {row['step']}/{total}, "
-                       f"loss {row['train_loss']:.3f}", step_number=row["step"], total_steps=total)
-        print_progress(Progress("training", row["step"], total, row["step"] / max(row["elapsed_seconds"], 1e-9),
-                                None, f"loss {row['train_loss']:.3f} val_acc {row['val_accuracy']}"))
+        context.status(
+            "training",
+            row["step"] / total,
+            f"training step {row['step']}/{total}, loss {row['train_loss']:.3f}",
+            step_number=row["step"],
+            total_steps=total,
+        )
+        print_progress(
+            Progress(
+                "training",
+                row["step"],
+                total,
+                row["step"] / max(row["elapsed_seconds"], 1e-9),
+                None,
+                f"loss {row['train_loss']:.3f} val_acc {row['val_accuracy']}",
+            )
+        )
 
     context.status("training", 0.0, f"training the head on {len(splits['train'])} bottlenecks streamed from shards")
-    head, _ = train_head_from_shards(bottleneck_dir_of(config), splits["train"], splits["validation"], dim,
-                                     num_classes, config.train, on_metrics, context.stop.is_set)
+    head, _ = train_head_from_shards(
+        bottleneck_dir_of(config),
+        splits["train"],
+        splits["validation"],
+        dim,
+        num_classes,
+        config.train,
+        on_metrics,
+        context.stop.is_set,
+    )
     context.timings["training_seconds"] = time.monotonic() - started
     return head
 
@@ -149,8 +195,9 @@ def _evaluate(context, splits: dict, table: pd.DataFrame, classes: list[str], he
 
     context.status("evaluating", 0.0, "evaluating on the test images")
     evaluated_on = "test" if len(splits["test"]) else "validation"
-    truth, probabilities, keys = predict_from_shards(bottleneck_dir_of(context.config), splits[evaluated_on], dim,
-                                                     len(classes), head)
+    truth, probabilities, keys = predict_from_shards(
+        bottleneck_dir_of(context.config), splits[evaluated_on], dim, len(classes), head
+    )
     file_of = dict(zip(table["key"], table["file"], strict=False))
     report = build_report(truth, probabilities, classes, [file_of[key] for key in keys])
     report.extra["evaluated_on"] = evaluated_on

@@ -44,9 +44,13 @@ def write_shard(bottleneck_dir: str, keys: Sequence[str], vectors: np.ndarray) -
         return None
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     dim = vectors.shape[1]
-    table = pa.table({"key": pa.array(list(keys), pa.string()),
-                      "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim)},
-                     schema=_schema(dim))
+    table = pa.table(
+        {
+            "key": pa.array(list(keys), pa.string()),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
+        },
+        schema=_schema(dim),
+    )
     filesystem, base = filesystem_for(bottleneck_dir)
     folder = join(base, SHARD_FOLDER)
     name = "bottlenecks-" + hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:24] + SUFFIX
@@ -97,8 +101,9 @@ def scan_shards(bottleneck_dir: str) -> ShardScan:
     try:
         entries = filesystem.get_file_info(fs.FileSelector(folder, allow_not_found=True))
     except Exception as error:
-        raise RetrainError(f"cannot list {bottleneck_dir}: {_short(error)}; check the name and your credentials") \
-            from None
+        raise RetrainError(
+            f"cannot list {bottleneck_dir}: {_short(error)}; check the name and your credentials"
+        ) from None
     for entry in sorted(entries, key=lambda e: e.path):
         name = entry.path.rsplit("/", 1)[-1]
         if entry.type != fs.FileType.File or is_hidden(name) or not name.endswith(SUFFIX):

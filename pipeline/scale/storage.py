@@ -35,8 +35,11 @@ def filesystem_for(location: str):
             # Off EC2 the metadata endpoint never answers; asking it is what makes a missing credential hang.
             os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
             bucket_and_path = location.split("://", 1)[1]
-            filesystem = fs.S3FileSystem(connect_timeout=TIMEOUT_SECONDS, request_timeout=TIMEOUT_SECONDS,
-                                         retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=RETRIES))
+            filesystem = fs.S3FileSystem(
+                connect_timeout=TIMEOUT_SECONDS,
+                request_timeout=TIMEOUT_SECONDS,
+                retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=RETRIES),
+            )
             return filesystem, bucket_and_path.rstrip("/")
         if scheme in ("gs", "gcs"):
             from datetime import timedelta
@@ -62,8 +65,7 @@ def probe(location: str) -> None:
         filesystem.get_file_info(base)
         missing = bucket and filesystem.get_file_info(bucket).type == fs.FileType.NotFound
     except Exception as error:
-        raise RetrainError(f"cannot reach {location}: {_short(error)}; check the name and your credentials") \
-            from None
+        raise RetrainError(f"cannot reach {location}: {_short(error)}; check the name and your credentials") from None
     if missing:
         raise RetrainError(f"cannot reach {location}: no such bucket ({bucket}); check the name and your credentials")
 

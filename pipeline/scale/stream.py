@@ -52,8 +52,9 @@ def split_from_shards(bottleneck_dir: str, labels_by_key: dict[str, int]) -> Sha
     return ShardSplit(labels_by_key, sorted(paths))
 
 
-def _examples(bottleneck_dir: str, split: ShardSplit, seed: int | None,
-              record_batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _examples(
+    bottleneck_dir: str, split: ShardSplit, seed: int | None, record_batch: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(vectors, labels) per record batch; shards in a new seeded order per pass when `seed` is given."""
     paths = list(split.shard_paths)
     passes = 0
@@ -72,8 +73,9 @@ def _examples(bottleneck_dir: str, split: ShardSplit, seed: int | None,
             return
 
 
-def validation_arrays(bottleneck_dir: str, split: ShardSplit,
-                      limits: StreamLimits = StreamLimits()) -> tuple[np.ndarray, np.ndarray]:
+def validation_arrays(
+    bottleneck_dir: str, split: ShardSplit, limits: StreamLimits = StreamLimits()
+) -> tuple[np.ndarray, np.ndarray]:
     """The validation split in memory (validated against many times, so read once), at most `validation_cap`.
 
     A larger split is cut to the keys that sort first: a fixed, content-chosen sample, the same every run.
@@ -87,7 +89,7 @@ def validation_arrays(bottleneck_dir: str, split: ShardSplit,
         if vectors is None:
             vectors = np.empty((len(split), batch_vectors.shape[1]), np.float32)
         take = min(len(batch_labels), len(split) - seen)  # a key in two shards (a retried batch) can repeat
-        vectors[seen:seen + take], labels[seen:seen + take] = batch_vectors[:take], batch_labels[:take]
+        vectors[seen : seen + take], labels[seen : seen + take] = batch_vectors[:take], batch_labels[:take]
         seen += take
         if seen == len(split):
             break
@@ -96,8 +98,9 @@ def validation_arrays(bottleneck_dir: str, split: ShardSplit,
     return vectors[:seen], labels[:seen]
 
 
-def _shuffled_batches(source: Iterator[tuple[np.ndarray, np.ndarray]], batch_size: int, buffer: int,
-                      seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _shuffled_batches(
+    source: Iterator[tuple[np.ndarray, np.ndarray]], batch_size: int, buffer: int, seed: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Batches drawn through a fixed buffer of `buffer` vectors, as tf.data's shuffle draws, a record batch at once.
 
     The buffer fills from the stream; after that every vector that arrives takes the place of one chosen at
@@ -113,23 +116,30 @@ def _shuffled_batches(source: Iterator[tuple[np.ndarray, np.ndarray]], batch_siz
         if held_x is None:
             held_x, held_y = np.empty((buffer, vectors.shape[1]), np.float32), np.empty(buffer, np.int32)
         take = min(buffer - filled, len(labels))
-        held_x[filled:filled + take], held_y[filled:filled + take] = vectors[:take], labels[:take]
+        held_x[filled : filled + take], held_y[filled : filled + take] = vectors[:take], labels[:take]
         filled += take
         for start in range(take, len(labels), buffer):  # a record batch larger than the buffer: in pieces
             count = min(buffer, len(labels) - start)
             slots = rng.choice(buffer, size=count, replace=False)
             out_x, out_y = held_x[slots], held_y[slots]  # copies: the slots are overwritten next
-            held_x[slots], held_y[slots] = vectors[start:start + count], labels[start:start + count]
+            held_x[slots], held_y[slots] = vectors[start : start + count], labels[start : start + count]
             if carry_x is not None:
                 out_x, out_y = np.concatenate([carry_x, out_x]), np.concatenate([carry_y, out_y])
             whole = len(out_y) // batch_size * batch_size
             for first in range(0, whole, batch_size):
-                yield out_x[first:first + batch_size], out_y[first:first + batch_size]
+                yield out_x[first : first + batch_size], out_y[first : first + batch_size]
             carry_x, carry_y = (out_x[whole:].copy(), out_y[whole:].copy()) if whole < len(out_y) else (None, None)
 
 
-def shard_dataset(bottleneck_dir: str, split: ShardSplit, dim: int, num_classes: int, batch_size: int,
-                  seed: int | None = None, limits: StreamLimits = StreamLimits()):
+def shard_dataset(
+    bottleneck_dir: str,
+    split: ShardSplit,
+    dim: int,
+    num_classes: int,
+    batch_size: int,
+    seed: int | None = None,
+    limits: StreamLimits = StreamLimits(),
+):
     """A tf.data pipeline of (vectors, one-hot) batches: endless and shuffled with `seed`, else one pass in order."""
     import tensorflow as tf
 
@@ -141,7 +151,7 @@ def shard_dataset(bottleneck_dir: str, split: ShardSplit, dim: int, num_classes:
         if seed is None:
             for vectors, labels in source:
                 for start in range(0, len(labels), batch_size):
-                    yield vectors[start:start + batch_size], labels[start:start + batch_size]
+                    yield vectors[start : start + batch_size], labels[start : start + batch_size]
         else:
             yield from _shuffled_batches(source, batch_size, buffer, seed)
 
@@ -154,10 +164,9 @@ def _array_dataset(vectors: np.ndarray, labels: np.ndarray, num_classes: int, ba
 
     def batches():
         for start in range(0, len(labels), batch_size):
-            yield vectors[start:start + batch_size], labels[start:start + batch_size]
+            yield vectors[start : start + batch_size], labels[start : start + batch_size]
 
-    return _bounded(tf.data.Dataset.from_generator(batches, output_signature=_signature(vectors.shape[1])),
-                    num_classes)
+    return _bounded(tf.data.Dataset.from_generator(batches, output_signature=_signature(vectors.shape[1])), num_classes)
 
 
 def _signature(dim: int):
@@ -179,9 +188,17 @@ def _bounded(dataset, num_classes: int):
     return dataset.map(lambda x, y: (x, tf.one_hot(y, num_classes))).prefetch(2).with_options(options)
 
 
-def train_head_from_shards(bottleneck_dir: str, train: ShardSplit, validation: ShardSplit, dim: int,
-                           num_classes: int, config: TrainConfig, on_metrics: Callable[[dict], None] | None = None,
-                           should_stop: Callable[[], bool] | None = None, limits: StreamLimits = StreamLimits()):
+def train_head_from_shards(
+    bottleneck_dir: str,
+    train: ShardSplit,
+    validation: ShardSplit,
+    dim: int,
+    num_classes: int,
+    config: TrainConfig,
+    on_metrics: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    limits: StreamLimits = StreamLimits(),
+):
     """The same head as `pipeline.train.train_head` (layers, optimizer, schedule), fed from shards.
 
     Returns (head, metrics rows). Validation runs at each interval on the validation split held in
@@ -196,9 +213,12 @@ def train_head_from_shards(bottleneck_dir: str, train: ShardSplit, validation: S
     keras.utils.set_random_seed(config.seed)
     head = build_head(dim, num_classes, config)
     interval, rounds = schedule(config, len(train))
-    head.compile(optimizer=make_optimizer(config),
-                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-                 metrics=["accuracy"], steps_per_execution=interval)
+    head.compile(
+        optimizer=make_optimizer(config),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+        steps_per_execution=interval,
+    )
     batches = shard_dataset(bottleneck_dir, train, dim, num_classes, config.train_batch_size, config.seed, limits)
     validation_data = None
     if len(validation):
@@ -209,19 +229,28 @@ def train_head_from_shards(bottleneck_dir: str, train: ShardSplit, validation: S
     recorder = MetricsRecorder(interval, on_metrics, should_stop)
     callbacks: list = [recorder]
     if validation_data is not None and config.early_stopping > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping,
-                                                       restore_best_weights=True))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping, restore_best_weights=True)
+        )
     counts = np.fromiter(train.labels_by_key.values(), dtype=int, count=len(train))
-    head.fit(batches, steps_per_epoch=interval, epochs=rounds, validation_data=validation_data,
-             class_weight=class_weights(counts, num_classes) if config.class_weights else None,
-             callbacks=callbacks, shuffle=False, verbose=0)  # the stream shuffles itself
+    head.fit(
+        batches,
+        steps_per_epoch=interval,
+        epochs=rounds,
+        validation_data=validation_data,
+        class_weight=class_weights(counts, num_classes) if config.class_weights else None,
+        callbacks=callbacks,
+        shuffle=False,
+        verbose=0,
+    )  # the stream shuffles itself
     if recorder.cancelled:
         raise RunCancelled("training was cancelled")
     return head, recorder.rows
 
 
-def predict_from_shards(bottleneck_dir: str, split: ShardSplit, dim: int, num_classes: int, head,
-                        batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def predict_from_shards(
+    bottleneck_dir: str, split: ShardSplit, dim: int, num_classes: int, head, batch_size: int = 4096
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(true labels, probabilities, keys) of one split, streamed in shard order."""
     labels, probabilities, keys = [], [], []
     seen: set[str] = set()  # a key in two shards (a batch retried after a damaged shard) counts once
@@ -236,4 +265,3 @@ def predict_from_shards(bottleneck_dir: str, split: ShardSplit, dim: int, num_cl
     if not probabilities:
         return np.zeros(0, int), np.zeros((0, num_classes), np.float32), []
     return np.asarray(labels, dtype=int), np.concatenate(probabilities), keys
-

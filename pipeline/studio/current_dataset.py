@@ -25,14 +25,15 @@ from pipeline.studio.workspaces import Workspace
 class DatasetRead:
     """A dataset as read for a session, and what tells whether it must be read again."""
 
-    key: str                     # names the dataset: its source and split settings
-    version: tuple[int, int]     # changes when its decisions or (for a built dataset) its photos change
+    key: str  # names the dataset: its source and split settings
+    version: tuple[int, int]  # changes when its decisions or (for a built dataset) its photos change
     dataset: Dataset
-    broken: dict[str, str]       # path -> problem of the images found broken when they were decoded
+    broken: dict[str, str]  # path -> problem of the images found broken when they were decoded
 
 
-def choose_dataset(workspace: Workspace, config: DatasetConfig,
-                   progress: ProgressCallback | None = None) -> DatasetRead:
+def choose_dataset(
+    workspace: Workspace, config: DatasetConfig, progress: ProgressCallback | None = None
+) -> DatasetRead:
     """Read and check a dataset (decoding every image) and make it the workspace's current one.
 
     Its decisions (drop, relabel) live in the workspace's file for this dataset, kept when it is chosen again.
@@ -69,16 +70,21 @@ def dataset_key(config: DatasetConfig | None) -> str:
 
 def dataset_summary(workspace: Workspace, config: DatasetConfig, dataset: Dataset) -> dict[str, int | str]:
     """What the sidebar shows of a dataset: name, usable images, classes, problems."""
-    return {"name": shown_name(workspace, config), "images": int(len(dataset.usable())),
-            "classes": len(dataset.classes), "problems": len(dataset.problems)}
+    return {
+        "name": shown_name(workspace, config),
+        "images": int(len(dataset.usable())),
+        "classes": len(dataset.classes),
+        "problems": len(dataset.problems),
+    }
 
 
 def _remember(workspace: Workspace, config: DatasetConfig, dataset: Dataset) -> DatasetRead:
     summary = dataset_summary(workspace, config, dataset)
     if workspace.state().get("dataset_summary") != summary:
         workspace.update_state(dataset_summary=summary)
-    broken = {path: problem for path, problem in zip(dataset.table["path"], dataset.table["problem"], strict=True)
-              if problem}
+    broken = {
+        path: problem for path, problem in zip(dataset.table["path"], dataset.table["problem"], strict=True) if problem
+    }
     return DatasetRead(dataset_key(config), _dataset_version(config), dataset, broken)
 
 

@@ -111,7 +111,9 @@ def imbalance_advice(class_counts: dict[str, dict[str, int]]) -> str | None:
     if total[smallest] and total[largest] / total[smallest] <= IMBALANCE_RATIO:
         return None
     train = {label: class_counts[label].get("train", 0) for label in total}
-    return (f"Classes are imbalanced: '{largest}' has {total[largest]} images and '{smallest}' only "
-            f"{total[smallest]}. The model will lean towards the bigger classes. Add photos to the small classes, "
-            f"or on Configure turn on 'Balance classes' at about {max(train.values())} training images so augmented "
-            "copies even them out (class weights, on by default, also help).")
+    return (
+        f"Classes are imbalanced: '{largest}' has {total[largest]} images and '{smallest}' only "
+        f"{total[smallest]}. The model will lean towards the bigger classes. Add photos to the small classes, "
+        f"or on Configure turn on 'Balance classes' at about {max(train.values())} training images so augmented "
+        "copies even them out (class weights, on by default, also help)."
+    )

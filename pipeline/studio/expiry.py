@@ -32,8 +32,9 @@ def expire_idle_workspaces(root: Path | None = None, now: float | None = None) -
         if not is_valid_token(path.name) or path.is_symlink() or not path.is_dir() or not (path / MARKER).is_file():
             continue
         workspace = Workspace(path.name, path)
-        if now - last_used(workspace) <= ttl or any(is_active(refreshed_status(run))
-                                                    for run in workspace_runs(workspace)):
+        if now - last_used(workspace) <= ttl or any(
+            is_active(refreshed_status(run)) for run in workspace_runs(workspace)
+        ):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path.name)

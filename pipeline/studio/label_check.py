@@ -25,11 +25,16 @@ class LabelCheck:
     """The result of looking for likely mistakes: the suspects, most doubtful first, and the dataset map."""
 
     suspects: list[Suspect]
-    points: pd.DataFrame          # pipeline.datamap.dataset_map's table: x, y, file, path, label, split, suspect
+    points: pd.DataFrame  # pipeline.datamap.dataset_map's table: x, y, file, path, label, split, suspect
 
 
-def check_labels(dataset: Dataset, train: TrainConfig, bottleneck_dir: str | None = None, method: str = "pca",
-                 progress: ProgressCallback | None = None) -> LabelCheck:
+def check_labels(
+    dataset: Dataset,
+    train: TrainConfig,
+    bottleneck_dir: str | None = None,
+    method: str = "pca",
+    progress: ProgressCallback | None = None,
+) -> LabelCheck:
     """Find likely-mislabelled images and map the dataset (`method` "pca" or "tsne"), with the next run's backbone.
 
     Bottlenecks go to the cache runs use (so a later run reuses them).
@@ -42,8 +47,9 @@ def check_labels(dataset: Dataset, train: TrainConfig, bottleneck_dir: str | Non
     folder = bottleneck_dir or default_bottleneck_dir()  # the app passes bottleneck_folder(...)
     # One pass over every usable image: the suspects use the checked splits of it, the map all of it.
     features = dataset_bottlenecks(dataset, backbone, folder, progress=progress)
-    suspects = suspects_from_bottlenecks(features.of_splits(CHECKED_SPLITS), dataset.source or str(dataset.root),
-                                         seed=train.seed, progress=progress)
+    suspects = suspects_from_bottlenecks(
+        features.of_splits(CHECKED_SPLITS), dataset.source or str(dataset.root), seed=train.seed, progress=progress
+    )
     if progress:
         progress(Progress("mapping", 0, 1, 0.0, None))
     return LabelCheck(suspects, map_from_bottlenecks(features, method, suspects=suspects, seed=train.seed))

@@ -42,8 +42,10 @@ def start_run(workspace: Workspace, config: RunConfig, images: Dataset | None = 
         fcntl.flock(guard, fcntl.LOCK_EX)
         waiting = [run.name for run in workspace_runs(workspace) if is_active(refreshed_status(run))]
         if len(waiting) >= max_queued_per_workspace():
-            raise RetrainError(f"this workspace already has {len(waiting)} runs queued or training, the most it "
-                               "may have; wait for one to finish, or cancel one")
+            raise RetrainError(
+                f"this workspace already has {len(waiting)} runs queued or training, the most it "
+                "may have; wait for one to finish, or cancel one"
+            )
         check_quota(workspace, RUN_RESERVE_MB << 20, "a new run")
         run = RunDir(workspace.runs / new_run_name())
         try:

@@ -33,12 +33,12 @@ RUNNING = job.ACTIVE
 class MistakesView:
     """What Explore shows of the check: its status line, and the page of results when there are some."""
 
-    state: str                       # none|queued|running|done|failed|cancelled|damaged
-    line: str                        # "checking labels 3/5 (about 12 s left)" while running, else the job's message
-    page: job.SuspectsPage | None    # the page of results asked for (the last finished check's), else None
-    points: pd.DataFrame | None      # the dataset map of those results
-    stale: bool                      # the results are from an older version of the dataset
-    problem: str | None = None       # why the results cannot be read (damaged file), else None
+    state: str  # none|queued|running|done|failed|cancelled|damaged
+    line: str  # "checking labels 3/5 (about 12 s left)" while running, else the job's message
+    page: job.SuspectsPage | None  # the page of results asked for (the last finished check's), else None
+    points: pd.DataFrame | None  # the dataset map of those results
+    stale: bool  # the results are from an older version of the dataset
+    problem: str | None = None  # why the results cannot be read (damaged file), else None
 
 
 def check_folder(workspace: Workspace) -> Path:
@@ -101,6 +101,7 @@ def map_photo(workspace: Workspace, view: MistakesView, file: str | None) -> dic
 
 # ---- Near-duplicates ------------------------------------------------------------------------------------------
 
+
 def near_duplicate_groups(dataset: Dataset) -> list[dict[str, Any]]:
     """Groups of near-identical photos by perceptual hash (free: computed when the dataset was checked):
     [{"files", "labels", "paths"}]."""
@@ -114,8 +115,11 @@ def features_cached(workspace: Workspace, dataset: Dataset) -> bool:
         results = job.suspects_page(folder, 1, 1)
     except RetrainError:
         return False
-    return (job.label_check_status(folder)["state"] == "done" and results.signature == dataset.signature
-            and results.architecture == working_config(workspace).train.architecture)
+    return (
+        job.label_check_status(folder)["state"] == "done"
+        and results.signature == dataset.signature
+        and results.architecture == working_config(workspace).train.architecture
+    )
 
 
 def feature_groups(workspace: Workspace, dataset: Dataset) -> list[dict[str, Any]]:

@@ -44,8 +44,11 @@ def preset_label(workspace: Workspace, preset: str, config: RunConfig | None = N
     if preset not in PRESETS:
         return "Custom"
     chosen = PRESETS[preset]
-    if any(getattr(getattr(config, section), name) != value
-           for section, values in chosen.items() for name, value in values.items()):
+    if any(
+        getattr(getattr(config, section), name) != value
+        for section, values in chosen.items()
+        for name, value in values.items()
+    ):
         return "Custom"
     untouched = apply_preset(RunConfig(), preset)
     if any(getattr(config, section) != getattr(untouched, section) for section in ("train", "augment")):

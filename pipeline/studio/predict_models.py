@@ -29,8 +29,8 @@ class ModelChoice:
     """A finished run Predict can use."""
 
     run: str
-    dataset: str             # "ants_bees · 397 images · 2 classes"
-    current_dataset: bool    # trained on the workspace's current dataset
+    dataset: str  # "ants_bees · 397 images · 2 classes"
+    current_dataset: bool  # trained on the workspace's current dataset
 
     @property
     def label(self) -> str:
@@ -62,8 +62,9 @@ def _source(config: DatasetConfig | None) -> tuple | None:
     """What names a dataset's photos (not its decisions or split): folder, zip and CSV, resolved."""
     if config is None:
         return None
-    return tuple(str(Path(value).resolve()) if value else "" for value in (config.image_dir, config.zip,
-                                                                             config.label_csv))
+    return tuple(
+        str(Path(value).resolve()) if value else "" for value in (config.image_dir, config.zip, config.label_csv)
+    )
 
 
 def _run_source(run: RunDir) -> tuple | None:
@@ -74,6 +75,7 @@ def _run_source(run: RunDir) -> tuple | None:
 
 
 # ---- Share links ----------------------------------------------------------------------------------------------
+
 
 def share_run(workspace: Workspace, run: str) -> shares.Share:
     """A new read-only link token for one finished run of this workspace."""

@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     from pipeline.predict import Predictor
 
 
-def predict_zip(workspace: Workspace, predictor: Predictor, zip_name: str, zip_bytes: bytes, run_name: str,
-                k: int) -> Path:
+def predict_zip(
+    workspace: Workspace, predictor: Predictor, zip_name: str, zip_bytes: bytes, run_name: str, k: int
+) -> Path:
     """The predictions CSV of an uploaded zip of photos: saved and unpacked in the workspace (within its quota),
     predicted once per zip, run and k (a rerun of the page does not predict again)."""
     from pipeline.predict import image_files

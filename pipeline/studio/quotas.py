@@ -46,13 +46,14 @@ def check_quota(workspace: Workspace, adding: int, what: str) -> None:
     """
     quota, used = workspace_quota_bytes(), folder_size(workspace.path)
     if used + adding > quota:
-        raise RetrainError(f"{what}: this workspace would take {megabytes(used + adding)}, over its quota of "
-                           f"{megabytes(quota)} ({megabytes(used)} used by uploads, runs and cache). Delete old runs "
-                           "on the Runs page, or start a new workspace by opening the app's address without '?ws=…'")
+        raise RetrainError(
+            f"{what}: this workspace would take {megabytes(used + adding)}, over its quota of "
+            f"{megabytes(quota)} ({megabytes(used)} used by uploads, runs and cache). Delete old runs "
+            "on the Runs page, or start a new workspace by opening the app's address without '?ws=…'"
+        )
     budget, everyone = disk_budget_bytes(), server_disk_use(workspace.path.parents[1])
     if everyone + adding > budget:
-        raise RetrainError(f"{what}: the server's disk space for all users is used up ({megabytes(everyone)} of "
-                           f"{megabytes(budget)}); try again later, when idle workspaces have expired")
-
-
-
+        raise RetrainError(
+            f"{what}: the server's disk space for all users is used up ({megabytes(everyone)} of "
+            f"{megabytes(budget)}); try again later, when idle workspaces have expired"
+        )

@@ -59,8 +59,11 @@ def run_dataset_text(run: RunDir) -> str:
 
 def finished_runs(workspace: Workspace) -> list[RunDir]:
     """The runs that finished with a report (what Evaluate can show), newest first."""
-    return [run for run in workspace_runs(workspace)
-            if refreshed_status(run).get("state") == "done" and run.report.is_file()]
+    return [
+        run
+        for run in workspace_runs(workspace)
+        if refreshed_status(run).get("state") == "done" and run.report.is_file()
+    ]
 
 
 def active_runs(workspace: Workspace) -> list[RunDir]:

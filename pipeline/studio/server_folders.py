@@ -41,11 +41,14 @@ def _resolve_under_root(text: str, shown: str, root: Path) -> Path:
             candidate = Path(from_display_name(text)).expanduser()  # a name listed with \xNN for non-UTF-8 bytes
     resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
     if not resolved.is_relative_to(root):
-        raise RetrainError(f"'{shown}' is outside the data folder {root} (or links out of it); only folders "
-                           "inside it can be used")
+        raise RetrainError(
+            f"'{shown}' is outside the data folder {root} (or links out of it); only folders inside it can be used"
+        )
     if (root / WORKSPACES).is_relative_to(resolved):
-        raise RetrainError(f"'{shown}' is the data folder itself (or links to it), which holds the app's private "
-                           "workspaces; choose one of the dataset folders inside it")
+        raise RetrainError(
+            f"'{shown}' is the data folder itself (or links to it), which holds the app's private "
+            "workspaces; choose one of the dataset folders inside it"
+        )
     if resolved.is_relative_to(root / WORKSPACES):
         raise RetrainError(f"'{shown}' is inside the app's private workspaces; upload a zip instead")
     if not resolved.is_dir():
@@ -56,6 +59,12 @@ def _resolve_under_root(text: str, shown: str, root: Path) -> Path:
 def list_server_folders(root: Path | None = None) -> list[str]:
     """Top-level folders under the data root that could be datasets (not workspaces/ or hidden ones)."""
     root = (root or data_root()).resolve()
-    return [display_name(path.name) for path in sorted(root.iterdir())
-            if path.is_dir() and path.name != WORKSPACES and not is_hidden(path.name)
-            and path.resolve().is_relative_to(root) and not (root / WORKSPACES).is_relative_to(path.resolve())]
+    return [
+        display_name(path.name)
+        for path in sorted(root.iterdir())
+        if path.is_dir()
+        and path.name != WORKSPACES
+        and not is_hidden(path.name)
+        and path.resolve().is_relative_to(root)
+        and not (root / WORKSPACES).is_relative_to(path.resolve())
+    ]

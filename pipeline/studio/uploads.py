@@ -59,8 +59,9 @@ def _declared_size(zip_path: Path) -> int:
         return 0
 
 
-def dataset_from_zip(workspace: Workspace, zip_name: str, zip_bytes: bytes, csv_name: str | None = None,
-                     csv_bytes: bytes | None = None) -> DatasetConfig:
+def dataset_from_zip(
+    workspace: Workspace, zip_name: str, zip_bytes: bytes, csv_name: str | None = None, csv_bytes: bytes | None = None
+) -> DatasetConfig:
     """The DatasetConfig of an uploaded zip (either folder layout), or of a labels CSV plus a zip of its images.
 
     A zip that cannot be unpacked is not kept: it would only count against the quota.

@@ -103,8 +103,9 @@ def open_workspace(token: str, root: Path | None = None) -> Workspace:
     base.mkdir(parents=True, exist_ok=True)
     path = base / token
     # Checked before anything is created: mkdir through a planted symlink would already write elsewhere.
-    if any(link.is_symlink() for link in (path, path / "uploads", path / "runs")) or \
-            (path.exists() and not path.resolve().is_relative_to(base.resolve())):
+    if any(link.is_symlink() for link in (path, path / "uploads", path / "runs")) or (
+        path.exists() and not path.resolve().is_relative_to(base.resolve())
+    ):
         raise RetrainError("this workspace folder is a link (to somewhere else); it is refused")
     for folder in (path / "uploads", path / "runs"):
         folder.mkdir(parents=True, exist_ok=True)
