@@ -186,19 +186,26 @@ def _retrain(config: RunConfig, run: RunDir, echo: ProgressCallback | None) -> R
             )
             context = RunContext(config, run, stop, echo, board=StageBoard(keys))
             report = _run_stages(context)
-    except RunCancelled as cancelled:
-        run.write_status("cancelled", message=str(cancelled), **settled_exports(context, "cancelled"))
-        raise
-    except RetrainError as error:
-        run.write_status("failed", message=str(error), **settled_exports(context, "failed"))
-        raise
     except Exception as error:
-        run.write_status(
-            "failed",
-            message=f"internal error ({type(error).__name__}: {error}); see run.log",
-            **settled_exports(context, "failed"),
-        )
+        write_ending(run, context, error)
         raise
+    write_done(run, context, report)
+    return report
+
+
+def write_ending(run: RunDir, context: RunContext | None, error: Exception) -> None:
+    """status.json for a run that stops early: cancelled, failed with its reason, or failed on a bug (see run.log)."""
+    if isinstance(error, RunCancelled):
+        state, message = "cancelled", str(error)
+    elif isinstance(error, RetrainError):
+        state, message = "failed", str(error)
+    else:
+        state, message = "failed", f"internal error ({type(error).__name__}: {error}); see run.log"
+    run.write_status(state, message=message, **settled_exports(context, state))
+
+
+def write_done(run: RunDir, context: RunContext, report: Report) -> None:
+    """status.json for a finished run: its score, the state of every export, its stage lines and any warning."""
     warning = {"test_split_warning": report.extra["test_split_warning"]} if "test_split_warning" in report.extra else {}
     run.write_status(
         "done",
@@ -210,7 +217,6 @@ def _retrain(config: RunConfig, run: RunDir, echo: ProgressCallback | None) -> R
         **warning,
         **context.board.to_status(),
     )
-    return report
 
 
 def settled_exports(context: RunContext | None, ending: str) -> dict:

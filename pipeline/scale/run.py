@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import RunConfig
-from pipeline.errors import DatasetError, RetrainError, RunCancelled
+from pipeline.errors import DatasetError, RetrainError
 from pipeline.evaluate import Report, build_report
 from pipeline.progress import Progress, print_progress
 from pipeline.scale.commands import bottleneck_dir_of, extract_with_ray
@@ -40,7 +40,7 @@ def refuse_local_only_settings(config: RunConfig) -> None:
 
 def train_run(config: RunConfig, options) -> Report:
     """Claim the run folder, extract on Ray, train from the shards, evaluate, export; returns the report."""
-    from pipeline.retrain import RunContext, StopFlag, refuse_foreign_folder, settled_exports
+    from pipeline.retrain import RunContext, StopFlag, refuse_foreign_folder, write_done, write_ending
     from pipeline.runs import RunDir, process_started
     from pipeline.scale.cluster import require_ray
     from pipeline.stage_progress import StageBoard, run_stage_keys
@@ -62,28 +62,10 @@ def train_run(config: RunConfig, options) -> Report:
             context = RunContext(config, run, stop, print_progress, board=StageBoard(keys))
             try:
                 report = _stages(context, options)
-            except RunCancelled as cancelled:
-                run.write_status("cancelled", message=str(cancelled), **settled_exports(context, "cancelled"))
-                raise
-            except RetrainError as error:
-                run.write_status("failed", message=str(error), **settled_exports(context, "failed"))
-                raise
             except Exception as error:
-                run.write_status(
-                    "failed",
-                    message=f"internal error ({type(error).__name__}: {error})",
-                    **settled_exports(context, "failed"),
-                )
+                write_ending(run, context, error)
                 raise
-        run.write_status(
-            "done",
-            1.0,
-            "done",
-            f"test accuracy {report.test_accuracy:.1%}",
-            test_accuracy=report.test_accuracy,
-            exports=dict(context.exports),
-            **context.board.to_status(),
-        )
+        write_done(run, context, report)
         return report
 
 
