@@ -77,7 +77,7 @@ def test_build_train_predict_add_back_retrain(server, camera_browser, tmp_path, 
 def walk_through(page, server, token: str, tmp_path: Path) -> None:
     page.goto(f"{server['url']}/?ws={token}")
 
-    page.get_by_role("tab", name="New dataset").click()  # click 1
+    page.get_by_role("tab", name="New", exact=True).click()  # click 1
     page.get_by_label("Name of the new dataset").fill("colours")
     click(page, "Create and start adding photos")  # click 2
     wait_for_text(page, "Add a first class")
