@@ -125,7 +125,7 @@ def show() -> None:
         ]
     )
     # Narrow bars and a pinned class name: on a phone the whole row fits (or scrolls with its class in view).
-    bar = {"min_value": 0.0, "max_value": 1.0, "format": "percent", "width": 90}
+    bar = {"min_value": 0.0, "max_value": 1.0, "format": "percent", "width": 80}
     st.dataframe(
         scores,
         hide_index=True,

@@ -305,7 +305,7 @@ def test_evaluate_fits_a_phone(studio):
     assert flex.direction == flex.Direction.HORIZONTAL
     columns = json.loads(at.dataframe[0].proto.columns)
     assert columns["Class"]["pinned"] is True
-    assert all(columns[name]["width"] == 90 for name in ("Precision", "Recall", "F1"))
+    assert all(columns[name]["width"] == 80 for name in ("Precision", "Recall", "F1"))
 
 
 def test_predict_gives_top_k_for_photos_and_errors_for_bad_files(studio, monkeypatch):
