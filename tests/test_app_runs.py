@@ -120,6 +120,10 @@ def test_train_page_shows_a_finished_run_and_leads_to_evaluate(studio):
     assert "trained on colours · 42 images · 3 classes" in texts(at.caption), "the run's own dataset"
     assert at.get("plotly_chart"), "loss and accuracy curves"
     assert "Finished" in texts(at.sidebar.markdown)
+    # One primary button: the next step. Training again is offered, but not as the thing to press.
+    assert buttons(at, "Start training")[0].proto.type == "secondary"
+    assert buttons(at, "Next: Evaluate")[0].proto.type == "primary"
+    assert "The last run is finished" in texts(at.caption)
     buttons(at, "Next: Evaluate")[0].click().run()
     assert at.title[0].value == "Evaluate"
 
