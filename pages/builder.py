@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages import navigation, session, widgets
-from pages.gallery import all_classes, plain
+from pages.gallery import all_classes
 from pipeline import dataset_builder as builder
 from pipeline.errors import RetrainError
 from pipeline.studio.datasets import dataset_config
@@ -82,7 +82,7 @@ def show() -> None:
                 try:
                     use(ws, builder.new_dataset(ws, name))
                 except RetrainError as error:
-                    st.error(plain(error), icon=":material/error:")
+                    st.error(widgets.plain(error), icon=":material/error:")
         config = dataset_config(ws)
         if config is not None:
             st.caption(
@@ -94,7 +94,7 @@ def show() -> None:
                     with st.spinner("Making it editable…"):
                         use(ws, builder.editable_root(ws, config))
                 except RetrainError as error:
-                    st.error(plain(error), icon=":material/error:")
+                    st.error(widgets.plain(error), icon=":material/error:")
         return
 
     counts = builder.class_counts(root)
@@ -104,7 +104,7 @@ def show() -> None:
     state.builder_notice = None
     if kind:
         with notice:
-            getattr(st, kind)(plain(message))
+            getattr(st, kind)(widgets.plain(message))
     round_ = state.builder_round
     st.text(f"Dataset: {builder.dataset_label(root)}")
     # One row, also on a phone (columns stack there, one per line, pushing the drop zone a screen down).
@@ -227,7 +227,7 @@ def show() -> None:
         try:
             all_classes(session.current_dataset(ws))
         except RetrainError as error:
-            st.error(plain(error))
+            st.error(widgets.plain(error))
     widgets.next_step("train", "Next: Train", "Train as soon as every class has a few photos.")
 
 

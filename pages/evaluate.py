@@ -54,7 +54,7 @@ def show() -> None:
     where = (
         "test" if report.extra.get("evaluated_on", "test") == "test" else "validation (the dataset has no test split)"
     )
-    cols = st.columns(4)
+    cols = [st.container(horizontal=True)] * 4  # one row that wraps: 2 x 2 on a phone, not 4 tall cards
     cols[0].metric("Test accuracy", format_percent(report.test_accuracy), border=True)
     if len(report.labels) > 5:  # with 5 classes or fewer every answer is in the top 5: always 100%
         cols[1].metric("Top-5 accuracy", f"{report.top5_accuracy:.1%}", border=True)
@@ -124,13 +124,16 @@ def show() -> None:
             for label, s in report.per_class.items()
         ]
     )
-    bar = {"min_value": 0.0, "max_value": 1.0, "format": "percent"}
+    # Narrow bars and a pinned class name: on a phone the whole row fits (or scrolls with its class in view).
+    bar = {"min_value": 0.0, "max_value": 1.0, "format": "percent", "width": 80}
     st.dataframe(
         scores,
         hide_index=True,
         width="stretch",
         key="per_class",
         column_config={
+            "Class": st.column_config.TextColumn(pinned=True),
+            "Test images": st.column_config.NumberColumn(width="small"),
             "Precision": st.column_config.ProgressColumn(
                 help="Of the photos predicted as this class, the share that are", **bar
             ),

@@ -1,11 +1,9 @@
-"""Drawing bits the dataset builder, Explore and Predict share: every class at a glance, and user text made plain.
+"""Drawing bits the dataset builder and Explore share: every class at a glance.
 
 Not a page (app.py does not list it); it sits here because it draws with Streamlit.
 """
 
 from __future__ import annotations
-
-import re
 
 import streamlit as st
 
@@ -15,13 +13,6 @@ from pipeline.studio.datasets import imbalance_advice
 
 # Photos shown per class in the all-classes view: enough to see what a class is, few enough for 40 classes.
 PER_CLASS = 6
-# Everything Markdown (and Streamlit's :icon: and $math$) gives a meaning to.
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~:$&])")
-
-
-def plain(text: str) -> str:
-    """`text` escaped so Markdown shows it as typed: a class called `*a*` or `[x](y)` is not formatting or a link."""
-    return _MARKDOWN.sub(r"\\\1", str(text)).replace("\n", " ")
 
 
 def all_classes(dataset: Dataset, per_class: int = PER_CLASS, advice: bool = True) -> None:
@@ -29,13 +20,14 @@ def all_classes(dataset: Dataset, per_class: int = PER_CLASS, advice: bool = Tru
     (and the imbalance warning, unless the page shows it already)."""
     counts = dataset.class_counts()
     if advice and (advice := imbalance_advice(counts)):
-        st.warning(plain(advice), icon=":material/balance:")
+        st.warning(widgets.plain(advice), icon=":material/balance:")
     usable = dataset.usable()
     for label in dataset.classes:
         splits = counts.get(label, {})
         total = sum(splits.values())
         st.markdown(
-            f"**{plain(label)}** · {total} photo(s): " + ", ".join(f"{n} {split}" for split, n in splits.items())
+            f"**{widgets.plain(label)}** · {total} photo(s): "
+            + ", ".join(f"{n} {split}" for split, n in splits.items())
         )
         rows = usable[usable["label"] == label].head(per_class)
         pairs = [

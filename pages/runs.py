@@ -9,7 +9,7 @@ from pages import charts, navigation, session, widgets
 from pipeline.bundle import bundle_bytes
 from pipeline.errors import RetrainError
 from pipeline.run_rows import run_row
-from pipeline.runs import refreshed_status
+from pipeline.runs import RunDir, refreshed_status
 from pipeline.studio.predict_models import delete_workspace_run
 from pipeline.studio.run_history import (
     active_runs,
@@ -20,6 +20,7 @@ from pipeline.studio.run_history import (
     saved_model_zip,
     workspace_runs,
 )
+from pipeline.studio.workspaces import Workspace
 
 DOWNLOADS = [
     ("model.keras", "Keras model", "application/octet-stream"),
@@ -48,23 +49,9 @@ def show() -> None:
             session.go("train")
         st.stop()
 
-    for going in active_runs(ws):  # a notice, never a blocker: finished runs stay usable meanwhile
-        words = session.run_state_words(refreshed_status(going))
-        st.info(
-            f"Run `{going.name}` is not finished yet ({words.lower()}); its row updates when it is.",
-            icon=":material/hourglass_top:",
-        )
-    rows = pd.DataFrame([run_row(run) for run in runs]).rename(columns=str.capitalize)
-    st.dataframe(
-        rows,
-        hide_index=True,
-        width="stretch",
-        key="runs_table",
-        column_config={
-            "Duration": st.column_config.TextColumn(help="Time spent working, from leaving the queue to the end"),
-            "Queue wait": st.column_config.TextColumn(help="Time spent waiting for a free training slot"),
-        },
-    )
+    going = bool(active_runs(ws))
+    # Polls only while a run of this workspace is queued or working; stops (by a full rerun) when none is.
+    st.fragment(runs_table, run_every=widgets.REFRESH_SECONDS if going else None)(ws, going)
 
     names = [run.name for run in runs]
     chosen = st.selectbox(
@@ -182,7 +169,7 @@ def show() -> None:
     )
     first, second = (find_run(ws, name) for name in pair) if len(pair) == 2 else (None, None)
     if first and second:
-        compared = [run_row(first), run_row(second)]
+        compared = [shown_row(first), shown_row(second)]
         # A table, not metrics or a dataframe: every value is shown whole, however long.
         st.table(
             pd.DataFrame(
@@ -212,6 +199,35 @@ def show() -> None:
         st.caption("Train a second run to compare them.")
 
     widgets.next_step("dataset", "Start over with new data", "Or change settings on Configure and train again.")
+
+
+def shown_row(run: RunDir) -> dict[str, str]:
+    """run_row's cells with the state in the words the sidebar and Train use ("Finished", not "done")."""
+    return run_row(run) | {"state": widgets.state_text(refreshed_status(run))[1]}
+
+
+def runs_table(ws: Workspace, was_going: bool) -> None:
+    """The notices for runs not finished yet and the table of every run, read again while one is going."""
+    going_runs = active_runs(ws)
+    if was_going and not going_runs:  # the last run just ended: redraw the whole page (its state line too)
+        st.rerun()
+    for going in going_runs:  # a notice, never a blocker: finished runs stay usable meanwhile
+        words = session.run_state_words(refreshed_status(going))
+        st.info(
+            f"Run `{going.name}` is not finished yet ({words.lower()}); its row updates when it is.",
+            icon=":material/hourglass_top:",
+        )
+    rows = pd.DataFrame([shown_row(run) for run in workspace_runs(ws)]).rename(columns=str.capitalize)
+    st.dataframe(
+        rows,
+        hide_index=True,
+        width="stretch",
+        key="runs_table",
+        column_config={
+            "Duration": st.column_config.TextColumn(help="Time spent working, from leaving the queue to the end"),
+            "Queue wait": st.column_config.TextColumn(help="Time spent waiting for a free training slot"),
+        },
+    )
 
 
 if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py

@@ -42,16 +42,21 @@ def show() -> None:
         cols[3].markdown(f"**Settings**  \n{preset}: up to {config.train.epochs} epochs")
 
     run = session.current_run_or_notice(ws)
-    running = run is not None and is_active(refreshed_status(run))
+    status = refreshed_status(run) if run is not None else {}
+    running = run is not None and is_active(status)
+    finished = status.get("state") == "done"  # its result is below: "Next: Evaluate" is the step, not a rerun
     left, right = st.columns([3, 1], vertical_alignment="center")
     left.caption(
-        "Change the backbone or settings on Configure."
-        if not running
-        else "A run is in progress. Starting another one puts it in the queue."
+        "A run is in progress. Starting another one puts it in the queue."
+        if running
+        else "The last run is finished: its result is below. To train another, change the backbone or settings on "
+        "Configure first."
+        if finished
+        else "Change the backbone or settings on Configure."
     )
     if right.button(
         "Start another run" if running else "Start training",
-        type="secondary" if running else "primary",
+        type="secondary" if running or finished else "primary",
         icon=":material/play_arrow:",
         width="stretch",
         key="start_run",

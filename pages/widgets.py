@@ -21,12 +21,10 @@ from pipeline.studio.launch import queue_place
 from pipeline.studio.run_history import active_runs, current_run, is_waiting_for_slot, run_dataset_text
 from pipeline.studio.workspaces import Workspace
 
-# What can turn text into a live link, image or styled text in Streamlit's Markdown, backslash-escaped: brackets
-# (links, images, ":red[...]" directives, reference definitions), angle brackets (autolinks, HTML), "@" (e-mail
-# autolinks), backslashes (so no escape is undone); and the ":" of "https:" or "mailto:" and the "." of "www." (GFM
-# autolinks of bare addresses). Everything else stays as typed, so messages read (and compare) as they were.
-LINK_CHARACTERS = re.compile(r"[\\\[\]<>@]")
-BARE_ADDRESS = re.compile(r"\b(https?|mailto|xmpp|www)([:.])", re.IGNORECASE)
+# Every character Markdown (GFM autolinks, Streamlit's ":icon:", ":red[...]" and $math$ included) gives a meaning
+# to, backslash-escaped: CommonMark lets any ASCII punctuation be escaped, so the text shows exactly as typed. "@"
+# for e-mail autolinks; ":" and "." break "https:" and "www." autolinks.
+MARKDOWN_CHARACTERS = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~:$&@])")
 # How often a live part (the sidebar's run, the Train page's run) reads its run again while one is going.
 REFRESH_SECONDS = 1.5
 # Float settings whose natural step is not 0.05.
@@ -34,9 +32,10 @@ FLOAT_STEPS = {"learning_rate": 0.0005, "fine_tune_learning_rate": 1e-5, "rotati
 
 
 def plain(value: Any) -> str:
-    """A user-supplied string (class, file, dataset name, or a message holding one) for Markdown: no live links."""
-    text = LINK_CHARACTERS.sub(lambda match: "\\" + match.group(0), str(value))
-    return BARE_ADDRESS.sub(lambda match: f"{match.group(1)}\\{match.group(2)}", text)
+    """A user-supplied string (class, file, dataset name, or a message holding one) for Markdown, shown as typed: a
+    class called `*a*` or `[x](y)` is neither formatting nor a link, an address is no live link, and a line break in
+    a name cannot start a heading or list."""
+    return MARKDOWN_CHARACTERS.sub(r"\\\1", str(value)).replace("\r", " ").replace("\n", " ")
 
 
 def code_text(value: Any) -> str:

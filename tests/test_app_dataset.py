@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 import time
@@ -58,7 +59,8 @@ def with_dataset(tmp_path: Path, classes: dict[str, int], broken: int = 0) -> st
 
 
 def texts(elements) -> str:
-    return " | ".join(str(element.value) for element in elements)
+    """What the elements say, as the user reads it (Markdown escapes of user text removed)."""
+    return re.sub(r"\\(.)", r"\1", " | ".join(str(element.value) for element in elements))
 
 
 def plotly_values(values) -> list:
@@ -282,3 +284,26 @@ def test_configure_timing_budget(data_root, tmp_path):
     started = time.monotonic()
     app(with_dataset(tmp_path, {"red": 4, "blue": 4}), "pages/configure.py")
     assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "*bold* _it_ `code` ~~gone~~",
+        "[link](https://x.org) ![img](y.png) <b>html</b>",
+        "see https://x.org, www.y.com or me@z.org",
+        ":red[colour] :material/home: $x^2$ &amp;",
+        "1. list\n# heading\n- item | table |",
+        "café\\ back\\slash",
+    ],
+)
+def test_user_text_is_shown_as_typed(name):
+    """One rule for every page: user text in Markdown shows as typed — no formatting, link, icon, math, entity or
+    block from it; removing the escapes gives back the text (line breaks become spaces)."""
+    from pages.widgets import plain
+
+    shown = plain(name)
+    assert re.sub(r"\\(.)", r"\1", shown) == name.replace("\n", " ")
+    assert "\n" not in shown
+    unescaped = re.sub(r"\\.", "", shown)  # what Markdown could still give a meaning to
+    assert not re.search(r"[\\`*_\[\]<>()#|~:$&@!.{}+-]", unescaped), unescaped

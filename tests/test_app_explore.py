@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from pathlib import Path
 
@@ -75,7 +76,8 @@ def checked(token: str) -> AppTest:
 
 
 def texts(elements) -> str:
-    return " | ".join(str(element.value) for element in elements)
+    """What the elements say, as the user reads it (Markdown escapes of user text removed)."""
+    return re.sub(r"\\(.)", r"\1", " | ".join(str(element.value) for element in elements))
 
 
 def test_the_map_and_the_suspects_are_shown(misfiled):

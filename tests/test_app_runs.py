@@ -87,7 +87,8 @@ def app(token: str, page: str) -> AppTest:
 
 
 def texts(elements) -> str:
-    return " | ".join(str(element.value) for element in elements)
+    """What the elements say, as the user reads it (Markdown escapes of user text removed)."""
+    return re.sub(r"\\(.)", r"\1", " | ".join(str(element.value) for element in elements))
 
 
 def buttons(at: AppTest, label: str):
@@ -119,6 +120,10 @@ def test_train_page_shows_a_finished_run_and_leads_to_evaluate(studio):
     assert "trained on colours · 42 images · 3 classes" in texts(at.caption), "the run's own dataset"
     assert at.get("plotly_chart"), "loss and accuracy curves"
     assert "Finished" in texts(at.sidebar.markdown)
+    # One primary button: the next step. Training again is offered, but not as the thing to press.
+    assert buttons(at, "Start training")[0].proto.type == "secondary"
+    assert buttons(at, "Next: Evaluate")[0].proto.type == "primary"
+    assert "The last run is finished" in texts(at.caption)
     buttons(at, "Next: Evaluate")[0].click().run()
     assert at.title[0].value == "Evaluate"
 
@@ -285,6 +290,28 @@ def test_evaluate_shows_scores_confusion_cells_and_a_download(studio):
     assert len(cell.captions) == min(len(right), 24) and all(c.endswith("%)") for c in cell.captions)
 
 
+def blocks(node):
+    """Every layout block under an AppTest node (a block's children are keyed by position)."""
+    yield node
+    for child in getattr(node, "children", {}).values():
+        if hasattr(child, "children"):
+            yield from blocks(child)
+
+
+def test_evaluate_fits_a_phone(studio):
+    """At 390 px the four scores wrap 2 x 2 (one horizontal wrapping row, not four tall cards stacked by st.columns),
+    and the per-class table keeps its class in view while its narrow bars scroll."""
+    at = app(studio["token"], "pages/evaluate.py")
+    rows = [block for block in blocks(at.main) if sum(child.type == "metric" for child in block.children.values()) == 4]
+    assert len(rows) == 1, "the four scores sit in one block"
+    flex = rows[0].proto.flex_container
+    assert rows[0].proto.WhichOneof("type") == "flex_container" and flex.wrap
+    assert flex.direction == flex.Direction.HORIZONTAL
+    columns = json.loads(at.dataframe[0].proto.columns)
+    assert columns["Class"]["pinned"] is True
+    assert all(columns[name]["width"] == 80 for name in ("Precision", "Recall", "F1"))
+
+
 def test_predict_gives_top_k_for_photos_and_errors_for_bad_files(studio, monkeypatch):
     # Uploads go through predict_bytes: decoded exactly as training decodes (JPEG draft included).
     monkeypatch.setattr("pipeline.predict.Predictor.predict_image", lambda *args: pytest.fail("decoded twice"))
@@ -439,6 +466,28 @@ def test_evaluate_and_runs_are_not_blocked_by_a_run_in_progress(studio):
         waiter.kill()
         waiter.wait()
         workspace.update_state(run=FIRST)
+        shutil.rmtree(run.path)
+
+
+def test_the_runs_table_follows_a_run_to_its_end(studio):
+    """The Runs table (a fragment that polls while a run is going) shows a queued run, then its end; the notice goes."""
+    workspace = open_workspace(studio["token"])
+    waiter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    run = fake_run(workspace, QUEUED, state="training", step="training", pid=waiter.pid, progress=0.5)
+    try:
+        at = app(studio["token"], "pages/runs.py")
+        assert f"Run `{QUEUED}` is not finished yet" in texts(at.info)
+        table = at.dataframe[0].value.set_index("Run")
+        assert table.loc[QUEUED, "State"] == "Training", "the state in the words the sidebar uses"
+        run.write_status("done", 1.0, "done", test_accuracy=0.5)
+        at.run()
+        assert not at.exception and "not finished yet" not in texts(at.info)
+        table = at.dataframe[0].value.set_index("Run")
+        assert table.loc[QUEUED, "State"] == table.loc[FIRST, "State"] == "Finished"
+        assert table.loc[QUEUED, "Test accuracy"] == "50.0%"
+    finally:
+        waiter.kill()
+        waiter.wait()
         shutil.rmtree(run.path)
 
 

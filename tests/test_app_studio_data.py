@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,7 +45,8 @@ def data_root(tmp_path, monkeypatch) -> Path:
 
 
 def texts(elements) -> str:
-    return " | ".join(str(element.value) for element in elements)
+    """What the elements say, as the user reads it (Markdown escapes of user text removed)."""
+    return re.sub(r"\\(.)", r"\1", " | ".join(str(element.value) for element in elements))
 
 
 def aged(root: Path) -> Path:
