@@ -7,7 +7,6 @@ import pandas as pd
 import streamlit as st
 
 from pages import charts, navigation, session, widgets
-from pipeline.bundle import bundle_bytes
 from pipeline.config import RunConfig
 from pipeline.errors import RetrainError
 from pipeline.evaluate import Report, cell_images
@@ -83,17 +82,7 @@ def show() -> None:
             on_click="ignore",
             key="download_keras",
         )
-        right.download_button(
-            "Download bundle (.zip)",
-            data=lambda: bundle_bytes(run.path),
-            file_name=download_name(run, "bundle.zip"),
-            mime="application/zip",
-            icon=":material/folder_zip:",
-            width="stretch",
-            on_click="ignore",
-            key="download_bundle",
-            help="Every checked export, labels.txt, report.json and a model card",
-        )
+        widgets.bundle_button(right, run, "Download bundle (.zip)", key="download_bundle")
     variants = report.extra.get("tflite_variants") or {}
     if variants:
         st.subheader("Smaller TFLite models")

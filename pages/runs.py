@@ -6,7 +6,6 @@ import pandas as pd
 import streamlit as st
 
 from pages import charts, navigation, session, widgets
-from pipeline.bundle import bundle_bytes
 from pipeline.errors import RetrainError
 from pipeline.run_rows import run_row
 from pipeline.runs import RunDir, refreshed_status
@@ -121,18 +120,7 @@ def show() -> None:
         st.caption(f"Every file is named after the run (`{run.name}-…`), so two runs' models never collide.")
         cols = st.columns(3)
         if run.report.is_file():
-            cols[0].download_button(
-                "Bundle (.zip)",
-                data=lambda: bundle_bytes(run.path),
-                file_name=download_name(run, "bundle.zip"),
-                mime="application/zip",
-                type="primary",
-                icon=":material/folder_zip:",
-                width="stretch",
-                on_click="ignore",
-                key="download-bundle",
-                help="Every checked export, labels.txt, report.json and a model card",
-            )
+            widgets.bundle_button(cols[0], run, "Bundle (.zip)", key="download-bundle", primary=True)
         shown = [(file, label, mime) for file, label, mime in DOWNLOADS if (run.path / file).exists()]
         for index, (file, label, mime) in enumerate(shown, start=1):
             cols[index % 3].download_button(

@@ -12,13 +12,20 @@ from typing import Any
 import streamlit as st
 
 from pages import session
+from pipeline.bundle import bundle_bytes
 from pipeline.config import RunConfig, knob_of
 from pipeline.errors import ImageProblem
 from pipeline.images import thumbnail
 from pipeline.runs import NOT_STARTED_INFO, STATE_INFO, UNKNOWN, UNKNOWN_INFO, WAITING_INFO, refreshed_status
 from pipeline.studio.datasets import decision_text, record_decision, undo_decision
 from pipeline.studio.launch import queue_place
-from pipeline.studio.run_history import active_runs, current_run, is_waiting_for_slot, run_dataset_text
+from pipeline.studio.run_history import (
+    active_runs,
+    current_run,
+    download_name,
+    is_waiting_for_slot,
+    run_dataset_text,
+)
 from pipeline.studio.workspaces import Workspace
 
 # Every character Markdown (GFM autolinks, Streamlit's ":icon:", ":red[...]" and $math$ included) gives a meaning
@@ -237,3 +244,19 @@ def decision_row(
 def _relabel_as_chosen(ws: Workspace, file: str, key: str) -> None:
     if chosen := st.session_state.get(key):
         record_decision(ws, file, label=str(chosen))
+
+
+def bundle_button(place, run, label: str, key: str, primary: bool = False) -> None:
+    """The run's bundle (every checked export, labels, report, model card), named after the run; built on click."""
+    place.download_button(
+        label,
+        data=lambda: bundle_bytes(run.path),
+        file_name=download_name(run, "bundle.zip"),
+        mime="application/zip",
+        type="primary" if primary else "secondary",
+        icon=":material/folder_zip:",
+        width="stretch",
+        on_click="ignore",
+        key=key,
+        help="Every checked export, labels.txt, report.json and a model card",
+    )
