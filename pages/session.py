@@ -20,8 +20,7 @@ from pipeline.dataset import Dataset
 from pipeline.errors import RetrainError
 from pipeline.progress import Progress
 from pipeline.runs import STATE_INFO, RunDir, refreshed_status
-from pipeline.studio.current_dataset import DatasetRead, choose_dataset, dataset_key, read_current_dataset
-from pipeline.studio.datasets import dataset_config
+from pipeline.studio.current_dataset import DatasetRead, choose_dataset, read_current_dataset
 from pipeline.studio.expiry import expire_now_and_then
 from pipeline.studio.launch import dispatch_queue
 from pipeline.studio.next_run import save_working_config, working_config
@@ -129,11 +128,6 @@ def require_dataset(ws: Workspace) -> Dataset:
             go("dataset")
         st.stop()
     return dataset
-
-
-def current_dataset_key(ws: Workspace) -> str:
-    """Names the workspace's current dataset (its source and split settings), for caches of things about it."""
-    return dataset_key(dataset_config(ws))
 
 
 def current_run_or_notice(ws: Workspace) -> RunDir | None:

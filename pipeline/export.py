@@ -443,11 +443,6 @@ def _write_tflite(
 # ---- reloading each format as a client would ---------------------------------------------------------------------
 
 
-def predict_keras(run_dir: Path, images: np.ndarray) -> np.ndarray:
-    model = keras.saving.load_model(run_dir / "model.keras")
-    return eager_probabilities(model, images)
-
-
 def eager_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
     """The model on a few check images, called directly: predict() would first compile a graph, which
     costs seconds with a real backbone while the model a user waits for is being checked."""
