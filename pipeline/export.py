@@ -477,25 +477,22 @@ def predict_saved_model_bytes(saved_model, encoded: list[bytes]) -> tuple[np.nda
 
 
 def predict_tflite(run_dir: Path, images: np.ndarray) -> np.ndarray:
-    try:  # LiteRT's interpreter: tf.lite.Interpreter is deprecated and warns on every use
+    return tflite_probabilities(run_dir / "model.tflite", images)
+
+
+def tflite_interpreter(path: str | Path):
+    """LiteRT's interpreter for a .tflite file (tf.lite.Interpreter is deprecated and warns on every use)."""
+    try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # a platform without ai-edge-litert wheels
         Interpreter = tf.lite.Interpreter  # noqa: N806
     with native_logs_silenced():  # "Created TensorFlow Lite XNNPACK delegate" and absl's notice
-        interpreter = Interpreter(model_path=str(run_dir / "model.tflite"))
-    runner = interpreter.get_signature_runner(SIGNATURE)
-    return (
-        np.concatenate([runner(image=image[None])["probabilities"] for image in images])
-        if len(images)
-        else np.zeros((0, 0))
-    )
+        return Interpreter(model_path=str(path))
 
 
 def tflite_probabilities(path: str | Path, images: np.ndarray) -> np.ndarray:
     """Any of our TFLite files on prepared images, one image per call (the signature's batch is 1)."""
-    with native_logs_silenced():
-        interpreter = tf.lite.Interpreter(model_path=str(path))
-    runner = interpreter.get_signature_runner(SIGNATURE)
+    runner = tflite_interpreter(path).get_signature_runner(SIGNATURE)
     return (
         np.concatenate([runner(image=image[None].astype(np.float32))["probabilities"] for image in images])
         if len(images)

@@ -19,7 +19,8 @@ from pipeline.bottlenecks import ExtractItem, load_item_for_model
 from pipeline.config import AugmentConfig, TrainConfig
 from pipeline.errors import RetrainError, RunCancelled
 from pipeline.export import build_classifier
-from pipeline.train import MetricsRecorder, make_optimizer, one_hot
+from pipeline.keras_head import MetricsRecorder, make_optimizer
+from pipeline.train import one_hot
 
 # A layer's block: the start of its name up to the block's number ("block15" of block15_project_bn, "block_16" of
 # MobileNetV2's block_16_expand, "block7a" of EfficientNet's block7a_se_reduce). A layer outside numbered blocks

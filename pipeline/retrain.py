@@ -29,6 +29,7 @@ from pipeline.errors import ExportUnavailable, RetrainError, RunCancelled
 from pipeline.evaluate import Report, build_report, small_test_split_warning
 from pipeline.familiarity import fit_familiarity, save_familiarity
 from pipeline.files import describe_write_error, disk_full_message, looks_like_disk_full
+from pipeline.head import HEAD_FILE, as_keras_head, head_probabilities
 from pipeline.images import bytes_for_model
 from pipeline.manifest import as_queued, write_manifest
 from pipeline.progress import Progress, ProgressCallback
@@ -277,7 +278,7 @@ def _run_stages(context: RunContext) -> Report:
     context.check_stop()
     features = _cache_features(context, dataset, backbone)
     labels = dataset.classes  # sorted, and kept current when images fail to decode
-    head, head_data = _train(context, dataset, features, labels)
+    head, head_data, rows = _train(context, dataset, features, labels)
     if config.train.fine_tune_layers == 0:  # fine-tuning changes the backbone: the cached features no longer apply
         x_train, y_train, _ = _split_arrays(dataset, features, labels, "train")
         save_familiarity(fit_familiarity(x_train, y_train, labels), context.run.path)
@@ -285,24 +286,41 @@ def _run_stages(context: RunContext) -> Report:
         _fine_tune(context, dataset, features, labels, backbone, head) if config.train.fine_tune_layers > 0 else None
     )
     context.stage_begin("evaluating", "evaluating", 0.0, "on the test images")
-    report = _evaluate(dataset, features, head, labels, classifier, backbone.input_size, config.train.test_batch_size)
+    report = _evaluate(dataset, features, head, labels, classifier, backbone.input_size)
     context.stage_end("evaluating", "evaluating", 1.0, f"{report.test_images} images")
     percentage = None if dataset.layout == "pre_split" else config.dataset.testing_percentage
     if warning := small_test_split_warning(report, percentage):
         report.extra["test_split_warning"] = warning
-    context.check_stop()
-    export_started = time.monotonic()
-    exporter = Exporter(context, backbone, head, labels, _export_data(dataset, features, classifier), classifier)
-    quick, rest = exporter.plan()
-    for name in quick:  # the model a user waits for: quick to write and check
-        exporter.build(name)
-    context.timings["model_ready_seconds"] = time.monotonic() - started
     report.extra.update(_report_extras(context, dataset, head_data, backbone))
     report.extra["dataset"] = summarize_dataset(dataset, config.dataset)
     report.extra["cache"] = features.cache_summary
     report.extra["input_size"] = backbone.input_size
+    # The head and its report before any Keras model is built: on a warm cache this is seconds after the start,
+    # with TensorFlow not yet imported. The exports follow, each checked before it is offered.
+    if classifier is None:
+        head.save(context.run.path / HEAD_FILE)
+    context.timings["report_seconds"] = time.monotonic() - started
+    report.extra["timings"] = {k: round(v, 2) for k, v in context.timings.items()}
+    report.save(context.run.report)
+    context.status(
+        "exporting",
+        0.0,
+        "building the exports",
+        f"test accuracy {report.test_accuracy:.1%}; the exports are being built and checked",
+        test_accuracy=report.test_accuracy,
+    )
+    context.check_stop()
+    _write_summaries(config, context.run, rows)
+    export_started = time.monotonic()
+    exporter = Exporter(context, backbone, head, labels, _export_data(dataset, features, classifier), classifier)
+    context.run.needed_mb = _space_needed_mb(dataset, backbone, config)  # now with the built model's size
+    quick, rest = exporter.plan()
+    for name in quick:  # the model a user waits for: quick to write and check
+        exporter.build(name)
+    context.timings["model_ready_seconds"] = time.monotonic() - started
     report.extra["export_parity"] = exporter.rounded_parity()
-    report.save(context.run.report)  # the report is there as soon as the model is
+    report.extra["timings"] = {k: round(v, 2) for k, v in context.timings.items()}
+    report.save(context.run.report)
     for name in rest:  # the heavier formats, each checked before it is offered
         exporter.build(name)
         report.extra["export_parity"] = exporter.rounded_parity()
@@ -322,11 +340,13 @@ def _run_stages(context: RunContext) -> Report:
 
 def _space_needed_mb(dataset: Dataset, backbone, config: RunConfig) -> float | None:
     """A rough upper bound of what the run writes: a bottleneck per image and copy, and each export
-    about the size of the backbone's weights. Only for a full disk's message."""
-    try:
-        weights = backbone.model.count_params() * 4
-    except Exception:  # the estimate must never be what fails a run
-        return None
+    about the size of the backbone's weights once its model is built. Only for a full disk's message."""
+    weights = 0  # until the model is built for the exports: building it only for this estimate costs seconds
+    if backbone.built:
+        try:
+            weights = backbone.model.count_params() * 4
+        except Exception:  # the estimate must never be what fails a run
+            return None
     copies = 1 + max(config.augment.augment_copies, 1 if config.augment.class_size else 0)
     cached = len(dataset.usable()) * copies * backbone.feature_dim * 4
     return (cached + weights * len(config.output.export_formats)) / (1 << 20)
@@ -439,12 +459,10 @@ def _train(context: RunContext, dataset: Dataset, features: Features, labels: li
     data = HeadData(x_train, y_train, x_val, y_val, len(labels))
     interval, rounds = schedule(config.train, len(x_train))
     total_steps = interval * rounds
-    writer = _summary_writer(config, context.run)
     started = time.monotonic()
 
     def on_metrics(row: dict) -> None:
         context.run.append_metrics(row)
-        _write_summaries(writer, row)
         accuracy = row["val_accuracy"] if row["val_accuracy"] is not None else row["train_accuracy"]
         rate = row["step"] / max(row["elapsed_seconds"], 1e-9)
         eta = (total_steps - row["step"]) / rate if rate > 0 else None
@@ -470,10 +488,10 @@ def _train(context: RunContext, dataset: Dataset, features: Features, labels: li
 
     context.board.begin("training", total_steps, "steps", f"{len(x_train)} examples")
     context.status("training", 0.0, f"training the head on {len(x_train)} examples")
-    head, _ = train_head(data, config.train, on_metrics, context.stop.is_set)
+    head, rows = train_head(data, config.train, on_metrics, context.stop.is_set)
     context.stage_end("training", "training", 1.0)
     context.timings["training_seconds"] = time.monotonic() - started
-    return head, data
+    return head, data, rows
 
 
 def _fine_tune(context: RunContext, dataset: Dataset, features: Features, labels: list[str], backbone, head):
@@ -506,7 +524,7 @@ def _fine_tune(context: RunContext, dataset: Dataset, features: Features, labels
     )
     classifier = fine_tune(
         backbone,
-        head,
+        as_keras_head(head, config.train),
         (train_items, train_targets),
         (val_items, val_targets),
         len(labels),
@@ -520,27 +538,27 @@ def _fine_tune(context: RunContext, dataset: Dataset, features: Features, labels
     return classifier
 
 
-def _summary_writer(config: RunConfig, run: RunDir) -> dict:
-    """TensorBoard writers for two runs, train/ and validation/, so their curves overlay under one tag."""
-    import tensorflow as tf
-
-    root = Path(config.output.summaries_dir or run.logs_dir)
-    return {split: tf.summary.create_file_writer(str(root / split)) for split in ("train", "validation")}
-
-
-def _write_summaries(writers: dict, row: dict) -> None:
-    """TensorBoard scalars `loss` and `accuracy` per run, written with core TF ops (no tensorboard package)."""
+def _write_summaries(config: RunConfig, run: RunDir, rows: list[dict]) -> None:
+    """TensorBoard scalars `loss` and `accuracy` in two runs, train/ and validation/, so their curves overlay
+    under one tag; written with core TF ops (no tensorboard package) once the report is out, since the head
+    trains in a second or two and TensorFlow's import would otherwise come first."""
     import tensorflow as tf
     from tensorflow.core.framework.summary_pb2 import SummaryMetadata
 
+    root = Path(config.output.summaries_dir or run.logs_dir)
     metadata = SummaryMetadata()
     metadata.plugin_data.plugin_name = "scalars"
     for split, prefix in (("train", "train_"), ("validation", "val_")):
-        with writers[split].as_default(step=int(row["step"])):
-            for name in ("loss", "accuracy"):
-                if row[prefix + name] is not None:
-                    tf.summary.write(name, tf.constant(row[prefix + name], tf.float32), metadata=metadata)
-        writers[split].flush()
+        writer = tf.summary.create_file_writer(str(root / split))
+        with writer.as_default():
+            for row in rows:
+                for name in ("loss", "accuracy"):
+                    if row[prefix + name] is not None:
+                        tf.summary.write(
+                            name, tf.constant(row[prefix + name], tf.float32), step=int(row["step"]), metadata=metadata
+                        )
+        writer.flush()
+        writer.close()
 
 
 def _evaluation_split(dataset: Dataset) -> str:
@@ -556,7 +574,6 @@ def _evaluate(
     labels: list[str],
     classifier,
     input_size: int,
-    test_batch_size: int = -1,
 ) -> Report:
     split = _evaluation_split(dataset)
     if classifier is not None:  # fine-tuned: the cached features are no longer the model's
@@ -566,8 +583,7 @@ def _evaluate(
         probabilities, y = classifier_probabilities(classifier, items, input_size), np.array(targets, dtype=int)
     else:
         x, y, files = _split_arrays(dataset, features, labels, split)
-        batch = max(len(x), 1) if test_batch_size < 0 else test_batch_size
-        probabilities = head.predict(x, batch_size=batch, verbose=0) if len(x) else np.zeros((0, len(labels)))
+        probabilities = head_probabilities(head, x) if len(x) else np.zeros((0, len(labels)))
     report = build_report(y, probabilities, labels, files)
     report.extra["evaluated_on"] = split
     return report
@@ -623,7 +639,9 @@ class Exporter:
         sample = self.evaluated.head(PARITY_IMAGES)
         raw = [self.read(path) for path in sample["path"]]
         images = np.stack([bytes_for_model(data, backbone.input_size) for data in raw])
-        self.classifier = classifier or build_classifier(backbone.model, head, backbone.input_size)
+        self.classifier = classifier or build_classifier(
+            backbone.model, as_keras_head(head, context.config.train), backbone.input_size
+        )
         expected = eager_probabilities(self.classifier, images)
         originals = (
             originals_for_check(self.classifier, raw) if "keras" in context.config.output.export_formats else ([], None)
@@ -633,7 +651,7 @@ class Exporter:
         if data.cached_vectors is not None:
             # The exported model must also agree with what evaluation measured: the head on cached bottlenecks.
             cached = data.cached_vectors(sample)
-            self.parity["cached_bottlenecks"] = float(np.abs(head.predict(cached, verbose=0) - expected).max())
+            self.parity["cached_bottlenecks"] = float(np.abs(head_probabilities(head, cached) - expected).max())
 
     def plan(self) -> tuple[list[str], list[str]]:
         """(quick formats, heavier formats) of those requested, in build order; all start pending."""

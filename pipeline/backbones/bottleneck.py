@@ -44,6 +44,11 @@ class Backbone:
             self._model = self.model_loader()
         return self._model
 
+    @property
+    def built(self) -> bool:
+        """Whether `model` has been built (reading it would build it, which takes TensorFlow and seconds)."""
+        return self._model is not None
+
 
 def cut_at_bottleneck(model: keras.Model, layer_name: str, source: str) -> keras.Model:
     """`model` from its input to `layer_name`'s output, global-average-pooled when that output is a feature map.

@@ -199,14 +199,15 @@ def train_head_from_shards(
     should_stop: Callable[[], bool] | None = None,
     limits: StreamLimits = StreamLimits(),
 ):
-    """The same head as `pipeline.train.train_head` (layers, optimizer, schedule), fed from shards.
+    """The same head as `pipeline.train.train_head` (its Keras twin in `keras_head`), fed from shards.
 
     Returns (head, metrics rows). Validation runs at each interval on the validation split held in
     memory (at most `limits.validation_cap` vectors).
     """
     import keras
 
-    from pipeline.train import MetricsRecorder, build_head, class_weights, make_optimizer, schedule
+    from pipeline.keras_head import MetricsRecorder, build_head, make_optimizer
+    from pipeline.train import class_weights, schedule
 
     if len(train) == 0:
         raise RetrainError("no training images with bottlenecks in the shards; check the dataset's problems")

@@ -12,6 +12,6 @@ for fn in sys.argv[2:]:
     res = []
     for seed in seeds:
         h, _ = train_head(HeadData(x[tr], y[tr], x[va], y[va], len(labels)), TrainConfig(seed=seed))
-        p = h.predict(x, verbose=0)
+        p = h.probabilities(x)
         res.append((round(float(np.mean(p[va].argmax(1) == y[va])), 4), round(float(np.mean(p[te].argmax(1) == y[te])), 4)))
     print(os.path.basename(fn), "val", [r[0] for r in res], "test", [r[1] for r in res], "median test", float(np.median([r[1] for r in res])), flush=True)

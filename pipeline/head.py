@@ -1,0 +1,110 @@
+"""The new head as plain arrays: its weights, its forward pass, and the same head as a Keras model for export.
+
+The head is a softmax over the classes, after an optional ReLU hidden layer, applied to bottleneck vectors.
+Held as NumPy arrays it trains, evaluates and is saved without TensorFlow, which is what lets a rerun on a
+warm cache give its report in seconds: TensorFlow's import alone takes longer than that on a small CPU.
+The Keras model (`to_keras`) is built only by the steps that need one — exports and fine-tuning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pipeline.errors import RetrainError
+
+if TYPE_CHECKING:
+    import keras
+
+    from pipeline.config import TrainConfig
+
+HEAD_FILE = "head.npz"
+CHUNK = 4096  # rows per forward call: bounds memory for very large splits
+
+
+@dataclass
+class Head:
+    """Dense layers as (kernel, bias) pairs, bottom to top: a ReLU hidden layer when there are two."""
+
+    layers: list[tuple[np.ndarray, np.ndarray]]
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.layers[0][0].shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.layers[-1][0].shape[1])
+
+    @property
+    def hidden_units(self) -> int:
+        return int(self.layers[0][0].shape[1]) if len(self.layers) == 2 else 0
+
+    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, classes) for bottleneck vectors (N, feature_dim)."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if len(vectors) == 0:
+            return np.zeros((0, self.num_classes), np.float32)
+        return np.concatenate([softmax(self.logits(vectors[i : i + CHUNK])) for i in range(0, len(vectors), CHUNK)])
+
+    def logits(self, vectors: np.ndarray) -> np.ndarray:
+        x = vectors
+        for kernel, bias in self.layers[:-1]:
+            x = np.maximum(x @ kernel + bias, 0.0)
+        kernel, bias = self.layers[-1]
+        return x @ kernel + bias
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Kernel, bias, kernel, bias, ... in Keras's order for the same layers."""
+        return [array for pair in self.layers for array in pair]
+
+    def to_keras(self, config: TrainConfig) -> keras.Model:
+        """The same head as a Keras model (layer names and dropout as `keras_head.build_head`), for exports."""
+        from pipeline.keras_head import build_head
+
+        model = build_head(self.feature_dim, self.num_classes, config)
+        model.set_weights(self.get_weights())
+        return model
+
+    def save(self, path: str | Path) -> None:
+        """Write the weights atomically (a killed run never leaves half a head that loads)."""
+        import io
+
+        from pipeline.files import write_bytes_atomic
+
+        buffer = io.BytesIO()
+        np.savez(buffer, **{f"w{i}": array for i, array in enumerate(self.get_weights())})
+        write_bytes_atomic(Path(path), buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Head:
+        """A head saved by `save`; a damaged or foreign file is refused in one line naming it."""
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                arrays = [stored[f"w{i}"] for i in range(len(stored.files))]
+        except (OSError, ValueError, KeyError, EOFError) as error:
+            raise RetrainError(f"{path} is not a head saved by Retrain Studio ({error}); train the run again") from None
+        if len(arrays) not in (2, 4) or any(a.ndim != n for a, n in zip(arrays, [2, 1] * 2, strict=False)):
+            raise RetrainError(f"{path} does not hold a head's weights; train the run again")
+        return cls([(arrays[i], arrays[i + 1]) for i in range(0, len(arrays), 2)])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def as_keras_head(head, config: TrainConfig):
+    """A Keras head for the export and fine-tuning steps, whichever engine trained it (Ray's is Keras already)."""
+    return head.to_keras(config) if isinstance(head, Head) else head
+
+
+def head_probabilities(head, vectors: np.ndarray) -> np.ndarray:
+    """Probabilities from a NumPy head or a Keras one."""
+    if isinstance(head, Head):
+        return head.probabilities(vectors)
+    return head.predict(vectors, verbose=0) if len(vectors) else np.zeros((0, head.output_shape[-1]), np.float32)
