@@ -40,6 +40,10 @@ class Stopwatch:
         self.seconds = self.cpu_seconds = 0.0
         return self
 
+    def elapsed(self) -> float:
+        """Wall seconds so far, inside the `with`."""
+        return time.perf_counter() - self.started
+
     def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self.started
         self.cpu_seconds = time.process_time() - self.cpu_started

@@ -18,7 +18,7 @@ AddRow = Callable[[str, bytes, str, str], None]
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the model…")
 def load_predictor(run_path: str, modified: float):
-    """One loaded model per finished run (TensorFlow is imported here, not when the app starts)."""
+    """One loaded model per finished run (a run's head on LiteRT needs no TensorFlow; model.keras imports it here)."""
     from pipeline.predict import Predictor
 
     return Predictor(run_path)

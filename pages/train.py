@@ -125,6 +125,12 @@ def show() -> None:
             )
         elif state == "cancelled":
             st.warning(f"Cancelled: {status.get('message', '')}", icon=":material/cancel:")
+        elif state == "exporting" and status.get("test_accuracy") is not None:
+            st.info(
+                f"Trained: test accuracy {format_percent(status['test_accuracy'])}. The model files are being "
+                "written and checked; Evaluate and Predict open when they are ready.",
+                icon=":material/hourglass_top:",
+            )
         elif state == "done":
             score = f"Finished: test accuracy {format_percent(status.get('test_accuracy'))}."
             if warning := test_split_warning(run, status):  # a score from a handful of photos is no success

@@ -8,6 +8,7 @@ The Keras model (`to_keras`) is built only by the steps that need one — export
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,7 +86,7 @@ class Head:
         try:
             with np.load(path, allow_pickle=False) as stored:
                 arrays = [stored[f"w{i}"] for i in range(len(stored.files))]
-        except (OSError, ValueError, KeyError, EOFError) as error:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             raise RetrainError(f"{path} is not a head saved by Retrain Studio ({error}); train the run again") from None
         if len(arrays) not in (2, 4) or any(a.ndim != n for a, n in zip(arrays, [2, 1] * 2, strict=False)):
             raise RetrainError(f"{path} does not hold a head's weights; train the run again")

@@ -21,15 +21,27 @@ log = logging.getLogger(__name__)
 
 
 class Predictor:
-    """A checked model.keras and its labels, ready to answer.
+    """A run's trained model and its labels, ready to answer.
 
-    `model` is a run folder (its model.keras must be marked ready in status.json by the run that
-    checked it: a killed or failed run's leftovers are refused) or a .keras file the user points
-    at, with labels.txt beside it or `labels`. `note` says when a path was read differently from
-    how it was given (label_image's --graph=output_graph.pb).
+    `model` is a run folder or a .keras file the user points at, with labels.txt beside it or `labels`.
+    A run folder answers with its trained head (head.npz) on the backbone's LiteRT forward pass — exactly the
+    model its report scored, ready as soon as the report is, without TensorFlow — when LiteRT runs that backbone
+    here; otherwise with its model.keras, which must be marked ready in status.json by the run that checked it
+    (a killed or failed run's leftovers are refused). `note` says when a path was read differently from how it
+    was given (label_image's --graph=output_graph.pb) or the run ended before all its exports were ready.
     """
 
     def __init__(self, model: str | Path, labels: str | Path | None = None):
+        trained = trained_head(Path(model)) if labels is None else None
+        if trained is not None:
+            forward, head, self.labels, self.input_size, self.note = trained
+            self._split = (forward, head.probabilities)
+            self._parts = None
+            self.familiarity = load_familiarity(Path(model), self.labels)
+            return
+        self._load_keras(model, labels)
+
+    def _load_keras(self, model: str | Path, labels: str | Path | None) -> None:
         import tensorflow as tf
 
         from pipeline.export import fixed_size_model
@@ -58,10 +70,10 @@ class Predictor:
 
     def probabilities_and_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(class probabilities, bottleneck features or None when the model cannot be split) for a batch."""
-        if self._split is not None:  # the backbone on LiteRT, the small head on TensorFlow
+        if self._split is not None:  # the backbone on LiteRT, the small head in NumPy or on TensorFlow
             backbone, head = self._split
-            features = backbone(images)
-            return head(features).numpy(), np.asarray(features)
+            features = np.asarray(backbone(images))
+            return np.asarray(head(features)), features
         if self._parts is not None:
             backbone, head = self._parts
             features = backbone(images.astype(np.float32))
@@ -141,6 +153,53 @@ def _compiled_parts(model, input_size: int):
         tf.function(lambda x: backbone(x, training=False), reduce_retracing=True, input_signature=[image]),
         tf.function(lambda x: head(x, training=False), reduce_retracing=True, input_signature=[vector]),
     )
+
+
+def trained_head(run_dir: Path):
+    """(LiteRT forward, head, labels, input size, note) of a run folder whose head and report were written, when its
+    backbone runs on LiteRT here and is the one the run used; else None (model.keras then answers, or says why not).
+    """
+    from pipeline.backbones import load_backbone
+    from pipeline.backbones.runtime import LITERT, backbone_forward, runtime_for
+    from pipeline.config import RunConfig
+    from pipeline.evaluate import Report
+    from pipeline.head import HEAD_FILE, Head
+
+    if not (run_dir / HEAD_FILE).is_file() or not (run_dir / "report.json").is_file():
+        return None
+    try:
+        report, config = Report.load(run_dir / "report.json"), RunConfig.load(run_dir / "config.json")
+        head = Head.load(run_dir / HEAD_FILE)
+        train = config.train
+        if runtime_for(train.architecture) != LITERT:
+            return None
+        backbone = load_backbone(train.architecture, train.bottleneck_layer, train.mirror_view)
+    except RetrainError as error:  # damaged or foreign files: model.keras's own checks say what to do
+        log.warning("Not using the trained head of %s: %s", run_dir, error)
+        return None
+    if (
+        backbone.identity != report.extra.get("backbone_identity")
+        or head.num_classes != len(report.labels)
+        or head.feature_dim != backbone.feature_dim
+    ):
+        log.warning("Not using the trained head of %s: it does not match the run's backbone or labels", run_dir)
+        return None
+    try:
+        forward = backbone_forward(backbone)
+    except Exception as error:  # no LiteRT conversion here: TensorFlow is always a safe answer
+        log.warning("Predicting on TensorFlow: %s", error)
+        return None
+    return forward, head, report.labels, backbone.input_size, _ending_note(run_dir)
+
+
+def _ending_note(run_dir: Path) -> str:
+    """What to say when the run behind a trained head ended failed or cancelled (after its report: it was scored)."""
+    from pipeline.runs import RunDir, refreshed_status
+
+    state = refreshed_status(RunDir(run_dir)).get("state")
+    if state in ("failed", "cancelled"):
+        return f"run {run_dir} ended {state} before all its exports were ready; its trained and scored head is used"
+    return ""
 
 
 def split_for_runtime(model, input_size: int):

@@ -316,3 +316,22 @@ def open_app_shared(token: str):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def test_train_says_the_score_while_the_exports_are_still_being_built(trained):
+    """The report comes seconds into a warm rerun, before the model files: Train shows its score at once."""
+    workspace = trained["workspace"]
+    exporting = RunDir(workspace.runs / OTHER)
+    exporting.path.mkdir()
+    RunConfig().save(exporting.config)
+    exporting.write_status(
+        "exporting", 0.0, "building the exports", test_accuracy=0.875, pid=os.getpid(), pid_started=None
+    )
+    workspace.update_state(run=OTHER)
+    try:
+        at = open_app("pages/train.py", trained["token"])
+        assert not at.exception, [e.value for e in at.exception]
+        assert "Trained: test accuracy 87.5%" in texts(at.info)
+    finally:
+        shutil.rmtree(exporting.path)
+        workspace.update_state(run=NEW)

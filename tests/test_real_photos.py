@@ -79,3 +79,93 @@ def load(path):
     from pipeline.images import load_for_model
 
     return load_for_model(path, 224)
+
+
+WARM_RERUN = """
+import json, sys
+from pathlib import Path
+import pipeline.retrain as retrain_module
+from pipeline.config import RunConfig
+
+def stop_at_summaries(*args):  # the first step after the report: is TensorFlow loaded yet?
+    print(json.dumps({"tensorflow_loaded": "tensorflow" in sys.modules, "keras_loaded": "keras" in sys.modules}))
+    raise SystemExit(0)
+
+retrain_module._write_summaries = stop_at_summaries
+config = RunConfig.load(sys.argv[1])
+config.train.learning_rate, config.train.dropout = 0.002, 0.3
+retrain_module.retrain(config, sys.argv[2])
+"""
+
+
+def test_warm_rerun_reports_before_tensorflow_is_loaded(flowers_run, tmp_path):
+    """A rerun with new hyperparameters on a warm cache trains, scores and saves its head with TensorFlow not yet
+    imported: the report does not wait for TensorFlow's start-up or any Keras model."""
+    import subprocess
+    import sys
+
+    from pipeline.evaluate import Report
+    from pipeline.head import HEAD_FILE, Head
+
+    tmp, first = flowers_run
+    rerun = tmp_path / "rerun"
+    done = subprocess.run(
+        [sys.executable, "-c", WARM_RERUN, str(tmp / "run" / "config.json"), str(rerun)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded == {"tensorflow_loaded": False, "keras_loaded": False}
+    report = Report.load(rerun / "report.json")
+    assert report.extra["cache"]["originals"]["computed"] == 0 and report.test_accuracy >= 0.8
+    assert Head.load(rerun / HEAD_FILE).num_classes == len(first.labels)
+
+
+PREDICT_FROM_HEAD = """
+import json, sys
+from pipeline.predict import Predictor
+predictor = Predictor(sys.argv[1])
+answers = predictor.predict_files(sys.argv[2:], k=2)
+print(json.dumps({"tensorflow_loaded": "tensorflow" in sys.modules, "answers": answers}))
+"""
+
+
+def test_predictor_answers_with_the_trained_head_without_tensorflow(flowers_run):
+    """A run's head on the LiteRT backbone answers (no TensorFlow in that process) as its checked model.keras does."""
+    import subprocess
+    import sys
+
+    tmp, _ = flowers_run
+    photos = [str(sorted((FLOWERS / label).iterdir())[-2]) for label in ("roses", "tulips", "daisy")]
+    done = subprocess.run(
+        [sys.executable, "-c", PREDICT_FROM_HEAD, str(tmp / "run"), *photos],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["tensorflow_loaded"] is False
+    from_keras = Predictor(tmp / "run" / "model.keras").predict_files(photos, k=2)
+    for head_answer, keras_answer in zip(result["answers"], from_keras, strict=True):
+        assert [g["label"] for g in head_answer["predictions"]] == [g["label"] for g in keras_answer["predictions"]]
+        for a, b in zip(head_answer["predictions"], keras_answer["predictions"], strict=True):
+            assert abs(a["score"] - b["score"]) <= 1e-3
+
+
+def test_damaged_head_falls_back_to_the_checked_model(flowers_run, tmp_path, caplog):
+    """A head.npz cut short (disk trouble, a careless copy) is not used: model.keras answers, and the log says why."""
+    import shutil
+
+    tmp, _ = flowers_run
+    copy = tmp_path / "run"
+    shutil.copytree(tmp / "run", copy)
+    (copy / "head.npz").write_bytes((copy / "head.npz").read_bytes()[:100])
+    photo = sorted((FLOWERS / "roses").iterdir())[-3]
+    answers = Predictor(copy).predict_files([photo], k=1)
+    assert answers[0]["predictions"][0]["label"] in Predictor(tmp / "run").labels
+    assert "head.npz" in caplog.text

@@ -88,3 +88,39 @@ def test_small_datasets_still_get_enough_steps():
     interval, rounds = schedule(TrainConfig(epochs=15, train_batch_size=32), 30)
     assert interval * rounds >= MIN_STEPS and rounds <= 41
     assert schedule(TrainConfig(epochs=40, train_batch_size=32), 2900) == (91, 40)  # large sets: per epoch
+
+
+def test_head_saves_and_loads_exactly(tmp_path):
+    from pipeline.head import Head
+
+    head, _ = train_head(data(), TrainConfig(epochs=3, hidden_units=8))
+    head.save(tmp_path / "head.npz")
+    loaded = Head.load(tmp_path / "head.npz")
+    x = data().x_val
+    np.testing.assert_array_equal(loaded.probabilities(x), head.probabilities(x))
+    assert loaded.hidden_units == 8 and loaded.num_classes == 3
+
+
+@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04 cut short", b"\xff\xfe not npz"])
+def test_damaged_head_file_is_refused_with_its_name(tmp_path, damage):
+    from pipeline.errors import RetrainError
+    from pipeline.head import Head
+
+    path = tmp_path / "head.npz"
+    path.write_bytes(damage)
+    with pytest.raises(RetrainError, match="head.npz"):
+        Head.load(path)
+
+
+def test_head_matches_its_keras_twin():
+    """The exported model is built from the NumPy head's weights: both must give the same probabilities."""
+    config = TrainConfig(epochs=3, hidden_units=8, dropout=0.4)
+    head, _ = train_head(data(), config)
+    x = data().x_val
+    np.testing.assert_allclose(head.to_keras(config).predict(x, verbose=0), head.probabilities(x), atol=1e-5)
+
+
+def test_label_smoothing_and_class_weights_still_learn():
+    d = data(per_class=(120, 30, 30))
+    head, rows = train_head(d, TrainConfig(epochs=20, label_smoothing=0.1, learning_rate=0.01))
+    assert rows[-1]["val_accuracy"] > 0.9
