@@ -8,8 +8,9 @@
     python -m pipeline suspects --image_dir DIR [--top N]  # likely-mislabeled images, most suspicious first
 
 retrain.py's and label_image.py's tutorial lines run as written: flags whose job is gone are
-answered with one line while the run goes on. Heavy modules (TensorFlow) are imported per
-command, so `inspect` answers quickly, and their log noise is silenced unless --verbose. A
+answered with one line while the run goes on. Heavy modules (TensorFlow) are imported only where
+a command first needs them, so `inspect` and a warm rerun's report come quickly, and their log noise is silenced
+unless --verbose. A
 user's mistake prints one line and exits 2, never a traceback.
 """
 
@@ -503,14 +504,14 @@ COMMANDS = {
 }
 
 
-def quiet_tensorflow(verbose: bool, command: str) -> None:
+def quiet_tensorflow(verbose: bool) -> None:
     """Silence TensorFlow's C++, absl and Python log lines, unless --verbose."""
     if verbose:
         return
     import logging
     import warnings
 
-    from pipeline.quiet import native_logs_silenced, silence_native_logs
+    from pipeline.quiet import quiet_tensorflow_import, silence_native_logs
 
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
@@ -518,9 +519,7 @@ def quiet_tensorflow(verbose: bool, command: str) -> None:
     for name in ("tensorflow", "absl", "keras", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=r"(keras|tensorflow|tf_keras|absl)(\.|$)")
-    if command != "inspect":  # every other command loads TensorFlow; its import prints the absl notice
-        with native_logs_silenced():
-            import tensorflow  # noqa: F401
+    quiet_tensorflow_import()  # its import prints absl's notice; a command that never needs TensorFlow skips it
 
 
 def one_line(error: BaseException) -> str:
@@ -532,10 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # `run` is the app's: its output goes to run.log, where TensorFlow's own lines help whoever reads it.
     quiet_tensorflow(
-        args.verbose
-        or args.command == "run"
-        or str(vars(args).get("retired.logging_verbosity", "")).upper() == "DEBUG",
-        args.command,
+        args.verbose or args.command == "run" or str(vars(args).get("retired.logging_verbosity", "")).upper() == "DEBUG"
     )
     try:
         COMMANDS[args.command](args)
