@@ -205,54 +205,64 @@ class SgdStep:
         return x * mask, mask
 
 
-class Adam:
-    """Keras 3's Adam (beta_1 0.9, beta_2 0.999, epsilon 1e-7)."""
+class Optimizer:
+    """Keras-style optimizer state: one slot per variable, made at the first step, updated in place."""
 
-    def __init__(self, learning_rate: float, beta_1: float = 0.9, beta_2: float = 0.999):
-        self.rate, self.beta_1, self.beta_2, self.iterations, self.slots = learning_rate, beta_1, beta_2, 0, None
+    def __init__(self, learning_rate: float):
+        self.rate, self.iterations, self.slots = learning_rate, 0, None
 
     def apply(self, layers: list[tuple[np.ndarray, np.ndarray]], gradients: list[tuple[np.ndarray, np.ndarray]]):
         variables, grads = _flat(layers), _flat(gradients)
         if self.slots is None:
-            self.slots = [(np.zeros_like(v), np.zeros_like(v)) for v in variables]
+            self.slots = [self.new_slot(variable) for variable in variables]
         self.iterations += 1
-        alpha = self.rate * math.sqrt(1 - self.beta_2**self.iterations) / (1 - self.beta_1**self.iterations)
-        for variable, gradient, (m, v) in zip(variables, grads, self.slots, strict=True):
-            m += (gradient - m) * (1 - self.beta_1)
-            v += (gradient * gradient - v) * (1 - self.beta_2)
-            variable -= alpha * m / (np.sqrt(v) + EPSILON)
+        for variable, gradient, slot in zip(variables, grads, self.slots, strict=True):
+            self.update(variable, gradient, slot)
+
+    def new_slot(self, variable: np.ndarray):
+        return np.zeros_like(variable)
+
+    def update(self, variable: np.ndarray, gradient: np.ndarray, slot) -> None:
+        raise NotImplementedError
 
 
-class Momentum:
+class Adam(Optimizer):
+    """Keras 3's Adam (beta_1 0.9, beta_2 0.999, epsilon 1e-7)."""
+
+    beta_1, beta_2 = 0.9, 0.999
+
+    def new_slot(self, variable: np.ndarray):
+        return np.zeros_like(variable), np.zeros_like(variable)
+
+    def update(self, variable, gradient, slot) -> None:
+        m, v = slot
+        t = self.iterations
+        alpha = self.rate * math.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
+        m += (gradient - m) * (1 - self.beta_1)
+        v += (gradient * gradient - v) * (1 - self.beta_2)
+        variable -= alpha * m / (np.sqrt(v) + EPSILON)
+
+
+class Momentum(Optimizer):
     """Keras 3's SGD with momentum 0.9 (not Nesterov)."""
 
-    def __init__(self, learning_rate: float, momentum: float = 0.9):
-        self.rate, self.momentum, self.slots = learning_rate, momentum, None
+    momentum = 0.9
 
-    def apply(self, layers, gradients) -> None:
-        variables, grads = _flat(layers), _flat(gradients)
-        if self.slots is None:
-            self.slots = [np.zeros_like(v) for v in variables]
-        for variable, gradient, velocity in zip(variables, grads, self.slots, strict=True):
-            velocity *= self.momentum
-            velocity -= self.rate * gradient
-            variable += velocity
+    def update(self, variable, gradient, velocity) -> None:
+        velocity *= self.momentum
+        velocity -= self.rate * gradient
+        variable += velocity
 
 
-class RmsProp:
+class RmsProp(Optimizer):
     """Keras 3's RMSprop (rho 0.9, epsilon 1e-7, not centred)."""
 
-    def __init__(self, learning_rate: float, rho: float = 0.9):
-        self.rate, self.rho, self.slots = learning_rate, rho, None
+    rho = 0.9
 
-    def apply(self, layers, gradients) -> None:
-        variables, grads = _flat(layers), _flat(gradients)
-        if self.slots is None:
-            self.slots = [np.zeros_like(v) for v in variables]
-        for variable, gradient, velocity in zip(variables, grads, self.slots, strict=True):
-            velocity *= self.rho
-            velocity += (1 - self.rho) * gradient * gradient
-            variable -= self.rate * gradient / np.sqrt(velocity + EPSILON)
+    def update(self, variable, gradient, velocity) -> None:
+        velocity *= self.rho
+        velocity += (1 - self.rho) * gradient * gradient
+        variable -= self.rate * gradient / np.sqrt(velocity + EPSILON)
 
 
 def make_optimizer(config: TrainConfig):

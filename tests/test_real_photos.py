@@ -81,6 +81,19 @@ def load(path):
     return load_for_model(path, 224)
 
 
+def python_json(code: str, *args: str):
+    """Run `code` in a fresh Python process (nothing imported yet) and parse the JSON of its last output line."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 WARM_RERUN = """
 import json, sys
 from pathlib import Path
@@ -101,23 +114,12 @@ retrain_module.retrain(config, sys.argv[2])
 def test_warm_rerun_reports_before_tensorflow_is_loaded(flowers_run, tmp_path):
     """A rerun with new hyperparameters on a warm cache trains, scores and saves its head with TensorFlow not yet
     imported: the report does not wait for TensorFlow's start-up or any Keras model."""
-    import subprocess
-    import sys
-
     from pipeline.evaluate import Report
     from pipeline.head import HEAD_FILE, Head
 
     tmp, first = flowers_run
     rerun = tmp_path / "rerun"
-    done = subprocess.run(
-        [sys.executable, "-c", WARM_RERUN, str(tmp / "run" / "config.json"), str(rerun)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    loaded = python_json(WARM_RERUN, str(tmp / "run" / "config.json"), str(rerun))
     assert loaded == {"tensorflow_loaded": False, "keras_loaded": False}
     report = Report.load(rerun / "report.json")
     assert report.extra["cache"]["originals"]["computed"] == 0 and report.test_accuracy >= 0.8
@@ -135,20 +137,9 @@ print(json.dumps({"tensorflow_loaded": "tensorflow" in sys.modules, "answers": a
 
 def test_predictor_answers_with_the_trained_head_without_tensorflow(flowers_run):
     """A run's head on the LiteRT backbone answers (no TensorFlow in that process) as its checked model.keras does."""
-    import subprocess
-    import sys
-
     tmp, _ = flowers_run
     photos = [str(sorted((FLOWERS / label).iterdir())[-2]) for label in ("roses", "tulips", "daisy")]
-    done = subprocess.run(
-        [sys.executable, "-c", PREDICT_FROM_HEAD, str(tmp / "run"), *photos],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = python_json(PREDICT_FROM_HEAD, str(tmp / "run"), *photos)
     assert result["tensorflow_loaded"] is False
     from_keras = Predictor(tmp / "run" / "model.keras").predict_files(photos, k=2)
     for head_answer, keras_answer in zip(result["answers"], from_keras, strict=True):
