@@ -85,6 +85,7 @@ class RunDir:
     OUTPUTS = (
         "metrics.csv",
         "report.json",
+        "head.npz",
         "model.keras",
         "model.tflite",
         "labels.txt",

@@ -867,3 +867,16 @@ def test_a_rerun_removes_the_half_written_export_a_killed_run_left(tmp_path):
     (run.path / ".staging-k2x9" / "model.keras").write_bytes(b"half")
     run.clear_outputs()
     assert not list(run.path.glob(".staging-*"))
+
+
+def test_a_rerun_removes_the_old_runs_head(tmp_path):
+    """head.npz is a run's output like report.json: a rerun in the same folder (say, now fine-tuned, which writes
+    no head.npz) must not leave the old head for Predict to answer with under the new report."""
+    from pipeline.head import HEAD_FILE
+    from pipeline.runs import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    (run.path / HEAD_FILE).write_bytes(b"the last run's head")
+    run.clear_outputs()
+    assert not (run.path / HEAD_FILE).exists()
