@@ -170,7 +170,9 @@ def trained_head(run_dir: Path):
         return None
     try:
         report, config = Report.load(run_dir / "report.json"), RunConfig.load(run_dir / "config.json")
-        if file_sha256(run_dir / HEAD_FILE) != report.extra.get("head_sha256"):
+        if "head_sha256" not in report.extra:  # a run from before reports recorded their head: model.keras answers
+            return None
+        if file_sha256(run_dir / HEAD_FILE) != report.extra["head_sha256"]:
             raise RetrainError(f"{run_dir / HEAD_FILE} is not the head its report.json scored (replaced or copied)")
         head = Head.load(run_dir / HEAD_FILE)
         train = config.train

@@ -213,3 +213,19 @@ def test_a_head_copied_from_another_run_is_not_taken_for_this_runs(small_run, tm
     expected = Predictor(small_run).predict_files([photo], k=3)[0]["predictions"]
     assert [g["label"] for g in got] == [e["label"] for e in expected]
     assert all(abs(g["score"] - e["score"]) <= 1e-3 for g, e in zip(got, expected, strict=True))
+
+
+def test_a_report_that_records_no_head_is_answered_by_model_keras_quietly(small_run, tmp_path, caplog):
+    """A run made before reports recorded their head's digest: nothing was replaced, so nothing is said."""
+    import shutil
+
+    from pipeline.predict import trained_head
+
+    copy = tmp_path / "run"
+    shutil.copytree(small_run, copy)
+    report = json.loads((copy / "report.json").read_text())
+    del report["head_sha256"]
+    (copy / "report.json").write_text(json.dumps(report))
+    assert trained_head(copy) is None
+    assert "head.npz" not in caplog.text
+    assert Predictor(copy).predict_files([sorted((FLOWERS / "daisy").iterdir())[-1]], k=1)[0]["predictions"]
