@@ -155,3 +155,16 @@ def test_head_save_returns_the_digest_of_what_it_wrote(tmp_path):
 
     head, _ = train_head(data(), TrainConfig(epochs=1))
     assert head.save(tmp_path / "head.npz") == file_sha256(tmp_path / "head.npz")
+
+
+def test_a_diverging_head_fails_the_run_with_the_fix(recwarn):
+    """Too large a learning rate for the features' scale: the weights overflow to inf and NaN. That must stop the
+    run with what to change, not be saved, scored (argmax of NaN is class 0) and exported."""
+    from pipeline.errors import RetrainError
+
+    d = data()
+    d.x_train, d.x_val = d.x_train * 1000, d.x_val * 1000
+    config = TrainConfig(epochs=3, learning_rate=1.0, optimizer="sgd", hidden_units=64)
+    with pytest.raises(RetrainError, match=r"diverged.*learning rate \(now 1\.0\)"):
+        train_head(d, config)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]  # no NumPy overflow noise
