@@ -138,3 +138,21 @@ def test_cache_on_litert_prints_no_native_log_lines(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "caching: 6/6" in result.stderr
     assert "XNNPACK" not in result.stderr and "absl" not in result.stderr, result.stderr[-3000:]
+
+
+def test_train_with_a_tflite_export_prints_no_native_log_lines(tmp_path, tiny_backbone_file):
+    """The TFLite check's first invoke is where LiteRT creates its XNNPACK delegate, and says so on descriptor 2."""
+    photos = make_class_folders(tmp_path / "photos", {"a": 8, "b": 8}, size=(40, 40))
+    argv = ["train", "--image_dir", str(photos), "--output_dir", str(tmp_path / "run"), "--epochs", "1"]
+    argv += ["--architecture", str(tiny_backbone_file), "--bottleneck_layer", "features"]
+    argv += ["--bottleneck_dir", str(tmp_path / "b"), "--export_formats", "keras", "tflite"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", *argv],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tflite ready" in result.stderr
+    assert "XNNPACK" not in result.stderr and "absl" not in result.stderr, result.stderr[-3000:]
