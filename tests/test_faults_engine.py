@@ -542,6 +542,9 @@ def test_two_runs_into_one_folder_at_once_the_second_is_refused(tmp_path, tiny_b
         while run.status().get("state") not in ("caching", "training"):
             assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()[-2000:]
             time.sleep(0.05)
+        # Paused where it holds the folder: the head now trains in a second, so the first run could otherwise be
+        # done before the second process has started.
+        os.kill(first.pid, signal.SIGSTOP)
         status = run.status()
         second = cli(*args)
         assert_one_clear_line(second, "another run", f"pid {first.pid}", "is writing into this folder")
