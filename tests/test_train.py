@@ -135,8 +135,9 @@ def test_label_smoothing_and_class_weights_still_learn():
         [np.zeros((16, 3), np.float32), np.zeros(1, np.float32)],  # a bias that would broadcast silently
         [np.full((16, 3), np.nan, np.float32), np.zeros(3, np.float32)],
         [np.full((16, 3), np.inf, np.float32), np.zeros(3, np.float32)],
+        [np.array([{"a": 1}] * 16, dtype=object).reshape(16, 1), np.zeros(1, np.float32)],  # pickled objects
     ],
-    ids=["text", "complex", "layers-disagree", "short-bias", "nan", "inf"],
+    ids=["text", "complex", "layers-disagree", "short-bias", "nan", "inf", "pickle"],
 )
 def test_head_file_with_arrays_that_cannot_be_a_head_is_refused(tmp_path, arrays):
     """An npz of the right names but wrong contents is refused when loaded, not when it first answers (a traceback
