@@ -883,3 +883,17 @@ def test_a_rerun_removes_the_old_runs_head(tmp_path):
     (run.path / HEAD_FILE).write_bytes(b"the last run's head")
     run.clear_outputs()
     assert not (run.path / HEAD_FILE).exists()
+
+
+def test_a_rerun_removes_every_export_file_of_the_old_run(tmp_path):
+    """Every export format's file is an output: a rerun with fewer formats must not leave the old run's quantized
+    TFLite files beside the new run's labels."""
+    from pipeline.export import FILES
+    from pipeline.runs import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    for name in FILES.values():
+        (run.path / name).write_bytes(b"the last run's export")
+    run.clear_outputs()
+    assert not [name for name in FILES.values() if (run.path / name).exists()]
