@@ -493,8 +493,7 @@ def tflite_interpreter(path: str | Path):
 def tflite_probabilities(path: str | Path, images: np.ndarray) -> np.ndarray:
     """Any of our TFLite files on prepared images, one image per call (the signature's batch is 1)."""
     runner = tflite_interpreter(path).get_signature_runner(SIGNATURE)
-    return (
-        np.concatenate([runner(image=image[None].astype(np.float32))["probabilities"] for image in images])
-        if len(images)
-        else np.zeros((0, 0))
-    )
+    if not len(images):
+        return np.zeros((0, 0))
+    with native_logs_silenced():  # the first invoke creates the XNNPACK delegate, and says so on descriptor 2
+        return np.concatenate([runner(image=image[None].astype(np.float32))["probabilities"] for image in images])

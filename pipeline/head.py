@@ -70,8 +70,10 @@ class Head:
         model.set_weights(self.get_weights())
         return model
 
-    def save(self, path: str | Path) -> None:
-        """Write the weights atomically (a killed run never leaves half a head that loads)."""
+    def save(self, path: str | Path) -> str:
+        """Write the weights atomically (a killed run never leaves half a head that loads); returns their sha256,
+        which the report records so that only this file is ever taken for the head it scored."""
+        import hashlib
         import io
 
         from pipeline.files import write_bytes_atomic
@@ -79,6 +81,7 @@ class Head:
         buffer = io.BytesIO()
         np.savez(buffer, **{f"w{i}": array for i, array in enumerate(self.get_weights())})
         write_bytes_atomic(Path(path), buffer.getvalue())
+        return hashlib.sha256(buffer.getvalue()).hexdigest()
 
     @classmethod
     def load(cls, path: str | Path) -> Head:
@@ -88,9 +91,24 @@ class Head:
                 arrays = [stored[f"w{i}"] for i in range(len(stored.files))]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             raise RetrainError(f"{path} is not a head saved by Retrain Studio ({error}); train the run again") from None
-        if len(arrays) not in (2, 4) or any(a.ndim != n for a, n in zip(arrays, [2, 1] * 2, strict=False)):
+        if not _layers_fit(arrays):
             raise RetrainError(f"{path} does not hold a head's weights; train the run again")
         return cls([(arrays[i], arrays[i + 1]) for i in range(0, len(arrays), 2)])
+
+
+def _layers_fit(arrays: list[np.ndarray]) -> bool:
+    """Kernel and bias pairs of finite real numbers, each layer's input the size of the one below's output."""
+    if len(arrays) not in (2, 4) or any(
+        a.ndim != n or a.dtype.kind != "f" for a, n in zip(arrays, [2, 1] * 2, strict=False)
+    ):
+        return False
+    sizes = [arrays[0].shape[0]] + [kernel.shape[1] for kernel in arrays[::2]]
+    shapes = [(sizes[i], sizes[i + 1]) for i in range(len(arrays) // 2)]
+    return (
+        [kernel.shape for kernel in arrays[::2]] == shapes
+        and [bias.shape for bias in arrays[1::2]] == [(size,) for size in sizes[1:]]
+        and all(np.isfinite(a).all() for a in arrays)
+    )
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

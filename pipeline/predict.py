@@ -163,18 +163,23 @@ def trained_head(run_dir: Path):
     from pipeline.backbones.runtime import LITERT, backbone_forward, runtime_for
     from pipeline.config import RunConfig
     from pipeline.evaluate import Report
+    from pipeline.files import file_sha256
     from pipeline.head import HEAD_FILE, Head
 
     if not (run_dir / HEAD_FILE).is_file() or not (run_dir / "report.json").is_file():
         return None
     try:
         report, config = Report.load(run_dir / "report.json"), RunConfig.load(run_dir / "config.json")
+        if "head_sha256" not in report.extra:  # a run from before reports recorded their head: model.keras answers
+            return None
+        if file_sha256(run_dir / HEAD_FILE) != report.extra["head_sha256"]:
+            raise RetrainError(f"{run_dir / HEAD_FILE} is not the head its report.json scored (replaced or copied)")
         head = Head.load(run_dir / HEAD_FILE)
         train = config.train
         if runtime_for(train.architecture) != LITERT:
             return None
         backbone = load_backbone(train.architecture, train.bottleneck_layer, train.mirror_view)
-    except RetrainError as error:  # damaged or foreign files: model.keras's own checks say what to do
+    except (RetrainError, OSError) as error:  # damaged or foreign files: model.keras's own checks say what to do
         log.warning("Not using the trained head of %s: %s", run_dir, error)
         return None
     if (

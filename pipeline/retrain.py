@@ -297,8 +297,8 @@ def _run_stages(context: RunContext) -> Report:
     report.extra["input_size"] = backbone.input_size
     # The head and its report before any Keras model is built: on a warm cache this is seconds after the start,
     # with TensorFlow not yet imported. The exports follow, each checked before it is offered.
-    if classifier is None:
-        head.save(context.run.path / HEAD_FILE)
+    if classifier is None:  # its digest in the report: Predict answers with this head file and no other
+        report.extra["head_sha256"] = head.save(context.run.path / HEAD_FILE)
     context.timings["report_seconds"] = time.monotonic() - started
     report.extra["timings"] = {k: round(v, 2) for k, v in context.timings.items()}
     report.save(context.run.report)

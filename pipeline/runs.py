@@ -85,8 +85,12 @@ class RunDir:
     OUTPUTS = (
         "metrics.csv",
         "report.json",
+        "head.npz",
         "model.keras",
         "model.tflite",
+        "model_float16.tflite",
+        "model_dynamic.tflite",
+        "model_int8.tflite",
         "labels.txt",
         "saved_model",
         "logs",

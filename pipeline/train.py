@@ -94,7 +94,13 @@ def train_head(
     rows: list[dict] = []
     started = time.monotonic()
     for round_number in range(1, rounds + 1):
-        loss, accuracy = step.run(x_train, targets, weights, [batches.next() for _ in range(interval)])
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging head is said below, in one line
+            loss, accuracy = step.run(x_train, targets, weights, [batches.next() for _ in range(interval)])
+        if not all(np.isfinite(array).all() for array in head.get_weights()):
+            raise RetrainError(
+                f"training diverged by step {round_number * interval}: the head's weights overflowed to "
+                f"infinity or NaN; lower the learning rate (now {config.learning_rate}) and train again"
+            )
         val_loss, val_accuracy = validation.measure(head) if validation else (None, None)
         row = _row(round_number * interval, round_number, loss, accuracy, val_loss, val_accuracy, started)
         rows.append(row)

@@ -118,3 +118,41 @@ def test_readme_tutorial_lines_run_as_written(tmp_path, tiny_backbone_file):
     assert "note: --input_layer" in runs[4].stderr and "using the Keras model" in runs[4].stderr
     assert plain.status()["exports"] == {"keras": "ready"}
     assert saved.status()["exports"] == {"keras": "ready", "saved_model": "ready"}
+
+
+def test_cache_on_litert_prints_no_native_log_lines(tmp_path):
+    """LiteRT's "Created TensorFlow Lite XNNPACK delegate" (C++ on descriptor 2) stays off the terminal, like
+    TensorFlow's absl notice: stderr holds our progress lines only."""
+    from pipeline.backbones.runtime import litert_installed
+
+    if not litert_installed():
+        pytest.skip("ai-edge-litert is not installed")
+    photos = make_class_folders(tmp_path / "photos", {"a": 3, "b": 3}, size=(40, 40))
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "cache", "--image_dir", str(photos), "--bottleneck_dir", str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "caching: 6/6" in result.stderr
+    assert "XNNPACK" not in result.stderr and "absl" not in result.stderr, result.stderr[-3000:]
+
+
+def test_train_with_a_tflite_export_prints_no_native_log_lines(tmp_path, tiny_backbone_file):
+    """The TFLite check's first invoke is where LiteRT creates its XNNPACK delegate, and says so on descriptor 2."""
+    photos = make_class_folders(tmp_path / "photos", {"a": 8, "b": 8}, size=(40, 40))
+    argv = ["train", "--image_dir", str(photos), "--output_dir", str(tmp_path / "run"), "--epochs", "1"]
+    argv += ["--architecture", str(tiny_backbone_file), "--bottleneck_layer", "features"]
+    argv += ["--bottleneck_dir", str(tmp_path / "b"), "--export_formats", "keras", "tflite"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", *argv],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tflite ready" in result.stderr
+    assert "XNNPACK" not in result.stderr and "absl" not in result.stderr, result.stderr[-3000:]

@@ -542,6 +542,9 @@ def test_two_runs_into_one_folder_at_once_the_second_is_refused(tmp_path, tiny_b
         while run.status().get("state") not in ("caching", "training"):
             assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()[-2000:]
             time.sleep(0.05)
+        # Paused where it holds the folder: the head now trains in a second, so the first run could otherwise be
+        # done before the second process has started.
+        os.kill(first.pid, signal.SIGSTOP)
         status = run.status()
         second = cli(*args)
         assert_one_clear_line(second, "another run", f"pid {first.pid}", "is writing into this folder")
@@ -867,3 +870,30 @@ def test_a_rerun_removes_the_half_written_export_a_killed_run_left(tmp_path):
     (run.path / ".staging-k2x9" / "model.keras").write_bytes(b"half")
     run.clear_outputs()
     assert not list(run.path.glob(".staging-*"))
+
+
+def test_a_rerun_removes_the_old_runs_head(tmp_path):
+    """head.npz is a run's output like report.json: a rerun in the same folder (say, now fine-tuned, which writes
+    no head.npz) must not leave the old head for Predict to answer with under the new report."""
+    from pipeline.head import HEAD_FILE
+    from pipeline.runs import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    (run.path / HEAD_FILE).write_bytes(b"the last run's head")
+    run.clear_outputs()
+    assert not (run.path / HEAD_FILE).exists()
+
+
+def test_a_rerun_removes_every_export_file_of_the_old_run(tmp_path):
+    """Every export format's file is an output: a rerun with fewer formats must not leave the old run's quantized
+    TFLite files beside the new run's labels."""
+    from pipeline.export import FILES
+    from pipeline.runs import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    for name in FILES.values():
+        (run.path / name).write_bytes(b"the last run's export")
+    run.clear_outputs()
+    assert not [name for name in FILES.values() if (run.path / name).exists()]

@@ -160,3 +160,63 @@ def test_damaged_head_falls_back_to_the_checked_model(flowers_run, tmp_path, cap
     answers = Predictor(copy).predict_files([photo], k=1)
     assert answers[0]["predictions"][0]["label"] in Predictor(tmp / "run").labels
     assert "head.npz" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """Three classes of 12 flowers, model.keras only: a run folder whose head Predict answers with."""
+    tmp = tmp_path_factory.mktemp("small")
+    rows = [
+        (f"{label}/{path.name}", label)
+        for label in ("daisy", "roses", "tulips")
+        for path in sorted((FLOWERS / label).iterdir())[:12]
+    ]
+    config = RunConfig(
+        dataset=DatasetConfig(image_dir=str(FLOWERS), label_csv=str(write_labels_csv(tmp / "labels.csv", rows))),
+        train=TrainConfig(epochs=3),
+        output=OutputConfig(
+            bottleneck_dir=str(Path(os.environ["RETRAIN_STUDIO_CACHE"]) / "bottlenecks"), export_formats=["keras"]
+        ),
+    )
+    retrain(config, tmp / "run")
+    return tmp / "run"
+
+
+def test_a_head_copied_from_another_run_is_not_taken_for_this_runs(small_run, tmp_path, caplog):
+    """Same backbone, same classes, but not the head this run's report scored: the run's checked model.keras
+    answers, and the log says why the head was passed over."""
+    import shutil
+
+    import numpy as np
+
+    from pipeline.head import HEAD_FILE
+    from pipeline.predict import trained_head
+    from pipeline.train import initial_head
+
+    assert trained_head(small_run) is not None  # the run's own head is used
+    copy = tmp_path / "run"
+    shutil.copytree(small_run, copy)
+    initial_head(1280, 3, 0, np.random.default_rng(5)).save(copy / HEAD_FILE)  # another run's head
+    assert trained_head(copy) is None
+    assert "not the head its report.json scored" in caplog.text
+    photo = sorted((FLOWERS / "roses").iterdir())[-1]
+    got = Predictor(copy).predict_files([photo], k=3)[0]["predictions"]
+    expected = Predictor(small_run).predict_files([photo], k=3)[0]["predictions"]
+    assert [g["label"] for g in got] == [e["label"] for e in expected]
+    assert all(abs(g["score"] - e["score"]) <= 1e-3 for g, e in zip(got, expected, strict=True))
+
+
+def test_a_report_that_records_no_head_is_answered_by_model_keras_quietly(small_run, tmp_path, caplog):
+    """A run made before reports recorded their head's digest: nothing was replaced, so nothing is said."""
+    import shutil
+
+    from pipeline.predict import trained_head
+
+    copy = tmp_path / "run"
+    shutil.copytree(small_run, copy)
+    report = json.loads((copy / "report.json").read_text())
+    del report["head_sha256"]
+    (copy / "report.json").write_text(json.dumps(report))
+    assert trained_head(copy) is None
+    assert "head.npz" not in caplog.text
+    assert Predictor(copy).predict_files([sorted((FLOWERS / "daisy").iterdir())[-1]], k=1)[0]["predictions"]

@@ -124,3 +124,48 @@ def test_label_smoothing_and_class_weights_still_learn():
     d = data(per_class=(120, 30, 30))
     head, rows = train_head(d, TrainConfig(epochs=20, label_smoothing=0.1, learning_rate=0.01))
     assert rows[-1]["val_accuracy"] > 0.9
+
+
+@pytest.mark.parametrize(
+    "arrays",
+    [
+        [np.full((16, 3), "a"), np.zeros(3, np.float32)],  # text, not numbers
+        [np.zeros((16, 3), np.complex64), np.zeros(3, np.complex64)],
+        [np.zeros((16, 8), np.float32), np.zeros(8, np.float32), np.zeros((5, 3), np.float32), np.zeros(3)],
+        [np.zeros((16, 3), np.float32), np.zeros(1, np.float32)],  # a bias that would broadcast silently
+        [np.full((16, 3), np.nan, np.float32), np.zeros(3, np.float32)],
+        [np.full((16, 3), np.inf, np.float32), np.zeros(3, np.float32)],
+        [np.array([{"a": 1}] * 16, dtype=object).reshape(16, 1), np.zeros(1, np.float32)],  # pickled objects
+    ],
+    ids=["text", "complex", "layers-disagree", "short-bias", "nan", "inf", "pickle"],
+)
+def test_head_file_with_arrays_that_cannot_be_a_head_is_refused(tmp_path, arrays):
+    """An npz of the right names but wrong contents is refused when loaded, not when it first answers (a traceback
+    or NaN scores)."""
+    from pipeline.errors import RetrainError
+    from pipeline.head import Head
+
+    path = tmp_path / "head.npz"
+    np.savez(path, **{f"w{i}": array for i, array in enumerate(arrays)})
+    with pytest.raises(RetrainError, match="head.npz"):
+        Head.load(path)
+
+
+def test_head_save_returns_the_digest_of_what_it_wrote(tmp_path):
+    from pipeline.files import file_sha256
+
+    head, _ = train_head(data(), TrainConfig(epochs=1))
+    assert head.save(tmp_path / "head.npz") == file_sha256(tmp_path / "head.npz")
+
+
+def test_a_diverging_head_fails_the_run_with_the_fix(recwarn):
+    """Too large a learning rate for the features' scale: the weights overflow to inf and NaN. That must stop the
+    run with what to change, not be saved, scored (argmax of NaN is class 0) and exported."""
+    from pipeline.errors import RetrainError
+
+    d = data()
+    d.x_train, d.x_val = d.x_train * 1000, d.x_val * 1000
+    config = TrainConfig(epochs=3, learning_rate=1.0, optimizer="sgd", hidden_units=64)
+    with pytest.raises(RetrainError, match=r"diverged.*learning rate \(now 1\.0\)"):
+        train_head(d, config)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]  # no NumPy overflow noise

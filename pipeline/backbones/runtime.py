@@ -33,6 +33,7 @@ from pipeline.backbones import custom
 from pipeline.backbones.model_cache import backbone_cache_dir
 from pipeline.errors import RetrainError
 from pipeline.files import write_bytes_atomic
+from pipeline.quiet import native_logs_silenced
 
 if TYPE_CHECKING:
     import keras
@@ -191,11 +192,12 @@ class LiteRTRunner:
     def __init__(self, model: Path | bytes):
         from ai_edge_litert.interpreter import Interpreter
 
-        if isinstance(model, bytes):
-            self.interpreter = Interpreter(model_content=model, num_threads=THREADS)
-        else:
-            self.interpreter = Interpreter(model_path=str(model), num_threads=THREADS)
-        self.interpreter.allocate_tensors()
+        with native_logs_silenced():  # "Created TensorFlow Lite XNNPACK delegate", C++ on descriptor 2
+            if isinstance(model, bytes):
+                self.interpreter = Interpreter(model_content=model, num_threads=THREADS)
+            else:
+                self.interpreter = Interpreter(model_path=str(model), num_threads=THREADS)
+            self.interpreter.allocate_tensors()
         (source,), (target,) = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(source["shape"]) != 4 or source["shape"][0] != 1 or len(target["shape"]) != 2:
             raise ValueError(f"unexpected shapes {source['shape']} → {target['shape']}")
