@@ -83,7 +83,9 @@ class ProcessRun:
         )
 
 
-def timed_process_run(config: RunConfig, run_dir: Path, poll_seconds: float = 0.02) -> ProcessRun:
+def timed_process_run(
+    config: RunConfig, run_dir: Path, poll_seconds: float = 0.02, timeout_seconds: float = 1800
+) -> ProcessRun:
     """One whole run in a child process, the app's way (config.json, then `python -m pipeline run`), with the
     time until its report appears: Python's and every import's start-up counted, as a user waits for them."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -96,6 +98,10 @@ def timed_process_run(config: RunConfig, run_dir: Path, poll_seconds: float = 0.
         while child.poll() is None:
             if report_seconds is None and report_path.exists():
                 report_seconds = watch.elapsed()
+            if watch.elapsed() > timeout_seconds:  # a hung run must not hang the benchmark
+                child.kill()
+                child.wait()
+                raise RuntimeError(f"`{' '.join(command)}` ran over {timeout_seconds} s; see {log.name}")
             time.sleep(poll_seconds)
     if child.returncode != 0:
         raise RuntimeError(f"`{' '.join(command)}` failed ({child.returncode}); see {log.name}")
