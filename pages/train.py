@@ -87,10 +87,13 @@ def show() -> None:
         lines = stage_lines(status)
         if is_active(status) and not is_waiting_for_slot(status):  # a waiting run's notice above says it all
             estimate = run_estimate_line(status)
-            st.progress(
-                min(max(status.get("progress", 0.0), 0.0), 1.0),
-                text=estimate.capitalize() if estimate else "Whole run: no estimate until a stage can be timed",
-            )
+            if not estimate:  # model files cannot be counted while written: say what is happening instead
+                estimate = (
+                    "writing and checking the model files (no time estimate for this part)"
+                    if state == "exporting"
+                    else "whole run: no estimate until a stage can be timed"
+                )
+            st.progress(min(max(status.get("progress", 0.0), 0.0), 1.0), text=estimate.capitalize())
             if lines:  # one honest line per stage (runs from before the stage board show their step only)
                 st.markdown("\n".join(f"- {widgets.plain(line)}" for line in lines))
             elif status.get("step"):

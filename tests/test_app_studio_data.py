@@ -332,6 +332,7 @@ def test_train_says_the_score_while_the_exports_are_still_being_built(trained):
         at = open_app("pages/train.py", trained["token"])
         assert not at.exception, [e.value for e in at.exception]
         assert "Trained: test accuracy 87.5%" in texts(at.info)
+        assert at.get("progress")[0].proto.text.startswith("Writing and checking the model files")
         for page in ("pages/evaluate.py", "pages/predict.py"):  # a finished run shown meanwhile is not taken for it
             at = open_app(page, trained["token"])
             assert not at.exception, [e.value for e in at.exception]
