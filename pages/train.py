@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages import charts, navigation, session, widgets
+from pipeline.config import RunConfig
 from pipeline.errors import RetrainError
 from pipeline.run_rows import format_duration, format_percent
 from pipeline.runs import RunDir, cancel_run, refreshed_status
@@ -49,8 +50,12 @@ def show() -> None:
     left.caption(
         "A run is in progress. Starting another one puts it in the queue."
         if running
-        else "The last run is finished: its result is below. To train another, change the backbone or settings on "
-        "Configure first."
+        else (
+            "The last run is finished: its result is below. The settings changed since: Start training runs them."
+            if settings_changed_since(run, config)
+            else "The last run is finished: its result is below. To train another, change the backbone or settings "
+            "on Configure first."
+        )
         if finished
         else "Change the backbone or settings on Configure."
     )
@@ -185,3 +190,13 @@ def show() -> None:
 
 if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py
     navigation.run_app()
+
+
+def settings_changed_since(run, config) -> bool:
+    """Whether the settings a run started now would get differ from `run`'s (backbone, training, augmentation)."""
+    try:
+        before = RunConfig.load(run.config).to_dict()
+    except RetrainError:  # a damaged config.json: nothing to compare, so say nothing about it
+        return False
+    now = config.to_dict()
+    return any(before.get(part) != now.get(part) for part in ("train", "augment"))
