@@ -64,7 +64,7 @@ def test_a_small_test_split_is_said_in_the_report_the_status_and_the_cli(small_r
     run_dir, printed = small_run[:2]
     report = json.loads((run_dir / "report.json").read_text())
     warning = report["test_split_warning"]
-    assert "rough guess" in warning and "test percentage (now 10%)" in warning
+    assert "rough guess" in warning and "test percentage (now 10%, --testing_percentage)" in warning
     assert RunDir(run_dir).status()["test_split_warning"] == warning
     assert f"warning: {warning}" in printed
 
