@@ -1,8 +1,8 @@
 """Predict latency with the backbone on LiteRT and on TensorFlow, side by side on one exported model.
 
 The Predict page answers one photo at a time through `Predictor.predict_bytes`. Where `ai-edge-litert` is
-installed the Predictor runs the exported model's backbone on LiteRT and only the small head on TensorFlow;
-with `RETRAIN_STUDIO_RUNTIME=tensorflow` the whole model runs as one compiled TensorFlow graph. Both
+installed the Predictor runs the backbone on LiteRT and the run's trained head in NumPy (no TensorFlow at all);
+with `RETRAIN_STUDIO_RUNTIME=tensorflow` the run's model.keras runs as one compiled TensorFlow graph. Both
 Predictors are loaded once and then answer the same photos alternately, photo by photo, so a burst of
 someone else's load falls on both sides alike.
 """

@@ -410,7 +410,7 @@ class Benchmark:
         p50 = {name: whole_runs.percentile(values, 50) for name, values in times.items()}
         how = f"`Predictor.predict_bytes` top-5, {len(paths)} photos, the two Predictors alternating photo by photo"
         self.record(
-            "predict_p50_ms_litert", p50["litert"], f"backbone on LiteRT, head on TensorFlow; {how}", extra=True
+            "predict_p50_ms_litert", p50["litert"], f"backbone on LiteRT, the run's head in NumPy; {how}", extra=True
         )
         self.record("predict_p50_ms_tensorflow", p50["tensorflow"], f"the whole model on TensorFlow; {how}", extra=True)
         self.record(

@@ -26,7 +26,12 @@ def show() -> None:
     cols[0].metric("Usable images", f"{len(dataset.usable()):,}", border=True)
     cols[1].metric("Classes", len(dataset.classes), border=True)
     cols[2].metric("Problem files", len(dataset.problems), border=True)
-    cols[3].metric("Duplicate groups", len(dataset.duplicates), border=True)
+    cols[3].metric(
+        "Exact duplicates",
+        len(dataset.duplicates),
+        border=True,
+        help="Groups of byte-identical photos; near-duplicates are listed further down.",
+    )
 
     st.subheader("Images per class")
     if (fig := charts.class_counts_figure(counts)) is not None:

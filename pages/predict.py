@@ -17,6 +17,7 @@ def show() -> None:
     """The Predict page."""
     ws = session.workspace()
     widgets.header("Predict", "Give the model photos it has never seen and look at its top guesses.")
+    session.notice_active_runs(ws)
     choices = model_choices(ws)
     if not choices:
         session.require_finished_run(ws)  # says what to do, and stops

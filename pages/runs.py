@@ -30,7 +30,7 @@ DOWNLOADS = [
     ("preprocessing.json", "preprocessing.json", "application/json"),
 ]
 # The rows of run comparison (run_row's cells), in order.
-COMPARED = ["state", "dataset", "test accuracy", "duration", "queue wait", "backbone", "epochs", "started"]
+COMPARED = ["state", "dataset", "test accuracy", "duration", "queue wait", "backbone", "max epochs", "started"]
 
 
 def show() -> None:

@@ -155,6 +155,24 @@ def require_finished_run(ws: Workspace) -> RunDir:
     return run
 
 
+def notice_active_runs(ws: Workspace) -> None:
+    """One line per run still queued or working, above a page that shows a finished run meanwhile; a run already
+    scored (building its model files) says its score, so the finished run's numbers below are not taken for it."""
+    from pipeline.run_rows import format_percent
+
+    for run in active_runs(ws):
+        status = refreshed_status(run)
+        if status.get("state") == "exporting" and status.get("test_accuracy") is not None:
+            where = (
+                f"Run `{run.name}` is trained (test accuracy {format_percent(status['test_accuracy'])}); its model "
+                "files are being written and checked, and it appears here when they are ready."
+            )
+        else:
+            words = run_state_words(status)
+            where = f"Run `{run.name}` is not finished yet ({words.lower()}): it appears here when it is."
+        st.info(f"{where} Until then this page shows an earlier finished run.", icon=":material/hourglass_top:")
+
+
 def choose_finished_run(ws: Workspace) -> RunDir:
     """The finished run Evaluate shows: the one chosen, else the current run when finished, else the newest finished.
 
@@ -162,13 +180,7 @@ def choose_finished_run(ws: Workspace) -> RunDir:
     stop.
     """
     current_run_or_notice(ws)  # a current run deleted in another tab: forgotten, with a notice
-    for run in active_runs(ws):
-        words = run_state_words(refreshed_status(run))
-        st.info(
-            f"Run `{run.name}` is not finished yet ({words.lower()}): it appears here when it is. Until then "
-            "this page shows a finished run.",
-            icon=":material/hourglass_top:",
-        )
+    notice_active_runs(ws)
     finished = finished_runs(ws)
     if not finished:
         st.info("No model yet. Train one first, or open a finished run on the Runs page.", icon=":material/info:")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages import charts, navigation, session, widgets
+from pipeline.config import RunConfig
 from pipeline.errors import RetrainError
 from pipeline.run_rows import format_duration, format_percent
 from pipeline.runs import RunDir, cancel_run, refreshed_status
@@ -49,8 +50,12 @@ def show() -> None:
     left.caption(
         "A run is in progress. Starting another one puts it in the queue."
         if running
-        else "The last run is finished: its result is below. To train another, change the backbone or settings on "
-        "Configure first."
+        else (
+            "The last run is finished: its result is below. The settings changed since: Start training runs them."
+            if settings_changed_since(run, config)
+            else "The last run is finished: its result is below. To train another, change the backbone or settings "
+            "on Configure first."
+        )
         if finished
         else "Change the backbone or settings on Configure."
     )
@@ -87,10 +92,13 @@ def show() -> None:
         lines = stage_lines(status)
         if is_active(status) and not is_waiting_for_slot(status):  # a waiting run's notice above says it all
             estimate = run_estimate_line(status)
-            st.progress(
-                min(max(status.get("progress", 0.0), 0.0), 1.0),
-                text=estimate.capitalize() if estimate else "Whole run: no estimate until a stage can be timed",
-            )
+            if not estimate:  # model files cannot be counted while written: say what is happening instead
+                estimate = (
+                    "writing and checking the model files (no time estimate for this part)"
+                    if state == "exporting"
+                    else "whole run: no estimate until a stage can be timed"
+                )
+            st.progress(min(max(status.get("progress", 0.0), 0.0), 1.0), text=estimate.capitalize())
             if lines:  # one honest line per stage (runs from before the stage board show their step only)
                 st.markdown("\n".join(f"- {widgets.plain(line)}" for line in lines))
             elif status.get("step"):
@@ -182,3 +190,13 @@ def show() -> None:
 
 if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py
     navigation.run_app()
+
+
+def settings_changed_since(run, config) -> bool:
+    """Whether the settings a run started now would get differ from `run`'s (backbone, training, augmentation)."""
+    try:
+        before = RunConfig.load(run.config).to_dict()
+    except RetrainError:  # a damaged config.json: nothing to compare, so say nothing about it
+        return False
+    now = config.to_dict()
+    return any(before.get(part) != now.get(part) for part in ("train", "augment"))

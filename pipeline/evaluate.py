@@ -104,8 +104,9 @@ def small_test_split_warning(report: Report, testing_percentage: float | None = 
     if testing_percentage is None:  # a pre-split dataset: its test/ folder decides
         return f"{measured}. Treat the score as a rough guess: add photos to the test folder of each class ({enough})."
     return (
-        f"{measured}. Treat the score as a rough guess: add more photos to each class, or raise the test "
-        f"percentage (now {testing_percentage:g}%) so that {enough} are held out for testing."
+        f"{measured}. Treat the score as a rough guess: add more photos to each class, or (on the command line) "
+        f"raise the test percentage (now {testing_percentage:g}%, --testing_percentage) so that {enough} are held "
+        "out for testing."
     )
 
 

@@ -76,9 +76,12 @@ class RunContext:
     exports: dict[str, str] = field(default_factory=dict)  # format → pending, building, ready, failed, ...
     # each stage's own line (pipeline.stage_progress), written with every status
     board: StageBoard = field(default_factory=lambda: StageBoard([]))
+    # what every later status keeps saying once known (the test accuracy, from the report on, while exports build)
+    known: dict = field(default_factory=dict)
 
     def status(self, state: str, fraction: float, step: str, message: str = "", **details) -> None:
         low, high = STATE_INFO[state].span if state in STATE_INFO else (0.0, 1.0)
+        details = {**self.known, **details}
         if self.exports:
             details["exports"] = dict(self.exports)
         details.update(self.board.to_status())
@@ -302,12 +305,12 @@ def _run_stages(context: RunContext) -> Report:
     context.timings["report_seconds"] = time.monotonic() - started
     report.extra["timings"] = {k: round(v, 2) for k, v in context.timings.items()}
     report.save(context.run.report)
+    context.known["test_accuracy"] = report.test_accuracy  # said by every status from here on, so pages keep it
     context.status(
         "exporting",
         0.0,
         "building the exports",
         f"test accuracy {report.test_accuracy:.1%}; the exports are being built and checked",
-        test_accuracy=report.test_accuracy,
     )
     context.check_stop()
     _write_summaries(config, context.run, rows)

@@ -27,9 +27,11 @@ def format_percent(fraction: float | None) -> str:
 
 
 def format_duration(seconds: float | None) -> str:
-    """42 → "42 s", 185 → "3 min 05 s", 3720 → "1 h 02 min"; None, negative, NaN or over a year → "—"."""
+    """1.24 → "1.2 s", 42 → "42 s", 185 → "3 min 05 s", 3720 → "1 h 02 min"; None, negative, NaN, over a year → "—"."""
     if seconds is None or not math.isfinite(seconds) or not 0 <= seconds <= MAX_SHOWN_SECONDS:
         return MISSING
+    if seconds < 9.95:  # a head trains in a second or two: "0 s" would read as broken
+        return f"{seconds:.1f} s"
     seconds = round(seconds)
     if seconds < 60:
         return f"{seconds} s"
@@ -52,7 +54,7 @@ def run_times(status: dict[str, Any], now: float | None = None) -> dict[str, flo
 
 def run_row(run: RunDir, now: float | None = None) -> dict[str, str]:
     """The run's cells for a table, all text: run, state, dataset, test accuracy, duration, queue wait,
-    backbone, epochs, started. Damaged or missing files show "—" or "unknown", never raise."""
+    backbone, max epochs, started. Damaged or missing files show "—" or "unknown", never raise."""
     status = refreshed_status(run)
     config = _config(run)
     times = run_times(status, now)
@@ -66,7 +68,7 @@ def run_row(run: RunDir, now: float | None = None) -> dict[str, str]:
         "duration": format_duration(times["working_seconds"]),
         "queue wait": format_duration(times["queued_seconds"]),
         "backbone": Path(config.get("train", {}).get("architecture") or "").name or MISSING,
-        "epochs": MISSING if epochs is None else str(epochs),
+        "max epochs": MISSING if epochs is None else str(epochs),  # early stopping may end sooner
         "started": format_time(started),
     }
 

@@ -332,6 +332,29 @@ def test_train_says_the_score_while_the_exports_are_still_being_built(trained):
         at = open_app("pages/train.py", trained["token"])
         assert not at.exception, [e.value for e in at.exception]
         assert "Trained: test accuracy 87.5%" in texts(at.info)
+        assert at.get("progress")[0].proto.text.startswith("Writing and checking the model files")
+        for page in ("pages/evaluate.py", "pages/predict.py"):  # a finished run shown meanwhile is not taken for it
+            at = open_app(page, trained["token"])
+            assert not at.exception, [e.value for e in at.exception]
+            assert f"Run `{OTHER}` is trained (test accuracy 87.5%)" in texts(at.info), page
     finally:
         shutil.rmtree(exporting.path)
         workspace.update_state(run=NEW)
+
+
+def test_train_says_when_the_settings_changed_since_the_finished_run(trained):
+    from pipeline.studio.next_run import save_working_config
+
+    workspace = trained["workspace"]
+    before = workspace.state().get("config")
+    config = RunConfig.load(RunDir(workspace.runs / NEW).config)
+    try:
+        save_working_config(workspace, config)
+        at = open_app("pages/train.py", trained["token"])
+        assert not at.exception and "To train another, change the backbone or settings" in texts(at.caption)
+        config.train.learning_rate /= 2
+        save_working_config(workspace, config)
+        at = open_app("pages/train.py", trained["token"])
+        assert "The settings changed since: Start training runs them." in texts(at.caption)
+    finally:
+        workspace.update_state(config=before)

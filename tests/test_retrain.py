@@ -407,3 +407,22 @@ def test_out_of_range_setting_is_refused_before_any_work(tmp_path, tiny_backbone
         check=False,
     )
     assert result.returncode == 2 and "train.train_batch_size = 0 is out of range" in result.stderr
+
+
+def test_the_score_stays_in_status_while_every_export_is_built(finished_run, tmp_path, monkeypatch):
+    """From the report on, every status write says the test accuracy, so pages watching the run keep showing it."""
+    import pipeline.retrain as retrain_module
+
+    tmp, images, config, _ = finished_run
+    seen = []
+    build = retrain_module.Exporter.build
+
+    def watched(self, name):
+        build(self, name)
+        status = json.loads((self.context.run.path / "status.json").read_text())
+        seen.append((name, status["state"], status.get("test_accuracy")))
+
+    monkeypatch.setattr(retrain_module.Exporter, "build", watched)
+    report = retrain(config, tmp_path / "run")
+    assert [name for name, _, _ in seen] == config.output.export_formats
+    assert all(state == "exporting" and score == report.test_accuracy for _, state, score in seen), seen

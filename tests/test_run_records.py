@@ -64,7 +64,7 @@ def test_a_small_test_split_is_said_in_the_report_the_status_and_the_cli(small_r
     run_dir, printed = small_run[:2]
     report = json.loads((run_dir / "report.json").read_text())
     warning = report["test_split_warning"]
-    assert "rough guess" in warning and "test percentage (now 10%)" in warning
+    assert "rough guess" in warning and "test percentage (now 10%, --testing_percentage)" in warning
     assert RunDir(run_dir).status()["test_split_warning"] == warning
     assert f"warning: {warning}" in printed
 
@@ -113,6 +113,7 @@ def test_durations_leave_out_the_wait_in_the_queue():
     assert run_times(waiting, now=1090.0) == {"queued_seconds": 90.0, "working_seconds": None}
     assert format_duration(125) == "2 min 05 s" and format_duration(None) == "—"
     assert format_duration(3720) == "1 h 02 min" and format_duration(42.4) == "42 s"
+    assert format_duration(0.84) == "0.8 s" and format_duration(9.96) == "10 s"  # a NumPy head's second
     assert format_percent(0.95) == "95.0%" and format_percent(None) == "—"
 
 
