@@ -188,10 +188,6 @@ def show() -> None:
             )
 
 
-if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py
-    navigation.run_app()
-
-
 def settings_changed_since(run, config) -> bool:
     """Whether the settings a run started now would get differ from `run`'s (backbone, training, augmentation)."""
     try:
@@ -200,3 +196,7 @@ def settings_changed_since(run, config) -> bool:
         return False
     now = config.to_dict()
     return any(before.get(part) != now.get(part) for part in ("train", "augment"))
+
+
+if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py
+    navigation.run_app()
