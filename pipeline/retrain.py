@@ -197,6 +197,12 @@ def _retrain(config: RunConfig, run: RunDir, echo: ProgressCallback | None) -> R
     return report
 
 
+def save_report(context: RunContext, report: Report) -> None:
+    """report.json with the run's timings so far; written again as later stages add theirs."""
+    report.extra["timings"] = {k: round(v, 2) for k, v in context.timings.items()}
+    report.save(context.run.report)
+
+
 def write_ending(run: RunDir, context: RunContext | None, error: Exception) -> None:
     """status.json for a run that stops early: cancelled, failed with its reason, or failed on a bug (see run.log)."""
     if isinstance(error, RunCancelled):
@@ -303,8 +309,7 @@ def _run_stages(context: RunContext) -> Report:
     if classifier is None:  # its digest in the report: Predict answers with this head file and no other
         report.extra["head_sha256"] = head.save(context.run.path / HEAD_FILE)
     context.timings["report_seconds"] = time.monotonic() - started
-    report.extra["timings"] = {k: round(v, 2) for k, v in context.timings.items()}
-    report.save(context.run.report)
+    save_report(context, report)
     context.known["test_accuracy"] = report.test_accuracy  # said by every status from here on, so pages keep it
     context.status(
         "exporting",
@@ -322,8 +327,7 @@ def _run_stages(context: RunContext) -> Report:
         exporter.build(name)
     context.timings["model_ready_seconds"] = time.monotonic() - started
     report.extra["export_parity"] = exporter.rounded_parity()
-    report.extra["timings"] = {k: round(v, 2) for k, v in context.timings.items()}
-    report.save(context.run.report)
+    save_report(context, report)
     for name in rest:  # the heavier formats, each checked before it is offered
         exporter.build(name)
         report.extra["export_parity"] = exporter.rounded_parity()
@@ -333,8 +337,7 @@ def _run_stages(context: RunContext) -> Report:
             report.extra["exports_unavailable"] = exporter.unavailable
     context.timings["export_seconds"] = time.monotonic() - export_started
     context.timings["total_seconds"] = time.monotonic() - started
-    report.extra["timings"] = {k: round(v, 2) for k, v in context.timings.items()}
-    report.save(context.run.report)
+    save_report(context, report)
     unready = {name: state for name, state in context.exports.items() if state not in ("ready", "unavailable")}
     if unready:  # cannot happen without an error above; a run is done only when every export passed
         raise RetrainError(f"exports not ready: {unready}")
@@ -784,5 +787,4 @@ def _report_extras(context: RunContext, dataset: Dataset, data, backbone) -> dic
         "validation_images": int(len(data.x_val)),
         "problems": dataset.problems,
         "warnings": dataset.warnings,
-        "timings": {k: round(v, 2) for k, v in context.timings.items()},
     }

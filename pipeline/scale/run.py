@@ -88,7 +88,9 @@ def _stages(context, options) -> Report:
 
 def _train_evaluate_export(context, summary, table: pd.DataFrame, classes: list[str], started: float) -> Report:
     """Everything after extraction: the head from the shards, its report, and the checked exports."""
-    config, run = context.config, context.run
+    from pipeline.retrain import save_report
+
+    config = context.config
     table = table[table["path"].isin(summary.keys)].assign(key=lambda t: t["path"].map(summary.keys))
     shard_splits, counts = _splits(config, bottleneck_dir_of(config), table, classes)
     head = _train(context, shard_splits, int(summary.feature_dim), len(classes))
@@ -105,8 +107,7 @@ def _train_evaluate_export(context, summary, table: pd.DataFrame, classes: list[
     )
     _export(context, head, classes, table, report, summary)
     context.timings["total_seconds"] = time.monotonic() - started
-    report.extra["timings"] = {k: round(v, 2) for k, v in context.timings.items()}
-    report.save(run.report)
+    save_report(context, report)
     return report
 
 
