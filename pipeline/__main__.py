@@ -134,6 +134,28 @@ def switch_distortions_on(args: argparse.Namespace, config: RunConfig) -> None:
         )
 
 
+def add_backbone_flags(parser: argparse.ArgumentParser, verb: str, cache_help: str) -> None:
+    """--architecture, --bottleneck_layer and --bottleneck_dir for a command that is not a whole run: which
+    backbone's bottlenecks it works on, and the cache they live in."""
+    parser.add_argument(
+        "--architecture",
+        dest="train.architecture",
+        default=argparse.SUPPRESS,
+        metavar="NAME",
+        help=f"Backbone whose bottlenecks are {verb} (default efficientnet_lite0).",
+    )
+    parser.add_argument(
+        "--bottleneck_layer",
+        dest="train.bottleneck_layer",
+        default=argparse.SUPPRESS,
+        metavar="LAYER",
+        help="Backbone layer whose output is the bottleneck.",
+    )
+    parser.add_argument(
+        "--bottleneck_dir", dest="output.bottleneck_dir", default=argparse.SUPPRESS, metavar="DIR", help=cache_help
+    )
+
+
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:
     """--engine ray and its settings (pipeline/scale; needs the extra in requirements-scale.txt)."""
     group = parser.add_argument_group("scale out (Ray)")
@@ -183,24 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(inspect, ["dataset"])
     cache = command("cache", "Compute and cache bottlenecks for every image.")
     add_config_flags(cache, ["dataset"])
-    cache.add_argument(
-        "--architecture",
-        dest="train.architecture",
-        default=argparse.SUPPRESS,
-        help="Backbone whose bottlenecks are cached (default efficientnet_lite0).",
-    )
-    cache.add_argument(
-        "--bottleneck_layer",
-        dest="train.bottleneck_layer",
-        default=argparse.SUPPRESS,
-        help="Backbone layer whose output is the bottleneck.",
-    )
-    cache.add_argument(
-        "--bottleneck_dir",
-        dest="output.bottleneck_dir",
-        default=argparse.SUPPRESS,
-        help="Where cached bottlenecks live (shared between runs).",
-    )
+    add_backbone_flags(cache, "cached", "Where cached bottlenecks live (shared between runs).")
     add_engine_flags(cache)
     train = command("train", "A whole run: cache, train, evaluate, export (model.keras first, then the rest).")
     add_config_flags(train, list(SECTIONS))
@@ -234,27 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         "suspects", "Likely-mislabelled training and validation images, most suspicious first (last line: JSON list)."
     )
     add_config_flags(suspects, ["dataset"])
-    suspects.add_argument(
-        "--architecture",
-        dest="train.architecture",
-        default=argparse.SUPPRESS,
-        metavar="NAME",
-        help="Backbone whose bottlenecks are compared (default efficientnet_lite0).",
-    )
-    suspects.add_argument(
-        "--bottleneck_layer",
-        dest="train.bottleneck_layer",
-        default=argparse.SUPPRESS,
-        metavar="LAYER",
-        help="Backbone layer whose output is the bottleneck.",
-    )
-    suspects.add_argument(
-        "--bottleneck_dir",
-        dest="output.bottleneck_dir",
-        default=argparse.SUPPRESS,
-        metavar="DIR",
-        help="Bottleneck cache (shared with runs; missing ones are computed).",
-    )
+    add_backbone_flags(suspects, "compared", "Bottleneck cache (shared with runs; missing ones are computed).")
     suspects.add_argument(
         "--folds", type=int, default=5, help="Out-of-fold models; each image is judged by one that did not see it."
     )
