@@ -40,6 +40,9 @@ GOALS = {
     "flowers_test_accuracy_seed0": Goal(">=", 0.94),
     "flowers_test_accuracy_lite2": Goal(">=", 0.95),
     "grocery_test_accuracy_lite2": Goal(">=", 0.85),
+    # Issue 12's Lite0 targets, held against the pair (which is not Lite0 alone: the README says so).
+    "flowers_test_accuracy_pair_mirror_seed0": Goal(">=", 0.94),
+    "flowers_test_accuracy_pair_mirror_min": Goal(">=", 0.935),
     "hostile_zip_peak_rss_mb": Goal("<", 1500),
     "flowers_bytes_top1_agreement": Goal(">=", 0.99),
     "flowers_bytes_max_prob_diff": Goal("<=", 0.02),

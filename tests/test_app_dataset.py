@@ -219,7 +219,12 @@ def test_configure_builds_widgets_from_the_config_and_saves_edits(data_root, tmp
     at.button_group(key="preset").set_value("Best accuracy").run()
     assert not at.exception
     assert at.number_input(key="knob.train.epochs").value == 80
-    assert open_workspace(token).state()["config"]["augment"]["augment_copies"] == 2
+    saved = open_workspace(token).state()["config"]
+    # The most accurate recipe measured: Lite0 and Lite1 side by side, each photo also seen mirrored.
+    assert saved["train"]["architecture"] == "efficientnet_lite0+efficientnet_lite1" and saved["train"]["mirror_view"]
+    assert saved["augment"]["augment_copies"] == 0
+    assert at.selectbox[0].value == "efficientnet_lite0+efficientnet_lite1"
+    assert "side by side" in " ".join(caption.value for caption in at.caption)
 
 
 def test_configure_bounds_every_number_by_the_config_s_range(data_root, tmp_path, monkeypatch):

@@ -391,14 +391,16 @@ def test_catalogue():
         "efficientnet_lite0",
         "efficientnet_lite1",
         "efficientnet_lite2",
+        "efficientnet_lite0+efficientnet_lite1",
         "inception_v3",
         "mobilenet_v2",
         "resnet50",
     }
-    assert [b.offline for b in backbones] == [True, True, True, False, False, False]
+    assert [b.offline for b in backbones] == [True, True, True, True, False, False, False]
     assert all(b.description for b in backbones)
     assert [backbone_input_size(n) for n in ("resnet50", "mobilenet_v2", "mobilenet_v2_1.4")] == [224, 224, 224]
     assert [backbone_input_size(f"efficientnet_lite{n}") for n in range(3)] == [224, 240, 260]
+    assert backbone_input_size("efficientnet_lite0+efficientnet_lite1") == 240
 
 
 @pytest.mark.parametrize("name", ["vgg16", "mobilenet_v2_0.6", "efficientnet_lite3", ""])

@@ -29,8 +29,15 @@ FIGURES = {
     "quick_flowers_bytes_top1_agreement",
     "quick_flowers_bytes_max_prob_diff",
 }
-# Figures the smoke run cannot have: its tiny backbone runs on TensorFlow only, and it has no Lite2 or grocery run.
-NOT_IN_SMOKE = {"litert_extract_vs_tf_forward", "quick_flowers_test_accuracy_lite2", "grocery_test_accuracy_lite2"}
+# Figures the smoke run cannot have: its tiny backbone runs on TensorFlow only, and it has no Lite2, Lite0 + Lite1
+# pair or grocery run.
+NOT_IN_SMOKE = {
+    "litert_extract_vs_tf_forward",
+    "quick_flowers_test_accuracy_lite2",
+    "quick_flowers_test_accuracy_pair_mirror_seed0",
+    "quick_flowers_test_accuracy_pair_mirror_min",
+    "grocery_test_accuracy_lite2",
+}
 # The Ray engine's stage (bench/scale.py): measured when the scale extra is installed (CI installs it), else null.
 SCALE = {
     "ray_vs_local_extract",

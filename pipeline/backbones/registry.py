@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipeline.backbones import custom, efficientnet_lite, keras_apps, views
+from pipeline.backbones import custom, efficientnet_lite, keras_apps, side_by_side, views
 from pipeline.backbones.bottleneck import Backbone
 from pipeline.errors import RetrainError
 
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 DEFAULT_BACKBONE = efficientnet_lite.LITE0.name
 LITE = efficientnet_lite.VARIANTS
+OFFLINE = tuple(LITE)  # the backbones whose weights ship with the app: the only ones a side-by-side pair may join
+LITE0_AND_LITE1 = side_by_side.LITE0_AND_LITE1
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,13 @@ CATALOGUE = (
         "Works offline.",
     ),
     BackboneInfo(
+        LITE0_AND_LITE1,
+        side_by_side.input_size([LITE["efficientnet_lite0"].input_size, LITE["efficientnet_lite1"].input_size]),
+        True,
+        "Lite0 and Lite1 side by side, their features joined: the most accurate offline choice (best with the "
+        "mirror view); each photo costs both, so about twice Lite1's time. Works offline.",
+    ),
+    BackboneInfo(
         "inception_v3",
         299,
         False,
@@ -75,6 +84,10 @@ def backbone_input_size(architecture: str) -> int:
     """The square image side `architecture` expects: a built-in name (with width suffix) or a .keras path."""
     if custom.is_model_path(architecture):
         return custom.input_size(architecture)
+    if side_by_side.is_side_by_side(architecture):
+        return side_by_side.input_size(
+            [LITE[name].input_size for name in side_by_side.part_names(architecture, OFFLINE)]
+        )
     return _info(architecture).input_size
 
 
@@ -92,10 +105,22 @@ def load_backbone(
 def _load(architecture: str, bottleneck_layer: str | None) -> Backbone:
     if custom.is_model_path(architecture):
         return custom.load_custom_backbone(architecture, bottleneck_layer)
+    if side_by_side.is_side_by_side(architecture):
+        return _load_side_by_side(architecture, bottleneck_layer)
     info = _info(architecture)
     if info.name in LITE:
         return efficientnet_lite.load_backbone(bottleneck_layer, LITE[info.name])
     return keras_apps.load_keras_app(architecture, info.input_size, bottleneck_layer)
+
+
+def _load_side_by_side(architecture: str, bottleneck_layer: str | None) -> Backbone:
+    if bottleneck_layer:
+        raise RetrainError(
+            f"--bottleneck_layer does not apply to {architecture!r}: two backbones side by side always join their "
+            "pooled features. Leave it unset, or choose one backbone."
+        )
+    names = side_by_side.part_names(architecture, OFFLINE)
+    return side_by_side.join(architecture, [efficientnet_lite.load_backbone(None, LITE[name]) for name in names])
 
 
 def load_imagenet_classifier(architecture: str = DEFAULT_BACKBONE) -> keras.Model:

@@ -1,0 +1,113 @@
+"""Two offline backbones side by side: names, sizes and keys without TensorFlow; features equal to both parts'."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FLOWERS, needs_flowers
+from imagegen import write_labels_csv
+
+from pipeline.backbones import backbone_input_size, list_backbones, load_backbone, runtime
+from pipeline.config import DatasetConfig, OutputConfig, RunConfig, TrainConfig
+from pipeline.errors import RetrainError
+from pipeline.predict import Predictor
+from pipeline.retrain import retrain
+
+REPO = Path(__file__).resolve().parents[1]
+PAIR = "efficientnet_lite0+efficientnet_lite1"
+
+
+def test_pair_is_offered_with_its_size_and_key_without_tensorflow():
+    code = (
+        "import sys; from pipeline.backbones import load_backbone, backbone_input_size; "
+        f"b = load_backbone({PAIR!r}); m = load_backbone({PAIR!r}, mirror_view=True); "
+        f"print(backbone_input_size({PAIR!r}), b.input_size, b.feature_dim); print(b.identity); print(m.identity); "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    sizes, identity, mirrored = result.stdout.strip().splitlines()
+    assert sizes == "240 240 2560"  # Lite1's side; 1280 + 1280 features
+    lite0, lite1 = load_backbone("efficientnet_lite0").identity, load_backbone("efficientnet_lite1").identity
+    # Keyed by both parts' exact weights, in order, so a pair never shares cached vectors with either part.
+    assert identity == f"[{lite0}]+[{lite1}]|input:240"
+    assert mirrored == f"{identity}|views:mirror"
+    assert PAIR in {info.name for info in list_backbones()}
+
+
+def test_parts_in_the_other_order_are_another_backbone():
+    swapped = load_backbone("efficientnet_lite1+efficientnet_lite0")
+    assert swapped.input_size == 240 and swapped.identity != load_backbone(PAIR).identity
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "efficientnet_lite0+efficientnet_lite0",
+        "efficientnet_lite0+resnet50",
+        "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2",
+        "efficientnet_lite0+",
+        "+",
+    ],
+)
+def test_only_two_different_offline_backbones_pair(name):
+    for call in (lambda: load_backbone(name), lambda: backbone_input_size(name)):
+        with pytest.raises(RetrainError, match="two different offline backbones joined by '\\+'"):
+            call()
+
+
+def test_pair_has_no_bottleneck_layer_to_choose():
+    with pytest.raises(RetrainError, match="--bottleneck_layer does not apply"):
+        load_backbone(PAIR, "block6a_add")
+
+
+@pytest.mark.skipif(not runtime.litert_installed(), reason="ai-edge-litert is not installed")
+def test_pair_features_are_both_parts_features_concatenated():
+    """On LiteRT, as extraction runs it: Lite0 sees the photo resized to 224 inside the model, Lite1 the photo."""
+    import keras
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 240, 240, 3), dtype=np.uint8)
+    pair = runtime.backbone_forward(load_backbone(PAIR))(images)
+    photo = images.astype(np.float32)
+    lite0 = np.asarray(load_backbone("efficientnet_lite0").model(keras.layers.Resizing(224, 224)(photo)))
+    lite1 = np.asarray(load_backbone("efficientnet_lite1").model(photo))
+    expected = np.concatenate([lite0, lite1], axis=1)
+    assert pair.shape == (3, 2560)
+    assert float(np.abs(pair - expected).max()) < runtime.CONVERSION_TOLERANCE * max(1.0, float(np.abs(expected).max()))
+
+
+@needs_flowers()
+def test_a_run_on_the_pair_exports_agreeing_models_and_predicts_without_tensorflow(tmp_path):
+    """The Best accuracy recipe end to end on real photos: the exports carry both networks and agree."""
+    rows = [
+        (f"{label}/{path.name}", label)
+        for label in ("daisy", "roses", "sunflowers")
+        for path in sorted((FLOWERS / label).iterdir())[:14]
+    ]
+    config = RunConfig(
+        dataset=DatasetConfig(image_dir=str(FLOWERS), label_csv=str(write_labels_csv(tmp_path / "labels.csv", rows))),
+        train=TrainConfig(architecture=PAIR, mirror_view=True, epochs=30),
+        output=OutputConfig(
+            bottleneck_dir=str(Path(os.environ["RETRAIN_STUDIO_CACHE"]) / "bottlenecks"),
+            export_formats=["keras", "tflite", "onnx"],
+        ),
+    )
+    report = retrain(config, tmp_path / "run")
+    assert report.test_images >= 3 and report.test_accuracy >= 0.6
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())
+    parity = saved["export_parity"]
+    assert parity["keras"] <= 1e-4 and parity["tflite"] <= 1e-3 and parity["onnx"] <= 1e-3
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "done"
+    photos = [str(sorted((FLOWERS / label).iterdir())[-1]) for label in ("daisy", "roses", "sunflowers")]
+    from_head = Predictor(tmp_path / "run").predict_files(photos, k=2)  # the run's head on the pair's LiteRT model
+    from_keras = Predictor(tmp_path / "run" / "model.keras").predict_files(photos, k=2)
+    for head_answer, keras_answer in zip(from_head, from_keras, strict=True):
+        assert [g["label"] for g in head_answer["predictions"]] == [g["label"] for g in keras_answer["predictions"]]
+        for a, b in zip(head_answer["predictions"], keras_answer["predictions"], strict=True):
+            assert abs(a["score"] - b["score"]) <= 1e-3
