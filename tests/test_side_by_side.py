@@ -111,3 +111,10 @@ def test_a_run_on_the_pair_exports_agreeing_models_and_predicts_without_tensorfl
         assert [g["label"] for g in head_answer["predictions"]] == [g["label"] for g in keras_answer["predictions"]]
         for a, b in zip(head_answer["predictions"], keras_answer["predictions"], strict=True):
             assert abs(a["score"] - b["score"]) <= 1e-3
+
+
+@pytest.mark.parametrize("path", ["models/my+model.keras", "my+model.H5", "C:\\a+b"])
+def test_a_model_file_with_a_plus_in_its_name_is_a_model_file(path):
+    from pipeline.backbones.side_by_side import is_side_by_side
+
+    assert not is_side_by_side(path)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pipeline.backbones import custom
 from pipeline.backbones.bottleneck import Backbone
 from pipeline.errors import RetrainError
 
@@ -28,8 +29,8 @@ PARTS = 2  # more would multiply every photo's cost again for a gain nobody meas
 
 
 def is_side_by_side(architecture: str) -> bool:
-    """Whether `architecture` names backbones joined by "+" (a path to a .keras file never does)."""
-    return SEPARATOR in architecture and not architecture.endswith(".keras")
+    """Whether `architecture` names backbones joined by "+" (a model file's path, "+" in it or not, never does)."""
+    return SEPARATOR in architecture and not custom.is_model_path(architecture)
 
 
 def part_names(architecture: str, offline: tuple[str, ...]) -> list[str]:
