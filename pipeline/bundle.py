@@ -11,6 +11,7 @@ import io
 import zipfile
 from pathlib import Path
 
+from pipeline.backbones.side_by_side import is_side_by_side
 from pipeline.config import RunConfig
 from pipeline.errors import RetrainError
 from pipeline.evaluate import Report
@@ -39,6 +40,13 @@ def ready_files(run: RunDir) -> list[Path]:
     return [run.path / "labels.txt", run.report, *described] + [path for path in ready if path.exists()]
 
 
+def _backbone_words(architecture: str) -> str:
+    if is_side_by_side(architecture):
+        parts = " and ".join(f"`{name.strip()}`" for name in architecture.split("+"))
+        return f"the {parts} ImageNet backbones side by side (their features joined)"
+    return f"the `{architecture.rsplit('/', 1)[-1]}` ImageNet backbone"
+
+
 def model_card(run: RunDir) -> str:
     """A short Markdown card: data, classes and counts, metrics, preprocessing, intended use, limits."""
     report, config = Report.load(run.report), RunConfig.load(run.config)
@@ -48,7 +56,7 @@ def model_card(run: RunDir) -> str:
         f"# Model card: {run.name}",
         "",
         f"An image classifier for {len(report.labels)} classes, trained with Retrain Studio by transfer "
-        f"learning: the `{config.train.architecture.rsplit('/', 1)[-1]}` ImageNet backbone, frozen"
+        f"learning: {_backbone_words(config.train.architecture)}, frozen"
         f"{' (top layers fine-tuned)' if config.train.fine_tune_layers else ''}, and a new softmax head.",
         "",
         "## Data",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from conftest import FLOWERS, needs_flowers
 from imagegen import write_labels_csv
 
 from pipeline.backbones import backbone_input_size, list_backbones, load_backbone, runtime
+from pipeline.bundle import bundle_bytes
 from pipeline.config import DatasetConfig, OutputConfig, RunConfig, TrainConfig
 from pipeline.errors import RetrainError
 from pipeline.predict import Predictor
@@ -104,6 +107,8 @@ def test_a_run_on_the_pair_exports_agreeing_models_and_predicts_without_tensorfl
     parity = saved["export_parity"]
     assert parity["keras"] <= 1e-4 and parity["tflite"] <= 1e-3 and parity["onnx"] <= 1e-3
     assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "done"
+    card = zipfile.ZipFile(io.BytesIO(bundle_bytes(tmp_path / "run"))).read("run/MODEL_CARD.md").decode()
+    assert "the `efficientnet_lite0` and `efficientnet_lite1` ImageNet backbones side by side" in card
     photos = [str(sorted((FLOWERS / label).iterdir())[-1]) for label in ("daisy", "roses", "sunflowers")]
     from_head = Predictor(tmp_path / "run").predict_files(photos, k=2)  # the run's head on the pair's LiteRT model
     from_keras = Predictor(tmp_path / "run" / "model.keras").predict_files(photos, k=2)
@@ -118,3 +123,8 @@ def test_a_model_file_with_a_plus_in_its_name_is_a_model_file(path):
     from pipeline.backbones.side_by_side import is_side_by_side
 
     assert not is_side_by_side(path)
+
+
+def test_spaces_around_the_plus_name_the_same_pair():
+    spaced = load_backbone(" efficientnet_lite0 + efficientnet_lite1 ")
+    assert spaced.name == PAIR and spaced.identity == load_backbone(PAIR).identity

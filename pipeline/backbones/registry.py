@@ -120,7 +120,8 @@ def _load_side_by_side(architecture: str, bottleneck_layer: str | None) -> Backb
             "pooled features. Leave it unset, or choose one backbone."
         )
     names = side_by_side.part_names(architecture, OFFLINE)
-    return side_by_side.join(architecture, [efficientnet_lite.load_backbone(None, LITE[name]) for name in names])
+    parts = [efficientnet_lite.load_backbone(None, LITE[name]) for name in names]
+    return side_by_side.join(side_by_side.SEPARATOR.join(names), parts)  # "a + b" is "a+b"
 
 
 def load_imagenet_classifier(architecture: str = DEFAULT_BACKBONE) -> keras.Model:
