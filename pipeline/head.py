@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 HEAD_FILE = "head.npz"
 CHUNK = 4096  # rows per forward call: bounds memory for very large splits
+# The most a head file may unpack to. The largest head the settings allow (an 8,192-unit hidden layer on a 25,088-wide
+# custom bottleneck) is about 0.8 GB; a file claiming more is not ours, and must not be unpacked into memory.
+MAX_UNPACKED_BYTES = 1 << 30
 
 
 @dataclass
@@ -85,8 +88,14 @@ class Head:
 
     @classmethod
     def load(cls, path: str | Path) -> Head:
-        """A head saved by `save`; a damaged or foreign file is refused in one line naming it."""
+        """A head saved by `save`; a damaged, foreign or oversized file is refused in one line naming it."""
         try:
+            with zipfile.ZipFile(path) as archive:  # sizes first: np.load would unpack whatever the file claims
+                unpacked = sum(member.file_size for member in archive.infolist())
+            if unpacked > MAX_UNPACKED_BYTES:
+                raise RetrainError(
+                    f"{path} would unpack to {unpacked / 1e6:,.0f} MB, more than any head; train the run again"
+                )
             with np.load(path, allow_pickle=False) as stored:
                 arrays = [stored[f"w{i}"] for i in range(len(stored.files))]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:

@@ -169,3 +169,21 @@ def test_a_diverging_head_fails_the_run_with_the_fix(recwarn):
     with pytest.raises(RetrainError, match=r"diverged.*learning rate \(now 1\.0\)"):
         train_head(d, config)
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]  # no NumPy overflow noise
+
+
+def test_head_file_claiming_to_unpack_past_any_head_is_refused_unread(tmp_path):
+    """A compressed .npz that would unpack to over a gigabyte (1 MB on disk) is refused before np.load unpacks it."""
+    import zipfile
+
+    from pipeline.errors import RetrainError
+    from pipeline.head import MAX_UNPACKED_BYTES, Head
+
+    path = tmp_path / "head.npz"
+    zeros = bytes(1 << 20)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        with archive.open("w0.npy", "w", force_zip64=True) as member:
+            for _ in range(MAX_UNPACKED_BYTES // len(zeros) + 1):
+                member.write(zeros)
+    assert path.stat().st_size < 10 << 20
+    with pytest.raises(RetrainError, match=r"head.npz would unpack to 1,075 MB, more than any head"):
+        Head.load(path)
