@@ -20,7 +20,7 @@ for recipe in sys.argv[2:]:
     vals, tests = [], []
     for seed in seeds:
         h, _ = train_head(HeadData(x[tr], y[tr], x[va], y[va], len(labels)), TrainConfig(seed=seed))
-        p = h.predict(x, verbose=0)
+        p = h.probabilities(x)  # the NumPy head (the Keras head of round 3 had .predict)
         vals.append(round(float(np.mean(p[va].argmax(1) == y[va])), 4)); tests.append(round(float(np.mean(p[te].argmax(1) == y[te])), 4))
     print(json.dumps({"recipe": "+".join(os.path.basename(f) for f in recipe.split("+")), "classes": len(labels),
                       "train/val/test": [int(tr.sum()), int(va.sum()), int(te.sum())], "val": vals, "test": tests,
