@@ -57,7 +57,7 @@ CATALOGUE = (
         side_by_side.input_size([LITE["efficientnet_lite0"].input_size, LITE["efficientnet_lite1"].input_size]),
         True,
         "Lite0 and Lite1 side by side, their features joined: the most accurate offline choice (best with the "
-        "mirror view); each photo costs both, so about twice Lite1's time. Works offline.",
+        "mirror view); each photo goes through both, so it takes about as long as the two together. Works offline.",
     ),
     BackboneInfo(
         "inception_v3",

@@ -2,8 +2,8 @@
 
 A linear head on one Lite backbone's features stops near 0.93 on flowers, whatever the view, resolution or
 feature transform (README, "The accuracy experiments"). Two backbones' features together are what moved it:
-Lite0 + Lite1, each with the mirror view, gave 0.942–0.955 over seeds 0–4, chosen by cross-validation without
-the test split. Each photo then costs both forward passes.
+Lite0 + Lite1 with the mirror view, chosen by cross-validation without the test split, gives 0.936–0.953 over
+seeds 0–4 (bench/). Each photo then costs both forward passes.
 
 The pair is one Keras model, so everything downstream treats it as one backbone: the bottleneck cache keys it
 by both parts' identities, both runtimes run it, and every export carries both networks behind one input. That
