@@ -22,6 +22,10 @@ MAIN_TRAIN = ["epochs", "learning_rate", "train_batch_size", "early_stopping", "
 AUGMENT = ["flip_left_right", "random_crop", "random_brightness", "rotation", "zoom", "augment_copies"]
 MORE_AUGMENT = [f.name for f in dataclasses.fields(AugmentConfig) if f.name not in AUGMENT + ["class_size"]]
 PREVIEW_WIDTH = 112
+MIRROR_HELP = (
+    'The mirror view is "Mirror view" under Advanced: the model also looks at each photo flipped left to right '
+    "and averages the two, in training and in the downloaded model."
+)
 ADVANCED_TRAIN = [
     f.name for f in dataclasses.fields(TrainConfig) if f.name not in MAIN_TRAIN + ["architecture", "bottleneck_layer"]
 ]
@@ -67,6 +71,7 @@ def show() -> None:
     )
     if architecture in backbones:
         st.caption(backbones[architecture].description)
+    slower_slot = st.empty()  # filled at the end: the mirror view is set under Advanced, further down
     with st.expander("Compare backbones: measured speed, accuracy and size"):
         st.dataframe(backbone_table(), hide_index=True)
         st.caption(measured_note())
@@ -166,6 +171,8 @@ def show() -> None:
     edited = widgets.edited_config(edited, "output", {"export_formats": export_formats or ["keras"]})
     if edited != config:
         save_working_config(ws, edited)
+    if note := widgets.preparation_note(edited.train):
+        slower_slot.caption(note, help=MIRROR_HELP if edited.train.mirror_view else None)
     label_slot.caption(
         f"Settings: **{preset_label(ws, session.preset(ws), edited)}**",
         help="A preset's name "

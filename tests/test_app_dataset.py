@@ -227,6 +227,29 @@ def test_configure_builds_widgets_from_the_config_and_saves_edits(data_root, tmp
     assert "side by side" in " ".join(caption.value for caption in at.caption)
 
 
+def test_best_accuracy_says_before_training_why_preparing_the_photos_takes_longer(data_root, tmp_path):
+    # Two backbones, each photo also mirrored: four reads of every photo. Said on Configure and on Train, in words,
+    # before Start is pressed; Quick (one read) says nothing.
+    token = with_dataset(tmp_path, {"red": 6, "blue": 6})
+    at = app(token, "pages/configure.py")
+    assert "Slower to prepare" not in texts(at.caption)
+    at.button_group(key="preset").set_value("Best accuracy").run()
+    notes = [caption for caption in at.caption if "Slower to prepare" in caption.value]
+    assert notes, "Best accuracy says why it is slower: " + texts(at.caption)
+    note = notes[0]
+    assert "each photo is read 4 times (two networks side by side, each also on its mirror image)" in note.value
+    assert "about four times as long" in note.value and "Mirror view" in note.help
+    at = app(token, "pages/train.py")
+    assert "each photo is read 4 times" in texts(at.caption)
+    # The pair's name wraps between its two names in the narrow column, not inside one.
+    assert "**Backbone**  \n" + "efficientnet_lite0 + efficientnet_lite1" in texts(at.markdown)
+    at = app(token, "pages/configure.py")
+    at.toggle(key="knob.train.mirror_view").set_value(False).run()
+    assert "each photo is read 2 times (two networks side by side) where one network reads it once" in texts(
+        at.caption
+    ), "the note follows an edit at once, not one rerun late"
+
+
 def test_configure_bounds_every_number_by_the_config_s_range(data_root, tmp_path, monkeypatch):
     token = with_dataset(tmp_path, {"red": 6, "blue": 6})
     workspace = open_workspace(token)
