@@ -308,6 +308,26 @@ def test_configure_lists_backbones_offline_first(data_root, tmp_path):
     assert all("needs internet once" in option for option in backbone.options[3:])
 
 
+def test_no_backbone_is_called_more_accurate_than_its_compare_table_shows(data_root, tmp_path):
+    # The picker's words and its "Compare backbones" table (bench/backbones.json) sit one above the other: a
+    # backbone described as "more accurate" (than Lite0) or "most accurate" must not score lower there.
+    at = app(with_dataset(tmp_path, {"red": 4, "blue": 4}), "pages/configure.py")
+    table = at.dataframe[0].value.set_index("Backbone")["Flowers test accuracy"]
+    measured = {name: float(value) for name, value in table.items() if value != "not measured"}
+    if "efficientnet_lite0" not in measured:
+        pytest.skip("bench/backbones.json has no flowers accuracy for efficientnet_lite0")
+    for option in at.selectbox[0].options:
+        name = option.split()[0]
+        at.selectbox[0].set_value(name).run()
+        words = texts(at.caption).lower()  # the backbone's description is one of the captions
+        if name not in measured:
+            continue
+        if "most accurate" in words and "not always the most accurate" not in words:
+            assert measured[name] >= max(measured.values()), (name, words, measured)
+        if "more accurate" in words and "not always more accurate" not in words:
+            assert measured[name] > measured["efficientnet_lite0"], (name, words, measured)
+
+
 def test_configure_timing_budget(data_root, tmp_path):
     started = time.monotonic()
     app(with_dataset(tmp_path, {"red": 4, "blue": 4}), "pages/configure.py")
