@@ -250,6 +250,22 @@ def test_best_accuracy_says_before_training_why_preparing_the_photos_takes_longe
     ), "the note follows an edit at once, not one rerun late"
 
 
+def test_quick_after_best_accuracy_is_quick_again(data_root, tmp_path):
+    # Best accuracy sets the pair and the mirror view; going back to Quick must undo both, not train the slow pair
+    # under the name "Quick (edited)".
+    token = with_dataset(tmp_path, {"red": 6, "blue": 6})
+    at = app(token, "pages/configure.py")
+    at.button_group(key="preset").set_value("Best accuracy").run()
+    at.button_group(key="preset").set_value("Quick").run()
+    assert not at.exception
+    saved = open_workspace(token).state()["config"]["train"]
+    assert (saved["architecture"], saved["mirror_view"], saved["epochs"]) == ("efficientnet_lite0", False, 15)
+    assert at.selectbox[0].value == "efficientnet_lite0" and at.toggle(key="knob.train.mirror_view").value is False
+    assert "Settings: **Quick**" in texts(at.caption) and "Slower to prepare" not in texts(at.caption)
+    at = app(token, "pages/train.py")
+    assert "Quick: up to 15 epochs" in texts(at.markdown) and "efficientnet_lite0" in texts(at.markdown)
+
+
 def test_configure_bounds_every_number_by_the_config_s_range(data_root, tmp_path, monkeypatch):
     token = with_dataset(tmp_path, {"red": 6, "blue": 6})
     workspace = open_workspace(token)
