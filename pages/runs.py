@@ -6,9 +6,11 @@ import pandas as pd
 import streamlit as st
 
 from pages import charts, navigation, session, widgets
+from pipeline.config import PRESETS, RunConfig
 from pipeline.errors import RetrainError
-from pipeline.run_rows import run_row
+from pipeline.run_rows import MISSING, run_row
 from pipeline.runs import RunDir, refreshed_status
+from pipeline.studio.next_run import preset_label
 from pipeline.studio.predict_models import delete_workspace_run
 from pipeline.studio.run_history import (
     active_runs,
@@ -29,8 +31,18 @@ DOWNLOADS = [
     ("report.json", "report.json", "application/json"),
     ("preprocessing.json", "preprocessing.json", "application/json"),
 ]
-# The rows of run comparison (run_row's cells), in order.
-COMPARED = ["state", "dataset", "test accuracy", "duration", "queue wait", "backbone", "max epochs", "started"]
+# The rows of run comparison (run_row's cells, and the preset its settings are), in order.
+COMPARED = [
+    "state",
+    "dataset",
+    "test accuracy",
+    "settings",
+    "backbone",
+    "duration",
+    "queue wait",
+    "max epochs",
+    "started",
+]
 
 
 def show() -> None:
@@ -157,7 +169,7 @@ def show() -> None:
     )
     first, second = (find_run(ws, name) for name in pair) if len(pair) == 2 else (None, None)
     if first and second:
-        compared = [shown_row(first), shown_row(second)]
+        compared = [shown_row(ws, first), shown_row(ws, second)]
         # A table, not metrics or a dataframe: every value is shown whole, however long.
         st.table(
             pd.DataFrame(
@@ -189,9 +201,26 @@ def show() -> None:
     widgets.next_step("dataset", "Start over with new data", "Or change settings on Configure and train again.")
 
 
-def shown_row(run: RunDir) -> dict[str, str]:
-    """run_row's cells with the state in the words the sidebar and Train use ("Finished", not "done")."""
-    return run_row(run) | {"state": widgets.state_text(refreshed_status(run))[1]}
+def shown_row(ws: Workspace, run: RunDir) -> dict[str, str]:
+    """run_row's cells in COMPARED's order, with the state in the words the sidebar and Train use ("Finished", not
+    "done"), the preset its settings are, and a pair's name spaced to wrap at its "+"."""
+    row = run_row(run) | {
+        "state": widgets.state_text(refreshed_status(run))[1],
+        "settings": settings_name(ws, run),
+    }
+    row["backbone"] = widgets.backbone_name(row["backbone"])
+    return {name: row[name] for name in ["run", *COMPARED]}
+
+
+def settings_name(ws: Workspace, run: RunDir) -> str:
+    """The preset a run's settings are, as Configure names them ("Best accuracy", "Quick (edited)"), else "Custom";
+    "—" when its config.json cannot be read."""
+    try:
+        config = RunConfig.load(run.config)
+    except RetrainError:
+        return MISSING
+    names = (preset_label(ws, name, config) for name in PRESETS)
+    return next((name for name in names if name != "Custom"), "Custom")
 
 
 def runs_table(ws: Workspace, was_going: bool) -> None:
@@ -205,7 +234,7 @@ def runs_table(ws: Workspace, was_going: bool) -> None:
             f"Run `{going.name}` is not finished yet ({words.lower()}); its row updates when it is.",
             icon=":material/hourglass_top:",
         )
-    rows = pd.DataFrame([shown_row(run) for run in workspace_runs(ws)]).rename(columns=str.capitalize)
+    rows = pd.DataFrame([shown_row(ws, run) for run in workspace_runs(ws)]).rename(columns=str.capitalize)
     st.dataframe(
         rows,
         hide_index=True,
@@ -214,6 +243,7 @@ def runs_table(ws: Workspace, was_going: bool) -> None:
         column_config={
             "Duration": st.column_config.TextColumn(help="Time spent working, from leaving the queue to the end"),
             "Queue wait": st.column_config.TextColumn(help="Time spent waiting for a free training slot"),
+            "Settings": st.column_config.TextColumn(help="The preset on Configure the run's settings were"),
         },
     )
 

@@ -389,6 +389,29 @@ def test_runs_lists_compares_downloads_and_deletes(studio):
     assert SECOND not in set(at.dataframe[0].value["Run"])
 
 
+def test_comparing_a_best_accuracy_run_with_a_quick_one_names_both_presets(studio):
+    # A newcomer who trained with Best accuracy, then Quick, compares them by the names they chose on Configure.
+    workspace = open_workspace(studio["token"])
+    best, quick = "run-20240101-000009-b357", "run-20240101-000010-90c1"
+    for name, preset in [(best, "Best accuracy"), (quick, "Quick")]:
+        shutil.copytree(studio["run"].path, workspace.runs / name)
+        config = RunConfig.load(workspace.runs / name / "config.json")
+        config.train.bottleneck_layer = None  # the tiny backbone's; a built-in one needs none
+        apply_preset(config, preset).save(workspace.runs / name / "config.json")
+    try:
+        at = app(studio["token"], "pages/runs.py")
+        table = at.dataframe[0].value.set_index("Run")
+        assert (table.loc[best, "Settings"], table.loc[quick, "Settings"]) == ("Best accuracy", "Quick")
+        assert table.loc[FIRST, "Settings"] == "Custom", "its own .keras backbone is no preset"
+        at.multiselect(key="compare").set_value([best, quick]).run()
+        compared = at.table[0].value
+        assert list(compared.loc["Settings"]) == ["Best accuracy", "Quick"]
+        assert list(compared.loc["Backbone"]) == ["efficientnet_lite0 + efficientnet_lite1", "efficientnet_lite0"]
+    finally:
+        for name in (best, quick):
+            shutil.rmtree(workspace.runs / name)
+
+
 def test_another_session_sees_none_of_these_runs(studio):
     stranger = new_token()
     at = app(stranger, "pages/runs.py")
