@@ -14,6 +14,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import plotly.express as px
 import pytest
 from apptest_pages import open_app
 from imagegen import class_image, make_class_folders
@@ -407,6 +408,13 @@ def test_comparing_a_best_accuracy_run_with_a_quick_one_names_both_presets(studi
         compared = at.table[0].value
         assert list(compared.loc["Settings"]) == ["Best accuracy", "Quick"]
         assert list(compared.loc["Backbone"]) == ["efficientnet_lite0 + efficientnet_lite1", "efficientnet_lite0"]
+        # Their curves: the legend of two long run names goes under the plot (beside it, it squeezed a phone's plot
+        # to a sliver), and the two runs differ in colour, not only in shade: colours of our own palette (plotly's
+        # default ones are swapped by Streamlit's theme for two shades of blue).
+        [accuracy] = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if "Accuracy" in c.proto.spec]
+        assert accuracy["layout"]["legend"]["orientation"] == "h"
+        colours = {trace["legendgroup"].split(",")[0]: trace["line"]["color"] for trace in accuracy["data"]}
+        assert colours[best] != colours[quick] and {colours[best], colours[quick]} <= set(px.colors.qualitative.D3)
     finally:
         for name in (best, quick):
             shutil.rmtree(workspace.runs / name)
