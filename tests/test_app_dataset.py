@@ -320,8 +320,10 @@ def test_configure_lists_backbones_offline_first(data_root, tmp_path):
     backbone = at.selectbox[0]
     assert backbone.options[0].startswith("efficientnet_lite0") and "offline" in backbone.options[0]
     assert [option.split()[0] for option in backbone.options[1:3]] == ["efficientnet_lite1", "efficientnet_lite2"]
-    assert all("works offline" in option for option in backbone.options[:3])
-    assert all("needs internet once" in option for option in backbone.options[3:])
+    # Every offline choice (the pair of two of them included) before the first that needs the internet.
+    offline = ["works offline" in option for option in backbone.options]
+    assert offline == sorted(offline, reverse=True) and offline.count(True) == 4, backbone.options
+    assert all("needs internet once" in option for option in backbone.options[offline.count(True) :])
 
 
 def test_no_backbone_is_called_more_accurate_than_its_compare_table_shows(data_root, tmp_path):
