@@ -6,11 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from pages import charts, navigation, session, widgets
-from pipeline.config import PRESETS, RunConfig
 from pipeline.errors import RetrainError
-from pipeline.run_rows import MISSING, run_row
+from pipeline.run_rows import run_row
 from pipeline.runs import RunDir, refreshed_status
-from pipeline.studio.next_run import preset_label
 from pipeline.studio.predict_models import delete_workspace_run
 from pipeline.studio.run_history import (
     active_runs,
@@ -206,21 +204,10 @@ def shown_row(ws: Workspace, run: RunDir) -> dict[str, str]:
     "done"), the preset its settings are, and a pair's name spaced to wrap at its "+"."""
     row = run_row(run) | {
         "state": widgets.state_text(refreshed_status(run))[1],
-        "settings": settings_name(ws, run),
+        "settings": widgets.settings_name(ws, run),
     }
     row["backbone"] = widgets.backbone_name(row["backbone"])
     return {name: row[name] for name in ["run", *COMPARED]}
-
-
-def settings_name(ws: Workspace, run: RunDir) -> str:
-    """The preset a run's settings are, as Configure names them ("Best accuracy", "Quick (edited)"), else "Custom";
-    "—" when its config.json cannot be read."""
-    try:
-        config = RunConfig.load(run.config)
-    except RetrainError:
-        return MISSING
-    names = (preset_label(ws, name, config) for name in PRESETS)
-    return next((name for name in names if name != "Custom"), "Custom")
 
 
 def runs_table(ws: Workspace, was_going: bool) -> None:

@@ -14,12 +14,14 @@ import streamlit as st
 from pages import session
 from pipeline.backbones.side_by_side import SEPARATOR, is_side_by_side
 from pipeline.bundle import bundle_bytes
-from pipeline.config import RunConfig, knob_of
-from pipeline.errors import ImageProblem
+from pipeline.config import PRESETS, RunConfig, knob_of
+from pipeline.errors import ImageProblem, RetrainError
 from pipeline.images import thumbnail
+from pipeline.run_rows import MISSING, format_percent
 from pipeline.runs import NOT_STARTED_INFO, STATE_INFO, UNKNOWN, UNKNOWN_INFO, WAITING_INFO, refreshed_status
 from pipeline.studio.datasets import decision_text, record_decision, undo_decision
 from pipeline.studio.launch import queue_place
+from pipeline.studio.next_run import preset_label
 from pipeline.studio.run_history import (
     active_runs,
     current_run,
@@ -77,6 +79,22 @@ def preparation_note(train) -> str:
         f"Slower to prepare: each photo is read {parts * views} times ({why}) where one network reads it once, so "
         f"preparing the photos takes {times} as long. Done once: later runs with the same backbone reuse them."
     )
+
+
+def settings_name(ws: Workspace, run) -> str:
+    """The preset a run's settings were, as Configure names them ("Best accuracy", "Quick (edited)"), else "Custom";
+    "—" when its config.json cannot be read."""
+    try:
+        config = RunConfig.load(run.config)
+    except RetrainError:
+        return MISSING
+    names = (preset_label(ws, name, config) for name in PRESETS)
+    return next((name for name in names if name != "Custom"), "Custom")
+
+
+def run_choice_text(ws: Workspace, run) -> str:
+    """What tells finished runs of one dataset apart in a list: "Best accuracy · test accuracy 95.0%"."""
+    return f"{settings_name(ws, run)} · test accuracy {format_percent(refreshed_status(run).get('test_accuracy'))}"
 
 
 def header(title: str, intro: str) -> None:

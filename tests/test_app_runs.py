@@ -415,6 +415,17 @@ def test_comparing_a_best_accuracy_run_with_a_quick_one_names_both_presets(studi
         assert accuracy["layout"]["legend"]["orientation"] == "h"
         colours = {trace["legendgroup"].split(",")[0]: trace["line"]["color"] for trace in accuracy["data"]}
         assert colours[best] != colours[quick] and {colours[best], colours[quick]} <= set(px.colors.qualitative.D3)
+        # Predict's model list: runs of one dataset read alike but for their preset and score.
+        at = AppTest.from_file(APP, default_timeout=90)
+        at.query_params["ws"] = studio["token"]
+        at.switch_page("pages/predict.py")
+        at.session_state["predict_run"] = FIRST  # its tiny backbone loads in a blink; the copies say they are Lite
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        options = at.selectbox(key="predict_run").options
+        for name, preset in [(best, "Best accuracy"), (quick, "Quick"), (FIRST, "Custom")]:
+            pattern = rf"{name} · colours · 42 images · 3 classes · {preset} · test accuracy \d+\.\d%"
+            assert any(re.fullmatch(pattern, option) for option in options), (pattern, options)
     finally:
         for name in (best, quick):
             shutil.rmtree(workspace.runs / name)
