@@ -346,6 +346,15 @@ def test_no_backbone_is_called_more_accurate_than_its_compare_table_shows(data_r
             assert measured[name] > measured["efficientnet_lite0"], (name, words, measured)
 
 
+def test_compare_backbones_shows_accuracy_and_speed_next_to_the_name(data_root, tmp_path):
+    # A phone shows about three columns of the table: the name, its accuracy and its speed, every column still there.
+    at = app(with_dataset(tmp_path, {"red": 4, "blue": 4}), "pages/configure.py")
+    table = at.dataframe[0]  # the first table on the page
+    order = list(table.proto.column_order)
+    assert order[:3] == ["Backbone", "Flowers test accuracy", "Extraction, LiteRT (img/s)"]
+    assert sorted(order) == sorted(table.value.columns)
+
+
 def test_configure_timing_budget(data_root, tmp_path):
     started = time.monotonic()
     app(with_dataset(tmp_path, {"red": 4, "blue": 4}), "pages/configure.py")
