@@ -48,7 +48,8 @@ def show() -> None:
     with left:
         k = prediction_view.top_k_slider(predictor)
     right.caption(
-        f"Trained on {widgets.plain(choice.dataset)} · classes: {', '.join(map(widgets.plain, predictor.labels[:20]))}"
+        f"Trained on {widgets.plain(choice.dataset)} · {widgets.run_choice_text(ws, run)} · classes: "
+        f"{', '.join(map(widgets.plain, predictor.labels[:20]))}"  # a phone cuts the model's name before its preset
     )
     editable = current_root(ws)
     add = _adder(ws, editable) if editable else None

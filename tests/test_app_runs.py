@@ -426,6 +426,10 @@ def test_comparing_a_best_accuracy_run_with_a_quick_one_names_both_presets(studi
         for name, preset in [(best, "Best accuracy"), (quick, "Quick"), (FIRST, "Custom")]:
             pattern = rf"{name} · colours · 42 images · 3 classes · {preset} · test accuracy \d+\.\d%"
             assert any(re.fullmatch(pattern, option) for option in options), (pattern, options)
+        # A phone cuts the chosen name short: the caption under it says the preset and score too.
+        assert re.search(
+            r"Trained on colours · 42 images · 3 classes · Custom · test accuracy \d+\.\d%", texts(at.caption)
+        )
     finally:
         for name in (best, quick):
             shutil.rmtree(workspace.runs / name)
