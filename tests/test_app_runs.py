@@ -120,6 +120,8 @@ def test_train_page_shows_a_finished_run_and_leads_to_evaluate(studio):
     assert "Finished" not in texts(at.success)
     assert "trained on colours · 42 images · 3 classes" in texts(at.caption), "the run's own dataset"
     assert at.get("plotly_chart"), "loss and accuracy curves"
+    for chart in at.get("plotly_chart"):  # legends under the plots: beside them they squeeze a phone's plot
+        assert json.loads(chart.proto.spec)["layout"]["legend"]["orientation"] == "h"
     assert "Finished" in texts(at.sidebar.markdown)
     # One primary button: the next step. Training again is offered, but not as the thing to press.
     assert buttons(at, "Start training")[0].proto.type == "secondary"
