@@ -37,8 +37,16 @@ def curves_figure(rows: list[dict], metric: str, by: str | None = None):
         markers=True,
         title=metric.capitalize(),
         render_mode="svg",
+        # Runs compared in unlike colours (the theme's first two are both blue), training and validation by dash.
+        color_discrete_sequence=px.colors.qualitative.D3 if by else None,
     )
-    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend_title_text="")
+    # The legend under the plot: beside it, it takes a third of a phone's width (all of it with two long run names).
+    fig.update_layout(
+        height=420 if by else 360,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend_title_text="",
+        legend={"orientation": "h", "yanchor": "top", "y": -0.25, "x": 0},
+    )
     if metric == "accuracy":
         fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
     return fig

@@ -22,6 +22,20 @@ MAIN_TRAIN = ["epochs", "learning_rate", "train_batch_size", "early_stopping", "
 AUGMENT = ["flip_left_right", "random_crop", "random_brightness", "rotation", "zoom", "augment_copies"]
 MORE_AUGMENT = [f.name for f in dataclasses.fields(AugmentConfig) if f.name not in AUGMENT + ["class_size"]]
 PREVIEW_WIDTH = 112
+COMPARE_COLUMNS = [
+    "Backbone",
+    "Flowers test accuracy",
+    "Extraction, LiteRT (img/s)",
+    "Predict p50 (ms)",
+    "Exported model (MB)",
+    "Input (px)",
+    "Offline",
+    "Extraction, TensorFlow (img/s)",
+]
+MIRROR_HELP = (
+    'The mirror view is "Mirror view" under Advanced: the model also looks at each photo flipped left to right '
+    "and averages the two, in training and in the downloaded model."
+)
 ADVANCED_TRAIN = [
     f.name for f in dataclasses.fields(TrainConfig) if f.name not in MAIN_TRAIN + ["architecture", "bottleneck_layer"]
 ]
@@ -67,8 +81,10 @@ def show() -> None:
     )
     if architecture in backbones:
         st.caption(backbones[architecture].description)
+    slower_slot = st.empty()  # filled at the end: the mirror view is set under Advanced, further down
     with st.expander("Compare backbones: measured speed, accuracy and size"):
-        st.dataframe(backbone_table(), hide_index=True)
+        # What a newcomer compares first, accuracy then speed, next to the name: a phone shows three columns.
+        st.dataframe(backbone_table(), hide_index=True, column_order=COMPARE_COLUMNS)
         st.caption(measured_note())
 
     st.subheader("Training")
@@ -166,6 +182,8 @@ def show() -> None:
     edited = widgets.edited_config(edited, "output", {"export_formats": export_formats or ["keras"]})
     if edited != config:
         save_working_config(ws, edited)
+    if note := widgets.preparation_note(edited.train):
+        slower_slot.caption(note, help=MIRROR_HELP if edited.train.mirror_view else None)
     label_slot.caption(
         f"Settings: **{preset_label(ws, session.preset(ws), edited)}**",
         help="A preset's name "

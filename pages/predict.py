@@ -11,6 +11,7 @@ from pipeline.dataset_builder import current_root
 from pipeline.errors import RetrainError
 from pipeline.studio.predict_models import chosen_run, model_choices, revoke, run_shares, share_link, share_run
 from pipeline.studio.predict_zip import predict_zip, read_predictions
+from pipeline.studio.run_history import find_run
 
 
 def show() -> None:
@@ -21,7 +22,12 @@ def show() -> None:
     choices = model_choices(ws)
     if not choices:
         session.require_finished_run(ws)  # says what to do, and stops
-    labels = {choice.run: choice.label for choice in choices}
+    # Runs of one dataset read alike ("run-… · flowers · 90 images"): their preset and score tell them apart.
+    labels = {
+        choice.run: f"{choice.label} · {widgets.run_choice_text(ws, run)}"
+        for choice in choices
+        if (run := find_run(ws, choice.run))
+    }
     picked = st.selectbox(
         "Model",
         list(labels),
@@ -42,7 +48,8 @@ def show() -> None:
     with left:
         k = prediction_view.top_k_slider(predictor)
     right.caption(
-        f"Trained on {widgets.plain(choice.dataset)} · classes: {', '.join(map(widgets.plain, predictor.labels[:20]))}"
+        f"Trained on {widgets.plain(choice.dataset)} · {widgets.run_choice_text(ws, run)} · classes: "
+        f"{', '.join(map(widgets.plain, predictor.labels[:20]))}"  # a phone cuts the model's name before its preset
     )
     editable = current_root(ws)
     add = _adder(ws, editable) if editable else None

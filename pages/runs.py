@@ -29,8 +29,18 @@ DOWNLOADS = [
     ("report.json", "report.json", "application/json"),
     ("preprocessing.json", "preprocessing.json", "application/json"),
 ]
-# The rows of run comparison (run_row's cells), in order.
-COMPARED = ["state", "dataset", "test accuracy", "duration", "queue wait", "backbone", "max epochs", "started"]
+# The rows of run comparison (run_row's cells, and the preset its settings are), in order.
+COMPARED = [
+    "state",
+    "dataset",
+    "test accuracy",
+    "settings",
+    "backbone",
+    "duration",
+    "queue wait",
+    "max epochs",
+    "started",
+]
 
 
 def show() -> None:
@@ -157,7 +167,7 @@ def show() -> None:
     )
     first, second = (find_run(ws, name) for name in pair) if len(pair) == 2 else (None, None)
     if first and second:
-        compared = [shown_row(first), shown_row(second)]
+        compared = [shown_row(ws, first), shown_row(ws, second)]
         # A table, not metrics or a dataframe: every value is shown whole, however long.
         st.table(
             pd.DataFrame(
@@ -189,9 +199,15 @@ def show() -> None:
     widgets.next_step("dataset", "Start over with new data", "Or change settings on Configure and train again.")
 
 
-def shown_row(run: RunDir) -> dict[str, str]:
-    """run_row's cells with the state in the words the sidebar and Train use ("Finished", not "done")."""
-    return run_row(run) | {"state": widgets.state_text(refreshed_status(run))[1]}
+def shown_row(ws: Workspace, run: RunDir) -> dict[str, str]:
+    """run_row's cells in COMPARED's order, with the state in the words the sidebar and Train use ("Finished", not
+    "done"), the preset its settings are, and a pair's name spaced to wrap at its "+"."""
+    row = run_row(run) | {
+        "state": widgets.state_text(refreshed_status(run))[1],
+        "settings": widgets.settings_name(ws, run),
+    }
+    row["backbone"] = widgets.backbone_name(row["backbone"])
+    return {name: row[name] for name in ["run", *COMPARED]}
 
 
 def runs_table(ws: Workspace, was_going: bool) -> None:
@@ -205,7 +221,7 @@ def runs_table(ws: Workspace, was_going: bool) -> None:
             f"Run `{going.name}` is not finished yet ({words.lower()}); its row updates when it is.",
             icon=":material/hourglass_top:",
         )
-    rows = pd.DataFrame([shown_row(run) for run in workspace_runs(ws)]).rename(columns=str.capitalize)
+    rows = pd.DataFrame([shown_row(ws, run) for run in workspace_runs(ws)]).rename(columns=str.capitalize)
     st.dataframe(
         rows,
         hide_index=True,
@@ -214,6 +230,7 @@ def runs_table(ws: Workspace, was_going: bool) -> None:
         column_config={
             "Duration": st.column_config.TextColumn(help="Time spent working, from leaving the queue to the end"),
             "Queue wait": st.column_config.TextColumn(help="Time spent waiting for a free training slot"),
+            "Settings": st.column_config.TextColumn(help="The preset on Configure the run's settings were"),
         },
     )
 

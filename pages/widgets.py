@@ -12,13 +12,16 @@ from typing import Any
 import streamlit as st
 
 from pages import session
+from pipeline.backbones.side_by_side import SEPARATOR, is_side_by_side
 from pipeline.bundle import bundle_bytes
-from pipeline.config import RunConfig, knob_of
-from pipeline.errors import ImageProblem
+from pipeline.config import PRESETS, RunConfig, knob_of
+from pipeline.errors import ImageProblem, RetrainError
 from pipeline.images import thumbnail
+from pipeline.run_rows import MISSING, format_percent
 from pipeline.runs import NOT_STARTED_INFO, STATE_INFO, UNKNOWN, UNKNOWN_INFO, WAITING_INFO, refreshed_status
 from pipeline.studio.datasets import decision_text, record_decision, undo_decision
 from pipeline.studio.launch import queue_place
+from pipeline.studio.next_run import preset_label
 from pipeline.studio.run_history import (
     active_runs,
     current_run,
@@ -50,6 +53,48 @@ def code_text(value: Any) -> str:
     text = " ".join(str(value).split())
     fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
     return f"{fence} {text} {fence}" if "`" in text else f"`{text}`"
+
+
+def backbone_name(architecture: str) -> str:
+    """A backbone as the user reads it: a file's name without its folder; a pair with spaces round its "+", so a
+    narrow column wraps between the two names, not inside one."""
+    name = architecture.rsplit("/", 1)[-1]
+    return f" {SEPARATOR} ".join(part.strip() for part in name.split(SEPARATOR)) if is_side_by_side(name) else name
+
+
+def preparation_note(train) -> str:
+    """Why reading the photos takes longer with these settings (a TrainConfig), in a newcomer's words; "" when each
+    photo is read once. Counted, not measured: each part of a pair and each mirror view is one more pass."""
+    parts = len(train.architecture.split(SEPARATOR)) if is_side_by_side(train.architecture) else 1
+    views = 2 if train.mirror_view else 1
+    if parts * views == 1:
+        return ""
+    why = {
+        (2, 2): "two networks side by side, each also on its mirror image",
+        (2, 1): "two networks side by side",
+        (1, 2): "also as its mirror image",
+    }.get((parts, views), f"{parts} networks, {views} views")
+    times = {2: "about twice", 4: "about four times"}.get(parts * views, f"about {parts * views} times")
+    return (
+        f"Slower to prepare: each photo is read {parts * views} times ({why}) where one network reads it once, so "
+        f"preparing the photos takes {times} as long. Done once: later runs with the same backbone reuse them."
+    )
+
+
+def settings_name(ws: Workspace, run) -> str:
+    """The preset a run's settings were, as Configure names them ("Best accuracy", "Quick (edited)"), else "Custom";
+    "—" when its config.json cannot be read."""
+    try:
+        config = RunConfig.load(run.config)
+    except RetrainError:
+        return MISSING
+    names = (preset_label(ws, name, config) for name in PRESETS)
+    return next((name for name in names if name != "Custom"), "Custom")
+
+
+def run_choice_text(ws: Workspace, run) -> str:
+    """What tells finished runs of one dataset apart in a list: "Best accuracy · test accuracy 95.0%"."""
+    return f"{settings_name(ws, run)} · test accuracy {format_percent(refreshed_status(run).get('test_accuracy'))}"
 
 
 def header(title: str, intro: str) -> None:

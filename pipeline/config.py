@@ -267,8 +267,18 @@ def knob_of(section: Any, name: str) -> Knob:
 
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # Every preset names every setting any preset sets: choosing Quick after Best accuracy must land on Quick's
+    # one backbone, not keep the pair and its mirror view under Quick's name.
     # Quick: a first model in a minute; good enough to see whether the data works.
-    "Quick": {"train": {"epochs": 15, "early_stopping": 4}, "augment": {"augment_copies": 0}},
+    "Quick": {
+        "train": {
+            "architecture": TrainConfig.architecture,  # the default backbone
+            "mirror_view": False,
+            "epochs": 15,
+            "early_stopping": 4,
+        },
+        "augment": {"augment_copies": 0},
+    },
     # Best accuracy: the most accurate recipe measured (README, "The accuracy experiments"): Lite0 and Lite1 side
     # by side, each photo also seen mirrored, chosen by cross-validation; about four times Quick's caching time.
     # No augmented copies: on top of four passes a photo they would triple it again, for a gain never measured.

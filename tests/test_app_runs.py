@@ -14,6 +14,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import plotly.express as px
 import pytest
 from apptest_pages import open_app
 from imagegen import class_image, make_class_folders
@@ -119,6 +120,8 @@ def test_train_page_shows_a_finished_run_and_leads_to_evaluate(studio):
     assert "Finished" not in texts(at.success)
     assert "trained on colours · 42 images · 3 classes" in texts(at.caption), "the run's own dataset"
     assert at.get("plotly_chart"), "loss and accuracy curves"
+    for chart in at.get("plotly_chart"):  # legends under the plots: beside them they squeeze a phone's plot
+        assert json.loads(chart.proto.spec)["layout"]["legend"]["orientation"] == "h"
     assert "Finished" in texts(at.sidebar.markdown)
     # One primary button: the next step. Training again is offered, but not as the thing to press.
     assert buttons(at, "Start training")[0].proto.type == "secondary"
@@ -389,6 +392,51 @@ def test_runs_lists_compares_downloads_and_deletes(studio):
     assert SECOND not in set(at.dataframe[0].value["Run"])
 
 
+def test_comparing_a_best_accuracy_run_with_a_quick_one_names_both_presets(studio):
+    # A newcomer who trained with Best accuracy, then Quick, compares them by the names they chose on Configure.
+    workspace = open_workspace(studio["token"])
+    best, quick = "run-20240101-000009-b357", "run-20240101-000010-90c1"
+    for name, preset in [(best, "Best accuracy"), (quick, "Quick")]:
+        shutil.copytree(studio["run"].path, workspace.runs / name)
+        config = RunConfig.load(workspace.runs / name / "config.json")
+        config.train.bottleneck_layer = None  # the tiny backbone's; a built-in one needs none
+        apply_preset(config, preset).save(workspace.runs / name / "config.json")
+    try:
+        at = app(studio["token"], "pages/runs.py")
+        table = at.dataframe[0].value.set_index("Run")
+        assert (table.loc[best, "Settings"], table.loc[quick, "Settings"]) == ("Best accuracy", "Quick")
+        assert table.loc[FIRST, "Settings"] == "Custom", "its own .keras backbone is no preset"
+        at.multiselect(key="compare").set_value([best, quick]).run()
+        compared = at.table[0].value
+        assert list(compared.loc["Settings"]) == ["Best accuracy", "Quick"]
+        assert list(compared.loc["Backbone"]) == ["efficientnet_lite0 + efficientnet_lite1", "efficientnet_lite0"]
+        # Their curves: the legend of two long run names goes under the plot (beside it, it squeezed a phone's plot
+        # to a sliver), and the two runs differ in colour, not only in shade: colours of our own palette (plotly's
+        # default ones are swapped by Streamlit's theme for two shades of blue).
+        [accuracy] = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if "Accuracy" in c.proto.spec]
+        assert accuracy["layout"]["legend"]["orientation"] == "h"
+        colours = {trace["legendgroup"].split(",")[0]: trace["line"]["color"] for trace in accuracy["data"]}
+        assert colours[best] != colours[quick] and {colours[best], colours[quick]} <= set(px.colors.qualitative.D3)
+        # Predict's model list: runs of one dataset read alike but for their preset and score.
+        at = AppTest.from_file(APP, default_timeout=90)
+        at.query_params["ws"] = studio["token"]
+        at.switch_page("pages/predict.py")
+        at.session_state["predict_run"] = FIRST  # its tiny backbone loads in a blink; the copies say they are Lite
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        options = at.selectbox(key="predict_run").options
+        for name, preset in [(best, "Best accuracy"), (quick, "Quick"), (FIRST, "Custom")]:
+            pattern = rf"{name} · colours · 42 images · 3 classes · {preset} · test accuracy \d+\.\d%"
+            assert any(re.fullmatch(pattern, option) for option in options), (pattern, options)
+        # A phone cuts the chosen name short: the caption under it says the preset and score too.
+        assert re.search(
+            r"Trained on colours · 42 images · 3 classes · Custom · test accuracy \d+\.\d%", texts(at.caption)
+        )
+    finally:
+        for name in (best, quick):
+            shutil.rmtree(workspace.runs / name)
+
+
 def test_another_session_sees_none_of_these_runs(studio):
     stranger = new_token()
     at = app(stranger, "pages/runs.py")
@@ -440,6 +488,36 @@ def test_train_shows_one_line_per_stage_and_a_whole_run_estimate(studio):
         assert "training: 120/300 steps (40.0/s, about 4 s left)" in lines
         assert "evaluating: waiting" in lines and "export keras: waiting" in lines
         assert [bar.proto.text for bar in at.get("progress")] == ["Whole run: at least 4 s left"]
+    finally:
+        waiter.kill()
+        waiter.wait()
+        workspace.update_state(run=FIRST)
+        shutil.rmtree(run.path)
+
+
+@pytest.mark.parametrize("seconds", [5, 40])
+def test_a_long_wait_before_the_first_photo_is_explained(studio, seconds):
+    # The first run with a backbone makes it ready for this server inside caching, before any photo is counted
+    # (a minute for the pair here): past a few seconds at 0/N the page says what the wait is.
+    from pipeline.stage_progress import StageBoard, run_stage_keys
+
+    board = StageBoard(run_stage_keys(["keras"], augmenting=False, fine_tuning=False))
+    board.end("dataset")
+    board.end("backbone")
+    board.clock = lambda: time.time() - seconds
+    board.begin("caching", 90, "images")
+    workspace = open_workspace(studio["token"])
+    waiter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    run = fake_run(workspace, QUEUED, state="caching", step="caching", pid=waiter.pid, **board.to_status())
+    try:
+        workspace.update_state(run=QUEUED)
+        at = app(studio["token"], "pages/train.py")
+        assert "caching bottlenecks: 0/90 images" in texts(at.markdown)
+        said = texts(at.caption)
+        if seconds < 15:
+            assert "No photo counted yet" not in said, "a normal start says nothing"
+        else:
+            assert re.search(r"No photo counted yet after 4\d s", said) and "made ready" in said, said
     finally:
         waiter.kill()
         waiter.wait()

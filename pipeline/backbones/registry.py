@@ -43,14 +43,15 @@ CATALOGUE = (
         "efficientnet_lite1",
         LITE["efficientnet_lite1"].input_size,
         True,
-        "EfficientNet-Lite1: wider and deeper than Lite0, 240 px input; slower, more accurate. Works offline.",
+        "EfficientNet-Lite1: wider and deeper than Lite0, 240 px input; slower, and not always more accurate "
+        "(see Compare backbones). Works offline.",
     ),
     BackboneInfo(
         "efficientnet_lite2",
         LITE["efficientnet_lite2"].input_size,
         True,
-        "EfficientNet-Lite2: the largest offline one, 260 px input; slowest of the three, most accurate. "
-        "Works offline.",
+        "EfficientNet-Lite2: the largest offline one, 260 px input; the slowest of the three, and not always "
+        "the most accurate (see Compare backbones). Works offline.",
     ),
     BackboneInfo(
         LITE0_AND_LITE1,
