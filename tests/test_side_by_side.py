@@ -153,3 +153,11 @@ def test_best_accuracy_over_earlier_backbone_settings_is_valid_at_once():
 def test_a_bottleneck_layer_with_a_pair_is_refused_before_any_run_starts():
     with pytest.raises(RetrainError, match="bottleneck_layer does not apply to 'efficientnet_lite0"):
         RunConfig(train=TrainConfig(architecture=PAIR, bottleneck_layer="global_pool")).validate()
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0+" + "x" * 100_000, "y" * 100_000])
+def test_a_very_long_architecture_is_one_short_line(name):
+    """The message quotes the start of the name: a 100 kB name must not become a 100 kB line (status, page, CLI)."""
+    with pytest.raises(RetrainError) as raised:
+        load_backbone(name)
+    assert len(str(raised.value)) < 500 and "\n" not in str(raised.value)
