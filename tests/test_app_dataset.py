@@ -280,9 +280,13 @@ def test_configure_lists_backbones_offline_first(data_root, tmp_path):
     at = app(with_dataset(tmp_path, {"red": 4, "blue": 4}), "pages/configure.py")
     backbone = at.selectbox[0]
     assert backbone.options[0].startswith("efficientnet_lite0") and "offline" in backbone.options[0]
-    assert [option.split()[0] for option in backbone.options[1:3]] == ["efficientnet_lite1", "efficientnet_lite2"]
-    assert all("works offline" in option for option in backbone.options[:3])
-    assert all("needs internet once" in option for option in backbone.options[3:])
+    assert [option.split()[0] for option in backbone.options[1:4]] == [
+        "efficientnet_lite1",
+        "efficientnet_lite2",
+        "efficientnet_lite0+efficientnet_lite1",  # the pair: both parts ship with the app
+    ]
+    assert all("works offline" in option for option in backbone.options[:4])
+    assert all("needs internet once" in option for option in backbone.options[4:])
 
 
 def test_configure_timing_budget(data_root, tmp_path):
