@@ -135,8 +135,8 @@ def switch_distortions_on(args: argparse.Namespace, config: RunConfig) -> None:
 
 
 def add_backbone_flags(parser: argparse.ArgumentParser, verb: str, cache_help: str) -> None:
-    """--architecture, --bottleneck_layer and --bottleneck_dir for a command that is not a whole run: which
-    backbone's bottlenecks it works on, and the cache they live in."""
+    """--architecture, --bottleneck_layer, --mirror_view and --bottleneck_dir for a command that is not a whole run:
+    which backbone's bottlenecks it works on, and the cache they live in."""
     parser.add_argument(
         "--architecture",
         dest="train.architecture",
@@ -150,6 +150,14 @@ def add_backbone_flags(parser: argparse.ArgumentParser, verb: str, cache_help: s
         default=argparse.SUPPRESS,
         metavar="LAYER",
         help="Backbone layer whose output is the bottleneck.",
+    )
+    parser.add_argument(
+        "--mirror_view",
+        dest="train.mirror_view",
+        action=argparse.BooleanOptionalAction,
+        default=argparse.SUPPRESS,
+        help="Each photo's features averaged with its mirror image's, as a run with --mirror_view computes them "
+        "(its own cache entries; the Best accuracy preset uses it).",
     )
     parser.add_argument(
         "--bottleneck_dir", dest="output.bottleneck_dir", default=argparse.SUPPRESS, metavar="DIR", help=cache_help

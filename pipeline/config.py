@@ -170,8 +170,13 @@ class RunConfig:
             )
         if is_side_by_side(self.train.architecture) and self.train.fine_tune_layers:
             raise RetrainError(
-                f"fine_tune_layers works on one backbone, and {self.train.architecture!r} joins two: set it to 0, "
+                f"fine_tune_layers works on one backbone, and {self.train.architecture!r:.80} joins two: set it to 0, "
                 "or choose one backbone to fine-tune"
+            )
+        if is_side_by_side(self.train.architecture) and self.train.bottleneck_layer:
+            raise RetrainError(
+                f"bottleneck_layer does not apply to {self.train.architecture!r:.80}: two backbones side by side "
+                "always join their pooled features; leave it unset, or choose one backbone"
             )
         return self
 
@@ -267,23 +272,26 @@ def knob_of(section: Any, name: str) -> Knob:
 
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # Every preset names every setting any preset sets: choosing Quick after Best accuracy must land on Quick's
-    # one backbone, not keep the pair and its mirror view under Quick's name.
-    # Quick: a first model in a minute; good enough to see whether the data works.
+    # Quick: a first model in a minute; good enough to see whether the data works. It sets the backbone and view
+    # back too: after Best accuracy, "Quick" must not keep two backbones and the mirror view (four times as slow).
     "Quick": {
-        "train": {
-            "architecture": TrainConfig.architecture,  # the default backbone
-            "mirror_view": False,
-            "epochs": 15,
-            "early_stopping": 4,
-        },
+        "train": {"architecture": TrainConfig().architecture, "mirror_view": False, "epochs": 15, "early_stopping": 4},
         "augment": {"augment_copies": 0},
     },
     # Best accuracy: the most accurate recipe measured (README, "The accuracy experiments"): Lite0 and Lite1 side
     # by side, each photo also seen mirrored, chosen by cross-validation; about four times Quick's caching time.
     # No augmented copies: on top of four passes a photo they would triple it again, for a gain never measured.
     "Best accuracy": {
-        "train": {"architecture": LITE0_AND_LITE1, "mirror_view": True, "epochs": 80, "early_stopping": 12},
+        # The pair takes neither a bottleneck layer nor fine-tuning: an earlier choice of either is cleared, so the
+        # preset never leaves settings that must be fixed before training.
+        "train": {
+            "architecture": LITE0_AND_LITE1,
+            "mirror_view": True,
+            "bottleneck_layer": None,
+            "fine_tune_layers": 0,
+            "epochs": 80,
+            "early_stopping": 12,
+        },
         "augment": {"augment_copies": 0},
     },
 }

@@ -8,6 +8,7 @@ The Keras model (`to_keras`) is built only by the steps that need one — export
 
 from __future__ import annotations
 
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,19 +91,41 @@ class Head:
     def load(cls, path: str | Path) -> Head:
         """A head saved by `save`; a damaged, foreign or oversized file is refused in one line naming it."""
         try:
-            with zipfile.ZipFile(path) as archive:  # sizes first: np.load would unpack whatever the file claims
-                unpacked = sum(member.file_size for member in archive.infolist())
-            if unpacked > MAX_UNPACKED_BYTES:
-                raise RetrainError(
-                    f"{path} would unpack to {unpacked / 1e6:,.0f} MB, more than any head; train the run again"
-                )
-            with np.load(path, allow_pickle=False) as stored:
-                arrays = [stored[f"w{i}"] for i in range(len(stored.files))]
+            arrays = _read_arrays(path)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             raise RetrainError(f"{path} is not a head saved by Retrain Studio ({error}); train the run again") from None
         if not _layers_fit(arrays):
             raise RetrainError(f"{path} does not hold a head's weights; train the run again")
         return cls([(arrays[i], arrays[i + 1]) for i in range(0, len(arrays), 2)])
+
+
+def _read_arrays(path: str | Path) -> list[np.ndarray]:
+    """w0, w1, ... of a head file, each checked before it is read: no member unpacks past what it claims, no array
+    claims more than its member holds (np.load would allocate whatever an array's header says, terabytes even),
+    and every member is an array (np.load hands back the raw bytes of one that is not)."""
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        unpacked = sum(member.file_size for member in members)
+        if unpacked > MAX_UNPACKED_BYTES:
+            raise RetrainError(
+                f"{path} would unpack to {unpacked / 1e6:,.0f} MB, more than any head; train the run again"
+            )
+        if sorted(member.filename for member in members) != sorted(f"w{i}.npy" for i in range(len(members))):
+            raise ValueError(f"its members are {[member.filename for member in members][:4]}, not w0.npy, w1.npy, ...")
+        return [_read_array(archive, f"w{i}.npy") for i in range(len(members))]
+
+
+def _read_array(archive: zipfile.ZipFile, name: str) -> np.ndarray:
+    with archive.open(name) as stream:
+        version = np.lib.format.read_magic(stream)
+        if version not in ((1, 0), (2, 0)):  # what np.savez writes for arrays of numbers
+            raise ValueError(f"{name} is a .npy file of version {version}")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(stream)
+        if dtype.hasobject or math.prod(shape) * dtype.itemsize > archive.getinfo(name).file_size:
+            raise ValueError(f"{name} claims a {dtype} array of shape {shape}, more than the file holds")
+    with archive.open(name) as stream:
+        return np.lib.format.read_array(stream, allow_pickle=False)
 
 
 def _layers_fit(arrays: list[np.ndarray]) -> bool:

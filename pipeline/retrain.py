@@ -150,8 +150,20 @@ def retrain(config: RunConfig, run_dir: str | Path, echo: ProgressCallback | Non
             if message is None:
                 raise
             with contextlib.suppress(OSError):
-                run.write_status("failed", message=message)
+                run.write_status("failed", message=message, **_settled_by_this_run(run))
             raise RetrainError(message) from None
+
+
+# What write_ending said of the exports and stages: the model checked before the disk filled stays offered.
+SETTLED_KEYS = ("exports", "stages", "run_eta_seconds", "run_eta_is_lower_bound")
+
+
+def _settled_by_this_run(run: RunDir) -> dict:
+    """The export states and stage lines this process's status.json holds (none from an earlier run's)."""
+    status = run.status()
+    if status.get("pid") != os.getpid():
+        return {}
+    return {key: status[key] for key in SETTLED_KEYS if key in status}
 
 
 def _machine_problem(error: Exception, run: RunDir) -> str | None:

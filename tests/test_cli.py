@@ -153,3 +153,14 @@ def cli_stderr(argv: list[str]) -> str:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "XNNPACK" not in result.stderr and "absl" not in result.stderr, result.stderr[-3000:]
     return result.stderr
+
+
+@pytest.mark.parametrize("command", ["cache", "suspects"])
+def test_cache_and_suspects_take_the_mirror_view_of_the_best_accuracy_preset(command):
+    """The Best accuracy preset's vectors are the pair's with the mirror view: `cache` must be able to compute them
+    ahead of a run (without the flag it computed other keys, and refused --mirror_view as unknown)."""
+    pair = "efficientnet_lite0+efficientnet_lite1"
+    args = build_parser().parse_args([command, "--image_dir", "photos", "--architecture", pair, "--mirror_view"])
+    assert config_from_args(args).train.mirror_view and config_from_args(args).train.architecture == pair
+    plain = build_parser().parse_args([command, "--image_dir", "photos", "--architecture", pair])
+    assert not config_from_args(plain).train.mirror_view

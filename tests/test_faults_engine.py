@@ -897,3 +897,29 @@ def test_a_rerun_removes_every_export_file_of_the_old_run(tmp_path):
         (run.path / name).write_bytes(b"the last run's export")
     run.clear_outputs()
     assert not [name for name in FILES.values() if (run.path / name).exists()]
+
+
+def test_full_disk_while_exporting_keeps_the_checked_model_offered(tmp_path, tiny_backbone_file, monkeypatch):
+    """The message says "everything written so far is kept": status.json must still mark model.keras ready (the
+    bundle and the pages offer only ready exports), not lose every export state to the disk-full line."""
+    from pipeline import export
+    from pipeline.bundle import ready_files
+    from pipeline.config import OutputConfig, TrainConfig
+
+    images = make_class_folders(tmp_path / "images", CLASSES)
+
+    def no_space(classifier, labels, run_dir):
+        raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / "saved_model"))
+
+    monkeypatch.setattr(export, "_write_saved_model", no_space)
+    config = RunConfig(
+        dataset=DatasetConfig(image_dir=str(images)),
+        train=TrainConfig(architecture=str(tiny_backbone_file), bottleneck_layer="features", epochs=2),
+        output=OutputConfig(bottleneck_dir=str(tmp_path / "cache"), export_formats=["keras", "saved_model"]),
+    )
+    with pytest.raises(RetrainError, match=r"is full \(.* MB free\)"):
+        retrain(config, tmp_path / "run")
+    status = RunDir(tmp_path / "run").status()
+    assert status["state"] == "failed" and "is full" in status["message"]
+    assert status["exports"]["keras"] == "ready" and status["exports"]["saved_model"] != "ready"
+    assert tmp_path / "run" / "model.keras" in ready_files(RunDir(tmp_path / "run"))

@@ -220,3 +220,33 @@ def test_a_report_that_records_no_head_is_answered_by_model_keras_quietly(small_
     assert trained_head(copy) is None
     assert "head.npz" not in caplog.text
     assert Predictor(copy).predict_files([sorted((FLOWERS / "daisy").iterdir())[-1]], k=1)[0]["predictions"]
+
+
+def test_a_hostile_head_whose_digest_the_report_was_made_to_match_is_passed_over(small_run, tmp_path, caplog):
+    """A run folder from elsewhere whose head.npz claims a terabyte array, its report.json edited to record that
+    file's digest: Predict answers with model.keras, never a MemoryError traceback."""
+    import hashlib
+    import io
+    import shutil
+    import zipfile
+
+    import numpy as np
+
+    from pipeline.head import HEAD_FILE
+    from pipeline.predict import trained_head
+
+    copy = tmp_path / "run"
+    shutil.copytree(small_run, copy)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (1 << 20, 1 << 20)})
+    with zipfile.ZipFile(copy / HEAD_FILE, "w") as archive:
+        archive.writestr("w0.npy", header.getvalue() + bytes(64))
+        archive.writestr("w1.npy", header.getvalue() + bytes(64))
+    report = json.loads((copy / "report.json").read_text())
+    report["head_sha256"] = hashlib.sha256((copy / HEAD_FILE).read_bytes()).hexdigest()
+    (copy / "report.json").write_text(json.dumps(report))
+    assert trained_head(copy) is None
+    assert "head.npz is not a head saved by Retrain Studio" in caplog.text
+    photo = sorted((FLOWERS / "roses").iterdir())[-1]
+    got = Predictor(copy).predict_files([photo], k=1)[0]["predictions"]
+    assert got[0]["label"] == Predictor(small_run).predict_files([photo], k=1)[0]["predictions"][0]["label"]

@@ -140,3 +140,27 @@ def test_predictor_runs_the_backbone_on_litert(tmp_path, monkeypatch, tiny_backb
     on_tensorflow = Predictor(tmp_path / "model.keras")
     assert on_tensorflow._split is None
     assert float(np.abs(on_tensorflow.probabilities(images) - expected).max()) < 1e-5
+
+
+def test_temporaries_left_by_a_killed_write_are_swept_fresh_ones_and_other_files_kept(tmp_path, monkeypatch):
+    """kill -9 while the pair's 30 MB .tflite (or a part's .keras) was being written leaves its hidden temporary
+    copy: the next cache write removes it once it is older than any live write, and nothing else."""
+    import os
+    import time
+
+    from pipeline.backbones import model_cache
+
+    monkeypatch.setenv("RETRAIN_STUDIO_CACHE", str(tmp_path))
+    folder = model_cache.backbone_cache_dir()
+    folder.mkdir(parents=True)
+    old = time.time() - model_cache.STALE_TEMPORARY_SECONDS - 60
+    left = [folder / ".pair-0123.tflite.abcd.tmp", folder / ".efficientnet_lite1-77cc-conv1.efgh.tmp.keras"]
+    kept = [folder / ".pair-0123.tflite.live.tmp", folder / "notes.tmp", folder / ".hidden-notes.txt"]
+    for path in left + kept:
+        path.write_bytes(b"x" * 10)
+    for path in left + kept[1:]:
+        os.utime(path, (old, old))
+    runtime.write_tflite(b"flatbuffer", folder / "pair-0123.tflite")
+    assert not any(path.exists() for path in left)
+    assert all(path.exists() for path in kept)
+    assert (folder / "pair-0123.tflite").read_bytes() == b"flatbuffer"

@@ -128,3 +128,36 @@ def test_a_model_file_with_a_plus_in_its_name_is_a_model_file(path):
 def test_spaces_around_the_plus_name_the_same_pair():
     spaced = load_backbone(" efficientnet_lite0 + efficientnet_lite1 ")
     assert spaced.name == PAIR and spaced.identity == load_backbone(PAIR).identity
+
+
+def test_quick_after_best_accuracy_is_quick_again():
+    """Presets are choices between recipes: Quick after Best accuracy must not keep two backbones and the mirror view
+    (four times Quick's caching time, under the name "Quick (edited)")."""
+    from pipeline.config import apply_preset
+
+    back = apply_preset(apply_preset(RunConfig(), "Best accuracy"), "Quick")
+    assert back == apply_preset(RunConfig(), "Quick")
+    assert back.train.architecture == "efficientnet_lite0" and not back.train.mirror_view
+
+
+def test_best_accuracy_over_earlier_backbone_settings_is_valid_at_once():
+    """A bottleneck layer or fine-tuning chosen for one backbone would make the pair's run fail (or the page ask for a
+    fix the user never made): the preset clears both."""
+    from pipeline.config import apply_preset
+
+    earlier = RunConfig(train=TrainConfig(bottleneck_layer="block6a_add", fine_tune_layers=4))
+    best = apply_preset(earlier, "Best accuracy").validate()
+    assert best.train.architecture == PAIR and best.train.bottleneck_layer is None and best.train.fine_tune_layers == 0
+
+
+def test_a_bottleneck_layer_with_a_pair_is_refused_before_any_run_starts():
+    with pytest.raises(RetrainError, match="bottleneck_layer does not apply to 'efficientnet_lite0"):
+        RunConfig(train=TrainConfig(architecture=PAIR, bottleneck_layer="global_pool")).validate()
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0+" + "x" * 100_000, "y" * 100_000])
+def test_a_very_long_architecture_is_one_short_line(name):
+    """The message quotes the start of the name: a 100 kB name must not become a 100 kB line (status, page, CLI)."""
+    with pytest.raises(RetrainError) as raised:
+        load_backbone(name)
+    assert len(str(raised.value)) < 500 and "\n" not in str(raised.value)

@@ -187,3 +187,37 @@ def test_head_file_claiming_to_unpack_past_any_head_is_refused_unread(tmp_path):
     assert path.stat().st_size < 10 << 20
     with pytest.raises(RetrainError, match=r"head.npz would unpack to 1,075 MB, more than any head"):
         Head.load(path)
+
+
+def _npy_header_only(shape: tuple[int, ...], descr: str = "<f4") -> bytes:
+    """A .npy file whose header claims `shape` but whose data is 64 bytes: what a hostile head file holds."""
+    import io
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + bytes(64)
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        {"w0.npy": _npy_header_only((1 << 20, 1 << 20)), "w1.npy": _npy_header_only((1 << 20,))},  # 4 TiB claimed
+        {"w0": b"not an array at all", "w1": b"x"},  # names np.load answers with raw bytes
+        {"w0.npy": b"\x93NUMPY\x03\x00garbage", "w1.npy": b""},
+        {"weights.npy": _npy_header_only((2,))},
+    ],
+    ids=["header-claims-terabytes", "raw-bytes-members", "bad-npy-version", "foreign-names"],
+)
+def test_hostile_head_file_is_refused_with_its_name_not_a_traceback(tmp_path, members):
+    """Headers and member names are a file's claims: a head file is refused on them before anything is allocated."""
+    import zipfile
+
+    from pipeline.errors import RetrainError
+    from pipeline.head import Head
+
+    path = tmp_path / "head.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(RetrainError, match="head.npz is not a head saved by Retrain Studio"):
+        Head.load(path)

@@ -2,7 +2,8 @@
 
 Writes are atomic (save to a temporary name in the same folder, then `os.replace`), so a crash or a second
 process never leaves half a model under the real name. A cached file that fails to load is treated as absent:
-it is rebuilt and replaced, never a crash.
+it is rebuilt and replaced, never a crash. A process killed mid-write leaves its hidden temporary copy (tens of MB,
+never read): each later write here sweeps away those older than any live write could be.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +22,10 @@ if TYPE_CHECKING:
     import keras
 
 log = logging.getLogger(__name__)
+
+# A temporary copy older than this was left by a process that died while writing it: a live write takes seconds.
+STALE_TEMPORARY_SECONDS = 3600
+TEMPORARY_SUFFIXES = (".tmp", ".tmp.keras")  # pipeline.files.write_bytes_atomic's and save_atomic's
 
 
 def backbone_cache_dir() -> Path:
@@ -47,6 +53,7 @@ def load_or_build(path: Path, build: Callable[[], keras.Model]) -> keras.Model:
 def save_atomic(model: keras.Model, path: Path) -> None:
     """Save `model` as a .keras file so that readers see the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temporaries(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.keras")
     os.close(fd)
     try:
@@ -55,3 +62,16 @@ def save_atomic(model: keras.Model, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def sweep_stale_temporaries(folder: Path) -> None:
+    """Remove the hidden temporary copies (".NAME.XXXX.tmp[.keras]") that processes killed while writing left in
+    `folder`, once they are older than `STALE_TEMPORARY_SECONDS`; never a file of another shape, never an error."""
+    cutoff = time.time() - STALE_TEMPORARY_SECONDS
+    try:
+        candidates = [path for path in folder.glob(".*") if path.name.endswith(TEMPORARY_SUFFIXES)]
+        for path in candidates:
+            if path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+    except OSError as error:  # a folder another process is sweeping too, or one we may not write: no matter
+        log.debug("Could not sweep %s (%s)", folder, error)

@@ -117,7 +117,7 @@ def _load(architecture: str, bottleneck_layer: str | None) -> Backbone:
 def _load_side_by_side(architecture: str, bottleneck_layer: str | None) -> Backbone:
     if bottleneck_layer:
         raise RetrainError(
-            f"--bottleneck_layer does not apply to {architecture!r}: two backbones side by side always join their "
+            f"--bottleneck_layer does not apply to {architecture!r:.80}: two backbones side by side always join their "
             "pooled features. Leave it unset, or choose one backbone."
         )
     names = side_by_side.part_names(architecture, OFFLINE)
@@ -147,6 +147,6 @@ def _unknown_architecture(architecture: str) -> RetrainError:
     widths = ", ".join(f"_{width}" for width in keras_apps.MOBILENET_V2_WIDTHS)
     valid = ", ".join(info.name for info in CATALOGUE)
     return RetrainError(
-        f"Unknown architecture {architecture!r}. Valid: {valid} (mobilenet_v2 also as {widths}), "
+        f"Unknown architecture {architecture!r:.80}. Valid: {valid} (mobilenet_v2 also as {widths}), "
         "or the path of your own .keras model."
     )

@@ -30,7 +30,7 @@ import numpy as np
 
 from pipeline import settings
 from pipeline.backbones import custom
-from pipeline.backbones.model_cache import backbone_cache_dir
+from pipeline.backbones.model_cache import backbone_cache_dir, sweep_stale_temporaries
 from pipeline.errors import RetrainError
 from pipeline.files import write_bytes_atomic
 from pipeline.quiet import native_logs_silenced
@@ -165,6 +165,7 @@ def write_tflite(flatbuffer: bytes, path: Path) -> None:
     A disk that refuses costs the conversion next time, not this run: the caller runs from memory.
     """
     try:
+        sweep_stale_temporaries(path.parent)  # what a process killed while writing here left
         write_bytes_atomic(path, flatbuffer)
         write_bytes_atomic(_digest_path(path), hashlib.sha256(flatbuffer).hexdigest().encode() + b"\n")
     except OSError as error:

@@ -39,7 +39,7 @@ def part_names(architecture: str, offline: tuple[str, ...]) -> list[str]:
     choices = ", ".join(offline)
     if len(names) != PARTS or len(set(names)) != PARTS or not all(name in offline for name in names):
         raise RetrainError(
-            f"Architecture {architecture!r}: two different offline backbones joined by '+' are accepted "
+            f"Architecture {architecture!r:.80}: two different offline backbones joined by '+' are accepted "
             f"(choose from {choices}), e.g. 'efficientnet_lite0+efficientnet_lite1'."
         )
     return names
