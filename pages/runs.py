@@ -190,7 +190,9 @@ def show() -> None:
         differences = config_differences(first, second)
         if differences:
             st.markdown("**Settings that differ**")
-            st.table(pd.DataFrame(differences).set_index("setting"))
+            rows = pd.DataFrame(differences)
+            rows["setting"] = rows["setting"].map(setting_words)
+            st.table(rows.set_index("setting"))
         else:
             st.caption("Both runs used the same settings.")
     elif len(names) < 2:
@@ -233,6 +235,15 @@ def runs_table(ws: Workspace, was_going: bool) -> None:
             "Settings": st.column_config.TextColumn(help="The preset on Configure the run's settings were"),
         },
     )
+
+
+SETTING_WORDS = {"architecture": "Backbone"}  # the one setting whose field name says less than Configure's label
+
+
+def setting_words(setting: str) -> str:
+    """ "train.learning_rate" → "Learning rate (train.learning_rate)": Configure's words, then the config's name."""
+    name = setting.rsplit(".", 1)[-1]
+    return f"{SETTING_WORDS.get(name, name.replace('_', ' ').capitalize())} ({setting})"
 
 
 if __name__ == "__main__":  # Streamlit's pages/-folder mode ran this file by itself: see pages/navigation.py

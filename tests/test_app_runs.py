@@ -383,7 +383,7 @@ def test_runs_lists_compares_downloads_and_deletes(studio):
     [accuracy] = [chart for chart in at.get("plotly_chart") if "Accuracy" in chart.proto.spec]
     assert accuracy.proto.spec.count(FIRST) and accuracy.proto.spec.count(SECOND), "both runs in one figure"
     differences = at.table[-1].value
-    assert "train.epochs" in list(differences.index)
+    assert "Epochs (train.epochs)" in list(differences.index)  # Configure's words first, the config's name after
     at.selectbox(key="chosen_run").set_value(SECOND).run()
     buttons(at, "Delete…")[0].click().run()
     buttons(at, "Delete")[0].click().run()
