@@ -21,6 +21,19 @@ def needs_flowers():
     return pytest.mark.skipif(not FLOWERS.is_dir(), reason=f"real photos not found at {FLOWERS}")
 
 
+def flowers_subset(folder: Path, labels: tuple[str, ...], per_class: int):
+    """A DatasetConfig of the first `per_class` flowers (by name) of each label, labelled by a CSV written in
+    `folder`: the photos are read in place, never copied."""
+    from imagegen import write_labels_csv
+
+    from pipeline.config import DatasetConfig
+
+    rows = [
+        (f"{label}/{path.name}", label) for label in labels for path in sorted((FLOWERS / label).iterdir())[:per_class]
+    ]
+    return DatasetConfig(image_dir=str(FLOWERS), label_csv=str(write_labels_csv(folder / "labels.csv", rows)))
+
+
 @pytest.fixture(scope="session")
 def tiny_backbone_file(tmp_path_factory) -> Path:
     """A small user-style .keras backbone (32x32 input, 'features' layer) for fast engine tests.

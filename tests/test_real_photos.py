@@ -5,10 +5,9 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import FLOWERS, needs_flowers
-from imagegen import write_labels_csv
+from conftest import FLOWERS, flowers_subset, needs_flowers
 
-from pipeline.config import DatasetConfig, OutputConfig, RunConfig, TrainConfig
+from pipeline.config import OutputConfig, RunConfig, TrainConfig
 from pipeline.predict import Predictor
 from pipeline.retrain import retrain
 
@@ -20,15 +19,10 @@ PER_CLASS = 80
 def flowers_run(tmp_path_factory):
     """A fixed subset of flowers (first 80 names per class), labelled by a CSV: no copies of the photos."""
     tmp = tmp_path_factory.mktemp("flowers")
-    rows = [
-        (f"{label}/{path.name}", label)
-        for label in sorted(p.name for p in FLOWERS.iterdir() if p.is_dir())
-        for path in sorted((FLOWERS / label).iterdir())[:PER_CLASS]
-    ]
-    csv = write_labels_csv(tmp / "labels.csv", rows)
+    labels = tuple(sorted(p.name for p in FLOWERS.iterdir() if p.is_dir()))
     bottlenecks = Path(os.environ["RETRAIN_STUDIO_CACHE"]) / "bottlenecks"  # shared: content-keyed
     config = RunConfig(
-        dataset=DatasetConfig(image_dir=str(FLOWERS), label_csv=str(csv)),
+        dataset=flowers_subset(tmp, labels, PER_CLASS),
         train=TrainConfig(epochs=60),
         output=OutputConfig(bottleneck_dir=str(bottlenecks)),
     )
@@ -166,13 +160,8 @@ def test_damaged_head_falls_back_to_the_checked_model(flowers_run, tmp_path, cap
 def small_run(tmp_path_factory):
     """Three classes of 12 flowers, model.keras only: a run folder whose head Predict answers with."""
     tmp = tmp_path_factory.mktemp("small")
-    rows = [
-        (f"{label}/{path.name}", label)
-        for label in ("daisy", "roses", "tulips")
-        for path in sorted((FLOWERS / label).iterdir())[:12]
-    ]
     config = RunConfig(
-        dataset=DatasetConfig(image_dir=str(FLOWERS), label_csv=str(write_labels_csv(tmp / "labels.csv", rows))),
+        dataset=flowers_subset(tmp, ("daisy", "roses", "tulips"), 12),
         train=TrainConfig(epochs=3),
         output=OutputConfig(
             bottleneck_dir=str(Path(os.environ["RETRAIN_STUDIO_CACHE"]) / "bottlenecks"), export_formats=["keras"]

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FLOWERS, needs_flowers
-from imagegen import write_labels_csv
+from conftest import FLOWERS, flowers_subset, needs_flowers
 
 from pipeline.backbones import backbone_input_size, list_backbones, load_backbone, runtime
 from pipeline.bundle import bundle_bytes
-from pipeline.config import DatasetConfig, OutputConfig, RunConfig, TrainConfig
+from pipeline.config import OutputConfig, RunConfig, TrainConfig
 from pipeline.errors import RetrainError
 from pipeline.predict import Predictor
 from pipeline.retrain import retrain
@@ -88,13 +87,8 @@ def test_pair_features_are_both_parts_features_concatenated():
 @needs_flowers()
 def test_a_run_on_the_pair_exports_agreeing_models_and_predicts_without_tensorflow(tmp_path):
     """The Best accuracy recipe end to end on real photos: the exports carry both networks and agree."""
-    rows = [
-        (f"{label}/{path.name}", label)
-        for label in ("daisy", "roses", "sunflowers")
-        for path in sorted((FLOWERS / label).iterdir())[:14]
-    ]
     config = RunConfig(
-        dataset=DatasetConfig(image_dir=str(FLOWERS), label_csv=str(write_labels_csv(tmp_path / "labels.csv", rows))),
+        dataset=flowers_subset(tmp_path, ("daisy", "roses", "sunflowers"), 14),
         train=TrainConfig(architecture=PAIR, mirror_view=True, epochs=30),
         output=OutputConfig(
             bottleneck_dir=str(Path(os.environ["RETRAIN_STUDIO_CACHE"]) / "bottlenecks"),
