@@ -40,6 +40,12 @@ def ready_files(run: RunDir) -> list[Path]:
     return [run.path / "labels.txt", run.report, *described] + [path for path in ready if path.exists()]
 
 
+MIRROR_WORDS = (
+    " Each photo is also seen mirrored left to right: the head reads the mean of both views' features, inside the"
+    " model, so every export does the same."
+)
+
+
 def _backbone_words(architecture: str) -> str:
     if is_side_by_side(architecture):
         parts = " and ".join(f"`{name.strip()}`" for name in architecture.split("+"))
@@ -57,7 +63,8 @@ def model_card(run: RunDir) -> str:
         "",
         f"An image classifier for {len(report.labels)} classes, trained with Retrain Studio by transfer "
         f"learning: {_backbone_words(config.train.architecture)}, frozen"
-        f"{' (top layers fine-tuned)' if config.train.fine_tune_layers else ''}, and a new softmax head.",
+        f"{' (top layers fine-tuned)' if config.train.fine_tune_layers else ''}, and a new softmax head."
+        f"{MIRROR_WORDS if config.train.mirror_view else ''}",
         "",
         "## Data",
         "",

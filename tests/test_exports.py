@@ -345,6 +345,7 @@ def test_bundle_holds_checked_exports_labels_report_and_a_model_card(exported, t
         assert name in names, name
     card = zipfile.ZipFile(io.BytesIO(bundle_bytes(tmp / "run"))).read("run/MODEL_CARD.md").decode()
     assert "| red |" in card and "32x32" in card and "## Limits" in card
+    assert "seen mirrored" not in card  # said only of a run with the mirror view (test_side_by_side)
     partial = RunDir(tmp_path / "run")  # a cancelled run: only what was marked ready goes in
     shutil.copytree(tmp / "run", partial.path)
     partial.write_status("cancelled", exports={"keras": "ready", "saved_model": "cancelled", "tflite": "not built"})

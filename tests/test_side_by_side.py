@@ -103,6 +103,7 @@ def test_a_run_on_the_pair_exports_agreeing_models_and_predicts_without_tensorfl
     assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "done"
     card = zipfile.ZipFile(io.BytesIO(bundle_bytes(tmp_path / "run"))).read("run/MODEL_CARD.md").decode()
     assert "the `efficientnet_lite0` and `efficientnet_lite1` ImageNet backbones side by side" in card
+    assert "Each photo is also seen mirrored left to right" in card
     photos = [str(sorted((FLOWERS / label).iterdir())[-1]) for label in ("daisy", "roses", "sunflowers")]
     from_head = Predictor(tmp_path / "run").predict_files(photos, k=2)  # the run's head on the pair's LiteRT model
     from_keras = Predictor(tmp_path / "run" / "model.keras").predict_files(photos, k=2)
