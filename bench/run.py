@@ -53,6 +53,7 @@ from bench.modes import (  # noqa: E402
 from bench.report import SUBSET_PREFIX, load_average, machine, write_markdown  # noqa: E402
 from bench.timing import interleaved, log, median  # noqa: E402
 from pipeline.backbones.runtime import LITERT, runtime_for  # noqa: E402
+from pipeline.backbones.side_by_side import LITE0_AND_LITE1  # noqa: E402
 
 DEFAULT_OUTPUT = REPO / "bench" / "results.md"
 # The JSON keys, in the order of the issue's table (`flowers_*` become `quick_flowers_*` on a subset).
@@ -516,7 +517,7 @@ class Benchmark:
 
     def measure_pair(self) -> None:
         """The most accurate offline recipe found (Lite0 + Lite1 side by side, mirror view): seeds 0-4."""
-        architecture = backbones.LITES[-1]
+        architecture = LITE0_AND_LITE1
         if self.mode.name == "smoke":  # two real backbones: far beyond a smoke test's budget
             log("pair: skipped in smoke mode, its figures stay null")
             return

@@ -12,7 +12,7 @@ from typing import Any
 import streamlit as st
 
 from pages import session
-from pipeline.backbones.side_by_side import SEPARATOR, is_side_by_side
+from pipeline.backbones.side_by_side import SEPARATOR, is_side_by_side, split_names
 from pipeline.bundle import bundle_bytes
 from pipeline.config import PRESETS, RunConfig, knob_of
 from pipeline.errors import ImageProblem, RetrainError
@@ -59,13 +59,13 @@ def backbone_name(architecture: str) -> str:
     """A backbone as the user reads it: a file's name without its folder; a pair with spaces round its "+", so a
     narrow column wraps between the two names, not inside one."""
     name = architecture.rsplit("/", 1)[-1]
-    return f" {SEPARATOR} ".join(part.strip() for part in name.split(SEPARATOR)) if is_side_by_side(name) else name
+    return f" {SEPARATOR} ".join(split_names(name)) if is_side_by_side(name) else name
 
 
 def preparation_note(train) -> str:
     """Why reading the photos takes longer with these settings (a TrainConfig), in a newcomer's words; "" when each
     photo is read once. Counted, not measured: each part of a pair and each mirror view is one more pass."""
-    parts = len(train.architecture.split(SEPARATOR)) if is_side_by_side(train.architecture) else 1
+    parts = len(split_names(train.architecture)) if is_side_by_side(train.architecture) else 1
     views = 2 if train.mirror_view else 1
     if parts * views == 1:
         return ""

@@ -11,7 +11,7 @@ import io
 import zipfile
 from pathlib import Path
 
-from pipeline.backbones.side_by_side import is_side_by_side
+from pipeline.backbones.side_by_side import is_side_by_side, split_names
 from pipeline.config import RunConfig
 from pipeline.errors import RetrainError
 from pipeline.evaluate import Report
@@ -48,7 +48,7 @@ MIRROR_WORDS = (
 
 def _backbone_words(architecture: str) -> str:
     if is_side_by_side(architecture):
-        parts = " and ".join(f"`{name.strip()}`" for name in architecture.split("+"))
+        parts = " and ".join(f"`{name}`" for name in split_names(architecture))
         return f"the {parts} ImageNet backbones side by side (their features joined)"
     return f"the `{architecture.rsplit('/', 1)[-1]}` ImageNet backbone"
 

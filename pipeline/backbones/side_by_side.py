@@ -33,9 +33,14 @@ def is_side_by_side(architecture: str) -> bool:
     return SEPARATOR in architecture and not custom.is_model_path(architecture)
 
 
+def split_names(architecture: str) -> list[str]:
+    """The names joined by "+", spaces around them dropped, unchecked: "a + b" → ["a", "b"]."""
+    return [name.strip() for name in architecture.split(SEPARATOR)]
+
+
 def part_names(architecture: str, offline: tuple[str, ...]) -> list[str]:
     """The parts of a side-by-side name, each one of the `offline` backbones; a clear error otherwise."""
-    names = [name.strip() for name in architecture.split(SEPARATOR)]
+    names = split_names(architecture)
     choices = ", ".join(offline)
     if len(names) != PARTS or len(set(names)) != PARTS or not all(name in offline for name in names):
         raise RetrainError(
