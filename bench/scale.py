@@ -7,8 +7,9 @@
 Two ratios of the same jobs, side by side, because no bench-sized job has the proportions of a million images:
 
 - `ray_vs_local_extract` (**steady state**, goal >= 0.8): the local-Ray engine's images per second once running
-  over the local engine's. Ray: images its actors computed after each actor's first batch, over the time from
-  that batch's end to its last (`steady_images_per_second`, summed over actors; each actor's start-up excluded).
+  over the local engine's. Ray: the pool's images finished once every actor had finished its first batch, over
+  the time from then to the last (`steady_images_per_second`; start-up excluded). Until 2026-11-30 it was a sum of
+  per-actor rates, which counted the cores twice when one actor ran alone while the other started (1.31 then).
   Local: `cache_bottlenecks` over the same photos into a fresh folder, its forward pass already built and traced.
   This is Ray's per-image overhead, the figure a large job's speed tends to. It flatters Ray on a small set: read
   tasks decode ahead while the actors start, so Ray's timed window is mostly forward passes.

@@ -170,6 +170,24 @@ def test_pool_fits_the_cluster_with_room_for_the_read_tasks():
         cluster.plan_pool({"CPU": 2.0}, actors=0)
 
 
+def test_steady_rate_is_the_pools_once_every_actor_is_warm():
+    from pipeline.scale.extract import pool_steady_rate
+
+    batch = [0.0] * 32  # 32 images share their batch's end
+    # Actor a ran alone (every core) while b started, then b alone: 32 img/s each time, never 64 at once.
+    alone_in_turn = {"a": [t + 1 for t in batch] + [t + 2 for t in batch] + [t + 3 for t in batch]}
+    alone_in_turn["b"] = [t + 4 for t in batch] + [t + 5 for t in batch] + [t + 6 for t in batch]
+    assert pool_steady_rate(alone_in_turn) == pytest.approx(32.0)  # a sum of per-actor rates said 64
+    side_by_side = {
+        "a": [t + 1 for t in batch] + [t + 3 for t in batch],
+        "b": [t + 1 for t in batch] + [t + 3 for t in batch],
+    }
+    assert pool_steady_rate(side_by_side) == pytest.approx(32.0)  # 64 images in the 2 s after both were warm
+    late_starter = {"a": [t + 1 for t in batch] + [t + 2 for t in batch], "b": [t + 2 for t in batch]}
+    assert pool_steady_rate(late_starter) == pytest.approx(64.0)  # no batch after b's first: from a's first
+    assert pool_steady_rate({"a": [t + 1 for t in batch]}) == 0.0 and pool_steady_rate({}) == 0.0
+
+
 def test_unreachable_ray_address_is_one_line_in_seconds(tmp_path, images, tiny_backbone_file):
     from pipeline.__main__ import main
 

@@ -125,7 +125,7 @@ def extract_to_shards(
                 if when == when:  # not NaN: an image this actor computed
                     finished.setdefault(actor, []).append(when)
                     nodes.add(node)
-        summary.steady_images_per_second = sum(_steady_rate(times) for times in finished.values())
+        summary.steady_images_per_second = pool_steady_rate(finished)
         summary.nodes = len(nodes)
     _spread_to_twins(table, job, summary)
     summary.seconds = time.monotonic() - started
@@ -257,16 +257,25 @@ class BackboneActor:
         }
 
 
-def _steady_rate(finished: list[float]) -> float:
-    """One actor's images per second from its first finished batch to its last (its start-up excluded).
+def pool_steady_rate(finished: dict[str, list[float]]) -> float:
+    """The pool's images per second once every actor is warm: from the moment the last actor to start finished
+    its first batch, the images finished after it over the time to the last one.
 
     Actors stamp their own finishing times: the driver receives outputs in bursts, its clock would not do.
+    One window for the whole pool, not a sum of per-actor rates: an actor that ran alone while another was still
+    starting had every core to itself, and adding its rate to the other's counted those cores twice (2 actors on
+    2 cores once "ran" at 1.3x the local engine that way). When no batch ends after every actor is warm (an actor
+    started last and got one batch), the window starts at the first actor's first batch instead.
     """
-    if not finished:
+    firsts = [min(times) for times in finished.values() if times]
+    if not firsts:
         return 0.0
-    first, last = min(finished), max(finished)
-    after_first = sum(when > first for when in finished)
-    return after_first / (last - first) if last > first else 0.0
+    stamps = [when for times in finished.values() for when in times]
+    for start in (max(firsts), min(firsts)):
+        after = [when for when in stamps if when > start]
+        if after and max(after) > start:
+            return len(after) / (max(after) - start)
+    return 0.0
 
 
 def _spread_to_twins(table: pd.DataFrame, job: ExtractJob, summary: ExtractSummary) -> None:
