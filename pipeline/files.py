@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,26 @@ def display_name(path: str | Path) -> str:
     except UnicodeEncodeError:  # a surrogate that did not come from a file name
         raw = text.encode("utf-8", "backslashreplace")
     return raw.decode("utf-8", "backslashreplace")
+
+
+# Unicode categories of the characters that end or break a printed line: C0/C1 controls (newline, tab, escape,
+# carriage return, ...) and the line and paragraph separators U+2028 and U+2029.
+LINE_BREAKING_CATEGORIES = ("Cc", "Zl", "Zp")
+
+
+def has_control_character(text: str) -> bool:
+    """True when `text` holds a character that would break or rewrite a printed line (newline, tab, escape, ...)."""
+    return any(unicodedata.category(char) in LINE_BREAKING_CATEGORIES for char in text)
+
+
+def printable(text: str) -> str:
+    """`text` for one line of a log or progress display: each control character written as its escape ("\\n",
+    "\\x1b"), every other character as is."""
+    if not has_control_character(text):
+        return text
+    return "".join(
+        repr(char)[1:-1] if unicodedata.category(char) in LINE_BREAKING_CATEGORIES else char for char in text
+    )
 
 
 def describe_write_error(error: BaseException, where: str | Path) -> str:

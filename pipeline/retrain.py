@@ -28,7 +28,7 @@ from pipeline.dataset import Dataset, load_dataset, require_trainable
 from pipeline.errors import ExportUnavailable, RetrainError, RunCancelled
 from pipeline.evaluate import Report, build_report, small_test_split_warning
 from pipeline.familiarity import fit_familiarity, save_familiarity
-from pipeline.files import describe_write_error, disk_full_message, looks_like_disk_full
+from pipeline.files import describe_write_error, disk_full_message, looks_like_disk_full, printable
 from pipeline.head import HEAD_FILE, as_keras_head, head_probabilities
 from pipeline.images import bytes_for_model
 from pipeline.manifest import as_queued, write_manifest
@@ -292,7 +292,7 @@ def _run_stages(context: RunContext) -> Report:
     write_run_dataset(context.run.path, summary)  # what every view of this run shows as its dataset
     require_trainable(dataset)
     context.stage_end("dataset", "caching", 0.0, f"{summary['images']} images, {summary['classes']} classes")
-    context.stage_begin("backbone", "caching", 0.0, Path(config.train.architecture).name)
+    context.stage_begin("backbone", "caching", 0.0, printable(Path(config.train.architecture).name))
     backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer, config.train.mirror_view)
     context.stage_end("backbone", "caching", 0.0)
     context.run.needed_mb = _space_needed_mb(dataset, backbone, config)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pipeline.files import printable
 from pipeline.progress import Progress
 
 PENDING, RUNNING, DONE, SKIPPED, NOT_REACHED = "pending", "running", "done", "skipped", "not reached"
@@ -165,8 +166,14 @@ def format_seconds(seconds: float) -> str:
 
 def stage_line(stage: dict[str, Any], now: float | None = None) -> str:
     """One stage as a line: "caching bottlenecks: 120/397 images (12.3/s, about 23 s left)",
-    "loading the backbone: working, 31 s so far", "caching bottlenecks: nothing to do (all 397 cached)"."""
-    now = time.time() if now is None else now
+    "loading the backbone: working, 31 s so far", "caching bottlenecks: nothing to do (all 397 cached)".
+
+    Control characters a message may carry (a name from a user, a status.json edited by hand) are escaped.
+    """
+    return printable(_stage_line(stage, time.time() if now is None else now))
+
+
+def _stage_line(stage: dict[str, Any], now: float) -> str:
     title, state, message = stage_title(str(stage.get("key", "?"))), stage.get("state"), stage.get("message") or ""
     started, finished = _number(stage.get("started")), _number(stage.get("finished"))
     if state == SKIPPED:
