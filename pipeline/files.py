@@ -100,12 +100,14 @@ def free_mb(path: str | Path) -> float:
 
 
 def disk_full_message(where: str | Path, needed_mb: float | None = None) -> str:
-    """One line for a full disk: which folder, how much is free, how much more is needed (when known)."""
+    """One line for a full disk that stopped the work: which folder, how much is free, how much more is needed."""
     need = f"free about {max(needed_mb, 0.1):,.1f} MB" if needed_mb else "free some space"
-    return (
-        f"the disk holding {display_name(where)} is full ({free_mb(where):,.1f} MB free): {need}, then run "
-        "again — everything written so far is kept"
-    )
+    return f"{disk_full_words(where)}: {need}, then run again — everything written so far is kept"
+
+
+def disk_full_words(where: str | Path) -> str:
+    """How every message here says a disk is full: "the disk holding FOLDER is full (0.4 MB free)"."""
+    return f"the disk holding {display_name(where)} is full ({free_mb(where):,.1f} MB free)"
 
 
 def display_name(path: str | Path) -> str:

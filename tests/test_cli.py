@@ -130,6 +130,8 @@ def test_cache_on_litert_prints_no_native_log_lines(tmp_path):
     photos = make_class_folders(tmp_path / "photos", {"a": 3, "b": 3}, size=(40, 40))
     stderr = cli_stderr(["cache", "--image_dir", str(photos), "--bottleneck_dir", str(tmp_path)])
     assert "caching: 6/6" in stderr
+    # Making the backbone ready is its own step, before the first photo is counted
+    assert stderr.index("preparing the backbone: ") < stderr.index("caching: 0/6"), stderr
 
 
 def test_train_with_a_tflite_export_prints_no_native_log_lines(tmp_path, tiny_backbone_file):
