@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import streamlit as st
 
 from pages import charts, navigation, session, widgets
 from pipeline.config import RunConfig
 from pipeline.errors import RetrainError
-from pipeline.run_rows import MAX_SHOWN_SECONDS, format_duration, format_percent
+from pipeline.run_rows import format_duration, format_percent
 from pipeline.runs import RunDir, cancel_run, refreshed_status
 from pipeline.stage_progress import run_estimate_line, stage_lines
 from pipeline.studio.launch import queue_place, start_run
@@ -104,13 +102,8 @@ def show() -> None:
                 )
             st.progress(min(max(status.get("progress", 0.0), 0.0), 1.0), text=estimate.capitalize())
             if lines:  # one honest line per stage (runs from before the stage board show their step only)
+                # "preparing the backbone" has its own line (first time on this server: a minute or more)
                 st.markdown("\n".join(f"- {widgets.plain(line)}" for line in lines))
-                if waited := first_photos_wait(status):
-                    st.caption(
-                        f":material/hourglass_top: No photo counted yet after {format_duration(waited)}: before the "
-                        "first ones, the backbone is made ready for this server's processor. The first run with a "
-                        "backbone does this once (longer for two side by side); later runs skip it."
-                    )
             elif status.get("step"):
                 st.caption(widgets.plain(status["step"]))
         elif lines:
@@ -196,22 +189,6 @@ def show() -> None:
                     f"`{other.name}` ({widgets.state_text(refreshed_status(other))[1].lower()})" for other in waiting
                 )
             )
-
-
-# After this long at 0 photos, the wait is the backbone being made ready (converted once), and is said so.
-FIRST_PHOTOS_QUIET_SECONDS = 15
-
-
-def first_photos_wait(status: dict, now: float | None = None) -> float | None:
-    """Seconds the caching stage has run without counting a photo, once past FIRST_PHOTOS_QUIET_SECONDS; else None."""
-    stage = next((s for s in status.get("stages") or [] if isinstance(s, dict) and s.get("key") == "caching"), None)
-    if not stage or stage.get("state") != "running" or stage.get("done"):
-        return None
-    started = stage.get("started")
-    if not isinstance(started, int | float) or isinstance(started, bool):
-        return None
-    waited = (time.time() if now is None else now) - started
-    return waited if FIRST_PHOTOS_QUIET_SECONDS <= waited <= MAX_SHOWN_SECONDS else None
 
 
 def settings_changed_since(run, config) -> bool:

@@ -279,8 +279,9 @@ def command_cache(args: argparse.Namespace) -> None:
     dataset = load_dataset(config.dataset, check_images=False, progress=cli_progress())
     backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer, config.train.mirror_view)
     items = [ExtractItem(row.path, row.sha256) for row in dataset.usable().itertuples()]
+    progress = cli_progress()
     result = cache_bottlenecks(
-        items, backbone, config.output.bottleneck_dir or default_bottleneck_dir(), progress=cli_progress()
+        items, backbone, config.output.bottleneck_dir or default_bottleneck_dir(), progress=progress, preparing=progress
     )
     for item, problem in result.problems.items():
         print(f"problem: {item.path}: {problem}", file=sys.stderr)

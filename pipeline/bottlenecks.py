@@ -34,12 +34,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.augment import augmented_for_model, copy_seed
-from pipeline.backbones.runtime import backbone_forward, feature_identity
+from pipeline.backbones.runtime import backbone_forward, feature_identity, preparation_words
 from pipeline.config import AugmentConfig
 from pipeline.errors import ImageProblem, RetrainError
 from pipeline.files import disk_full_message, display_name, looks_like_disk_full
 from pipeline.images import PREPROCESS_ID, load_for_model, load_image
-from pipeline.progress import ProgressCallback, ProgressMeter
+from pipeline.progress import Progress, ProgressCallback, ProgressMeter
+from pipeline.stage_progress import stage_title
 
 if TYPE_CHECKING:
     from pipeline.backbones import Backbone
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 DATABASE_NAME = "bottlenecks.sqlite"
 DECODE_THREADS = 2  # photos decoded and resized at once (Pillow releases the GIL while it works)
 DECODE_AHEAD = 2  # batches decoded ahead of the backbone: enough to keep it busy, little memory
+PREPARING = stage_title("preparing")  # the step before the first photo: building, converting or opening its model
 
 
 @dataclass(frozen=True)
@@ -296,11 +298,14 @@ def cache_bottlenecks(
     progress: ProgressCallback | None = None,
     batch_size: int = 32,
     should_stop: Callable[[], bool] | None = None,
+    preparing: ProgressCallback | None = None,
 ) -> CacheResult:
     """Have a bottleneck for every item: load what is cached, compute only what is missing.
 
     Bad images become `problems`, never a crash. `should_stop` is polled between batches so a
-    cancelled run stops promptly with every finished batch already committed.
+    cancelled run stops promptly with every finished batch already committed. When anything is missing,
+    the backbone's forward pass is made ready first, reported to `preparing` as its own step (see
+    `prepare_backbone`), so `progress` counts photos only.
     """
     started = time.monotonic()
     store = BottleneckStore(bottleneck_dir)
@@ -316,6 +321,8 @@ def cache_bottlenecks(
         result.repaired = store.repaired
         store.needed_mb = len(missing) * backbone.feature_dim * 4 * 1.5 / (1 << 20)  # vectors plus SQLite's pages
         stage = "augmenting" if missing and all(item.copy for item in missing) else "caching"
+        if missing:
+            prepare_backbone(backbone, preparing)
         meter = ProgressMeter(stage, len(missing), progress)
         meter.report()
         for batch_items, features, problems in _extract_batches(missing, backbone, augment, batch_size):
@@ -335,6 +342,21 @@ def cache_bottlenecks(
         store.close()
     result.seconds = time.monotonic() - started
     return result
+
+
+def prepare_backbone(backbone: Backbone, progress: ProgressCallback | None = None) -> None:
+    """Make the backbone's forward pass ready, as one uncounted step reported to `progress` (begun, then done).
+
+    The first time on a machine this builds the model and converts it, a minute or more for a pair: not a photo
+    cached, so it is reported as its own step rather than as "caching 0/N". A backbone already ready says nothing.
+    """
+    if backbone.forward is not None:
+        return
+    if progress:
+        progress(Progress(PREPARING, 0, 0, 0.0, None, preparation_words(backbone), indeterminate=True))
+    backbone_forward(backbone)
+    if progress:
+        progress(Progress(PREPARING, 1, 1, 0.0, 0.0, "ready"))
 
 
 def _unique_missing(items: Sequence[ExtractItem], keys: dict, stored: dict) -> list[ExtractItem]:

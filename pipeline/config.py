@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.backbones.registry import check_architecture
 from pipeline.backbones.side_by_side import LITE0_AND_LITE1, is_side_by_side
 from pipeline.errors import RetrainError
 
@@ -168,15 +169,11 @@ class RunConfig:
             raise RetrainError(
                 "testing_percentage + validation_percentage must be under 100, leaving images to train on"
             )
+        check_architecture(self.train.architecture, self.train.bottleneck_layer)  # a bad pair, before the run starts
         if is_side_by_side(self.train.architecture) and self.train.fine_tune_layers:
             raise RetrainError(
                 f"fine_tune_layers works on one backbone, and {self.train.architecture!r:.80} joins two: set it to 0, "
                 "or choose one backbone to fine-tune"
-            )
-        if is_side_by_side(self.train.architecture) and self.train.bottleneck_layer:
-            raise RetrainError(
-                f"bottleneck_layer does not apply to {self.train.architecture!r:.80}: two backbones side by side "
-                "always join their pooled features; leave it unset, or choose one backbone"
             )
         return self
 

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -99,12 +100,14 @@ def free_mb(path: str | Path) -> float:
 
 
 def disk_full_message(where: str | Path, needed_mb: float | None = None) -> str:
-    """One line for a full disk: which folder, how much is free, how much more is needed (when known)."""
+    """One line for a full disk that stopped the work: which folder, how much is free, how much more is needed."""
     need = f"free about {max(needed_mb, 0.1):,.1f} MB" if needed_mb else "free some space"
-    return (
-        f"the disk holding {display_name(where)} is full ({free_mb(where):,.1f} MB free): {need}, then run "
-        "again — everything written so far is kept"
-    )
+    return f"{disk_full_words(where)}: {need}, then run again — everything written so far is kept"
+
+
+def disk_full_words(where: str | Path) -> str:
+    """How every message here says a disk is full: "the disk holding FOLDER is full (0.4 MB free)"."""
+    return f"the disk holding {display_name(where)} is full ({free_mb(where):,.1f} MB free)"
 
 
 def display_name(path: str | Path) -> str:
@@ -116,6 +119,26 @@ def display_name(path: str | Path) -> str:
     except UnicodeEncodeError:  # a surrogate that did not come from a file name
         raw = text.encode("utf-8", "backslashreplace")
     return raw.decode("utf-8", "backslashreplace")
+
+
+# Unicode categories of the characters that end or break a printed line: C0/C1 controls (newline, tab, escape,
+# carriage return, ...) and the line and paragraph separators U+2028 and U+2029.
+LINE_BREAKING_CATEGORIES = ("Cc", "Zl", "Zp")
+
+
+def has_control_character(text: str) -> bool:
+    """True when `text` holds a character that would break or rewrite a printed line (newline, tab, escape, ...)."""
+    return any(unicodedata.category(char) in LINE_BREAKING_CATEGORIES for char in text)
+
+
+def printable(text: str) -> str:
+    """`text` for one line of a log or progress display: each control character written as its escape ("\\n",
+    "\\x1b"), every other character as is."""
+    if not has_control_character(text):
+        return text
+    return "".join(
+        repr(char)[1:-1] if unicodedata.category(char) in LINE_BREAKING_CATEGORIES else char for char in text
+    )
 
 
 def describe_write_error(error: BaseException, where: str | Path) -> str:

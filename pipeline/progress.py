@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pipeline.files import printable
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -54,14 +56,19 @@ class ProgressMeter:
 
 
 def print_progress(progress: Progress) -> None:
-    """The CLI's progress line on stderr: stage, count, rate and ETA (one line per report; for logs)."""
+    """The CLI's progress line on stderr: stage, count, rate and ETA (one line per report; for logs).
+
+    A name inside a message (a file, a backbone) keeps any control character escaped: one report, one line.
+    """
     if progress.indeterminate or progress.total == 0:  # nothing to count: say what it is doing, or that it is skipped
-        print(f"{progress.stage}: {progress.message or 'working'}", file=sys.stderr, flush=True)
+        print(printable(f"{progress.stage}: {progress.message or 'working'}"), file=sys.stderr, flush=True)
         return
     eta = f", ETA {progress.eta_seconds:.0f}s" if progress.eta_seconds is not None else ""
     end = "\n" if progress.done >= progress.total else "\r"
     print(
-        f"{progress.stage}: {progress.done}/{progress.total} ({progress.per_second:.1f}/s{eta}) {progress.message}",
+        printable(
+            f"{progress.stage}: {progress.done}/{progress.total} ({progress.per_second:.1f}/s{eta}) {progress.message}"
+        ),
         end=end,
         file=sys.stderr,
         flush=True,
@@ -87,7 +94,7 @@ class ProgressBars:
             and progress.stage == self.stage
             and not progress.indeterminate
         ):  # the uncounted stage ended: its line keeps the time it took
-            self.bar.set_postfix_str(progress.message, refresh=False)
+            self.bar.set_postfix_str(printable(progress.message), refresh=False)
             self.close()
             return
         if progress.indeterminate:  # no bar, only the time taken (shown when the stage ends)
@@ -95,27 +102,32 @@ class ProgressBars:
             self.stage = progress.stage
             self.bar = tqdm(
                 total=None,
-                desc=progress.stage,
+                desc=printable(progress.stage),
                 file=sys.stderr,
                 dynamic_ncols=True,
                 leave=True,
                 bar_format="{desc}: {elapsed} {postfix}",
-                postfix=progress.message,
+                postfix=printable(progress.message),
             )
             return
         if progress.total == 0:  # nothing to do: one line, not an empty bar
             self.close()
-            tqdm.write(f"{progress.stage}: {progress.message or 'nothing to do'}", file=sys.stderr)
+            tqdm.write(printable(f"{progress.stage}: {progress.message or 'nothing to do'}"), file=sys.stderr)
             return
         if self.bar is None or progress.stage != self.stage or progress.total != self.bar.total:
             self.close()
             self.stage = progress.stage
             self.bar = tqdm(
-                total=progress.total, desc=progress.stage, file=sys.stderr, dynamic_ncols=True, leave=True, unit="it"
+                total=progress.total,
+                desc=printable(progress.stage),
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=True,
+                unit="it",
             )
         self.bar.update(max(progress.done - self.bar.n, 0))
         if progress.message:
-            self.bar.set_postfix_str(progress.message, refresh=False)
+            self.bar.set_postfix_str(printable(progress.message), refresh=False)
         if progress.done >= progress.total:
             self.close()
 

@@ -28,7 +28,7 @@ from pipeline.dataset import Dataset, load_dataset, require_trainable
 from pipeline.errors import ExportUnavailable, RetrainError, RunCancelled
 from pipeline.evaluate import Report, build_report, small_test_split_warning
 from pipeline.familiarity import fit_familiarity, save_familiarity
-from pipeline.files import describe_write_error, disk_full_message, looks_like_disk_full
+from pipeline.files import describe_write_error, disk_full_message, looks_like_disk_full, printable
 from pipeline.head import HEAD_FILE, as_keras_head, head_probabilities
 from pipeline.images import bytes_for_model
 from pipeline.manifest import as_queued, write_manifest
@@ -36,7 +36,7 @@ from pipeline.progress import Progress, ProgressCallback
 from pipeline.run_dataset import summarize_dataset, write_run_dataset
 from pipeline.runs import STATE_INFO, RunDir, job_slot, max_jobs, process_started
 from pipeline.settings import cache_root, default_bottleneck_dir
-from pipeline.stage_progress import EXPORT_PREFIX, StageBoard, run_stage_keys, stage_title
+from pipeline.stage_progress import EXPORT_PREFIX, PENDING, StageBoard, run_stage_keys, stage_title
 
 PARITY_IMAGES = 16  # test images each export is reloaded and checked on
 REPRESENTATIVE_IMAGES = 100  # training images full int8 quantization calibrates on
@@ -108,6 +108,18 @@ class RunContext:
                 )
             if self.echo:
                 self.echo(replace(progress, stage=stage_title(key)))
+
+        return report
+
+    def uncounted_stage(self, key: str, state: str) -> ProgressCallback:
+        """A ProgressCallback for one uncounted step (`bottlenecks.prepare_backbone`'s): an indeterminate report
+        begins its stage, the next one ends it."""
+
+        def report(progress: Progress) -> None:
+            if progress.indeterminate:
+                self.stage_begin(key, state, 0.0, progress.message)
+            else:
+                self.stage_end(key, state, 0.0, progress.message)
 
         return report
 
@@ -292,7 +304,7 @@ def _run_stages(context: RunContext) -> Report:
     write_run_dataset(context.run.path, summary)  # what every view of this run shows as its dataset
     require_trainable(dataset)
     context.stage_end("dataset", "caching", 0.0, f"{summary['images']} images, {summary['classes']} classes")
-    context.stage_begin("backbone", "caching", 0.0, Path(config.train.architecture).name)
+    context.stage_begin("backbone", "caching", 0.0, printable(Path(config.train.architecture).name))
     backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer, config.train.mirror_view)
     context.stage_end("backbone", "caching", 0.0)
     context.run.needed_mb = _space_needed_mb(dataset, backbone, config)
@@ -391,6 +403,7 @@ def _cache_features(context: RunContext, dataset: Dataset, backbone) -> Features
         bottleneck_dir,
         progress=context.stage_progress("caching", "caching"),
         should_stop=context.stop.is_set,
+        preparing=context.uncounted_stage("preparing", "caching"),
     )
     context.check_stop()
     _record_problems(dataset, result)
@@ -408,10 +421,13 @@ def _cache_features(context: RunContext, dataset: Dataset, backbone) -> Features
         augment=augment,
         progress=context.stage_progress("augmenting", "augmenting") if wanted else None,
         should_stop=context.stop.is_set,
+        preparing=context.uncounted_stage("preparing", "augmenting"),
     )
     context.check_stop()
     if wanted:
         context.stage_end("augmenting", "augmenting", 1.0, _cache_words(augmented))
+    if context.board.stages["preparing"].state == PENDING:  # every vector came from the cache
+        context.stage_skip("preparing", "augmenting", 1.0, "not needed: every bottleneck was in the cache")
     context.timings["augmenting_seconds"] = time.monotonic() - started - context.timings["caching_seconds"]
     vectors = {**result.vectors, **augmented.vectors}
     copies = {path: [item for item in group if item in vectors] for path, group in copies.items()}

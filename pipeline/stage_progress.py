@@ -2,7 +2,7 @@
 
 A single bar over a whole run lies in both directions: it sits at "0/397" while the backbone loads,
 shows "caching 0/0" when everything was cached, and says nothing during a 47 s export. Here a run
-keeps a board of its stages (reading the dataset, loading the backbone, caching, augmenting,
+keeps a board of its stages (reading the dataset, loading the backbone, preparing it, caching, augmenting,
 training, fine-tuning, evaluating, one per export format), each pending, running, done or skipped,
 with done/total when the work is countable and no total when it is not (then only the time so far is
 shown, never a made-up fraction). The board is written into status.json (`stages`, `run_eta_seconds`,
@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pipeline.files import printable
 from pipeline.progress import Progress
 
 PENDING, RUNNING, DONE, SKIPPED, NOT_REACHED = "pending", "running", "done", "skipped", "not reached"
@@ -29,6 +30,7 @@ PENDING, RUNNING, DONE, SKIPPED, NOT_REACHED = "pending", "running", "done", "sk
 TITLES = {
     "dataset": "reading the dataset",
     "backbone": "loading the backbone",
+    "preparing": "preparing the backbone",  # building or converting its model: the first time on a server, a minute
     "caching": "caching bottlenecks",
     "augmenting": "augmenting",
     "training": "training",
@@ -149,7 +151,7 @@ class StageBoard:
 
 def run_stage_keys(export_formats: list[str], augmenting: bool, fine_tuning: bool) -> list[str]:
     """The stages a run with these settings goes through, in order."""
-    keys = ["dataset", "backbone", "caching"] + (["augmenting"] if augmenting else []) + ["training"]
+    keys = ["dataset", "backbone", "preparing", "caching"] + (["augmenting"] if augmenting else []) + ["training"]
     keys += (["fine-tuning"] if fine_tuning else []) + ["evaluating"]
     return keys + [EXPORT_PREFIX + name for name in export_formats]
 
@@ -165,8 +167,14 @@ def format_seconds(seconds: float) -> str:
 
 def stage_line(stage: dict[str, Any], now: float | None = None) -> str:
     """One stage as a line: "caching bottlenecks: 120/397 images (12.3/s, about 23 s left)",
-    "loading the backbone: working, 31 s so far", "caching bottlenecks: nothing to do (all 397 cached)"."""
-    now = time.time() if now is None else now
+    "loading the backbone: working, 31 s so far", "caching bottlenecks: nothing to do (all 397 cached)".
+
+    Control characters a message may carry (a name from a user, a status.json edited by hand) are escaped.
+    """
+    return printable(_stage_line(stage, time.time() if now is None else now))
+
+
+def _stage_line(stage: dict[str, Any], now: float) -> str:
     title, state, message = stage_title(str(stage.get("key", "?"))), stage.get("state"), stage.get("message") or ""
     started, finished = _number(stage.get("started")), _number(stage.get("finished"))
     if state == SKIPPED:

@@ -436,6 +436,28 @@ def test_own_model_as_backbone(own_model):
     assert load_backbone(str(own_model), "conv").feature_dim == 8  # a feature map gets pooled
 
 
+def test_own_model_by_a_relative_and_an_absolute_path_is_cached_once(own_model, tmp_path, monkeypatch):
+    """The identity is the file's content, not the path typed: its bottlenecks are computed once, whichever way (or
+    from whichever copy) the file is named."""
+    from imagegen import make_class_folders
+
+    from pipeline.bottlenecks import ExtractItem, cache_bottlenecks
+
+    images = make_class_folders(tmp_path / "images", {"red": 2, "blue": 2}, size=(40, 40))
+    items = [ExtractItem(str(path), f"{index:064d}") for index, path in enumerate(sorted(images.rglob("*.jpg")))]
+    monkeypatch.chdir(own_model.parent)
+    relative, absolute = load_backbone(own_model.name, "features"), load_backbone(str(own_model.resolve()), "features")
+    assert relative.identity == absolute.identity and relative.name == own_model.name
+    assert cache_bottlenecks(items, relative, tmp_path / "bottlenecks").computed == 4
+    again = cache_bottlenecks(items, absolute, tmp_path / "bottlenecks")
+    assert (again.computed, again.reused) == (0, 4)
+    copy = tmp_path / "copy" / "renamed.keras"
+    copy.parent.mkdir()
+    copy.write_bytes(own_model.read_bytes())
+    assert load_backbone(str(copy), "features").identity == relative.identity
+    assert load_backbone(own_model.name, "conv").identity != relative.identity  # another layer is another backbone
+
+
 def test_own_model_errors(own_model, tmp_path):
     import keras
 

@@ -41,6 +41,27 @@ def test_second_run_reuses_everything_and_renames_do_not_matter(tmp_path, tiny):
         np.testing.assert_array_equal(vector, by_hash[item.sha256])
 
 
+def test_the_backbone_is_prepared_as_its_own_step_before_the_first_photo(tmp_path, tiny_backbone_file):
+    """Building or converting the backbone (a minute the first time on a server) is not "caching 0/N"."""
+    images = make_class_folders(tmp_path / "images", {"red": 3})
+    reports = []
+    backbone = load_backbone(str(tiny_backbone_file), "features")
+    cache_bottlenecks(items_of(images), backbone, tmp_path / "cache", progress=reports.append, preparing=reports.append)
+    steps = [(report.stage, report.indeterminate, report.done, report.total) for report in reports]
+    assert steps[:3] == [
+        ("preparing the backbone", True, 0, 0),
+        ("preparing the backbone", False, 1, 1),
+        ("caching", False, 0, 3),
+    ]
+    assert reports[0].message == "starting TensorFlow and loading the model"  # a user's own model runs on TensorFlow
+    assert all(report.stage == "caching" for report in reports[2:])
+    reports.clear()
+    again = load_backbone(str(tiny_backbone_file), "features")
+    cache_bottlenecks(items_of(images), again, tmp_path / "cache", progress=reports.append, preparing=reports.append)
+    assert reports and all(report.stage == "caching" for report in reports)  # all cached: nothing to prepare
+    assert not again.built
+
+
 def test_keys_separate_backbones_layers_and_copies():
     item = ExtractItem("a.jpg", "f" * 64)
     keys = {

@@ -130,6 +130,8 @@ def test_cache_on_litert_prints_no_native_log_lines(tmp_path):
     photos = make_class_folders(tmp_path / "photos", {"a": 3, "b": 3}, size=(40, 40))
     stderr = cli_stderr(["cache", "--image_dir", str(photos), "--bottleneck_dir", str(tmp_path)])
     assert "caching: 6/6" in stderr
+    # Making the backbone ready is its own step, before the first photo is counted
+    assert stderr.index("preparing the backbone: ") < stderr.index("caching: 0/6"), stderr
 
 
 def test_train_with_a_tflite_export_prints_no_native_log_lines(tmp_path, tiny_backbone_file):
@@ -164,3 +166,24 @@ def test_cache_and_suspects_take_the_mirror_view_of_the_best_accuracy_preset(com
     assert config_from_args(args).train.mirror_view and config_from_args(args).train.architecture == pair
     plain = build_parser().parse_args([command, "--image_dir", "photos", "--architecture", pair])
     assert not config_from_args(plain).train.mirror_view
+
+
+def test_a_pair_with_a_newline_around_its_plus_is_refused_in_one_line(tmp_path):
+    """A newline before the '+' of "efficientnet_lite0+efficientnet_lite1" was stripped into the pair, and split the
+    progress line "loading the backbone: ..." in two; now the name is refused before the run starts, in one line."""
+    photos = make_class_folders(tmp_path / "photos", {"a": 3, "b": 3}, size=(40, 40))
+    name = "efficientnet_lite0\n+efficientnet_lite1"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "train", "--image_dir", str(photos), "--architecture", name]
+        + ["--output_dir", str(tmp_path / "run"), "--bottleneck_dir", str(tmp_path / "b")],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    said = result.stderr.strip()
+    assert said.count("\n") == 0 and "holds a control character" in said and repr(name) in said, said
+    assert "loading the backbone" not in said and not (tmp_path / "b").exists()  # refused before anything ran
+    status = RunDir(tmp_path / "run").status()
+    assert status["state"] == "failed" and "holds a control character" in status["message"]

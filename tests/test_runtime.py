@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +165,59 @@ def test_temporaries_left_by_a_killed_write_are_swept_fresh_ones_and_other_files
     assert not any(path.exists() for path in left)
     assert all(path.exists() for path in kept)
     assert (folder / "pair-0123.tflite").read_bytes() == b"flatbuffer"
+
+
+def test_a_full_disk_while_caching_a_backbone_warns_in_one_format(tmp_path, monkeypatch, caplog):
+    """The built model (model_cache) and the converted .tflite (runtime) are both backbone caches: a full disk while
+    writing either gives the same warning, naming the file, the disk's free space and what to do."""
+    import errno
+    import logging
+
+    import keras
+
+    from pipeline.backbones import model_cache
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setenv("RETRAIN_STUDIO_CACHE", str(tmp_path))
+    monkeypatch.setattr(model_cache, "save_atomic", disk_full)
+    monkeypatch.setattr(runtime, "write_bytes_atomic", disk_full)
+    built = tmp_path / "backbones" / "tiny.keras"
+    with caplog.at_level(logging.WARNING, logger="pipeline.backbones"):
+        model = model_cache.load_or_build(built, lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+        runtime.write_tflite(b"TFL3 flatbuffer", tmp_path / "backbones" / "tiny.tflite")
+    assert model.output_shape == (None, 2)  # the run goes on from memory
+    assert len(caplog.records) == 2, caplog.text
+    shape = (
+        r"Could not cache the (built model|converted backbone) at (.+): the disk holding (.+) is full "
+        r"\([\d,.]+ MB free\)\. This run goes on, and the next one makes it again; free some space, or set "
+        r"RETRAIN_STUDIO_CACHE to a folder that can be written"
+    )
+    found = [re.fullmatch(shape, record.getMessage()) for record in caplog.records]
+    assert all(found), caplog.text
+    assert [match.group(1) for match in found] == ["built model", "converted backbone"]
+    assert [match.group(2) for match in found] == [str(built), str(tmp_path / "backbones" / "tiny.tflite")]
+
+
+def test_preparing_says_first_time_on_this_server_until_the_conversion_is_cached(
+    tmp_path, monkeypatch, tiny_backbone_file
+):
+    import keras
+
+    from pipeline.backbones.bottleneck import Backbone
+
+    monkeypatch.setenv("RETRAIN_STUDIO_CACHE", str(tmp_path))
+    model = keras.saving.load_model(tiny_backbone_file)
+    features = keras.Model(model.input, model.get_layer("features").output)
+
+    def fresh() -> Backbone:  # a built-in-like name (not a file path), so it runs on LiteRT
+        return Backbone("tiny", 32, "tiny|prepare-test", int(features.output.shape[-1]), model_loader=lambda: features)
+
+    first = fresh()
+    assert runtime.preparation_words(first).startswith("first time on this server: building the model and converting")
+    runtime.backbone_forward(first)
+    assert runtime.preparation_words(first) == "ready"
+    assert runtime.preparation_words(fresh()) == "opening the copy this server made before"
+    monkeypatch.setenv(runtime.RUNTIME_ENV, "tensorflow")
+    assert runtime.preparation_words(fresh()) == "starting TensorFlow and loading the model"

@@ -59,14 +59,53 @@ def test_parts_in_the_other_order_are_another_backbone():
     ],
 )
 def test_only_two_different_offline_backbones_pair(name):
-    for call in (lambda: load_backbone(name), lambda: backbone_input_size(name)):
-        with pytest.raises(RetrainError, match="two different offline backbones joined by '\\+'"):
+    """Refused up front by the run's settings too, in the words loading uses (not only once a run has started)."""
+    said = set()
+    for call in (
+        lambda: load_backbone(name),
+        lambda: backbone_input_size(name),
+        lambda: RunConfig(train=TrainConfig(architecture=name)).validate(),
+    ):
+        with pytest.raises(RetrainError, match="two different offline backbones joined by '\\+'") as raised:
             call()
+        said.add(str(raised.value))
+    assert len(said) == 1, said
 
 
 def test_pair_has_no_bottleneck_layer_to_choose():
-    with pytest.raises(RetrainError, match="--bottleneck_layer does not apply"):
+    with pytest.raises(RetrainError, match="^bottleneck_layer does not apply to 'efficientnet_lite0") as loading:
         load_backbone(PAIR, "block6a_add")
+    with pytest.raises(RetrainError) as validating:
+        RunConfig(train=TrainConfig(architecture=PAIR, bottleneck_layer="block6a_add")).validate()
+    assert str(validating.value) == str(loading.value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "efficientnet_lite0\n+efficientnet_lite1",
+        "efficientnet_lite0+\tefficientnet_lite1",
+        "efficientnet_lite0+efficientnet_lite1\r",
+        "\x1b[2Jefficientnet_lite0+efficientnet_lite1",
+        "efficientnet_lite0\u2028+efficientnet_lite1",
+        "efficientnet_lite0\x00",
+        "models/my\nmodel.keras",
+    ],
+)
+def test_a_name_with_a_control_character_is_refused_in_one_line(name):
+    """Spaces around '+' are forgiven; a newline or tab is not stripped into a valid pair (nor printed raw)."""
+    from pipeline.files import has_control_character
+
+    for call in (
+        lambda: load_backbone(name),
+        lambda: backbone_input_size(name),
+        lambda: RunConfig(train=TrainConfig(architecture=name)).validate(),
+    ):
+        with pytest.raises(RetrainError, match="holds a control character") as raised:
+            call()
+        said = str(raised.value)
+        assert not has_control_character(said) and len(said) < 300, said
+        assert said.startswith(f"Architecture {name!r:.80}")
 
 
 @pytest.mark.skipif(not runtime.litert_installed(), reason="ai-edge-litert is not installed")
@@ -146,7 +185,7 @@ def test_best_accuracy_over_earlier_backbone_settings_is_valid_at_once():
 
 
 def test_a_bottleneck_layer_with_a_pair_is_refused_before_any_run_starts():
-    with pytest.raises(RetrainError, match="bottleneck_layer does not apply to 'efficientnet_lite0"):
+    with pytest.raises(RetrainError, match="^bottleneck_layer does not apply to 'efficientnet_lite0"):
         RunConfig(train=TrainConfig(architecture=PAIR, bottleneck_layer="global_pool")).validate()
 
 

@@ -33,8 +33,9 @@ def test_board_lines_for_counted_uncounted_done_and_skipped_stages():
     board.from_progress("caching", Progress("caching", 0, 0, 0.0, None, "all 397 reused"))
     board.from_progress("augmenting", Progress("augmenting", 120, 397, 12.34, 22.5))
     lines = stage_lines(board.to_status(), now=clock.now)
-    assert lines[2] == "caching bottlenecks: skipped — all 397 reused"
-    assert lines[3] == "augmenting: 120/397 images (12.3/s, about 22 s left)"
+    assert lines[2] == "preparing the backbone: waiting"
+    assert lines[3] == "caching bottlenecks: skipped — all 397 reused"
+    assert lines[4] == "augmenting: 120/397 images (12.3/s, about 22 s left)"
     assert lines[-2:] == ["export keras: waiting", "export tflite: waiting"]
     # Stages to come have no honest estimate yet: the whole-run figure is a lower bound and says so
     assert run_estimate_line(board.to_status()) == "whole run: at least 22 s left"
@@ -60,6 +61,25 @@ def test_cli_progress_prints_uncounted_and_empty_stages_as_words(capsys):
     err = capsys.readouterr().err
     assert "loading the backbone: tiny.keras" in err and "caching bottlenecks: skipped: all 12 cached" in err
     assert "0/0" not in err
+
+
+def test_control_characters_in_a_message_never_reach_a_progress_line_raw(capsys):
+    """A name given by a user (a backbone file, a status.json edited by hand) must not break or rewrite the line."""
+    name = "my\nmodel\r\x1b[2J\u2028.keras"
+    print_progress(Progress("loading the backbone", 0, 0, 0.0, None, name, indeterminate=True))
+    print_progress(Progress("caching bottlenecks", 3, 3, 1.0, 0.0, name))
+    bars = ProgressBars()
+    bars(Progress("loading the backbone", 0, 0, 0.0, None, name, indeterminate=True))
+    bars.close()
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\u2028" not in err
+    lines = [line.rstrip() for line in err.replace("\r", "\n").splitlines() if line.strip()]  # tqdm redraws with \r
+    assert err.count("\n") == 3 and all(line.endswith("my\\nmodel\\r\\x1b[2J\\u2028.keras") for line in lines), err
+    board = StageBoard(["backbone"], Clock())
+    board.begin("backbone", message=name)
+    assert stage_lines(board.to_status(), now=1000.0) == [
+        "loading the backbone: working, 0 s so far — my\\nmodel\\r\\x1b[2J\\u2028.keras"
+    ]
 
 
 def test_tqdm_bars_per_stage_including_an_uncounted_one(capsys):
@@ -93,15 +113,22 @@ def test_a_run_writes_every_stage_and_a_rerun_says_caching_had_nothing_to_do(tmp
         "keras",
         "tflite",
     ]
+    printed = {}
     for run in ("first", "second"):
         err = io.StringIO()
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
             assert main([*args, "--output_dir", str(tmp_path / run)]) == 0
+        printed[run] = err.getvalue()
+    # The first run prepares the backbone as its own step, ended before caching counts a photo.
+    first = {stage["key"]: stage for stage in RunDir(tmp_path / "first").status()["stages"]}
+    assert first["preparing"]["state"] == "done" and first["preparing"]["finished"] <= first["caching"]["started"]
+    assert "preparing the backbone: starting TensorFlow and loading the model" in printed["first"]
     status = RunDir(tmp_path / "second").status()
     keys = [stage["key"] for stage in status["stages"]]
     assert keys == [
         "dataset",
         "backbone",
+        "preparing",
         "caching",
         "augmenting",
         "training",
@@ -115,11 +142,11 @@ def test_a_run_writes_every_stage_and_a_rerun_says_caching_had_nothing_to_do(tmp
         line.startswith("caching bottlenecks: done") and "all 20 reused from the cache" in line for line in lines
     ), lines
     assert "augmenting: skipped — no augmented copies asked for" in lines
+    assert "preparing the backbone: skipped — not needed: every bottleneck was in the cache" in lines
     assert any(line.startswith("export tflite: done in") for line in lines)
     assert status["run_eta_seconds"] == 0.0 and not status["run_eta_is_lower_bound"]
-    printed = err.getvalue()
-    assert "export tflite" in printed and "loading the backbone" in printed
-    assert "0/0" not in printed and "0/0" not in status["step"]
+    assert "export tflite" in printed["second"] and "loading the backbone" in printed["second"]
+    assert "0/0" not in printed["second"] and "0/0" not in status["step"]
 
 
 def test_a_run_that_stops_early_says_where_and_what_was_not_reached():

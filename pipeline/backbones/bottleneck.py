@@ -78,12 +78,15 @@ def unknown_layer_error(model: keras.Model, layer_name: str, source: str) -> Ret
     return RetrainError(f"{source} has no layer named {layer_name!r}. Layers near the top: {candidates}.")
 
 
-def describe_backbone(name: str, input_size: int, weights_id: str, layer: str, model: keras.Model) -> Backbone:
-    """A Backbone whose identity ties the name, the exact weights and the bottleneck layer together."""
+def describe_backbone(
+    name: str, input_size: int, weights_id: str, layer: str, model: keras.Model, keyed_as: str | None = None
+) -> Backbone:
+    """A Backbone whose identity ties the name (or `keyed_as`, when the name is not what determines its
+    features), the exact weights and the bottleneck layer together."""
     return Backbone(
         name=name,
         input_size=input_size,
-        identity=backbone_identity(name, weights_id, layer),
+        identity=backbone_identity(keyed_as or name, weights_id, layer),
         feature_dim=int(model.output.shape[-1]),
         model_loader=lambda: model,
     )

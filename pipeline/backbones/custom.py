@@ -3,7 +3,8 @@
 Assumed (and to be said wherever a user picks a file): the model takes RGB images with values 0–255 at its
 own square input size and does any other preprocessing itself, as all our built-in backbones do. The
 bottleneck is the layer the user names, or the model's output when that is already one vector per image.
-The identity carries the file's sha256, so editing the file can never mix old and new bottlenecks.
+The identity carries the file's sha256 (and not the path typed), so editing the file can never mix old and new
+bottlenecks, and one file reached by two paths is cached once.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     import keras
 
 MODEL_SUFFIX = ".keras"
+OWN_MODEL = "keras_file"  # the name in a user's model's identity: its sha256 says which file, whatever its path
 
 
 def is_model_path(architecture: str) -> bool:
@@ -45,7 +47,10 @@ def load_custom_backbone(architecture: str, bottleneck_layer: str | None = None)
     side = _square_side(model.inputs[0].shape, path)
     layer = bottleneck_layer or _vector_output_layer(model, path)
     features = cut_at_bottleneck(model, layer, str(path))
-    return describe_backbone(architecture, side, f"sha256:{file_fingerprint(str(path), 64)}", layer, features)
+    # Keyed by the file's bytes, not by the path typed: "mine.keras" and "/home/me/mine.keras" (or a copy) are one
+    # backbone, whose bottlenecks are cached once.
+    weights = f"sha256:{file_fingerprint(str(path), 64)}"
+    return describe_backbone(architecture, side, weights, layer, features, keyed_as=OWN_MODEL)
 
 
 def _existing_model_file(architecture: str) -> Path:

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.settings import cache_root
+from pipeline.files import disk_full_words, display_name, is_disk_full
+from pipeline.settings import CACHE, cache_root
 
 if TYPE_CHECKING:
     import keras
@@ -46,8 +47,22 @@ def load_or_build(path: Path, build: Callable[[], keras.Model]) -> keras.Model:
     try:
         save_atomic(model, path)
     except OSError as error:  # a read-only or full disk costs speed next time, not this run
-        log.warning("Could not cache the built model at %s (%s)", path, error)
+        warn_not_cached("the built model", path, error)
     return model
+
+
+def warn_not_cached(what: str, path: Path, error: OSError) -> None:
+    """The one warning for a backbone file this machine's cache could not keep (a full disk, a folder that cannot
+    be written): the run goes on from memory; the next one makes the file again."""
+    reason = disk_full_words(path.parent) if is_disk_full(error) else error.strerror or str(error)
+    log.warning(
+        "Could not cache %s at %s: %s. This run goes on, and the next one makes it again; free some space, or set "
+        "%s to a folder that can be written",
+        what,
+        display_name(path),
+        reason,
+        CACHE.name,
+    )
 
 
 def save_atomic(model: keras.Model, path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from pipeline.backbones import custom, efficientnet_lite, keras_apps, side_by_side, views
 from pipeline.backbones.bottleneck import Backbone
 from pipeline.errors import RetrainError
+from pipeline.files import has_control_character
 
 if TYPE_CHECKING:
     import keras
@@ -81,8 +82,31 @@ def list_backbones() -> list[BackboneInfo]:
     return list(CATALOGUE)
 
 
+def check_architecture(architecture: str, bottleneck_layer: str | None = None) -> None:
+    """Refuse, in one line and without loading anything, what no backbone can be: a name holding a control
+    character, a side-by-side name other than two different offline backbones, or a pair with a bottleneck layer.
+
+    Loading a backbone and `RunConfig.validate` both call this, so a run is refused before it starts, in the words
+    loading would use.
+    """
+    if has_control_character(architecture):  # "lite0\n+lite1" must not be stripped into a pair, nor printed raw
+        raise RetrainError(
+            f"Architecture {architecture!r:.80} holds a control character (newline, tab, ...): type the backbone's "
+            "name again without it, or rename the .keras file."
+        )
+    if not side_by_side.is_side_by_side(architecture):
+        return
+    side_by_side.part_names(architecture, OFFLINE)
+    if bottleneck_layer:
+        raise RetrainError(
+            f"bottleneck_layer does not apply to {architecture!r:.80}: two backbones side by side always join their "
+            "pooled features. Leave it unset, or choose one backbone."
+        )
+
+
 def backbone_input_size(architecture: str) -> int:
     """The square image side `architecture` expects: a built-in name (with width suffix) or a .keras path."""
+    check_architecture(architecture)
     if custom.is_model_path(architecture):
         return custom.input_size(architecture)
     if side_by_side.is_side_by_side(architecture):
@@ -104,22 +128,18 @@ def load_backbone(
 
 
 def _load(architecture: str, bottleneck_layer: str | None) -> Backbone:
+    check_architecture(architecture, bottleneck_layer)
     if custom.is_model_path(architecture):
         return custom.load_custom_backbone(architecture, bottleneck_layer)
     if side_by_side.is_side_by_side(architecture):
-        return _load_side_by_side(architecture, bottleneck_layer)
+        return _load_side_by_side(architecture)
     info = _info(architecture)
     if info.name in LITE:
         return efficientnet_lite.load_backbone(bottleneck_layer, LITE[info.name])
     return keras_apps.load_keras_app(architecture, info.input_size, bottleneck_layer)
 
 
-def _load_side_by_side(architecture: str, bottleneck_layer: str | None) -> Backbone:
-    if bottleneck_layer:
-        raise RetrainError(
-            f"--bottleneck_layer does not apply to {architecture!r:.80}: two backbones side by side always join their "
-            "pooled features. Leave it unset, or choose one backbone."
-        )
+def _load_side_by_side(architecture: str) -> Backbone:
     names = side_by_side.part_names(architecture, OFFLINE)
     parts = [efficientnet_lite.load_backbone(None, LITE[name]) for name in names]
     return side_by_side.join(side_by_side.SEPARATOR.join(names), parts)  # "a + b" is "a+b"

@@ -30,7 +30,7 @@ import numpy as np
 
 from pipeline import settings
 from pipeline.backbones import custom
-from pipeline.backbones.model_cache import backbone_cache_dir, sweep_stale_temporaries
+from pipeline.backbones.model_cache import backbone_cache_dir, sweep_stale_temporaries, warn_not_cached
 from pipeline.errors import RetrainError
 from pipeline.files import write_bytes_atomic
 from pipeline.quiet import native_logs_silenced
@@ -72,11 +72,31 @@ def backbone_forward(backbone: Backbone) -> Forward:
     """The backbone's forward pass on the runtime `runtime_for` picks; made once per loaded backbone."""
     if backbone.forward is None:
         if runtime_for(backbone.name) == LITERT:
-            key = f"{backbone.identity}|{backbone.input_size}"
-            backbone.forward = litert_forward(lambda: backbone.model, key, backbone.input_size, backbone.name)
+            backbone.forward = litert_forward(
+                lambda: backbone.model, _litert_key(backbone), backbone.input_size, backbone.name
+            )
         else:
             backbone.forward = tensorflow_forward(backbone.model, backbone.input_size)
     return backbone.forward
+
+
+def preparation_words(backbone: Backbone) -> str:
+    """What making `backbone_forward(backbone)` ready takes on this machine, in words for the step that does it."""
+    if backbone.forward is not None:
+        return "ready"
+    if runtime_for(backbone.name) == TENSORFLOW:
+        return "starting TensorFlow and loading the model"
+    path = tflite_path(_litert_key(backbone), backbone.name)
+    if path.is_file() and _digest_path(path).is_file():
+        return "opening the copy this server made before"
+    return (
+        "first time on this server: building the model and converting it for this processor (a minute or more; "
+        "later runs reuse it)"
+    )
+
+
+def _litert_key(backbone: Backbone) -> str:
+    return f"{backbone.identity}|{backbone.input_size}"
 
 
 # ---------------------------------------------------------------------------------------------- TensorFlow
@@ -169,7 +189,7 @@ def write_tflite(flatbuffer: bytes, path: Path) -> None:
         write_bytes_atomic(path, flatbuffer)
         write_bytes_atomic(_digest_path(path), hashlib.sha256(flatbuffer).hexdigest().encode() + b"\n")
     except OSError as error:
-        log.warning("Could not cache the converted backbone at %s (%s)", path, error)
+        warn_not_cached("the converted backbone", path, error)
 
 
 def convert_to_tflite(model: keras.Model, input_size: int) -> bytes:
