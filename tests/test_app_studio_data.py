@@ -114,6 +114,25 @@ def test_a_group_split_across_classes_can_be_labelled_as_one(data_root, tmp_path
     assert relabel[f"red/{names[0]}"] == "daisy" and len(relabel) == 10
 
 
+def test_a_near_duplicate_groups_choices_each_get_a_column_that_stacks_on_a_phone(data_root, tmp_path):
+    """Each choice sits over its own button in one of two st.columns (side by side on a desktop, stacked on a
+    phone): in one wrapping row with the buttons, a phone squeezed the choice until its file name was cut."""
+    images = make_class_folders(tmp_path / "photos", {"red": 8, "blue": 8}, size=(64, 48))
+    names = _write_copies(images / "daisy", _photo())
+    shutil.move(images / "daisy" / names[0], images / "red" / names[0])
+    at = open_app("pages/explore.py", workspace_on(images))
+    assert not at.exception, [e.value for e in at.exception]
+    holding = [column for column in at.columns if column.selectbox and column.button]
+    keeping = [c for c in holding if [s.key for s in c.selectbox] == ["keep-near-0"]]
+    labelling = [c for c in holding if [s.key for s in c.selectbox] == ["label-near-0"]]
+    assert len(keeping) == len(labelling) == 1, "each choice in a column of its own"
+    assert [b.key for b in keeping[0].button] == ["dedupe-near-0"] and [b.key for b in labelling[0].button] == [
+        "merge-near-0"
+    ]
+    assert at.selectbox(key="keep-near-0").label == "Photo to keep"
+    assert at.selectbox(key="label-near-0").label == "Class for all of them"
+
+
 @pytest.mark.parametrize("damage", [b"", b'{"state": "do', "\u00e9t\u00e9".encode("latin-1"), b"[1, 2]"])
 def test_a_damaged_check_record_is_a_clear_message_and_a_fresh_start(data_root, tmp_path, damage):
     token = workspace_on(make_class_folders(tmp_path / "photos", {"red": 9, "blue": 9}))
