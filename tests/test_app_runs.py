@@ -484,7 +484,10 @@ def test_train_shows_one_line_per_stage_and_a_whole_run_estimate(studio):
         workspace.update_state(run=QUEUED)
         at = app(studio["token"], "pages/train.py")
         lines = texts(at.markdown)
-        assert "caching bottlenecks: skipped — all 42 cached" in lines and "0/0" not in lines
+        assert (
+            "reading each photo once with the backbone (saved for reruns): skipped — all 42 cached" in lines
+            and "0/0" not in lines
+        )
         assert "training: 120/300 steps (40.0/s, about 4 s left)" in lines
         assert "evaluating: waiting" in lines and "export keras: waiting" in lines
         assert [bar.proto.text for bar in at.get("progress")] == ["Whole run: at least 4 s left"]
@@ -512,7 +515,7 @@ def test_a_long_wait_before_the_first_photo_is_explained(studio, seconds):
     try:
         workspace.update_state(run=QUEUED)
         at = app(studio["token"], "pages/train.py")
-        assert "caching bottlenecks: 0/90 images" in texts(at.markdown)
+        assert "reading each photo once with the backbone (saved for reruns): 0/90 images" in texts(at.markdown)
         said = texts(at.caption)
         if seconds < 15:
             assert "No photo counted yet" not in said, "a normal start says nothing"
