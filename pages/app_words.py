@@ -20,11 +20,12 @@ ADD_PHOTOS = "Add photos or classes"  # the Dataset page's button that grows the
 _FLAG = re.compile(r"--([a-z][a-z0-9_]*)")
 
 # The engine's jargon in a run's stage lines and messages (pipeline.stage_progress.TITLES, a cancelled or
-# interrupted run's message), in a newcomer's words.
+# interrupted run's or likely-mistakes check's message), in a newcomer's words.
 PHRASES = {
     "caching bottlenecks": "reading each photo once with the backbone (saved for reruns)",
     "every bottleneck cached so far is kept": "every photo read so far is kept for the next run",
     "cached bottlenecks are kept": "the photos read so far are kept for the next run",
+    "bottlenecks cached so far are kept": "the photos read so far are kept for the next check or run",
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import charts, widgets
+from pages import app_words, charts, widgets
 from pipeline.dataset import Dataset
 from pipeline.errors import RetrainError
 from pipeline.studio import mistakes
@@ -49,10 +49,13 @@ def likely_mistakes(ws: Workspace, dataset: Dataset) -> None:
     if running:
         _progress(ws)
     elif view.state == "cancelled":
-        st.info(f"The last check was cancelled: {widgets.plain(view.line)}", icon=":material/info:")
+        st.info(
+            f"The last check was cancelled: {widgets.plain(app_words.engine_words(view.line))}", icon=":material/info:"
+        )
     elif view.state in ("failed", "damaged"):
         st.error(
-            f"The last check {'failed' if view.state == 'failed' else 'cannot be read'}: {widgets.plain(view.line)}",
+            f"The last check {'failed' if view.state == 'failed' else 'cannot be read'}: "
+            f"{widgets.plain(app_words.engine_words(view.line))}",
             icon=":material/error:",
         )
     if view.problem:

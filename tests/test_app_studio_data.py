@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import re
 import shutil
@@ -131,6 +132,21 @@ def test_a_near_duplicate_groups_choices_each_get_a_column_that_stacks_on_a_phon
     ]
     assert at.selectbox(key="keep-near-0").label == "Photo to keep"
     assert at.selectbox(key="label-near-0").label == "Class for all of them"
+
+
+def test_a_cancelled_check_says_what_is_kept_without_jargon(data_root, tmp_path):
+    """The check's own message (the CLI's words) says "bottlenecks"; Explore says what that means for the user."""
+    token = workspace_on(make_class_folders(tmp_path / "photos", {"red": 9, "blue": 9}))
+    folder = open_workspace(token).path / "label-check"
+    folder.mkdir()
+    status = {"state": "cancelled", "step": "cancelled", "updated": time.time()}
+    status["message"] = "cancelled; bottlenecks cached so far are kept"  # as label_check_job writes it
+    (folder / "status.json").write_text(json.dumps(status))
+    at = open_app("pages/explore.py", token)
+    assert not at.exception, [e.value for e in at.exception]
+    said = texts(at.info)
+    assert "The last check was cancelled" in said and "the photos read so far are kept" in said, said
+    assert "bottleneck" not in said
 
 
 @pytest.mark.parametrize("damage", [b"", b'{"state": "do', "\u00e9t\u00e9".encode("latin-1"), b"[1, 2]"])
