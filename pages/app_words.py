@@ -1,5 +1,5 @@
-"""The engine's words as the app's pages say them: a CLI flag becomes the label of the control that sets it, and ML
-jargon ("caching bottlenecks", "LiteRT", "p50") becomes plain words.
+"""The engine's words as the app's pages say them: a CLI flag or a config name becomes the label of the control that
+sets it, and ML jargon ("caching bottlenecks", "LiteRT", "p50") becomes plain words.
 
 The engine's messages are also the CLI's, where the flags and the exact terms are right, so they are translated
 here, at the page, and never changed at their source. A translation that no longer finds its text (the engine's
@@ -8,7 +8,10 @@ wording changed) leaves the message as it was; the page tests catch that, since 
 
 from __future__ import annotations
 
+import dataclasses
 import re
+
+from pipeline.config import RunConfig
 
 # The engine's suggestion to raise --testing_percentage, which no page offers: the app's way to more test photos is
 # more photos (the split holds out the same share of each class).
@@ -48,6 +51,25 @@ def control_label(name: str) -> str:
 def knob_help(text: str) -> str:
     """A setting's help text with each `--flag` as its control's label: "0 means train by 'Epochs'"."""
     return _FLAG.sub(lambda match: f"'{control_label(match[1])}'", text)
+
+
+# A config field's name in a message ("fine_tune_layers works on one backbone"), as its section.name or alone; only
+# names with an underscore, so that "epochs" or "zoom" in a sentence stay words.
+_FIELD = re.compile(
+    r"\b(?:(?:dataset|augment|train|output)\.)?("
+    + "|".join(
+        spec.name
+        for section in dataclasses.fields(RunConfig)
+        for spec in dataclasses.fields(getattr(RunConfig(), section.name))
+        if "_" in spec.name
+    )
+    + r")\b"
+)
+
+
+def setting_words(text: str) -> str:
+    """A settings error with each config name as its control's label: "'Fine tune layers' works on one backbone"."""
+    return _FIELD.sub(lambda match: f"'{control_label(match[1])}'", text)
 
 
 def engine_words(text: str) -> str:

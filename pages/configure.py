@@ -8,7 +8,7 @@ import json
 
 import streamlit as st
 
-from pages import charts, navigation, session, widgets
+from pages import app_words, charts, navigation, session, widgets
 from pipeline import images
 from pipeline.augment import balance_counts, preview_copies
 from pipeline.backbones import backbone_input_size, list_backbones
@@ -214,7 +214,8 @@ def show() -> None:
     try:
         edited.validate()
     except RetrainError as error:
-        st.error(f"This setting must be fixed before training: {error}", icon=":material/error:")
+        fix = widgets.plain(app_words.setting_words(str(error)))  # the controls' labels, not the config's names
+        st.error(f"This setting must be fixed before training: {fix}", icon=":material/error:")
 
     with st.expander("The resolved config.json"):
         resolved = resolved_config(ws, edited).to_dict()

@@ -369,6 +369,16 @@ def test_configure_says_the_engines_terms_in_plain_words(data_root, tmp_path):
     assert not [label for label, tip in tips.items() if "--" in (tip or "")], tips
 
 
+def test_a_setting_to_fix_is_named_by_its_controls_label(data_root, tmp_path):
+    at = app(with_dataset(tmp_path, {"red": 4, "blue": 4}), "pages/configure.py")
+    pair = next(option for option in at.selectbox[0].options if "+" in option).split()[0]
+    at.selectbox[0].set_value(pair).run()
+    at.number_input(key="knob.train.fine_tune_layers").set_value(1).run()
+    said = texts(at.error)
+    assert "This setting must be fixed before training: 'Fine tune layers' works on one backbone" in said, said
+    assert "fine_tune_layers" not in said
+
+
 def test_configure_timing_budget(data_root, tmp_path):
     started = time.monotonic()
     app(with_dataset(tmp_path, {"red": 4, "blue": 4}), "pages/configure.py")
