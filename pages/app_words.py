@@ -43,9 +43,13 @@ def split_warning_words(warning: str) -> str:
     )
 
 
+# Controls whose label is not their field's name in words.
+LABELS = {"class_size": "Training images per class (about)"}
+
+
 def control_label(name: str) -> str:
     """What a settings control built from config field `name` is labelled on Configure ("Learning rate")."""
-    return name.replace("_", " ").capitalize()
+    return LABELS.get(name) or name.replace("_", " ").capitalize()
 
 
 def knob_help(text: str) -> str:

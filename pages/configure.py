@@ -176,9 +176,7 @@ def show() -> None:
         left, right = st.columns([1, 2])
         with left:
             st.session_state.setdefault("knob.augment.class_size", config.augment.class_size or max(largest, 1))
-            augment_values["class_size"] = max(
-                widgets.knob_input("augment", config.augment, "class_size", "Training images per class (about)"), 1
-            )
+            augment_values["class_size"] = max(widgets.knob_input("augment", config.augment, "class_size"), 1)
             st.caption(
                 f"Balance classes to about {augment_values['class_size']} training images each: a class of "
                 "n photos gets ⌊N / n⌋ − 1 copies of each. With no transform on, copies are rotated, shifted, "

@@ -203,11 +203,11 @@ def sidebar_run(ws: Workspace, was_going: bool) -> None:
         st.caption(f"{len(going)} run(s) of this workspace queued or training.")
 
 
-def knob_input(section: str, values: Any, name: str, label: str | None = None) -> Any:
+def knob_input(section: str, values: Any, name: str) -> Any:
     """One widget for one config field, with the field's own help and range; returns the value chosen."""
     knob = knob_of(values, name)
     key, current = f"knob.{section}.{name}", getattr(values, name)
-    label = label or app_words.control_label(name)
+    label = app_words.control_label(name)  # the one label a message about this setting names too
     tip = app_words.knob_help(knob.help)  # the CLI's flags named as this page's controls
     low, high = knob.low, knob.high
     if knob.kind in ("int", "float") and current is not None:
