@@ -8,7 +8,7 @@ import json
 
 import streamlit as st
 
-from pages import charts, navigation, session, widgets
+from pages import app_words, charts, navigation, session, widgets
 from pipeline import images
 from pipeline.augment import balance_counts, preview_copies
 from pipeline.backbones import backbone_input_size, list_backbones
@@ -32,6 +32,27 @@ COMPARE_COLUMNS = [
     "Offline",
     "Extraction, TensorFlow (img/s)",
 ]
+# The measured figures' headings in plain words; the exact terms stay in each column's help for ML engineers.
+COMPARE_WORDS = {
+    "Flowers test accuracy": st.column_config.TextColumn(
+        "Accuracy on flowers", help="Test accuracy of a default run on the flowers photos (0 to 1)."
+    ),
+    "Extraction, LiteRT (img/s)": st.column_config.TextColumn(
+        "Photos per second",
+        help="Photos the backbone reads per second on the fast runtime the app uses (LiteRT, XNNPACK): how quickly "
+        "a new dataset is prepared. Feature extraction throughput, img/s.",
+    ),
+    "Predict p50 (ms)": st.column_config.TextColumn(
+        "Typical time per photo (ms)",
+        help="Median (p50) time to answer for one photo, as on the Predict page, in milliseconds.",
+    ),
+    "Exported model (MB)": st.column_config.TextColumn("Model size (MB)", help="Size of the exported model.keras."),
+    "Input (px)": st.column_config.TextColumn("Photo size (px)", help="Input size: photos are resized to this."),
+    "Extraction, TensorFlow (img/s)": st.column_config.TextColumn(
+        "Photos per second, without the fast runtime",
+        help="The same on TensorFlow (RETRAIN_STUDIO_RUNTIME=tensorflow, or where LiteRT is not installed).",
+    ),
+}
 MIRROR_HELP = (
     'The mirror view is "Mirror view" under Advanced: the model also looks at each photo flipped left to right '
     "and averages the two, in training and in the downloaded model."
@@ -84,7 +105,7 @@ def show() -> None:
     slower_slot = st.empty()  # filled at the end: the mirror view is set under Advanced, further down
     with st.expander("Compare backbones: measured speed, accuracy and size"):
         # What a newcomer compares first, accuracy then speed, next to the name: a phone shows three columns.
-        st.dataframe(backbone_table(), hide_index=True, column_order=COMPARE_COLUMNS)
+        st.dataframe(backbone_table(), hide_index=True, column_order=COMPARE_COLUMNS, column_config=COMPARE_WORDS)
         st.caption(measured_note())
 
     st.subheader("Training")
@@ -155,9 +176,7 @@ def show() -> None:
         left, right = st.columns([1, 2])
         with left:
             st.session_state.setdefault("knob.augment.class_size", config.augment.class_size or max(largest, 1))
-            augment_values["class_size"] = max(
-                widgets.knob_input("augment", config.augment, "class_size", "Training images per class (about)"), 1
-            )
+            augment_values["class_size"] = max(widgets.knob_input("augment", config.augment, "class_size"), 1)
             st.caption(
                 f"Balance classes to about {augment_values['class_size']} training images each: a class of "
                 "n photos gets ⌊N / n⌋ − 1 copies of each. With no transform on, copies are rotated, shifted, "
@@ -193,7 +212,8 @@ def show() -> None:
     try:
         edited.validate()
     except RetrainError as error:
-        st.error(f"This setting must be fixed before training: {error}", icon=":material/error:")
+        fix = widgets.plain(app_words.setting_words(str(error)))  # the controls' labels, not the config's names
+        st.error(f"This setting must be fixed before training: {fix}", icon=":material/error:")
 
     with st.expander("The resolved config.json"):
         resolved = resolved_config(ws, edited).to_dict()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import charts, widgets
+from pages import app_words, charts, widgets
 from pipeline.dataset import Dataset
 from pipeline.errors import RetrainError
 from pipeline.studio import mistakes
@@ -49,10 +49,13 @@ def likely_mistakes(ws: Workspace, dataset: Dataset) -> None:
     if running:
         _progress(ws)
     elif view.state == "cancelled":
-        st.info(f"The last check was cancelled: {widgets.plain(view.line)}", icon=":material/info:")
+        st.info(
+            f"The last check was cancelled: {widgets.plain(app_words.engine_words(view.line))}", icon=":material/info:"
+        )
     elif view.state in ("failed", "damaged"):
         st.error(
-            f"The last check {'failed' if view.state == 'failed' else 'cannot be read'}: {widgets.plain(view.line)}",
+            f"The last check {'failed' if view.state == 'failed' else 'cannot be read'}: "
+            f"{widgets.plain(app_words.engine_words(view.line))}",
             icon=":material/error:",
         )
     if view.problem:
@@ -169,9 +172,13 @@ def _group(ws: Workspace, dataset: Dataset, group: dict, key: str) -> None:
     ]
     if shown:
         st.image([image for image, _ in shown], caption=[caption for _, caption in shown], width=96)
-    row = st.container(horizontal=True, vertical_alignment="bottom")
-    keep = row.selectbox("Keep", files, key=f"keep-{key}", format_func=lambda file: file.rsplit("/", 1)[-1])
-    row.button(
+    # Each choice over its own button, the two side by side on a desktop and one under the other on a phone
+    # (columns stack there): a choice beside its button got so narrow on a phone that the file name was cut.
+    keeping, labelling = st.columns(2)
+    keep = keeping.selectbox(
+        "Photo to keep", files, key=f"keep-{key}", format_func=lambda file: file.rsplit("/", 1)[-1]
+    )
+    keeping.button(
         "Drop all but this one",
         key=f"dedupe-{key}",
         icon=":material/filter_1:",
@@ -179,13 +186,13 @@ def _group(ws: Workspace, dataset: Dataset, group: dict, key: str) -> None:
         args=(ws, files, keep),
     )
     if len(set(labels)) > 1:
-        label = row.selectbox(
-            "Class",
+        label = labelling.selectbox(
+            "Class for all of them",
             dataset.classes,
             key=f"label-{key}",
             index=dataset.classes.index(labels[0]) if labels[0] in dataset.classes else 0,
         )
-        row.button(
+        labelling.button(
             f"Label all as {widgets.plain(label)}",
             key=f"merge-{key}",
             icon=":material/label:",

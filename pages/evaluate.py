@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages import charts, navigation, session, widgets
+from pages import app_words, charts, navigation, session, widgets
 from pipeline.config import RunConfig
 from pipeline.errors import RetrainError
 from pipeline.evaluate import Report, cell_images
@@ -68,7 +68,9 @@ def show() -> None:
         f"images · backbone {backbone}"
     )
     if warning := test_split_warning(run):
-        st.warning(f"Too few test images: {widgets.plain(warning)}", icon=":material/warning:")
+        st.warning(
+            f"Too few test images: {widgets.plain(app_words.split_warning_words(warning))}", icon=":material/warning:"
+        )
     model_file = run.path / "model.keras"
     if model_file.exists():
         right.download_button(

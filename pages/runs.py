@@ -41,6 +41,11 @@ COMPARED = [
     "max epochs",
     "started",
 ]
+# The runs table as it opens, in pixels: which run, how it went and did, its preset, when, and on what — narrow
+# enough for a laptop (about 940 px beside the sidebar at 1400) without sideways scrolling. Set widths, not widths
+# by content: a long state ("Reading every image through the backbone") or dataset name is cut, not the table.
+TABLE_COLUMNS = {"Run": 185, "State": 130, "Test accuracy": 100, "Settings": 140, "Started": 130, "Dataset": 210}
+MORE_COLUMNS = ["Backbone", "Duration", "Queue wait", "Max epochs"]  # one click away, under the table
 
 
 def show() -> None:
@@ -224,15 +229,22 @@ def runs_table(ws: Workspace, was_going: bool) -> None:
             icon=":material/hourglass_top:",
         )
     rows = pd.DataFrame([shown_row(ws, run) for run in workspace_runs(ws)]).rename(columns=str.capitalize)
-    st.dataframe(
+    table = st.container()  # filled after the chooser below is read, so its choice applies on this very run
+    more = st.pills("More columns", MORE_COLUMNS, selection_mode="multi", key="runs_more_columns") or []
+    table.dataframe(
         rows,
         hide_index=True,
         width="stretch",
         key="runs_table",
+        column_order=[*TABLE_COLUMNS, *(name for name in MORE_COLUMNS if name in more)],
         column_config={
+            **{name: st.column_config.TextColumn(width=width) for name, width in TABLE_COLUMNS.items()},
+            "Run": st.column_config.TextColumn(width=TABLE_COLUMNS["Run"], pinned=True),  # in view on a phone
+            "Settings": st.column_config.TextColumn(
+                width=TABLE_COLUMNS["Settings"], help="The preset on Configure the run's settings were"
+            ),
             "Duration": st.column_config.TextColumn(help="Time spent working, from leaving the queue to the end"),
             "Queue wait": st.column_config.TextColumn(help="Time spent waiting for a free training slot"),
-            "Settings": st.column_config.TextColumn(help="The preset on Configure the run's settings were"),
         },
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import charts, navigation, session, widgets
+from pages import app_words, charts, navigation, session, widgets
 from pipeline.config import RunConfig
 from pipeline.errors import RetrainError
 from pipeline.run_rows import format_duration, format_percent
@@ -103,12 +103,12 @@ def show() -> None:
             st.progress(min(max(status.get("progress", 0.0), 0.0), 1.0), text=estimate.capitalize())
             if lines:  # one honest line per stage (runs from before the stage board show their step only)
                 # "preparing the backbone" has its own line (first time on this server: a minute or more)
-                st.markdown("\n".join(f"- {widgets.plain(line)}" for line in lines))
+                st.markdown("\n".join(f"- {widgets.plain(app_words.engine_words(line))}" for line in lines))
             elif status.get("step"):
-                st.caption(widgets.plain(status["step"]))
+                st.caption(widgets.plain(app_words.engine_words(status["step"])))
         elif lines:
             with st.expander("Stages"):
-                st.markdown("\n".join(f"- {widgets.plain(line)}" for line in lines))
+                st.markdown("\n".join(f"- {widgets.plain(app_words.engine_words(line))}" for line in lines))
         try:
             rows = run.read_metrics()
         except RetrainError as error:
@@ -130,12 +130,13 @@ def show() -> None:
         if status.get("damaged"):
             st.warning(status["message"], icon=":material/warning:")
         if state == "failed":
-            st.error(
-                f"The run failed: {widgets.plain(status.get('message') or 'no reason was recorded')}",
-                icon=":material/error:",
-            )
+            reason = app_words.engine_words(status.get("message") or "no reason was recorded")
+            st.error(f"The run failed: {widgets.plain(reason)}", icon=":material/error:")
         elif state == "cancelled":
-            st.warning(f"Cancelled: {status.get('message', '')}", icon=":material/cancel:")
+            st.warning(
+                f"Cancelled: {widgets.plain(app_words.engine_words(status.get('message', '')))}",
+                icon=":material/cancel:",
+            )
         elif state == "exporting" and status.get("test_accuracy") is not None:
             st.info(
                 f"Trained: test accuracy {format_percent(status['test_accuracy'])}. The model files are being "
@@ -145,7 +146,10 @@ def show() -> None:
         elif state == "done":
             score = f"Finished: test accuracy {format_percent(status.get('test_accuracy'))}."
             if warning := test_split_warning(run, status):  # a score from a handful of photos is no success
-                st.warning(f"{score} Too few test images: {widgets.plain(warning)}", icon=":material/warning:")
+                st.warning(
+                    f"{score} Too few test images: {widgets.plain(app_words.split_warning_words(warning))}",
+                    icon=":material/warning:",
+                )
             else:
                 st.success(score, icon=":material/check_circle:")
         if is_active(status) and st.button("Cancel this run", icon=":material/stop_circle:", key=f"cancel-{run.name}"):

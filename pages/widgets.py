@@ -11,7 +11,7 @@ from typing import Any
 
 import streamlit as st
 
-from pages import session
+from pages import app_words, session
 from pipeline.backbones.side_by_side import SEPARATOR, is_side_by_side, split_names
 from pipeline.bundle import bundle_bytes
 from pipeline.config import PRESETS, RunConfig, knob_of
@@ -203,11 +203,12 @@ def sidebar_run(ws: Workspace, was_going: bool) -> None:
         st.caption(f"{len(going)} run(s) of this workspace queued or training.")
 
 
-def knob_input(section: str, values: Any, name: str, label: str | None = None) -> Any:
+def knob_input(section: str, values: Any, name: str) -> Any:
     """One widget for one config field, with the field's own help and range; returns the value chosen."""
     knob = knob_of(values, name)
     key, current = f"knob.{section}.{name}", getattr(values, name)
-    label = label or name.replace("_", " ").capitalize()
+    label = app_words.control_label(name)  # the one label a message about this setting names too
+    tip = app_words.knob_help(knob.help)  # the CLI's flags named as this page's controls
     low, high = knob.low, knob.high
     if knob.kind in ("int", "float") and current is not None:
         number = int if knob.kind == "int" else float
@@ -218,18 +219,16 @@ def knob_input(section: str, values: Any, name: str, label: str | None = None) -
     if key not in st.session_state:
         st.session_state[key] = "" if current is None else current
     if knob.kind == "bool":
-        return st.toggle(label, key=key, help=knob.help)
+        return st.toggle(label, key=key, help=tip)
     if knob.choices is not None:
         chooser = st.multiselect if knob.kind == "list" else st.selectbox
-        return chooser(label, knob.choices, key=key, help=knob.help)
+        return chooser(label, knob.choices, key=key, help=tip)
     if knob.kind == "int":
-        return int(st.number_input(label, min_value=low, max_value=high, step=1, key=key, help=knob.help))
+        return int(st.number_input(label, min_value=low, max_value=high, step=1, key=key, help=tip))
     if knob.kind == "float":
         step = FLOAT_STEPS.get(name, 0.05)
-        return float(
-            st.number_input(label, min_value=low, max_value=high, step=step, format="%g", key=key, help=knob.help)
-        )
-    return st.text_input(label, key=key, help=knob.help).strip() or None
+        return float(st.number_input(label, min_value=low, max_value=high, step=step, format="%g", key=key, help=tip))
+    return st.text_input(label, key=key, help=tip).strip() or None
 
 
 def edited_config(config: RunConfig, section: str, values: dict[str, Any]) -> RunConfig:

@@ -355,6 +355,30 @@ def test_compare_backbones_shows_accuracy_and_speed_next_to_the_name(data_root, 
     assert sorted(order) == sorted(table.value.columns)
 
 
+def test_configure_says_the_engines_terms_in_plain_words(data_root, tmp_path):
+    """A newcomer reads what a figure means ("Photos per second", "Typical time per photo"); the exact terms (LiteRT,
+    p50) stay in the column's help. Settings' help names the control to change, not the CLI's flag."""
+    at = app(with_dataset(tmp_path, {"red": 4, "blue": 4}), "pages/configure.py")
+    columns = json.loads(at.dataframe[0].proto.columns)
+    headings = [columns.get(name, {}).get("label") or name for name in at.dataframe[0].proto.column_order]
+    assert "Photos per second" in headings and "Typical time per photo (ms)" in headings, headings
+    assert not re.search(r"LiteRT|p50|Extraction", " ".join(headings)), headings
+    assert "LiteRT" in columns["Extraction, LiteRT (img/s)"]["help"] and "p50" in columns["Predict p50 (ms)"]["help"]
+    tips = {widget.label: widget.help for widget in at.number_input}
+    assert tips["How many training steps"] == "Training steps (retrain.py meaning); 0 means train by 'Epochs'."
+    assert not [label for label, tip in tips.items() if "--" in (tip or "")], tips
+
+
+def test_a_setting_to_fix_is_named_by_its_controls_label(data_root, tmp_path):
+    at = app(with_dataset(tmp_path, {"red": 4, "blue": 4}), "pages/configure.py")
+    pair = next(option for option in at.selectbox[0].options if "+" in option).split()[0]
+    at.selectbox[0].set_value(pair).run()
+    at.number_input(key="knob.train.fine_tune_layers").set_value(1).run()
+    said = texts(at.error)
+    assert "This setting must be fixed before training: 'Fine tune layers' works on one backbone" in said, said
+    assert "fine_tune_layers" not in said
+
+
 def test_configure_timing_budget(data_root, tmp_path):
     started = time.monotonic()
     app(with_dataset(tmp_path, {"red": 4, "blue": 4}), "pages/configure.py")

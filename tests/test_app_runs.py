@@ -484,7 +484,10 @@ def test_train_shows_one_line_per_stage_and_a_whole_run_estimate(studio):
         workspace.update_state(run=QUEUED)
         at = app(studio["token"], "pages/train.py")
         lines = texts(at.markdown)
-        assert "caching bottlenecks: skipped — all 42 cached" in lines and "0/0" not in lines
+        assert (
+            "reading each photo once with the backbone (saved for reruns): skipped — all 42 cached" in lines
+            and "0/0" not in lines
+        )
         assert "training: 120/300 steps (40.0/s, about 4 s left)" in lines
         assert "evaluating: waiting" in lines and "export keras: waiting" in lines
         assert [bar.proto.text for bar in at.get("progress")] == ["Whole run: at least 4 s left"]
@@ -513,7 +516,8 @@ def test_preparing_the_backbone_is_its_own_line_not_caching_at_zero(studio):
         at = app(studio["token"], "pages/train.py")
         lines = texts(at.markdown)
         assert re.search(r"preparing the backbone: working, 4\d s so far — first time on this server", lines), lines
-        assert "caching bottlenecks: waiting" in lines and "caching bottlenecks: 0/" not in lines
+        assert "reading each photo once with the backbone (saved for reruns): waiting" in lines
+        assert "(saved for reruns): 0/" not in lines
     finally:
         waiter.kill()
         waiter.wait()
@@ -593,3 +597,46 @@ def test_configure_names_the_preset_until_a_setting_differs(studio):
     assert "Settings: **Custom**" in texts(at.caption)
     at = app(token, "pages/train.py")
     assert "Custom: up to 3 epochs" in texts(at.markdown)
+
+
+def test_too_few_test_photos_names_the_apps_control_not_the_cli_flag(studio):
+    """The engine's warning names --testing_percentage (right on the CLI); Train and Evaluate name the app's button."""
+    engine = json.loads(studio["run"].report.read_text())["test_split_warning"]
+    assert "--testing_percentage" in engine, "the CLI's wording is the engine's, unchanged"
+    for page, where in (("pages/train.py", "warning"), ("pages/evaluate.py", "warning")):
+        shown = texts(getattr(app(studio["token"], page), where))
+        assert "Too few test images" in shown, page
+        assert "--testing_percentage" not in shown and "command line" not in shown, (page, shown)
+        assert "on the Dataset page, 'Add photos or classes'" in shown and "held out for testing" in shown, shown
+    at = app(studio["token"], "pages/dataset.py")
+    assert buttons(at, "Add photos or classes"), "the control the warning names is on the Dataset page"
+
+
+def test_train_says_a_runs_stages_and_end_without_ml_jargon(studio):
+    at = app(studio["token"], "pages/train.py")
+    stages = texts(at.markdown)
+    assert "reading each photo once with the backbone (saved for reruns): done" in stages
+    assert "bottleneck" not in stages
+    workspace = open_workspace(studio["token"])
+    fake_run(workspace, FAILED, state="cancelled", message="cancelled; every bottleneck cached so far is kept")
+    workspace.update_state(run=FAILED)
+    try:
+        at = app(studio["token"], "pages/train.py")
+        assert "Cancelled: cancelled; every photo read so far is kept for the next run" in texts(at.warning)
+    finally:
+        workspace.update_state(run=FIRST)
+        shutil.rmtree(workspace.runs / FAILED)
+
+
+def test_the_runs_table_fits_a_desktop_and_keeps_the_rest_a_click_away(studio):
+    """Beside the sidebar at 1400 px the main column is about 940 px: the table opens on what a user compares
+    (run, state, accuracy, preset, when, dataset) in set widths that fit it; the other columns are one click away."""
+    at = app(studio["token"], "pages/runs.py")
+    table = at.dataframe[0]
+    assert list(table.proto.column_order) == ["Run", "State", "Test accuracy", "Settings", "Started", "Dataset"]
+    columns = json.loads(table.proto.columns)
+    assert sum(columns[name]["width"] for name in table.proto.column_order) <= 940
+    assert columns["Run"]["pinned"] is True, "on a phone, which run a row is stays in view"
+    assert {"Backbone", "Duration", "Queue wait", "Max epochs"} <= set(table.value.columns), "all still there"
+    at.button_group(key="runs_more_columns").set_value(["Duration", "Backbone"]).run()
+    assert list(at.dataframe[0].proto.column_order)[6:] == ["Backbone", "Duration"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import re
 import shutil
@@ -112,6 +113,40 @@ def test_a_group_split_across_classes_can_be_labelled_as_one(data_root, tmp_path
     assert not at.exception
     relabel = load_overrides(open_workspace(token).state()["dataset"]["overrides"])["relabel"]
     assert relabel[f"red/{names[0]}"] == "daisy" and len(relabel) == 10
+
+
+def test_a_near_duplicate_groups_choices_each_get_a_column_that_stacks_on_a_phone(data_root, tmp_path):
+    """Each choice sits over its own button in one of two st.columns (side by side on a desktop, stacked on a
+    phone): in one wrapping row with the buttons, a phone squeezed the choice until its file name was cut."""
+    images = make_class_folders(tmp_path / "photos", {"red": 8, "blue": 8}, size=(64, 48))
+    names = _write_copies(images / "daisy", _photo())
+    shutil.move(images / "daisy" / names[0], images / "red" / names[0])
+    at = open_app("pages/explore.py", workspace_on(images))
+    assert not at.exception, [e.value for e in at.exception]
+    holding = [column for column in at.columns if column.selectbox and column.button]
+    keeping = [c for c in holding if [s.key for s in c.selectbox] == ["keep-near-0"]]
+    labelling = [c for c in holding if [s.key for s in c.selectbox] == ["label-near-0"]]
+    assert len(keeping) == len(labelling) == 1, "each choice in a column of its own"
+    assert [b.key for b in keeping[0].button] == ["dedupe-near-0"] and [b.key for b in labelling[0].button] == [
+        "merge-near-0"
+    ]
+    assert at.selectbox(key="keep-near-0").label == "Photo to keep"
+    assert at.selectbox(key="label-near-0").label == "Class for all of them"
+
+
+def test_a_cancelled_check_says_what_is_kept_without_jargon(data_root, tmp_path):
+    """The check's own message (the CLI's words) says "bottlenecks"; Explore says what that means for the user."""
+    token = workspace_on(make_class_folders(tmp_path / "photos", {"red": 9, "blue": 9}))
+    folder = open_workspace(token).path / "label-check"
+    folder.mkdir()
+    status = {"state": "cancelled", "step": "cancelled", "updated": time.time()}
+    status["message"] = "cancelled; bottlenecks cached so far are kept"  # as label_check_job writes it
+    (folder / "status.json").write_text(json.dumps(status))
+    at = open_app("pages/explore.py", token)
+    assert not at.exception, [e.value for e in at.exception]
+    said = texts(at.info)
+    assert "The last check was cancelled" in said and "the photos read so far are kept" in said, said
+    assert "bottleneck" not in said
 
 
 @pytest.mark.parametrize("damage", [b"", b'{"state": "do', "\u00e9t\u00e9".encode("latin-1"), b"[1, 2]"])
