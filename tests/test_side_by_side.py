@@ -131,14 +131,16 @@ def test_a_run_on_the_pair_exports_agreeing_models_and_predicts_without_tensorfl
         train=TrainConfig(architecture=PAIR, mirror_view=True, epochs=30),
         output=OutputConfig(
             bottleneck_dir=str(Path(os.environ["RETRAIN_STUDIO_CACHE"]) / "bottlenecks"),
-            export_formats=["keras", "tflite", "onnx"],
+            # Not tflite: its converter is the one that made the LiteRT pair checked above (features within 1e-4
+            # of TensorFlow's), and exporting both networks again costs most of a minute.
+            export_formats=["keras", "onnx"],
         ),
     )
     report = retrain(config, tmp_path / "run")
     assert report.test_images >= 3 and report.test_accuracy >= 0.6
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
     parity = saved["export_parity"]
-    assert parity["keras"] <= 1e-4 and parity["tflite"] <= 1e-3 and parity["onnx"] <= 1e-3
+    assert parity["keras"] <= 1e-4 and parity["onnx"] <= 1e-3
     assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "done"
     card = zipfile.ZipFile(io.BytesIO(bundle_bytes(tmp_path / "run"))).read("run/MODEL_CARD.md").decode()
     assert "the `efficientnet_lite0` and `efficientnet_lite1` ImageNet backbones side by side" in card
