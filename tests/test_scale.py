@@ -421,6 +421,10 @@ def test_ray_trained_run_predicts_on_ray_as_the_local_predict_does(ray_local, im
     assert "tflite_int8" in report["tflite_variants"]
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "done"
+    unfinished = {
+        stage["key"]: stage["state"] for stage in status["stages"] if stage["state"] not in ("done", "skipped")
+    }
+    assert not unfinished, f"a finished Ray run's board has stages that never ran: {unfinished}"
     assert status["exports"] == dict.fromkeys(["keras", "saved_model", "tflite", "tflite_int8"], "ready")
     for name in ("model.keras", "model.tflite", "model_int8.tflite", "labels.txt", "saved_model"):
         assert (run_dir / name).exists(), name

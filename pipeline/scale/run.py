@@ -21,6 +21,7 @@ from pipeline.errors import DatasetError, RetrainError
 from pipeline.evaluate import Report, build_report
 from pipeline.progress import Progress, print_progress
 from pipeline.scale.commands import bottleneck_dir_of, extract_with_ray
+from pipeline.stage_progress import SKIPPED
 
 
 def refuse_local_only_settings(config: RunConfig) -> None:
@@ -36,6 +37,9 @@ def refuse_local_only_settings(config: RunConfig) -> None:
             "--engine ray trains the head on cached bottlenecks: fine-tuning (--fine_tune_layers) "
             "reads every image at each epoch; use --engine local for it, or leave it out"
         )
+
+
+RAY_WORKER_STAGES = ("dataset", "backbone", "preparing")  # done by the Ray job, within its "caching" stage
 
 
 def train_run(config: RunConfig, options) -> Report:
@@ -58,7 +62,13 @@ def train_run(config: RunConfig, options) -> Report:
         config.save(run.config)
         run.write_status("caching", 0.0, "starting Ray", pid=os.getpid(), pid_started=process_started(os.getpid()))
         with StopFlag(run.cancel_request) as stop:
-            keys = run_stage_keys(config.output.export_formats, augmenting=False, fine_tuning=False)
+            # The Ray job lists the photos and each worker loads (and prepares) the backbone inside "caching": the
+            # local engine's dataset/backbone/preparing stages would wait on the board for the whole run.
+            keys = [
+                key
+                for key in run_stage_keys(config.output.export_formats, augmenting=False, fine_tuning=False)
+                if key not in RAY_WORKER_STAGES
+            ]
             context = RunContext(config, run, stop, print_progress, board=StageBoard(keys))
             try:
                 report = _stages(context, options)
@@ -80,6 +90,8 @@ def _stages(context, options) -> Report:
         context.check_stop()
         progress = context.stage_progress("caching", "caching")
         summary, table, classes = extract_with_ray(config, options, progress=progress, should_stop=context.stop.is_set)
+    if context.board.stages["caching"].state != SKIPPED:  # skipped already when every photo was in the shards
+        context.stage_end("caching", "caching", 1.0, f"{summary.computed} computed, {summary.reused} reused")
     context.timings["caching_seconds"] = time.monotonic() - started
     with StopFlag(run.cancel_request, context.stop.event):
         context.check_stop()
@@ -140,6 +152,8 @@ def _train(context, splits: dict, dim: int, num_classes: int):
 
     def on_metrics(row: dict) -> None:
         context.run.append_metrics(row)
+        rate = row["step"] / max(row["elapsed_seconds"], 1e-9)
+        context.board.advance("training", row["step"], total, rate, (total - row["step"]) / rate, unit="steps")
         context.status(
             "training",
             row["step"] / total,
@@ -158,6 +172,7 @@ def _train(context, splits: dict, dim: int, num_classes: int):
             )
         )
 
+    context.board.begin("training", total, "steps", f"{len(splits['train'])} examples streamed from shards")
     context.status("training", 0.0, f"training the head on {len(splits['train'])} bottlenecks streamed from shards")
     head, _ = train_head_from_shards(
         bottleneck_dir_of(config),
@@ -169,6 +184,7 @@ def _train(context, splits: dict, dim: int, num_classes: int):
         on_metrics,
         context.stop.is_set,
     )
+    context.stage_end("training", "training", 1.0)
     context.timings["training_seconds"] = time.monotonic() - started
     return head
 
@@ -176,7 +192,7 @@ def _train(context, splits: dict, dim: int, num_classes: int):
 def _evaluate(context, splits: dict, table: pd.DataFrame, classes: list[str], head, dim: int) -> Report:
     from pipeline.scale.stream import predict_from_shards
 
-    context.status("evaluating", 0.0, "evaluating on the test images")
+    context.stage_begin("evaluating", "evaluating", 0.0, "on the test images")
     evaluated_on = "test" if len(splits["test"]) else "validation"
     truth, probabilities, keys = predict_from_shards(
         bottleneck_dir_of(context.config), splits[evaluated_on], dim, len(classes), head
@@ -184,6 +200,7 @@ def _evaluate(context, splits: dict, table: pd.DataFrame, classes: list[str], he
     file_of = dict(zip(table["key"], table["file"], strict=False))
     report = build_report(truth, probabilities, classes, [file_of[key] for key in keys])
     report.extra["evaluated_on"] = evaluated_on
+    context.stage_end("evaluating", "evaluating", 1.0, f"{len(keys)} images")
     context.check_stop()
     return report
 
