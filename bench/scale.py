@@ -1,6 +1,6 @@
 """The Ray engine's cost on one machine, and proof that it runs on more than one.
 
-    python bench/scale.py              # 192 flowers photos, efficientnet_lite0 (a few minutes on 2 cores)
+    python bench/scale.py              # 576 flowers photos, efficientnet_lite0 (about a minute on 2 cores)
     python bench/scale.py --images 96  # quicker (fewer batches after the first: noisier)
     python bench/run.py --stages scale --output /tmp/r.md   # the same figures in run.py's last-line JSON
 
@@ -49,7 +49,7 @@ from bench.timing import log  # noqa: E402
 BATCH = 32  # images per actor call (and shard): the local engine's batch, so steady state starts early
 # (photos per job, images per actor call) in each of bench/run.py's modes; smoke's small batches give each
 # actor several, so even its figures come from the same code path.
-MODES = {"full": (192, BATCH), "quick": (96, BATCH), "smoke": (24, 4)}
+MODES = {"full": (576, BATCH), "quick": (96, BATCH), "smoke": (24, 4)}
 TWO_NODE_BATCHES = 8  # batches in the two-node run: a few per actor, so both get work once batches queue
 # The figures bench/run.py puts in its last-line JSON (None when the scale extra is not installed), and what each is.
 FIGURES = {
@@ -98,7 +98,7 @@ def ray_rates(table, job, workdir: Path) -> tuple[float, float]:
 
 def measure(
     image_dir: Path = FLOWERS,
-    images: int = 192,
+    images: int = 576,  # 18 batches: a steady window of a dozen or more (192 swung 0.5-1.0 run to run)
     architecture: str = DEFAULT_BACKBONE,
     layer: str | None = None,
     batch_size: int = BATCH,
