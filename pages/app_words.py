@@ -26,6 +26,8 @@ _FLAG = re.compile(r"--([a-z][a-z0-9_]*)")
 # interrupted run's or likely-mistakes check's message), in a newcomer's words.
 PHRASES = {
     "caching bottlenecks": "reading each photo once with the backbone (saved for reruns)",
+    # The "preparing the backbone" line skipped when every photo was read before (by an earlier run or check).
+    "every bottleneck was in the cache": "every photo was already read by the backbone (saved from an earlier run)",
     "every bottleneck cached so far is kept": "every photo read so far is kept for the next run",
     "cached bottlenecks are kept": "the photos read so far are kept for the next run",
     "bottlenecks cached so far are kept": "the photos read so far are kept for the next check or run",

@@ -525,6 +525,32 @@ def test_preparing_the_backbone_is_its_own_line_not_caching_at_zero(studio):
         shutil.rmtree(run.path)
 
 
+def test_a_skipped_preparing_line_says_why_without_the_word_bottleneck(studio):
+    # Seen in a browser walk: after a likely-mistakes check had read every photo, the run's skipped "preparing the
+    # backbone" line said "every bottleneck was in the cache", the one engine term left on a page of plain lines.
+    from pipeline.stage_progress import StageBoard, run_stage_keys
+
+    board = StageBoard(run_stage_keys(["keras"], augmenting=False, fine_tuning=False))
+    board.end("dataset")
+    board.end("backbone")
+    board.skip("preparing", "not needed: every bottleneck was in the cache")  # pipeline/retrain.py's words
+    board.from_progress("caching", Progress("caching", 0, 0, 0.0, None, "all 42 cached"))
+    workspace = open_workspace(studio["token"])
+    waiter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    run = fake_run(workspace, QUEUED, state="training", step="training", pid=waiter.pid, **board.to_status())
+    try:
+        workspace.update_state(run=QUEUED)
+        at = app(studio["token"], "pages/train.py")
+        lines = texts(at.markdown)
+        assert "preparing the backbone: skipped — not needed: every photo was already read by the backbone" in lines
+        assert "bottleneck" not in lines, lines
+    finally:
+        waiter.kill()
+        waiter.wait()
+        workspace.update_state(run=FIRST)
+        shutil.rmtree(run.path)
+
+
 def test_evaluate_and_runs_are_not_blocked_by_a_run_in_progress(studio):
     workspace = open_workspace(studio["token"])
     waiter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
