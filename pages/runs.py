@@ -21,14 +21,21 @@ from pipeline.studio.run_history import (
 )
 from pipeline.studio.workspaces import Workspace
 
+# Each file with what it is for, in a newcomer's words: the format names alone do not say which one to take.
 DOWNLOADS = [
-    ("model.keras", "Keras model", "application/octet-stream"),
-    ("model.tflite", "TFLite model", "application/octet-stream"),
-    ("model.onnx", "ONNX model", "application/octet-stream"),
-    ("labels.txt", "labels.txt", "text/plain"),
-    ("report.json", "report.json", "application/json"),
-    ("preprocessing.json", "preprocessing.json", "application/json"),
+    ("model.keras", "Keras model", "application/octet-stream", "The model for Python programs (Keras 3)."),
+    ("model.tflite", "TFLite model", "application/octet-stream", "The model for phones and small devices."),
+    ("model.onnx", "ONNX model", "application/octet-stream", "The model for programs that run ONNX models."),
+    ("labels.txt", "labels.txt", "text/plain", "The class names, one a line, in the order the model answers."),
+    ("report.json", "report.json", "application/json", "This run's scores and settings."),
+    (
+        "preprocessing.json",
+        "preprocessing.json",
+        "application/json",
+        "How a photo is resized before the model sees it: for whoever builds it into another program.",
+    ),
 ]
+SAVED_MODEL_HELP = "The model for TensorFlow tools (TensorFlow Serving, converters), zipped."
 # The rows of run comparison (run_row's cells, and the preset its settings are), in order.
 COMPARED = [
     "state",
@@ -132,12 +139,15 @@ def show() -> None:
 
     if status.get("state") == "done":
         st.subheader("Downloads")
-        st.caption(f"Every file is named after the run (`{run.name}-…`), so two runs' models never collide.")
+        st.caption(
+            f"Not sure which to take? The bundle holds them all. Every file is named after the run (`{run.name}-…`), "
+            "so two runs' models never collide."
+        )
         cols = st.columns(3)
         if run.report.is_file():
             widgets.bundle_button(cols[0], run, "Bundle (.zip)", key="download-bundle", primary=True)
-        shown = [(file, label, mime) for file, label, mime in DOWNLOADS if (run.path / file).exists()]
-        for index, (file, label, mime) in enumerate(shown, start=1):
+        shown = [download for download in DOWNLOADS if (run.path / download[0]).exists()]
+        for index, (file, label, mime, use) in enumerate(shown, start=1):
             cols[index % 3].download_button(
                 label,
                 data=(run.path / file).read_bytes,
@@ -147,6 +157,7 @@ def show() -> None:
                 width="stretch",
                 on_click="ignore",
                 key=f"download-{file}",
+                help=use,
             )
         if (run.path / "saved_model").is_dir():
             cols[(len(shown) + 1) % 3].download_button(
@@ -158,6 +169,7 @@ def show() -> None:
                 width="stretch",
                 on_click="ignore",
                 key="download-saved_model",
+                help=SAVED_MODEL_HELP,
             )
         exports = status.get("exports") if isinstance(status.get("exports"), dict) else {}
         if unavailable := sorted(str(name) for name, state in exports.items() if state == "unavailable"):

@@ -172,7 +172,9 @@ def show() -> None:
 
     if run is None:
         st.info(
-            "No run yet. Press **Start training** — the first run also prepares the backbone (a few seconds).",
+            # The same time as the run's own "preparing the backbone" line (pipeline/backbones/runtime.py) says.
+            "No run yet. Press **Start training** — the first run on this server also prepares the backbone "
+            "(a minute or more; later runs reuse it).",
             icon=":material/model_training:",
         )
     else:

@@ -302,5 +302,5 @@ def bundle_button(place, run, label: str, key: str, primary: bool = False) -> No
         width="stretch",
         on_click="ignore",
         key=key,
-        help="Every checked export, labels.txt, report.json and a model card",
+        help="Everything in one zip: the model in every format made here, labels.txt, report.json and a model card",
     )

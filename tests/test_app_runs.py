@@ -229,6 +229,17 @@ def test_a_run_deleted_in_another_tab_is_forgotten_not_a_crash(studio):
         waiter.wait()
 
 
+def test_before_a_first_run_the_wait_for_the_backbone_is_the_one_the_run_then_says(studio):
+    # Seen in a browser walk: the page promised "a few seconds" for preparing the backbone, then the run's own line
+    # said "a minute or more; later runs reuse it" (pipeline/backbones/runtime.py; it took 20 s on two cores).
+    token = new_token()
+    workspace = open_workspace(token)
+    workspace.update_state(**{k: v for k, v in studio["workspace"].state().items() if k != "run"})
+    at = app(token, "pages/train.py")
+    [notice] = [text for text in texts(at.info).split(" | ") if "No run yet" in text]
+    assert "a few seconds" not in notice and "a minute or more; later runs reuse it" in notice, notice
+
+
 def test_start_training_runs_in_the_background_and_can_be_watched(studio):
     token = new_token()
     workspace = open_workspace(token)
@@ -636,6 +647,17 @@ def test_too_few_test_photos_names_the_apps_control_not_the_cli_flag(studio):
         assert "on the Dataset page, 'Add photos or classes'" in shown and "held out for testing" in shown, shown
     at = app(studio["token"], "pages/dataset.py")
     assert buttons(at, "Add photos or classes"), "the control the warning names is on the Dataset page"
+
+
+def test_every_download_says_what_it_is_for(studio):
+    # Seen in a browser walk: seven buttons named by format (Keras, TFLite, SavedModel, preprocessing.json…) and
+    # nothing to tell a newcomer which one to take.
+    at = app(studio["token"], "pages/runs.py")
+    downloads = {button.label: button.proto.help for button in at.get("download_button")}
+    assert {"Bundle (.zip)", "Keras model", "TFLite model", "SavedModel (.zip)", "labels.txt"} <= set(downloads)
+    assert all(downloads.values()), downloads
+    assert "phones" in downloads["TFLite model"] and "Everything in one zip" in downloads["Bundle (.zip)"]
+    assert "Not sure which to take? The bundle holds them all." in texts(at.caption)
 
 
 def test_train_says_a_runs_stages_and_end_without_ml_jargon(studio):
