@@ -155,7 +155,21 @@ def state_text(status: dict) -> tuple[str, str]:
         if state == UNKNOWN
         else STATE_INFO.get(state, NOT_STARTED_INFO)
     )
+    if state == "caching" and _preparing_backbone(status):  # no image is read yet: say what the wait is
+        return f":material/{info.icon}:", PREPARING_WORDS
     return f":material/{info.icon}:", info.words
+
+
+# A run's state while its "preparing the backbone" stage works (the first run with a backbone on a server).
+PREPARING_WORDS = "Preparing the backbone (first time on this server)"
+
+
+def _preparing_backbone(status: dict) -> bool:
+    stages = status.get("stages")
+    return isinstance(stages, list) and any(
+        isinstance(stage, dict) and stage.get("key") == "preparing" and stage.get("state") == "running"
+        for stage in stages
+    )
 
 
 def sidebar(ws: Workspace) -> None:

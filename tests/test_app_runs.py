@@ -527,6 +527,9 @@ def test_preparing_the_backbone_is_its_own_line_not_caching_at_zero(studio):
         at = app(studio["token"], "pages/train.py")
         lines = texts(at.markdown)
         assert re.search(r"preparing the backbone: working, 4\d s so far — first time on this server", lines), lines
+        # The heading and the sidebar say the same, not "Reading every image" while no image is read yet.
+        heading = "Preparing the backbone (first time on this server)"
+        assert heading in texts(at.subheader) and heading in texts(at.sidebar.markdown), texts(at.subheader)
         assert "reading each photo once with the backbone (saved for reruns): waiting" in lines
         assert "(saved for reruns): 0/" not in lines
     finally:
