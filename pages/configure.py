@@ -187,7 +187,11 @@ def show() -> None:
                 charts.balance_figure(balance_counts(counts, AugmentConfig(**augment_values))), key="balance_chart"
             )
     else:
-        st.caption(f"Off: every class trains on the photos it has (the largest has {largest}).")
+        # "Training photos": a user who put 20 photos in each folder otherwise reads "the largest has 15" as wrong.
+        st.caption(
+            f"Off: every class trains on the photos it has (the largest has {largest} training photos; the rest "
+            "of each class is kept aside to check the model)."
+        )
 
     with st.expander("Advanced"):
         train_values["bottleneck_layer"] = widgets.knob_input("train", config.train, "bottleneck_layer")

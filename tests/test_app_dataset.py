@@ -288,6 +288,15 @@ def test_configure_bounds_every_number_by_the_config_s_range(data_root, tmp_path
     assert decoded and set(decoded) == {224}, "the preview decodes at the backbone's size, as training does"
 
 
+def test_class_balancing_counts_training_photos_in_words_that_say_so(data_root, tmp_path):
+    # Seen in a browser walk: 20 photos in each folder, and the page said "the largest has 15" (its training split).
+    token = with_dataset(tmp_path, {"red": 20, "blue": 20})
+    at = app(token, "pages/configure.py")
+    train = load_dataset(DatasetConfig(image_dir=str(tmp_path / "shapes")), check_images=False).class_counts()
+    largest = max(n["train"] for n in train.values())
+    assert f"the largest has {largest} training photos; the rest of each class is kept aside" in texts(at.caption)
+
+
 def test_class_balancing_is_off_by_default_and_charts_the_copies(data_root, tmp_path):
     token = with_dataset(tmp_path, {"red": 30, "blue": 8, "green": 14})
     at = app(token, "pages/configure.py")
