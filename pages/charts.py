@@ -86,10 +86,12 @@ def map_figure(points: pd.DataFrame):
             unselected={"marker": {"opacity": 0.6}},
             hovertemplate="%{customdata[0]}<br>class: %{customdata[1]} · likely mistake<extra></extra>",
         )
+    # The legend under the map: beside it, on a phone it lay over the dots and under plotly's toolbar.
     fig.update_layout(
         height=460,
         margin={"l": 10, "r": 10, "t": 10, "b": 10},
         legend_title_text="",
+        legend={"orientation": "h", "yanchor": "top", "y": -0.02, "x": 0},
         clickmode="event+select",
         dragmode="pan",
     )

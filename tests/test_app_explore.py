@@ -85,6 +85,8 @@ def test_the_map_and_the_suspects_are_shown(misfiled):
     [data_map] = [chart for chart in at.get("plotly_chart") if "likely mistake" in chart.proto.spec]
     traces = json.loads(data_map.proto.spec)["data"]
     assert {trace["name"] for trace in traces} == set(CLASSES) | {"likely mistake"}
+    # Its legend under it: at the side it covered a phone's dots and sat under plotly's toolbar (a browser walk).
+    assert json.loads(data_map.proto.spec)["layout"]["legend"]["orientation"] == "h"
     shown = [file for trace in traces if trace["name"] != "likely mistake" for file, *_ in trace["customdata"]]
     assert sorted(shown) == sorted(str(p.relative_to(misfiled["images"])) for p in misfiled["files"])
     ringed = {file for file, _ in next(t for t in traces if t["name"] == "likely mistake")["customdata"]}
