@@ -68,6 +68,7 @@ def prediction(name: str, data: bytes, key: str, judged: dict | ImageProblem, ad
         st.markdown(f"**{widgets.plain(guesses[0]['label'])}** ({guesses[0]['score']:.0%} sure)")
         for note in notes:
             st.warning(f"Be careful with this answer: {widgets.plain(note)}.", icon=":material/help:")
-        st.plotly_chart(charts.top_k_figure(guesses), key=key)
+        # No toolbar: nothing in three bars to zoom or pan, and on a phone it lay over the top guess's bar.
+        st.plotly_chart(charts.top_k_figure(guesses), key=key, config={"displayModeBar": False})
         if add is not None:
             add(name, data, guesses[0]["label"], key)

@@ -335,6 +335,8 @@ def test_predict_gives_top_k_for_photos_and_errors_for_bad_files(studio, monkeyp
     assert not at.exception
     assert any("sure)" in m.value for m in at.markdown), "the top guess is named"
     assert len(at.get("plotly_chart")) == 1, "one top-k chart for the good photo"
+    # Without plotly's toolbar: on a phone it covered the top guess's bar (a browser walk).
+    assert json.loads(at.get("plotly_chart")[0].proto.config)["displayModeBar"] is False
     assert "broken.jpg" in texts(at.error)
 
 
