@@ -218,8 +218,10 @@ def run_estimate_line(status: dict[str, Any]) -> str:
     eta = _duration(status.get("run_eta_seconds"))
     if eta is None:
         return ""
-    prefix = "at least" if status.get("run_eta_is_lower_bound") else "about"
-    return f"whole run: {prefix} {format_seconds(eta)} left"
+    lower_bound = bool(status.get("run_eta_is_lower_bound"))
+    if lower_bound and round(eta) == 0:  # "at least 0 s left" says nothing (a stage's last seconds, others to come)
+        return ""
+    return f"whole run: {'at least' if lower_bound else 'about'} {format_seconds(eta)} left"
 
 
 def _number(value: Any) -> float | None:

@@ -161,6 +161,16 @@ def test_a_run_that_stops_early_says_where_and_what_was_not_reached():
     assert run_estimate_line(board.to_status()) == ""
 
 
+def test_a_lower_bound_of_zero_seconds_is_not_shown():
+    """A stage in its last fraction of a second with stages to come said "whole run: at least 0 s left" (walk6)."""
+    board = StageBoard(["caching", "training"], Clock())
+    board.advance("caching", 39, 40, 100.0, 0.01)
+    assert run_estimate_line(board.to_status()) == ""
+    board.advance("caching", 20, 40, 1.0, 20.0)
+    assert run_estimate_line(board.to_status()) == "whole run: at least 20 s left"
+    assert run_estimate_line({"run_eta_seconds": 0.2, "run_eta_is_lower_bound": False}) == "whole run: about 0 s left"
+
+
 def test_non_finite_or_absurd_numbers_in_stages_are_left_out_not_raised():
     """Python's json reads NaN and Infinity: a damaged status.json can hold them (attack2)."""
     nan, inf = float("nan"), float("inf")
