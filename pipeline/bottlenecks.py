@@ -323,6 +323,8 @@ def cache_bottlenecks(
         stage = "augmenting" if missing and all(item.copy for item in missing) else "caching"
         if missing:
             prepare_backbone(backbone, preparing)
+            if should_stop and should_stop():  # cancelled while it was prepared (a minute or more the first time)
+                missing, progress = [], None  # no photo started; the stage was not reached, not "nothing to do"
         meter = ProgressMeter(stage, len(missing), progress)
         meter.report()
         for batch_items, features, problems in _extract_batches(missing, backbone, augment, batch_size):

@@ -126,9 +126,19 @@ def display_name(path: str | Path) -> str:
 LINE_BREAKING_CATEGORIES = ("Cc", "Zl", "Zp")
 
 
+# The bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): each reorders the rest of the
+# printed line, the program's own words after a name included ("‮evil.keras. Check the path" shows reversed).
+LINE_REORDERING = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def is_control_character(char: str) -> bool:
+    return unicodedata.category(char) in LINE_BREAKING_CATEGORIES or char in LINE_REORDERING
+
+
 def has_control_character(text: str) -> bool:
-    """True when `text` holds a character that would break or rewrite a printed line (newline, tab, escape, ...)."""
-    return any(unicodedata.category(char) in LINE_BREAKING_CATEGORIES for char in text)
+    """True when `text` holds a character that would break or rewrite a printed line (newline, tab, escape, a
+    right-to-left override, ...)."""
+    return any(is_control_character(char) for char in text)
 
 
 def printable(text: str) -> str:
@@ -136,9 +146,7 @@ def printable(text: str) -> str:
     "\\x1b"), every other character as is."""
     if not has_control_character(text):
         return text
-    return "".join(
-        repr(char)[1:-1] if unicodedata.category(char) in LINE_BREAKING_CATEGORIES else char for char in text
-    )
+    return "".join(repr(char)[1:-1] if is_control_character(char) else char for char in text)
 
 
 def describe_write_error(error: BaseException, where: str | Path) -> str:

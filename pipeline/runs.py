@@ -23,6 +23,7 @@ from pipeline import settings
 from pipeline.errors import RetrainError, RunCancelled
 from pipeline.files import describe_write_error, display_name, is_disk_full, write_json_atomic, write_json_in_place
 from pipeline.records import DamagedFile, read_metrics, read_status
+from pipeline.stage_progress import running_stage_title, settled_board
 
 try:
     import fcntl
@@ -273,11 +274,14 @@ def refreshed_status(run: RunDir) -> dict[str, Any]:
     if status.get("state") in FINISHED:
         return status
     if run.cancel_request.exists():
-        run.write_status("cancelled", message="cancelled before it got going")
+        run.write_status("cancelled", message="cancelled before it got going", **settled_board(status, "cancelled"))
     elif said := _last_error_line(run):  # it stopped on an error it printed before it could write status.json
-        run.write_status("failed", message=said)
+        run.write_status("failed", message=said, **settled_board(status, "failed"))
     else:
+        # Where it died, in the board's words too: "caching (preparing the backbone)", not only "caching".
         stage = status.get("state", "")
+        title = running_stage_title(status)
+        where = f"{stage} ({title})" if title and title != stage else stage
         # Exports it had checked stay usable (predict says the run ended early); the rest were never finished.
         exports = status.get("exports")
         kept = (
@@ -288,10 +292,11 @@ def refreshed_status(run: RunDir) -> dict[str, Any]:
         run.write_status(
             "failed",
             message=f"interrupted: the run's process (pid {status.get('pid')}) died while "
-            f"{stage} (killed or out of memory); start it again — cached "
+            f"{where} (killed or out of memory); start it again — cached "
             "bottlenecks are kept",
             interrupted=stage,
             **({"exports": kept} if kept is not None else {}),
+            **settled_board(status, "failed"),  # the stage board stays: which stage died, which were done
         )
     return run.status()
 

@@ -213,6 +213,34 @@ def stage_lines(status: dict[str, Any], now: float | None = None) -> list[str]:
     return [stage_line(stage, now) for stage in stages if isinstance(stage, dict) and isinstance(stage.get("key"), str)]
 
 
+def settled_board(status: dict[str, Any], ending: str) -> dict[str, Any]:
+    """The stage board of a run whose process died without settling it (kill -9, out of memory), settled as it
+    would have: the stage that was running ends as `ending`, the pending ones were not reached. {} when the
+    status has no board (older runs); malformed entries are dropped, as `stage_lines` drops them."""
+    stages = status.get("stages")
+    if not isinstance(stages, list):
+        return {}
+    settled = []
+    for stage in stages:
+        if not isinstance(stage, dict) or not isinstance(stage.get("key"), str):
+            continue
+        if stage.get("state") == RUNNING:
+            stage = {**stage, "state": ending, "eta_seconds": None}
+        elif stage.get("state") == PENDING:
+            stage = {**stage, "state": NOT_REACHED}
+        settled.append(stage)
+    return {"stages": settled, "run_eta_seconds": None, "run_eta_is_lower_bound": False}
+
+
+def running_stage_title(status: dict[str, Any]) -> str | None:
+    """The title of the stage a run's status says is running ("preparing the backbone"), None when none is."""
+    stages = status.get("stages")
+    for stage in stages if isinstance(stages, list) else []:
+        if isinstance(stage, dict) and isinstance(stage.get("key"), str) and stage.get("state") == RUNNING:
+            return printable(stage_title(stage["key"]))
+    return None
+
+
 def run_estimate_line(status: dict[str, Any]) -> str:
     """ "about 2 min 10 s left", "at least 40 s left" or "" when there is nothing honest to say."""
     eta = _duration(status.get("run_eta_seconds"))

@@ -494,3 +494,39 @@ def test_first_extraction_on_a_machine_builds_and_caches_the_model(cache_dir, tm
     result = cache_bottlenecks(items, load_backbone(), tmp_path / "bottlenecks")
     assert result.computed == 2 and not result.problems
     assert len(list(cache_dir.glob("efficientnet_lite0-*.keras"))) == 1
+
+
+def test_own_model_truncated_or_changed_while_read_is_refused_in_its_own_words(own_model, tmp_path, monkeypatch):
+    """A .keras cut short by a copy is not "File not found" (Keras' words); a file saved over while it was loaded must
+    not cache the old model's features under the new file's sha256."""
+    from pipeline.backbones import custom
+
+    cut = tmp_path / "cut.keras"
+    cut.write_bytes(own_model.read_bytes()[:3000])
+    with pytest.raises(RetrainError, match=r"cut.keras is not a whole \.keras file") as refused:
+        load_backbone(str(cut), "features")
+    assert "not found" not in str(refused.value).lower()
+
+    other = tmp_path / "other.keras"
+    other.write_bytes(own_model.read_bytes())
+    with open(other, "ab") as handle:  # the same model, other bytes: another sha256
+        handle.write(b"\0")
+    load = custom._load
+
+    def saved_over_while_loading(path):
+        model = load(path)
+        path.write_bytes(other.read_bytes())
+        return model
+
+    monkeypatch.setattr(custom, "_load", saved_over_while_loading)
+    with pytest.raises(RetrainError, match="mine.keras changed while it was being read"):
+        load_backbone(str(own_model), "features")
+
+    def deleted_while_loading(path):
+        model = load(path)
+        path.unlink()
+        return model
+
+    monkeypatch.setattr(custom, "_load", deleted_while_loading)
+    with pytest.raises(RetrainError, match="mine.keras could not be read"):
+        load_backbone(str(own_model), "features")

@@ -62,6 +62,31 @@ def test_the_backbone_is_prepared_as_its_own_step_before_the_first_photo(tmp_pat
     assert not again.built
 
 
+def test_a_cancel_while_the_backbone_is_prepared_stops_before_the_first_photo(tmp_path, tiny_backbone_file):
+    """Cancel pressed during the minute a first conversion takes: no batch of photos is computed after it, and the
+    caching step does not claim it had nothing to do (it was not reached)."""
+    images = make_class_folders(tmp_path / "images", {"red": 3})
+    cancelled, reports = [], []
+    backbone = load_backbone(str(tiny_backbone_file), "features")
+
+    def preparing(report):
+        reports.append(report)
+        cancelled.append(True)  # the user cancels while the backbone is being prepared
+
+    result = cache_bottlenecks(
+        items_of(images),
+        backbone,
+        tmp_path / "cache",
+        progress=reports.append,
+        preparing=preparing,
+        should_stop=lambda: bool(cancelled),
+    )
+    assert (result.computed, result.reused, result.vectors) == (0, 0, {})
+    assert [report.stage for report in reports] == ["preparing the backbone", "preparing the backbone"]
+    again = cache_bottlenecks(items_of(images), backbone, tmp_path / "cache")  # the next run computes them all
+    assert (again.computed, again.reused) == (3, 0)
+
+
 def test_keys_separate_backbones_layers_and_copies():
     item = ExtractItem("a.jpg", "f" * 64)
     keys = {

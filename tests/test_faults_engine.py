@@ -923,3 +923,29 @@ def test_full_disk_while_exporting_keeps_the_checked_model_offered(tmp_path, tin
     assert status["state"] == "failed" and "is full" in status["message"]
     assert status["exports"]["keras"] == "ready" and status["exports"]["saved_model"] != "ready"
     assert tmp_path / "run" / "model.keras" in ready_files(RunDir(tmp_path / "run"))
+
+
+def test_a_run_killed_while_preparing_the_backbone_keeps_its_board_and_says_which_step(tmp_path):
+    # kill -9 during "preparing the backbone" (a minute the first time on a server): the run must say it died
+    # there, and its stage board must stay, settled (the running stage failed, the rest not reached), not vanish.
+    from pipeline.runs import RunDir, refreshed_status
+    from pipeline.stage_progress import StageBoard, run_stage_keys, stage_lines
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    board = StageBoard(run_stage_keys(["keras"], augmenting=False, fine_tuning=False))
+    board.begin("dataset")
+    board.end("dataset", "24 images, 2 classes")
+    board.begin("backbone")
+    board.end("backbone")
+    board.begin("preparing", message="first time on this server: building the model")
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    run.write_status("caching", 0.0, "preparing the backbone", pid=int(finished.stdout), **board.to_status())
+    status = refreshed_status(run)
+    assert status["state"] == "failed" and status["interrupted"] == "caching", status
+    assert "died while caching (preparing the backbone)" in status["message"]
+    states = {stage["key"]: stage["state"] for stage in status["stages"]}
+    assert states["dataset"] == states["backbone"] == "done" and states["preparing"] == "failed"
+    assert states["caching"] == states["training"] == states["export keras"] == "not reached"
+    assert status["run_eta_seconds"] is None
+    assert any(line.startswith("preparing the backbone: failed") for line in stage_lines(status)), stage_lines(status)

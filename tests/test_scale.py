@@ -548,3 +548,27 @@ def test_a_malformed_ray_address_is_refused_in_one_line(address):
     with pytest.raises(RetrainError, match="is not host:port"):
         with cluster.ray_session(address):
             pass
+
+
+def test_a_ray_run_of_bad_images_only_names_them_and_its_board_counts_them(
+    ray_local, tmp_path, capsys, tiny_backbone_file
+):
+    """Every photo unusable: the refusal names the problems (the Ray engine prints none of its own), and the board's
+    caching stage counts them rather than saying it had "nothing to do"."""
+    from pipeline.__main__ import main
+    from pipeline.runs import RunDir
+
+    images = tmp_path / "images"
+    for label in ("red", "blue"):
+        (images / label).mkdir(parents=True)
+        for number in range(4):
+            write_truncated_jpeg(images / label / f"{label}_{number}.jpg")
+    run_dir = tmp_path / "run"
+    backbone = ["--architecture", str(tiny_backbone_file), "--bottleneck_layer", "features"]
+    args = ["--image_dir", str(images), "--output_dir", str(run_dir), "--bottleneck_dir", str(tmp_path / "bn")]
+    assert main(["train", "--engine", "ray", *args, *backbone, "--export_formats", "keras"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "8 file(s) could not be used, e.g. blue/blue_0.jpg" in error and "see the problems above" not in error
+    stages = {stage["key"]: stage for stage in RunDir(run_dir).status()["stages"]}
+    assert stages["caching"]["state"] == "done" and "8 with problems" in stages["caching"]["message"], stages
+    assert stages["training"]["state"] == "not reached"

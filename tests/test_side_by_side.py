@@ -90,6 +90,8 @@ def test_pair_has_no_bottleneck_layer_to_choose():
         "efficientnet_lite0\u2028+efficientnet_lite1",
         "efficientnet_lite0\x00",
         "models/my\nmodel.keras",
+        "efficientnet_lite0\u202e+efficientnet_lite1",  # a right-to-left override: the rest of the line reversed
+        "models/\u2067sarek.keras",
     ],
 )
 def test_a_name_with_a_control_character_is_refused_in_one_line(name):

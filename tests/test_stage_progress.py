@@ -65,20 +65,22 @@ def test_cli_progress_prints_uncounted_and_empty_stages_as_words(capsys):
 
 def test_control_characters_in_a_message_never_reach_a_progress_line_raw(capsys):
     """A name given by a user (a backbone file, a status.json edited by hand) must not break or rewrite the line."""
-    name = "my\nmodel\r\x1b[2J\u2028.keras"
+    name = "my\nmodel\r\x1b[2J\u2028\u202e.keras"  # U+202E would show the rest of the line reversed
     print_progress(Progress("loading the backbone", 0, 0, 0.0, None, name, indeterminate=True))
     print_progress(Progress("caching bottlenecks", 3, 3, 1.0, 0.0, name))
     bars = ProgressBars()
     bars(Progress("loading the backbone", 0, 0, 0.0, None, name, indeterminate=True))
     bars.close()
     err = capsys.readouterr().err
-    assert "\x1b" not in err and "\u2028" not in err
+    assert "\x1b" not in err and "\u2028" not in err and "\u202e" not in err
     lines = [line.rstrip() for line in err.replace("\r", "\n").splitlines() if line.strip()]  # tqdm redraws with \r
-    assert err.count("\n") == 3 and all(line.endswith("my\\nmodel\\r\\x1b[2J\\u2028.keras") for line in lines), err
+    assert err.count("\n") == 3 and all(line.endswith("my\\nmodel\\r\\x1b[2J\\u2028\\u202e.keras") for line in lines), (
+        err
+    )
     board = StageBoard(["backbone"], Clock())
     board.begin("backbone", message=name)
     assert stage_lines(board.to_status(), now=1000.0) == [
-        "loading the backbone: working, 0 s so far — my\\nmodel\\r\\x1b[2J\\u2028.keras"
+        "loading the backbone: working, 0 s so far — my\\nmodel\\r\\x1b[2J\\u2028\\u202e.keras"
     ]
 
 

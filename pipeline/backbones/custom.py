@@ -41,16 +41,22 @@ def input_size(architecture: str) -> int:
 def load_custom_backbone(architecture: str, bottleneck_layer: str | None = None) -> Backbone:
     """The model in the file cut at `bottleneck_layer`, or at its output when that is already a vector."""
     path = _existing_model_file(architecture)
+    before = _sha256(path)
     model = _load(path)
+    # Keyed by the file's bytes, not by the path typed: "mine.keras" and "/home/me/mine.keras" (or a copy) are one
+    # backbone, whose bottlenecks are cached once. The bytes hashed must be the bytes loaded: a file saved over
+    # while it was read would otherwise cache the old model's features under the new file's key.
+    if _sha256(path) != before:
+        raise RetrainError(
+            f"{path} changed while it was being read (saved over, or a link moved to another file). Wait until it is "
+            "written completely, then start the run again."
+        )
     if len(model.inputs) != 1:
         raise RetrainError(f"{path} has {len(model.inputs)} inputs; a backbone must take exactly one image input.")
     side = _square_side(model.inputs[0].shape, path)
     layer = bottleneck_layer or _vector_output_layer(model, path)
     features = cut_at_bottleneck(model, layer, str(path))
-    # Keyed by the file's bytes, not by the path typed: "mine.keras" and "/home/me/mine.keras" (or a copy) are one
-    # backbone, whose bottlenecks are cached once.
-    weights = f"sha256:{file_fingerprint(str(path), 64)}"
-    return describe_backbone(architecture, side, weights, layer, features, keyed_as=OWN_MODEL)
+    return describe_backbone(architecture, side, f"sha256:{before}", layer, features, keyed_as=OWN_MODEL)
 
 
 def _existing_model_file(architecture: str) -> Path:
@@ -62,9 +68,24 @@ def _existing_model_file(architecture: str) -> Path:
     return path
 
 
+def _sha256(path: Path) -> str:
+    try:
+        return file_fingerprint(str(path), 64)
+    except OSError as error:  # deleted, or its folder unmounted, between one look and the next
+        raise RetrainError(
+            f"Backbone model file {path} could not be read ({error.strerror or error}). Check the path, then start the "
+            "run again."
+        ) from None
+
+
 def _load(path: Path) -> keras.Model:
     import keras
 
+    if not zipfile.is_zipfile(path):  # Keras would call a truncated file "File not found"
+        raise RetrainError(
+            f"{path} is not a whole .keras file (not a zip archive: cut short while copying, or another format). "
+            "Copy it again, or save it again with model.save('name.keras')."
+        )
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as error:  # Keras raises many kinds for bad files; all mean "cannot use this file"

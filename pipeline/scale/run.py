@@ -19,6 +19,7 @@ import pandas as pd
 from pipeline.config import RunConfig
 from pipeline.errors import DatasetError, RetrainError
 from pipeline.evaluate import Report, build_report
+from pipeline.files import printable
 from pipeline.progress import Progress, print_progress
 from pipeline.scale.commands import bottleneck_dir_of, extract_with_ray
 from pipeline.stage_progress import SKIPPED
@@ -90,12 +91,19 @@ def _stages(context, options) -> Report:
         context.check_stop()
         progress = context.stage_progress("caching", "caching")
         summary, table, classes = extract_with_ray(config, options, progress=progress, should_stop=context.stop.is_set)
-    if context.board.stages["caching"].state != SKIPPED:  # skipped already when every photo was in the shards
-        context.stage_end("caching", "caching", 1.0, f"{summary.computed} computed, {summary.reused} reused")
+    # Skipped already when every photo was in the shards, or when none was usable: then its problems still show.
+    if context.board.stages["caching"].state != SKIPPED or summary.problems:
+        context.stage_end("caching", "caching", 1.0, _cache_words(summary))
     context.timings["caching_seconds"] = time.monotonic() - started
     with StopFlag(run.cancel_request, context.stop.event):
         context.check_stop()
         return _train_evaluate_export(context, summary, table, classes, started)
+
+
+def _cache_words(summary) -> str:
+    """ "20 computed, 4 reused, 12 problems": what the caching stage did, its unusable files counted."""
+    words = f"{summary.computed} computed, {summary.reused} reused"
+    return words + (f", {len(summary.problems)} with problems" if summary.problems else "")
 
 
 def _train_evaluate_export(context, summary, table: pd.DataFrame, classes: list[str], started: float) -> Report:
@@ -104,7 +112,7 @@ def _train_evaluate_export(context, summary, table: pd.DataFrame, classes: list[
 
     config = context.config
     table = table[table["path"].isin(summary.keys)].assign(key=lambda t: t["path"].map(summary.keys))
-    shard_splits, counts = _splits(config, bottleneck_dir_of(config), table, classes)
+    shard_splits, counts = _splits(config, bottleneck_dir_of(config), table, classes, summary.problems)
     head = _train(context, shard_splits, int(summary.feature_dim), len(classes))
     report = _evaluate(context, shard_splits, table, classes, head, int(summary.feature_dim))
     report.extra.update(
@@ -123,7 +131,7 @@ def _train_evaluate_export(context, summary, table: pd.DataFrame, classes: list[
     return report
 
 
-def _splits(config: RunConfig, bottleneck_dir: str, table: pd.DataFrame, classes: list[str]):
+def _splits(config: RunConfig, bottleneck_dir: str, table: pd.DataFrame, classes: list[str], problems: dict):
     """Each split's ShardSplit (key → label index, the shards holding them) and the training class counts."""
     from pipeline.scale.stream import split_from_shards
 
@@ -136,10 +144,19 @@ def _splits(config: RunConfig, bottleneck_dir: str, table: pd.DataFrame, classes
     if train["label"].nunique() < 2:
         raise DatasetError(
             f"{config.dataset.image_dir}: fewer than two classes have training images with "
-            f"bottlenecks ({sorted(set(train['label']))}); see the problems above"
+            f"bottlenecks ({sorted(set(train['label']))}){_problems_words(problems)}"
         )
     splits = {name: split_from_shards(bottleneck_dir, labels.get(name, {})) for name in ("train", "validation", "test")}
     return splits, {label: int(count) for label, count in train["label"].value_counts().sort_index().items()}
+
+
+def _problems_words(problems: dict[str, str]) -> str:
+    """The files that could not be used, for a message that refuses the run: the count and the first one, since the
+    Ray engine prints no problem lines of its own."""
+    if not problems:
+        return ""
+    file, why = sorted(problems.items())[0]
+    return f"; {len(problems)} file(s) could not be used, e.g. {printable(str(file))}: {printable(why)}"
 
 
 def _train(context, splits: dict, dim: int, num_classes: int):
