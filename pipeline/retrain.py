@@ -304,7 +304,8 @@ def _run_stages(context: RunContext) -> Report:
     write_run_dataset(context.run.path, summary)  # what every view of this run shows as its dataset
     require_trainable(dataset)
     context.stage_end("dataset", "caching", 0.0, f"{summary['images']} images, {summary['classes']} classes")
-    context.stage_begin("backbone", "caching", 0.0, printable(Path(config.train.architecture).name))
+    name = printable(Path(config.train.architecture).name)  # a 100 kB name must not be a 100 kB stage line
+    context.stage_begin("backbone", "caching", 0.0, name if len(name) <= 80 else name[:79] + "…")
     backbone = load_backbone(config.train.architecture, config.train.bottleneck_layer, config.train.mirror_view)
     context.stage_end("backbone", "caching", 0.0)
     context.run.needed_mb = _space_needed_mb(dataset, backbone, config)

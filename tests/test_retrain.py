@@ -230,6 +230,14 @@ def test_user_errors_are_one_line(tmp_path):
     refused = _cli("train", "--image_dir", str(one_class), "--output_dir", str(tmp_path / "r1"), check=False)
     assert refused.returncode == 2 and "class" in refused.stderr.lower()
     assert json.loads((tmp_path / "r1" / "status.json").read_text())["state"] == "failed"
+    two_classes = make_class_folders(tmp_path / "two", {"red": 10, "blue": 10})
+    long_name = _cli(
+        "train", "--image_dir", str(two_classes), "--output_dir", str(tmp_path / "r2"), "--architecture", "y" * 5000,
+        check=False,
+    )  # fmt: skip
+    assert long_name.returncode == 2 and len(long_name.stderr) < 2000, long_name.stderr[-3000:]
+    stages = json.loads((tmp_path / "r2" / "status.json").read_text())["stages"]
+    assert max(len(stage["message"]) for stage in stages) <= 80, [stage["message"][:100] for stage in stages]
 
 
 def test_background_run_can_be_cancelled_and_keeps_its_cache(tmp_path, tiny_backbone_file):
