@@ -493,7 +493,10 @@ def test_first_extraction_on_a_machine_builds_and_caches_the_model(cache_dir, tm
     items = [ExtractItem(str(path), f"{index:064d}") for index, path in enumerate(sorted(images.rglob("*.jpg")))]
     result = cache_bottlenecks(items, load_backbone(), tmp_path / "bottlenecks")
     assert result.computed == 2 and not result.problems
-    assert len(list(cache_dir.glob("efficientnet_lite0-*.keras"))) == 1
+    (built,) = cache_dir.glob("efficientnet_lite0-*.keras")
+    from pipeline.files import current_umask
+
+    assert built.stat().st_mode & 0o777 == 0o666 & ~current_umask()  # readable as an open() file is, not mkstemp's 0600
 
 
 def test_own_model_truncated_or_changed_while_read_is_refused_in_its_own_words(own_model, tmp_path, monkeypatch):

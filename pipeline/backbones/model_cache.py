@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.files import disk_full_words, display_name, is_disk_full
+from pipeline.files import current_umask, disk_full_words, display_name, is_disk_full
 from pipeline.settings import CACHE, cache_root
 
 if TYPE_CHECKING:
@@ -73,6 +73,8 @@ def save_atomic(model: keras.Model, path: Path) -> None:
     os.close(fd)
     try:
         model.save(tmp)
+        # mkstemp's file is private (0600): the cache may be shared by the server's users, as the .tflite copies are
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
