@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -103,6 +104,23 @@ def fake_run(workspace, name: str, **status) -> RunDir:
     RunConfig().save(run.config)
     run.write_status(**status)
     return run
+
+
+@contextlib.contextmanager
+def current_run(studio, **status):
+    """A run in progress as the current one: its status.json (with a live pid) and the workspace pointing at it; the
+    first run is current again afterwards and this run's folder is gone."""
+    workspace = open_workspace(studio["token"])
+    waiter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    run = fake_run(workspace, QUEUED, pid=waiter.pid, **status)
+    try:
+        workspace.update_state(run=QUEUED)
+        yield run
+    finally:
+        waiter.kill()
+        waiter.wait()
+        workspace.update_state(run=FIRST)
+        shutil.rmtree(run.path, ignore_errors=True)
 
 
 def jpeg(label: str, index: int) -> bytes:
@@ -462,22 +480,13 @@ def test_another_session_sees_none_of_these_runs(studio):
 def test_the_sidebar_and_page_follow_a_run_to_its_end(studio):
     """The Train page and the sidebar read the same status: a run that ends shows its end in both (the browser test
     shows it happens without a click)."""
-    workspace = open_workspace(studio["token"])
-    waiter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    run = fake_run(workspace, QUEUED, state="training", step="training", pid=waiter.pid, progress=0.75)
-    try:
-        workspace.update_state(run=QUEUED)
+    with current_run(studio, state="training", step="training", progress=0.75) as run:
         at = app(studio["token"], "pages/train.py")
         assert "Training" in texts(at.subheader) and "Training" in texts(at.sidebar.markdown)
         run.write_status("done", 1.0, "done", test_accuracy=0.5)
         at.run()
         assert "Finished" in texts(at.subheader) and "Finished" in texts(at.sidebar.markdown)
         assert not at.exception
-    finally:
-        waiter.kill()
-        waiter.wait()
-        workspace.update_state(run=FIRST)
-        shutil.rmtree(run.path)
 
 
 def test_train_shows_one_line_per_stage_and_a_whole_run_estimate(studio):
@@ -488,13 +497,7 @@ def test_train_shows_one_line_per_stage_and_a_whole_run_estimate(studio):
     board.end("backbone")
     board.from_progress("caching", Progress("caching", 0, 0, 0.0, None, "all 42 cached"))  # nothing to do: no "0/0"
     board.advance("training", 120, 300, 40.0, 4.5, unit="steps")
-    workspace = open_workspace(studio["token"])
-    waiter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    run = fake_run(
-        workspace, QUEUED, state="training", step="training", pid=waiter.pid, progress=0.75, **board.to_status()
-    )
-    try:
-        workspace.update_state(run=QUEUED)
+    with current_run(studio, state="training", step="training", progress=0.75, **board.to_status()):
         at = app(studio["token"], "pages/train.py")
         lines = texts(at.markdown)
         assert (
@@ -504,11 +507,6 @@ def test_train_shows_one_line_per_stage_and_a_whole_run_estimate(studio):
         assert "training: 120/300 steps (40.0/s, about 4 s left)" in lines
         assert "evaluating: waiting" in lines and "export keras: waiting" in lines
         assert [bar.proto.text for bar in at.get("progress")] == ["Whole run: at least 4 s left"]
-    finally:
-        waiter.kill()
-        waiter.wait()
-        workspace.update_state(run=FIRST)
-        shutil.rmtree(run.path)
 
 
 def test_preparing_the_backbone_is_its_own_line_not_caching_at_zero(studio):
@@ -521,11 +519,7 @@ def test_preparing_the_backbone_is_its_own_line_not_caching_at_zero(studio):
     board.end("backbone")
     board.clock = lambda: time.time() - 40
     board.begin("preparing", message="first time on this server: building the model")
-    workspace = open_workspace(studio["token"])
-    waiter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    run = fake_run(workspace, QUEUED, state="caching", step="caching", pid=waiter.pid, **board.to_status())
-    try:
-        workspace.update_state(run=QUEUED)
+    with current_run(studio, state="caching", step="caching", **board.to_status()):
         at = app(studio["token"], "pages/train.py")
         lines = texts(at.markdown)
         assert re.search(r"preparing the backbone: working, 4\d s so far — first time on this server", lines), lines
@@ -534,11 +528,6 @@ def test_preparing_the_backbone_is_its_own_line_not_caching_at_zero(studio):
         assert heading in texts(at.subheader) and heading in texts(at.sidebar.markdown), texts(at.subheader)
         assert "reading each photo once with the backbone (saved for reruns): waiting" in lines
         assert "(saved for reruns): 0/" not in lines
-    finally:
-        waiter.kill()
-        waiter.wait()
-        workspace.update_state(run=FIRST)
-        shutil.rmtree(run.path)
 
 
 def test_a_skipped_preparing_line_says_why_without_the_word_bottleneck(studio):
@@ -551,28 +540,15 @@ def test_a_skipped_preparing_line_says_why_without_the_word_bottleneck(studio):
     board.end("backbone")
     board.skip("preparing", "not needed: every bottleneck was in the cache")  # pipeline/retrain.py's words
     board.from_progress("caching", Progress("caching", 0, 0, 0.0, None, "all 42 cached"))
-    workspace = open_workspace(studio["token"])
-    waiter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    run = fake_run(workspace, QUEUED, state="training", step="training", pid=waiter.pid, **board.to_status())
-    try:
-        workspace.update_state(run=QUEUED)
+    with current_run(studio, state="training", step="training", **board.to_status()):
         at = app(studio["token"], "pages/train.py")
         lines = texts(at.markdown)
         assert "preparing the backbone: skipped — not needed: every photo was already read by the backbone" in lines
         assert "bottleneck" not in lines, lines
-    finally:
-        waiter.kill()
-        waiter.wait()
-        workspace.update_state(run=FIRST)
-        shutil.rmtree(run.path)
 
 
 def test_evaluate_and_runs_are_not_blocked_by_a_run_in_progress(studio):
-    workspace = open_workspace(studio["token"])
-    waiter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    run = fake_run(workspace, QUEUED, state="caching", step="caching", pid=waiter.pid)
-    try:
-        workspace.update_state(run=QUEUED)  # the new run is the current one, and is not finished
+    with current_run(studio, state="caching", step="caching"):  # the new run is the current one, not finished
         at = app(studio["token"], "pages/evaluate.py")
         assert f"Run `{QUEUED}` is not finished yet" in texts(at.info)
         metrics = {metric.label: metric.value for metric in at.metric}
@@ -582,11 +558,6 @@ def test_evaluate_and_runs_are_not_blocked_by_a_run_in_progress(studio):
         at = app(studio["token"], "pages/runs.py")
         assert f"Run `{QUEUED}` is not finished yet" in texts(at.info)
         assert {QUEUED, FIRST} <= set(at.dataframe[0].value["Run"])
-    finally:
-        waiter.kill()
-        waiter.wait()
-        workspace.update_state(run=FIRST)
-        shutil.rmtree(run.path)
 
 
 def test_the_runs_table_follows_a_run_to_its_end(studio):
