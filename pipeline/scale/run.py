@@ -170,7 +170,8 @@ def _train(context, splits: dict, dim: int, num_classes: int):
     def on_metrics(row: dict) -> None:
         context.run.append_metrics(row)
         rate = row["step"] / max(row["elapsed_seconds"], 1e-9)
-        context.board.advance("training", row["step"], total, rate, (total - row["step"]) / rate, unit="steps")
+        eta = (total - row["step"]) / rate if rate > 0 else None  # as the local engine: a row at step 0 has no rate
+        context.board.advance("training", row["step"], total, rate, eta, unit="steps")
         context.status(
             "training",
             row["step"] / total,
